@@ -36,7 +36,9 @@ class DataError(UserError):
     """A dataset cannot be found, read or parsed."""
 
 
-def unknown_name(kind: str, name: str, valid: Iterable[str], *, error: type[UserError] = UserError) -> UserError:
+def unknown_name(
+    kind: str, name: str, valid: Iterable[str], *, error: type[UserError] = UserError
+) -> UserError:
     """Build the error for an unknown registry name, with a "did you mean" suggestion.
 
     >>> str(unknown_name("dataset", "digts", ["digits", "mnist1d"]))

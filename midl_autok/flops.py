@@ -1,0 +1,194 @@
+"""Analytic cost model: FLOPs of dense and MID-L networks.
+
+Convention: FLOPs = 2 x multiply-adds of matrix products and convolutions, per sample,
+forward pass. Elementwise work (activations, the sigmoid, the mix, bias adds) is O(d) per
+layer and is not counted, as in ``torch.utils.flop_counter.FlopCounterMode``, which a test
+checks these numbers against.
+
+    dense layer       2 * d_in * d
+    MID-L layer at k  2 * ( r_g * (d_in + d)  +  k * d_in  +  r * (d_in + d) )
+    conv2d            2 * (C_in / groups) * kh * kw * C_out * H_out * W_out
+    LSTM              2 * 4 * h * (d_in + h) * T   per layer (gates of every step)
+
+A model's **inference FLOPs** sum its layers with every MID-L layer at the schedule's final
+epoch k. Its **dense FLOPs** replace each MID-L layer by ``nn.Linear(d_in, d)``. A run's
+**training FLOPs** = sum over epochs of (samples seen x forward FLOPs at that epoch's k x 3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from midl_autok.layers import MIDL
+from midl_autok.schedule import KSchedule
+
+__all__ = [
+    "CostModel",
+    "LayerCost",
+    "conv2d_flops",
+    "cost_model",
+    "dense_flops",
+    "lstm_flops",
+    "midl_flops",
+]
+
+
+def dense_flops(d_in: int, d: int) -> int:
+    """``2 * d_in * d``: one dense (``nn.Linear``) layer, per sample."""
+    return 2 * d_in * d
+
+
+def midl_flops(d_in: int, d: int, k: int, *, gate_rank: int, light_rank: int) -> int:
+    """``2 * (r_g * (d_in + d) + k * d_in + r * (d_in + d))``: one MID-L layer at ``k``."""
+    return 2 * (gate_rank * (d_in + d) + k * d_in + light_rank * (d_in + d))
+
+
+def conv2d_flops(
+    c_in: int, c_out: int, kernel: tuple[int, int], out_hw: tuple[int, int], groups: int = 1
+) -> int:
+    """``2 * (C_in / groups) * kh * kw * C_out * H_out * W_out``."""
+    return 2 * (c_in // groups) * kernel[0] * kernel[1] * c_out * out_hw[0] * out_hw[1]
+
+
+def lstm_flops(input_size: int, hidden_size: int, seq_len: int, *, num_layers: int = 1) -> int:
+    """``2 * 4 * h * (d_in + h) * T`` per layer; later layers read ``h`` instead of ``d_in``."""
+    total = 0
+    for layer in range(num_layers):
+        d_in = input_size if layer == 0 else hidden_size
+        total += 2 * 4 * hidden_size * (d_in + hidden_size) * seq_len
+    return total
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """One costed module: fixed FLOPs, or a MID-L layer whose FLOPs depend on k."""
+
+    name: str
+    kind: str  # "midl" | "linear" | "conv2d" | "lstm"
+    flops: int  # fixed cost; for MID-L the dense-equivalent cost 2 * d_in * d
+    d_in: int = 0
+    d: int = 0
+    gate_rank: int = 0
+    light_rank: int = 0
+
+    def at(self, k: int | None) -> int:
+        if self.kind != "midl":
+            return self.flops
+        return midl_flops(
+            self.d_in,
+            self.d,
+            self.d if k is None else k,
+            gate_rank=self.gate_rank,
+            light_rank=self.light_rank,
+        )
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Per-sample forward FLOPs of a model as a function of its MID-L layers' k."""
+
+    layers: tuple[LayerCost, ...]
+
+    @property
+    def midl_layers(self) -> tuple[LayerCost, ...]:
+        return tuple(c for c in self.layers if c.kind == "midl")
+
+    def inference_flops(self, k: Mapping[str, int] | None = None) -> int:
+        """Forward FLOPs per sample with MID-L layers at ``k`` (missing names: all neurons)."""
+        k = k or {}
+        return sum(c.at(k.get(c.name)) for c in self.layers)
+
+    def dense_flops(self) -> int:
+        """Forward FLOPs per sample of the same architecture with ``nn.Linear`` for MID-L."""
+        return sum(c.flops for c in self.layers)
+
+    def ratio(self, k: Mapping[str, int] | None = None) -> float:
+        """``inference_flops(k) / dense_flops()``: lower is cheaper."""
+        return self.inference_flops(k) / self.dense_flops()
+
+    def training_flops(self, schedule: KSchedule, samples_per_epoch: int | Sequence[int]) -> int:
+        """Sum over epochs of samples seen x forward FLOPs at that epoch's k x 3."""
+        if isinstance(samples_per_epoch, int):
+            samples = [samples_per_epoch] * schedule.epochs
+        else:
+            samples = list(samples_per_epoch)
+        return sum(3 * n * self.inference_flops(schedule.at(e)) for e, n in enumerate(samples))
+
+    def per_layer(self, k: Mapping[str, int] | None = None) -> dict[str, int]:
+        k = k or {}
+        return {c.name: c.at(k.get(c.name)) for c in self.layers}
+
+
+def cost_model(model: nn.Module, example: torch.Tensor) -> CostModel:
+    """Trace one forward pass of ``model`` on ``example`` (one sample, batch dim included) to
+    record each costed module's shapes, then cost them analytically.
+
+    Costed modules: :class:`MIDL`, ``nn.Linear``, ``nn.Conv2d``, ``nn.LSTM`` (single
+    direction, batch_first or not). Other modules (pooling, norms, embeddings, activations)
+    count as 0, like ``FlopCounterMode``.
+    """
+    costs: list[LayerCost] = []
+    names = {module: name for name, module in model.named_modules()}
+    handles = []
+
+    def hook(module: nn.Module, args: tuple[torch.Tensor, ...], out: object) -> None:
+        name = names[module]
+        x = args[0]
+        if isinstance(module, MIDL):
+            costs.append(
+                LayerCost(
+                    name,
+                    "midl",
+                    dense_flops(module.in_features, module.out_features),
+                    d_in=module.in_features,
+                    d=module.out_features,
+                    gate_rank=module.gate_rank,
+                    light_rank=module.light_rank,
+                )
+            )
+        elif isinstance(module, nn.Linear):
+            rows = x.numel() // x.shape[-1] // example.shape[0]  # e.g. per time step
+            costs.append(
+                LayerCost(
+                    name, "linear", rows * dense_flops(module.in_features, module.out_features)
+                )
+            )
+        elif isinstance(module, nn.Conv2d):
+            assert isinstance(out, torch.Tensor)
+            kh, kw = module.kernel_size
+            flops = conv2d_flops(
+                module.in_channels,
+                module.out_channels,
+                (kh, kw),
+                (out.shape[-2], out.shape[-1]),
+                module.groups,
+            )
+            costs.append(LayerCost(name, "conv2d", flops))
+        elif isinstance(module, nn.LSTM):
+            if module.bidirectional or module.proj_size:
+                raise ValueError(
+                    f"cost model: bidirectional/projected LSTM {name} is not supported"
+                )
+            seq_len = x.shape[1] if module.batch_first else x.shape[0]
+            flops = lstm_flops(
+                module.input_size, module.hidden_size, seq_len, num_layers=module.num_layers
+            )
+            costs.append(LayerCost(name, "lstm", flops))
+
+    for module in model.modules():
+        if isinstance(module, (MIDL, nn.Linear, nn.Conv2d, nn.LSTM)):
+            handles.append(module.register_forward_hook(hook))
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(example[:1])
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return CostModel(tuple(costs))

@@ -1,0 +1,253 @@
+"""Models built from MID-L layers, by name: ``mlp``, ``cnn``, ``lstm``.
+
+Each architecture comes in three variants, so the paper's comparison is one switch away:
+
+- ``midl``: every hidden layer is a :class:`~midl_autok.layers.MIDL` layer (the default);
+- ``dense``: the same architecture with ``nn.Linear`` + activation;
+- ``dropout``: dense with standard dropout after each hidden activation.
+
+Hidden layers are named ``body.0``, ``body.1``, ... in every variant; these are the names a
+:class:`~midl_autok.schedule.KSchedule` uses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from midl_autok.errors import SpecError, unknown_name
+from midl_autok.layers import MIDL, make_activation
+from midl_autok.schedule import KSchedule, LayerSpec
+
+__all__ = ["MODELS", "VARIANTS", "MIDLNet", "build_model"]
+
+VARIANTS = ("midl", "dense", "dropout")
+
+
+class MIDLNet(nn.Module):
+    """Base class: a classifier whose hidden layers (``self.body``) may be MID-L layers."""
+
+    arch: str = ""
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        super().__init__()
+        self.config = dict(config)  # everything needed to rebuild the model
+        self.body = nn.ModuleList()
+
+    # -- MID-L views ------------------------------------------------------------------------
+
+    def midl_layers(self) -> list[tuple[str, MIDL]]:
+        """``(name, layer)`` of every MID-L layer, in forward order."""
+        return [(n, m) for n, m in self.named_modules() if isinstance(m, MIDL)]
+
+    def layer_specs(self) -> tuple[LayerSpec, ...]:
+        return tuple(LayerSpec(n, m.out_features) for n, m in self.midl_layers())
+
+    def set_k(self, k: Mapping[str, int]) -> None:
+        """Set k of named MID-L layers (``None`` values mean all neurons)."""
+        layers = dict(self.midl_layers())
+        for name, value in k.items():
+            if name not in layers:
+                raise SpecError(
+                    f"no MID-L layer named {name}; layers: {', '.join(layers) or '(none)'}"
+                )
+            layers[name].k = value
+
+    def current_k(self) -> dict[str, int]:
+        return {n: m.effective_k for n, m in self.midl_layers()}
+
+    def signature(self) -> str:
+        """A short hash of the architecture (schedules record it; replay compares it)."""
+        blob = json.dumps({"arch": self.arch, **self.config}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def check_schedule(self, schedule: KSchedule) -> None:
+        """Raise a ScheduleError naming the first layer where ``schedule`` does not fit."""
+        schedule.check_layers(
+            [(s.name, s.width) for s in self.layer_specs()], what=f"the {self.arch} model"
+        )
+
+    def schedule_template(self, epochs: int, fraction: float = 1.0) -> KSchedule:
+        """A constant schedule for this model (``fraction`` of every layer's neurons)."""
+        return KSchedule.constant(
+            self.layer_specs(), epochs, fraction, arch=self.arch, signature=self.signature()
+        )
+
+
+def _hidden_block(
+    d_in: int,
+    d: int,
+    *,
+    variant: str,
+    activation: str,
+    gate_rank: int,
+    light_rank: int,
+    dropout: float,
+) -> nn.Module:
+    if variant == "midl":
+        return MIDL(d_in, d, gate_rank=gate_rank, light_rank=light_rank, activation=activation)
+    parts: list[nn.Module] = [nn.Linear(d_in, d), make_activation(activation)]
+    if variant == "dropout":
+        parts.append(nn.Dropout(dropout))
+    return nn.Sequential(*parts)
+
+
+def _body(d_in: int, hidden: Sequence[int], cfg: Mapping[str, Any]) -> nn.ModuleList:
+    blocks = nn.ModuleList()
+    for d in hidden:
+        blocks.append(
+            _hidden_block(
+                d_in,
+                d,
+                variant=cfg["variant"],
+                activation=cfg["activation"],
+                gate_rank=cfg["gate_rank"],
+                light_rank=cfg["light_rank"],
+                dropout=cfg["dropout"],
+            )
+        )
+        d_in = d
+    return blocks
+
+
+class MLP(MIDLNet):
+    """Flatten -> hidden layers (``body``) -> linear ``head``."""
+
+    arch = "mlp"
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        super().__init__(config)
+        d_in = 1
+        for s in config["input_shape"]:
+            d_in *= s
+        self.body = _body(d_in, config["hidden"], config)
+        self.head = nn.Linear(
+            config["hidden"][-1] if config["hidden"] else d_in, config["num_classes"]
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.flatten(1)  # (B, d_in)
+        for block in self.body:
+            h = block(h)  # (B, d)
+        return self.head(h)  # (B, classes)
+
+
+class CNN(MIDLNet):
+    """Conv blocks (3x3 conv, ReLU, 2x2 max-pool) -> flatten -> hidden ``body`` -> ``head``."""
+
+    arch = "cnn"
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        super().__init__(config)
+        c, h, w = config["input_shape"]
+        convs: list[nn.Module] = []
+        for ch in config["channels"]:
+            convs += [nn.Conv2d(c, ch, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+            c, h, w = ch, h // 2, w // 2
+        self.features = nn.Sequential(*convs)
+        d_in = c * h * w
+        self.body = _body(d_in, config["hidden"], config)
+        self.head = nn.Linear(
+            config["hidden"][-1] if config["hidden"] else d_in, config["num_classes"]
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.features(x).flatten(1)  # (B, C*H*W)
+        for block in self.body:
+            h = block(h)
+        return self.head(h)
+
+
+class LSTMClassifier(MIDLNet):
+    """Embedding -> LSTM -> last hidden state -> hidden ``body`` -> ``head`` (token input)."""
+
+    arch = "lstm"
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        super().__init__(config)
+        if not config.get("vocab_size"):
+            raise SpecError("model 'lstm' needs a token dataset (vocab_size is unknown)")
+        self.embed = nn.Embedding(config["vocab_size"], config["embed_dim"])
+        self.lstm = nn.LSTM(config["embed_dim"], config["hidden_size"], batch_first=True)
+        self.body = _body(config["hidden_size"], config["hidden"], config)
+        self.head = nn.Linear(
+            config["hidden"][-1] if config["hidden"] else config["hidden_size"],
+            config["num_classes"],
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.lstm(self.embed(x))  # (B, T, H)
+        h = out[:, -1]  # (B, H)
+        for block in self.body:
+            h = block(h)
+        return self.head(h)
+
+
+_COMMON = {
+    "variant": "midl",
+    "activation": "relu",
+    "gate_rank": 16,
+    "light_rank": 16,
+    "dropout": 0.5,
+}
+_ARCH_DEFAULTS: dict[str, dict[str, Any]] = {
+    "mlp": {"hidden": [256, 256]},
+    "cnn": {"channels": [32, 64], "hidden": [256]},
+    "lstm": {"embed_dim": 64, "hidden_size": 128, "hidden": [128]},
+}
+MODELS: dict[str, Callable[[Mapping[str, Any]], MIDLNet]] = {
+    "mlp": MLP,
+    "cnn": CNN,
+    "lstm": LSTMClassifier,
+}
+
+
+def build_model(
+    arch: str,
+    *,
+    input_shape: Sequence[int],
+    num_classes: int,
+    vocab_size: int | None = None,
+    **options: Any,
+) -> MIDLNet:
+    """Build ``arch`` (``mlp``, ``cnn``, ``lstm``) for data of ``input_shape``.
+
+    Options: ``variant`` (midl|dense|dropout), ``activation``, ``gate_rank``, ``light_rank``,
+    ``dropout`` and per architecture ``hidden`` (all), ``channels`` (cnn), ``embed_dim`` and
+    ``hidden_size`` (lstm). Unknown options are an error.
+    """
+    if arch not in MODELS:
+        raise unknown_name("model", arch, MODELS, error=SpecError)
+    defaults = {**_COMMON, **_ARCH_DEFAULTS[arch]}
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        raise SpecError(
+            f"unknown option '{unknown[0]}' for model {arch}; valid: {', '.join(sorted(defaults))}"
+        )
+    cfg: dict[str, Any] = {**defaults, **options}
+    if cfg["variant"] not in VARIANTS:
+        raise unknown_name("model variant", str(cfg["variant"]), VARIANTS, error=SpecError)
+    for key in ("hidden", "channels"):
+        if key in cfg:
+            values = list(cfg[key])
+            if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values):
+                raise SpecError(
+                    f"model option '{key}' must be a list of integers >= 1, got {values}"
+                )
+            cfg[key] = values
+    if arch == "cnn" and len(input_shape) != 3:
+        raise SpecError(
+            f"model 'cnn' needs image input (C, H, W), but the data has shape {tuple(input_shape)}"
+        )
+    if arch == "cnn" and min(input_shape[1:]) < 2 ** len(cfg["channels"]):
+        raise SpecError(
+            f"model 'cnn': input {tuple(input_shape)} is too small for "
+            f"{len(cfg['channels'])} pooling blocks"
+        )
+    cfg.update(input_shape=list(input_shape), num_classes=num_classes, vocab_size=vocab_size)
+    return MODELS[arch](cfg)
