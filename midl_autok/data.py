@@ -320,7 +320,9 @@ def _check_path(name: str, location: str, path: str | os.PathLike[str] | None) -
         return None
     what = "a directory" if location == "directory" else "a file"
     if path is None:
-        raise DataError(f"dataset '{name}' is read from disk: pass path= ({what})")
+        raise DataError(
+            f"dataset '{name}' is read from disk: pass path= ({what}; CLI: --data-path)"
+        )
     resolved = Path(path).expanduser()
     if not resolved.exists():
         raise DataError(f"dataset '{name}': path {resolved} does not exist; pass {what}")

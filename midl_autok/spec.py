@@ -83,6 +83,8 @@ class TrainingSpec(_Strict):
     momentum: float = Field(0.9, ge=0, lt=1)
     grad_clip: float | None = Field(None, gt=0)
     eval_batch_size: int = Field(4096, ge=1)
+    # k fraction for every MID-L layer and epoch when no schedule is given (``train``).
+    k_fraction: float = Field(1.0, gt=0, le=1)
 
 
 class Objective(_Strict):
@@ -144,7 +146,7 @@ class ExperimentSpec(_Strict):
             for part in parents:
                 node = node[part]
             node[leaf] = value
-        return validate_spec(data, source="options")
+        return validate_spec(data, source="overrides")
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

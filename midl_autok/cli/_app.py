@@ -1,0 +1,144 @@
+"""The typer application and the helpers every command shares."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from midl_autok import __version__
+
+if TYPE_CHECKING:
+    from midl_autok.spec import ExperimentSpec
+
+app = typer.Typer(
+    name="midl-autok",
+    help=(
+        "Search per-layer, per-epoch Top-k schedules for MID-L networks, record every trial, "
+        "and export the schedule you want."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"midl-autok {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """midl-autok: Top-k schedule search for MID-L networks."""
+
+
+# Options shared by commands that take an experiment (train, search, ...).
+ExperimentArg = Annotated[
+    str | None,
+    typer.Argument(
+        help="Experiment: a shipped name (see `midl-autok experiments`) or a YAML file. "
+        "Default: digits-mlp.",
+        show_default=False,
+    ),
+]
+ExperimentOpt = Annotated[
+    str | None,
+    typer.Option("--experiment", "-e", help="Same as the EXPERIMENT argument.", show_default=False),
+]
+DatasetOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--dataset",
+        help="Dataset instead of the experiment's: digits, mnist1d, synthetic, "
+        "synthetic-tokens, mnist, fashion-mnist, cifar10, cifar100, svhn, csv.",
+        show_default=False,
+    ),
+]
+DataPathOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-path",
+        help="Folder (mnist, fashion-mnist, cifar10/100, svhn) or file (csv) with the data. "
+        "Nothing is downloaded.",
+        show_default=False,
+    ),
+]
+TargetOpt = Annotated[
+    str | None,
+    typer.Option("--target", help="Label column of a csv dataset.", show_default=False),
+]
+EpochsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--epochs", min=1, help="Training epochs (default: the experiment's).", show_default=False
+    ),
+]
+SeedOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--seed",
+        min=0,
+        help="Seeds data split, init, shuffling (and the search).",
+        show_default=False,
+    ),
+]
+DeviceOpt = Annotated[
+    str,
+    typer.Option("--device", help="auto (CUDA when available), cpu, cuda or cuda:N."),
+]
+
+
+def experiment_spec(
+    positional: str | None,
+    option: str | None,
+    *,
+    dataset: str | None = None,
+    data_path: Path | None = None,
+    target: str | None = None,
+    epochs: int | None = None,
+    seed: int | None = None,
+    extra: dict[str, Any] | None = None,
+) -> ExperimentSpec:
+    """Load the experiment and apply the command-line overrides."""
+    from midl_autok.errors import SpecError
+    from midl_autok.spec import load_spec
+
+    if positional and option and positional != option:
+        raise SpecError(
+            f"two experiments given ({positional!r} and --experiment {option!r}); give one"
+        )
+    spec = load_spec(positional or option)
+    changes: dict[str, Any] = {"training.epochs": epochs, "seed": seed}
+    if dataset is not None and dataset != spec.dataset.name:
+        # A different dataset: the experiment's path, target and options belonged to the old one.
+        old = spec.dataset.model_dump()
+        changes["dataset"] = {**old, "name": dataset, "path": None, "target": None, "options": {}}
+    if data_path is not None:
+        changes["dataset.path"] = str(data_path)
+    if target is not None:
+        changes["dataset.target"] = target
+    changes.update(extra or {})
+    spec = spec.override(**{k: v for k, v in changes.items() if v is not None})
+    return spec
+
+
+def stderr_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def stdout_console() -> Any:
+    from rich.console import Console
+
+    return Console(file=sys.stdout)

@@ -1,0 +1,241 @@
+"""``midl-autok train``: train one model under one schedule and report its metrics."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from midl_autok.cli._app import (
+    DataPathOpt,
+    DatasetOpt,
+    DeviceOpt,
+    EpochsOpt,
+    ExperimentArg,
+    ExperimentOpt,
+    SeedOpt,
+    TargetOpt,
+    app,
+    experiment_spec,
+    stderr_console,
+    stdout_console,
+)
+
+if TYPE_CHECKING:
+    from midl_autok.trainer import TrainResult
+
+# Per-epoch columns of the table (metric key, header, format).
+_COLUMNS = (
+    ("epoch", "epoch", "{:.0f}"),
+    ("train_loss", "train loss", "{:.4f}"),
+    ("val_loss", "val loss", "{:.4f}"),
+    ("val_accuracy", "val acc", "{:.4f}"),
+    ("active_fraction", "active", "{:.3f}"),
+    ("inference_flops_ratio", "FLOPs ratio", "{:.3f}"),
+    ("epoch_time_s", "time (s)", "{:.2f}"),
+)
+_SUMMARY = (
+    "val_accuracy",
+    "test_accuracy",
+    "inference_flops",
+    "dense_inference_flops",
+    "inference_flops_ratio",
+    "training_flops",
+    "active_fraction",
+    "train_time_s",
+)
+
+
+@app.command()
+def train(
+    experiment: ExperimentArg = None,
+    experiment_opt: ExperimentOpt = None,
+    dataset: DatasetOpt = None,
+    data_path: DataPathOpt = None,
+    target: TargetOpt = None,
+    schedule: Annotated[
+        Path | None,
+        typer.Option(
+            "--schedule",
+            help="KSchedule file (JSON or YAML) giving k per layer and epoch, e.g. one written "
+            "by `midl-autok export`. Its layers must match the model.",
+            show_default=False,
+        ),
+    ] = None,
+    k_fraction: Annotated[
+        float | None,
+        typer.Option(
+            "--k-fraction",
+            help="One k fraction for every MID-L layer and epoch, 0 < F <= 1 "
+            "(default: the experiment's training.k_fraction).",
+            show_default=False,
+        ),
+    ] = None,
+    variant: Annotated[
+        str | None,
+        typer.Option(
+            "--variant",
+            help="midl, or a baseline: dense (nn.Linear) or dropout (nn.Linear + dropout).",
+            show_default=False,
+        ),
+    ] = None,
+    epochs: EpochsOpt = None,
+    seed: SeedOpt = None,
+    device: DeviceOpt = "auto",
+    json_out: Annotated[
+        bool,
+        typer.Option("--json", help="Print only the final metrics as one JSON object on stdout."),
+    ] = False,
+    save_schedule: Annotated[
+        Path | None,
+        typer.Option(
+            "--save-schedule",
+            help="Write the schedule that was used (with its metrics) to this JSON/YAML file.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Train one model under one Top-k schedule and report accuracy and FLOPs.
+
+    k comes from --schedule, or --k-fraction, or the experiment's training.k_fraction.
+    """
+    from midl_autok.errors import ScheduleError, SpecError
+    from midl_autok.schedule import KSchedule
+    from midl_autok.trainer import (
+        DivergedError,
+        TrainConfig,
+        build_for_spec,
+        dataset_for_spec,
+    )
+    from midl_autok.trainer import (
+        train as train_model,
+    )
+
+    if schedule is not None and k_fraction is not None:
+        raise SpecError("give either --schedule or --k-fraction, not both")
+    if k_fraction is not None and not (math.isfinite(k_fraction) and 0 < k_fraction <= 1):
+        raise SpecError(f"--k-fraction must satisfy 0 < F <= 1, but got {k_fraction}")
+    loaded = KSchedule.load(schedule) if schedule is not None else None
+    if loaded is not None and epochs is not None and epochs != loaded.epochs:
+        raise ScheduleError(
+            f"{schedule}: the schedule has {loaded.epochs} epochs but --epochs is {epochs}"
+        )
+    spec = experiment_spec(
+        experiment,
+        experiment_opt,
+        dataset=dataset,
+        data_path=data_path,
+        target=target,
+        epochs=loaded.epochs if loaded is not None else epochs,
+        seed=seed,
+        extra={"model.variant": variant},
+    )
+    data = dataset_for_spec(spec)
+    model = build_for_spec(spec, data)
+    config = TrainConfig.from_spec(spec, device=device)
+    if loaded is not None:
+        if not model.layer_specs():
+            raise ScheduleError(
+                f"--schedule needs a MID-L model, but the {spec.model.variant} variant has none"
+            )
+        try:
+            model.check_schedule(loaded)
+        except ScheduleError as exc:
+            raise ScheduleError(f"{schedule}: {exc}") from None
+        plan = loaded
+    elif model.layer_specs():
+        plan = model.schedule_template(
+            config.epochs, spec.training.k_fraction if k_fraction is None else k_fraction
+        )
+    else:
+        plan = None
+
+    hooks: list[Any] = []
+    progress = None
+    if not json_out:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        progress = Progress(
+            TextColumn("[bold]train[/] {task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            console=stderr_console(),
+            transient=True,
+        )
+        hooks.append(_progress_hook(progress, spec.name, config.epochs))
+    try:
+        if progress is not None:
+            progress.start()
+        result = train_model(model, data, config=config, schedule=plan, hooks=hooks)
+    except DivergedError as exc:
+        print(f"midl-autok: {exc}", file=sys.stderr)
+        raise typer.Exit(1) from None
+    finally:
+        if progress is not None:
+            progress.stop()
+
+    if save_schedule is not None and result.schedule is not None:
+        result.schedule.with_info(
+            provenance={"experiment": spec.name, "seed": spec.seed, "source": "train"}
+        ).save(save_schedule)
+    if json_out:
+        print(json.dumps(_jsonable(result.metrics), sort_keys=True))
+        return
+    _print_report(spec.name, data.name, result, save_schedule)
+
+
+def _integral(key: str) -> bool:
+    return key == "epochs" or key.startswith("k/") or ("flops" in key and "ratio" not in key)
+
+
+def _jsonable(metrics: Mapping[str, float]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in metrics.items():
+        v = float(value)
+        out[key] = int(v) if v.is_integer() and _integral(key) else v
+    return out
+
+
+def _progress_hook(progress: Any, name: str, epochs: int) -> Any:
+    from midl_autok.trainer import TrainHooks, TrainSession
+
+    class ProgressHook(TrainHooks):
+        def __init__(self) -> None:
+            self.task = progress.add_task(name, total=epochs, status="")
+
+        def on_run_start(self, session: TrainSession) -> None:
+            progress.update(self.task, status=f"on {session.device}")
+
+        def on_epoch_end(self, epoch: int, metrics: Mapping[str, float]) -> None:
+            status = f"val acc {metrics['val_accuracy']:.4f}  loss {metrics['train_loss']:.4f}"
+            progress.update(self.task, advance=1, status=status)
+
+    return ProgressHook()
+
+
+def _print_report(name: str, dataset: str, result: TrainResult, saved: Path | None) -> None:
+    from rich.table import Table
+
+    console = stdout_console()
+    table = Table(title=f"{name} on {dataset}: per-epoch metrics", title_justify="left")
+    for _, header, _ in _COLUMNS:
+        table.add_column(header, justify="right")
+    for row in result.history:
+        table.add_row(*(fmt.format(row[key]) for key, _, fmt in _COLUMNS))
+    console.print(table)
+    summary = Table(title="final", title_justify="left", show_header=False)
+    summary.add_column("metric")
+    summary.add_column("value", justify="right")
+    for key in _SUMMARY:
+        value = result.metrics[key]
+        text = f"{value:,.0f}" if "flops" in key and "ratio" not in key else f"{value:.4f}"
+        summary.add_row(key, text)
+    console.print(summary)
+    if saved is not None:
+        console.print(f"schedule written to {saved}")

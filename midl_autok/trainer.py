@@ -1,0 +1,520 @@
+"""Train one model under one KSchedule, or under a live k-controller.
+
+The loop reads top to bottom (:func:`train`): for every epoch, pick k (from the schedule or
+the controller), set it on every MID-L layer, train one pass over the shuffled in-memory
+training tensors, evaluate on the validation split, record the epoch's metrics. Three hook
+points exist: run start, epoch end (return ``False`` to stop early), run end.
+
+:class:`TrainSession` holds the state between epochs; the Gymnasium environment drives it one
+epoch per step. Everything is seeded from ``TrainConfig.seed``: same seed, same metrics on CPU.
+
+Per-epoch metrics (names from :mod:`midl_autok.metrics`): ``epoch``, ``train_loss``,
+``val_loss``, ``val_accuracy``, ``inference_flops`` / ``inference_flops_ratio`` (at that
+epoch's k), ``training_flops`` (cumulative), ``active_fraction``,
+``active_fraction/<layer>``, ``k/<layer>``, ``epoch_time_s`` (wall time of the training
+pass, evaluation excluded). Final metrics add ``test_accuracy``, ``train_time_s`` and
+``dense_inference_flops``; ``inference_flops`` there is at the final epoch's k.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from midl_autok import metrics as M
+from midl_autok.data import Dataset, load_dataset
+from midl_autok.errors import ScheduleError, SpecError, UserError
+from midl_autok.flops import CostModel, cost_model
+from midl_autok.models import MIDLNet, build_model
+from midl_autok.schedule import KSchedule, LayerSpec
+
+if TYPE_CHECKING:
+    from midl_autok.spec import ExperimentSpec
+
+__all__ = [
+    "Controller",
+    "DivergedError",
+    "TrainConfig",
+    "TrainHooks",
+    "TrainResult",
+    "TrainSession",
+    "build_for_spec",
+    "dataset_for_spec",
+    "resolve_device",
+    "run_experiment",
+    "seed_everything",
+    "train",
+]
+
+# A live k-controller: given the epoch about to run and the metrics of the epochs so far,
+# return k for every MID-L layer (e.g. an RL policy).
+Controller = Callable[[int, Sequence[Mapping[str, float]]], Mapping[str, int]]
+
+#: Metric keys whose values depend on wall-clock time (excluded from determinism checks).
+TIMING_KEYS = (M.EPOCH_TIME_S, "train_time_s")
+
+
+class DivergedError(RuntimeError):
+    """The training loss became NaN or infinite; ``history`` holds the completed epochs."""
+
+    def __init__(self, message: str, *, epoch: int, history: list[dict[str, float]]):
+        super().__init__(message)
+        self.epoch = epoch
+        self.history = history
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train. Field comments are the documentation."""
+
+    epochs: int = 10  # passes over the training split
+    batch_size: int = 64  # samples per optimizer step
+    lr: float = 1e-3  # learning rate
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    weight_decay: float = 0.0
+    momentum: float = 0.9  # sgd only
+    grad_clip: float | None = None  # max global gradient norm; None = no clipping
+    eval_batch_size: int = 4096  # samples per evaluation forward pass
+    seed: int = 0  # seeds init, shuffling and dropout
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: bool = True  # mixed precision on CUDA (ignored on CPU)
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise SpecError(f"{name} must be an integer >= 1, but got {value!r}")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise SpecError(f"lr must be a finite number > 0, but got {self.lr!r}")
+        if self.optimizer not in ("adam", "adamw", "sgd"):
+            raise SpecError(f"optimizer must be adam, adamw or sgd, but got {self.optimizer!r}")
+
+    @classmethod
+    def from_spec(cls, spec: ExperimentSpec, **overrides: Any) -> TrainConfig:
+        t = spec.training
+        values: dict[str, Any] = {
+            "epochs": t.epochs,
+            "batch_size": t.batch_size,
+            "lr": t.lr,
+            "optimizer": t.optimizer,
+            "weight_decay": t.weight_decay,
+            "momentum": t.momentum,
+            "grad_clip": t.grad_clip,
+            "eval_batch_size": t.eval_batch_size,
+            "seed": spec.seed,
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+class TrainHooks:
+    """Extension points of :func:`train`; subclass and override what you need."""
+
+    def on_run_start(self, session: TrainSession) -> None:
+        """Called once, after the model and data are on the device."""
+
+    def on_epoch_end(self, epoch: int, metrics: Mapping[str, float]) -> bool | None:
+        """Called after each epoch's evaluation; return ``False`` to stop the run."""
+        return None
+
+    def on_run_end(self, result: TrainResult) -> None:
+        """Called once with the final result (also after an early stop)."""
+
+
+@dataclass
+class TrainResult:
+    """What one training run produced."""
+
+    metrics: dict[str, float]  # final metrics
+    history: list[dict[str, float]]  # one dict per completed epoch
+    schedule: KSchedule | None  # the k actually used per layer and epoch (None: no MID-L)
+    model: nn.Module
+    status: Literal["completed", "stopped"] = "completed"
+    config: TrainConfig = field(default_factory=TrainConfig)
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` is CUDA when available, else CPU. Asking for CUDA without one is an error."""
+    name = str(device).strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError(
+                f"device {name!r} was requested but CUDA is not available "
+                "(torch.cuda.is_available() is False); use --device cpu or auto"
+            )
+        dev = torch.device(name)
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UserError(
+                f"device {name!r} does not exist; this machine has "
+                f"{torch.cuda.device_count()} CUDA device(s)"
+            )
+        return dev
+    raise UserError(f"unknown device {device!r}; valid: auto, cpu, cuda, cuda:N")
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch; return a CPU generator for shuffling."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def _make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
+    cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    return cls(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _layer_specs(model: nn.Module) -> tuple[LayerSpec, ...]:
+    return model.layer_specs() if isinstance(model, MIDLNet) else ()
+
+
+class TrainSession:
+    """A training run advanced one epoch at a time: :meth:`run_epoch`, then :meth:`finish`."""
+
+    def __init__(self, model: nn.Module, data: Dataset, config: TrainConfig) -> None:
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.generator = torch.Generator().manual_seed(config.seed)  # shuffling
+        torch.manual_seed(config.seed)  # dropout and anything else drawing from torch
+        self.model = model.to(self.device)
+        self.data = data.to(self.device)
+        self.layers = _layer_specs(model)
+        self.costs: CostModel = _trace_costs(self.model, self.data.x_train[:1])
+        self.optimizer = _make_optimizer(self.model, config)
+        self.amp_dtype: torch.dtype | None = None
+        if self.device.type == "cuda" and config.amp:
+            bf16 = torch.cuda.is_bf16_supported()
+            self.amp_dtype = torch.bfloat16 if bf16 else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.history: list[dict[str, float]] = []
+        self.k_used: list[dict[str, int]] = []
+        self.training_flops = 0
+        self.train_time_s = 0.0
+
+    @property
+    def epoch(self) -> int:
+        """Number of completed epochs (= index of the next one)."""
+        return len(self.history)
+
+    def _autocast(self) -> Any:
+        if self.amp_dtype is None:
+            return torch.autocast(self.device.type, enabled=False)
+        return torch.autocast("cuda", dtype=self.amp_dtype)
+
+    def set_k(self, k: Mapping[str, int] | None) -> dict[str, int]:
+        """Set k on every MID-L layer (missing layers: all neurons); return what was set."""
+        k = dict(k or {})
+        if isinstance(self.model, MIDLNet):
+            unknown = sorted(set(k) - {s.name for s in self.layers})
+            if unknown:
+                raise ScheduleError(
+                    f"k given for unknown layer {unknown[0]}; MID-L layers: "
+                    f"{', '.join(s.name for s in self.layers) or '(none)'}"
+                )
+            full = {s.name: k.get(s.name, s.width) for s in self.layers}
+            for name, value in full.items():
+                try:
+                    self.model.set_k({name: value})
+                except (TypeError, ValueError) as exc:
+                    raise ScheduleError(f"layer {name} at epoch {self.epoch}: {exc}") from None
+            return full
+        return {}
+
+    def run_epoch(self, k: Mapping[str, int] | None = None) -> dict[str, float]:
+        """Set k, train one pass, evaluate on validation, record; return the epoch's metrics."""
+        epoch = self.epoch
+        used = self.set_k(k)
+        model, data, cfg = self.model, self.data, self.config
+        model.train()
+        start = time.perf_counter()
+        n = data.x_train.shape[0]
+        order = torch.randperm(n, generator=self.generator).to(self.device)
+        check_each_step = self.device.type == "cpu"  # .item() is free on CPU, a sync on GPU
+        total = torch.zeros((), device=self.device)
+        seen = 0
+        for i in range(0, n, cfg.batch_size):
+            idx = order[i : i + cfg.batch_size]
+            xb, yb = data.x_train[idx], data.y_train[idx]  # (B, ...), (B,)
+            with self._autocast():
+                loss = F.cross_entropy(model(xb), yb)
+            if check_each_step and not math.isfinite(loss.item()):
+                self._diverged(epoch, float(loss.item()))
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if cfg.grad_clip is not None:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            total += loss.detach() * idx.shape[0]
+            seen += idx.shape[0]
+        train_loss = float(total.item()) / seen
+        if not math.isfinite(train_loss):
+            self._diverged(epoch, train_loss)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        epoch_time = time.perf_counter() - start
+        self.train_time_s += epoch_time
+
+        val_loss, val_acc = self.evaluate(data.x_val, data.y_val)
+        flops = self.costs.inference_flops(used)
+        self.training_flops += 3 * seen * flops
+        row: dict[str, float] = {
+            "epoch": epoch,
+            M.TRAIN_LOSS: train_loss,
+            M.VAL_LOSS: val_loss,
+            M.VAL_ACCURACY: val_acc,
+            M.INFERENCE_FLOPS: flops,
+            M.INFERENCE_FLOPS_RATIO: flops / self.costs.dense_flops(),
+            M.TRAINING_FLOPS: self.training_flops,
+            M.ACTIVE_FRACTION: _active_fraction(used, self.layers),
+            M.EPOCH_TIME_S: epoch_time,
+        }
+        for spec in self.layers:
+            row[M.active_fraction_key(spec.name)] = used[spec.name] / spec.width
+            row[M.k_key(spec.name)] = used[spec.name]
+        self.history.append(row)
+        self.k_used.append(used)
+        return row
+
+    def _diverged(self, epoch: int, value: float) -> None:
+        raise DivergedError(
+            f"training diverged: the loss became {value} in epoch {epoch}",
+            epoch=epoch,
+            history=list(self.history),
+        )
+
+    @torch.inference_mode()
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+        """Mean cross-entropy and accuracy of the model (eval mode) on ``x``, ``y``."""
+        model = self.model
+        was_training = model.training
+        model.eval()
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        for i in range(0, x.shape[0], self.config.eval_batch_size):
+            xb, yb = x[i : i + self.config.eval_batch_size], y[i : i + self.config.eval_batch_size]
+            with self._autocast():
+                logits = model(xb)
+            loss_sum += F.cross_entropy(logits.float(), yb, reduction="sum")
+            correct += (logits.argmax(dim=-1) == yb).sum()
+        model.train(was_training)
+        n = max(1, x.shape[0])
+        return float(loss_sum.item()) / n, float(correct.item()) / n
+
+    def gate_stats(self) -> dict[str, dict[str, float]]:
+        """Per MID-L layer: mean gate value and mean gate of the selected neurons, from the
+        last forward pass (after :meth:`run_epoch` that is the validation pass)."""
+        stats: dict[str, dict[str, float]] = {}
+        if isinstance(self.model, MIDLNet):
+            for name, layer in self.model.midl_layers():
+                gate, mask = getattr(layer, "last_gate", None), getattr(layer, "last_mask", None)
+                if gate is None or mask is None:
+                    continue
+                selected = gate[mask]
+                stats[name] = {
+                    "gate_mean": float(gate.float().mean()),
+                    "selected_gate_mean": float(selected.float().mean())
+                    if selected.numel()
+                    else 0.0,
+                }
+        return stats
+
+    def realized_schedule(self) -> KSchedule | None:
+        """The k used per layer and epoch so far, as a KSchedule (None without MID-L layers)."""
+        if not self.layers or not self.k_used:
+            return None
+        rows = tuple(tuple(used[s.name] for used in self.k_used) for s in self.layers)
+        model = self.model
+        return KSchedule(
+            layers=self.layers,
+            epochs=len(self.k_used),
+            k=rows,
+            arch=getattr(model, "arch", ""),
+            signature=model.signature() if isinstance(model, MIDLNet) else "",
+        )
+
+    def finish(self, status: Literal["completed", "stopped"] = "completed") -> TrainResult:
+        """Test-set accuracy and the final metrics (inference FLOPs at the last epoch's k)."""
+        if not self.history:
+            raise RuntimeError("finish() called before any epoch ran")
+        test_loss, test_acc = self.evaluate(self.data.x_test, self.data.y_test)
+        last = self.history[-1]
+        metrics = {k: v for k, v in last.items() if k != M.EPOCH_TIME_S}
+        metrics.update(
+            {
+                M.TEST_ACCURACY: test_acc,
+                "test_loss": test_loss,
+                "dense_inference_flops": self.costs.dense_flops(),
+                "train_time_s": self.train_time_s,
+                "epochs": len(self.history),
+            }
+        )
+        metrics.pop("epoch", None)
+        schedule = self.realized_schedule()
+        if schedule is not None:
+            schedule = schedule.with_info(metrics=_public_metrics(metrics))
+        return TrainResult(
+            metrics=metrics,
+            history=list(self.history),
+            schedule=schedule,
+            model=self.model,
+            status=status,
+            config=self.config,
+        )
+
+
+def _public_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
+    keys = (
+        M.VAL_ACCURACY,
+        M.TEST_ACCURACY,
+        M.VAL_LOSS,
+        M.INFERENCE_FLOPS,
+        M.INFERENCE_FLOPS_RATIO,
+        M.TRAINING_FLOPS,
+        M.ACTIVE_FRACTION,
+    )
+    return {k: metrics[k] for k in keys if k in metrics}
+
+
+def _active_fraction(used: Mapping[str, int], layers: Sequence[LayerSpec]) -> float:
+    if not layers:
+        return 1.0
+    return sum(used[s.name] / s.width for s in layers) / len(layers)
+
+
+def _trace_costs(model: nn.Module, example: torch.Tensor) -> CostModel:
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return cost_model(model, example)
+    finally:
+        model.train(was_training)
+
+
+def train(
+    model: nn.Module,
+    data: Dataset,
+    *,
+    config: TrainConfig | None = None,
+    schedule: KSchedule | None = None,
+    controller: Controller | None = None,
+    hooks: Sequence[TrainHooks] = (),
+) -> TrainResult:
+    """Train ``model`` on ``data`` for ``config.epochs`` epochs.
+
+    k per layer comes from ``schedule`` (its epoch count must equal ``config.epochs``), or
+    from ``controller`` called before each epoch, or stays as set on the model. Raises
+    :class:`DivergedError` when the loss becomes NaN/inf.
+    """
+    config = config or TrainConfig()
+    if schedule is not None and controller is not None:
+        raise ValueError("give either a schedule or a controller, not both")
+    if schedule is not None:
+        if not isinstance(model, MIDLNet):
+            raise ScheduleError("a schedule needs a model built with MID-L layers")
+        model.check_schedule(schedule)
+        if schedule.epochs != config.epochs:
+            raise ScheduleError(
+                f"the schedule has {schedule.epochs} epochs but training runs {config.epochs}; "
+                "give a matching number of epochs"
+            )
+    session = TrainSession(model, data, config)
+    for hook in hooks:
+        hook.on_run_start(session)
+    status: Literal["completed", "stopped"] = "completed"
+    for epoch in range(config.epochs):
+        if schedule is not None:
+            k: Mapping[str, int] | None = schedule.at(epoch)
+        elif controller is not None:
+            k = controller(epoch, session.history)
+        else:
+            k = model.current_k() if isinstance(model, MIDLNet) else None
+        metrics = session.run_epoch(k)  # set k, train, evaluate, record
+        if any([hook.on_epoch_end(epoch, metrics) is False for hook in hooks]):
+            status = "stopped"
+            break
+    result = session.finish(status)
+    for hook in hooks:
+        hook.on_run_end(result)
+    return result
+
+
+# --------------------------------------------------------------------------- experiments
+
+_DATA_CACHE: dict[str, Dataset] = {}
+_DATA_CACHE_SIZE = 4
+
+
+def dataset_for_spec(spec: ExperimentSpec) -> Dataset:
+    """Load (or reuse from an in-process cache) the dataset of ``spec``, split with its seed."""
+    d = spec.dataset
+    key = json.dumps([d.model_dump(mode="json"), spec.seed], sort_keys=True)
+    if key not in _DATA_CACHE:
+        if len(_DATA_CACHE) >= _DATA_CACHE_SIZE:
+            _DATA_CACHE.pop(next(iter(_DATA_CACHE)))
+        _DATA_CACHE[key] = load_dataset(
+            d.name,
+            path=d.path,
+            target=d.target,
+            val_fraction=d.val_fraction,
+            test_fraction=d.test_fraction,
+            seed=spec.seed,
+            max_samples=d.max_samples,
+            options=dict(d.options) or None,
+        )
+    return _DATA_CACHE[key]
+
+
+def build_for_spec(spec: ExperimentSpec, data: Dataset, *, seed: int | None = None) -> MIDLNet:
+    """Build the spec's model for ``data``, with parameters initialized from ``seed``."""
+    seed_everything(spec.seed if seed is None else seed)
+    return build_model(
+        spec.model.arch,
+        input_shape=data.input_shape,
+        num_classes=data.num_classes,
+        vocab_size=data.vocab_size,
+        **spec.model.options(),
+    )
+
+
+def run_experiment(
+    spec: ExperimentSpec,
+    *,
+    schedule: KSchedule | None = None,
+    controller: Controller | None = None,
+    k_fraction: float | None = None,
+    device: str = "auto",
+    hooks: Sequence[TrainHooks] = (),
+    data: Dataset | None = None,
+) -> TrainResult:
+    """Train the spec's model under ``schedule`` / ``controller`` / a constant ``k_fraction``
+    (default: the spec's ``training.k_fraction``); dataset and model come from the spec."""
+    data = data if data is not None else dataset_for_spec(spec)
+    model = build_for_spec(spec, data)
+    config = TrainConfig.from_spec(spec, device=device)
+    if schedule is None and controller is None and model.layer_specs():
+        fraction = spec.training.k_fraction if k_fraction is None else k_fraction
+        schedule = model.schedule_template(config.epochs, fraction)
+    return train(model, data, config=config, schedule=schedule, controller=controller, hooks=hooks)
