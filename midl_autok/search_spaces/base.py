@@ -1,0 +1,445 @@
+"""The search-space contract and the pure ramp functions the spaces are built from.
+
+A search space maps a few named real parameters to a :class:`~midl_autok.schedule.KSchedule`.
+Every parameter ``p`` has a fixed interval ``[low, high]``; the same schedule can be reached
+three ways, and they agree:
+
+* ``decode_params({name: value})``: the named form, as sampled by Optuna or Ray Tune;
+* ``suggest(trial)``: Optuna define-by-run (``trial.suggest_float`` per name, then decode);
+* ``decode(u)``: a vector ``u`` in ``[0, 1]^D`` (for RL agents and tests), mapped
+  coordinate-wise by ``value = low + u * (high - low)`` in :meth:`SearchSpace.param_names`
+  order.
+
+Time inside a run is normalized: epoch ``e`` of ``E`` sits at ``t_e = e / (E - 1)`` (``t = 1``
+when ``E = 1``), so epoch 0 is ``t = 0`` and the last (deployed) epoch is ``t = 1``.
+Fractions become integer k with :func:`~midl_autok.schedule.k_from_fraction`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import numbers
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from midl_autok.errors import ScheduleError, SpecError, unknown_name
+from midl_autok.schedule import KSchedule, LayerSpec
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.distributions import FloatDistribution
+
+__all__ = [
+    "Param",
+    "SearchSpace",
+    "cosine_ramp",
+    "cubic_ramp",
+    "epoch_times",
+    "linear_ramp",
+    "piecewise_linear",
+    "ramp_progress",
+]
+
+# Values this far outside [low, high] (relative to the width) are rounding, not mistakes.
+_TOLERANCE = 1e-9
+
+
+# --------------------------------------------------------------------------- pure functions
+
+
+def epoch_times(epochs: int) -> np.ndarray:
+    """Normalized time of each epoch: ``t_e = e / (E - 1)`` for ``E > 1``, ``[1.0]`` for ``E = 1``.
+
+    The first epoch is at ``t = 0`` and the last, deployed epoch at ``t = 1``, so a ramp's end
+    value is always the k of the exported model.
+    """
+    if epochs < 1:
+        raise ValueError(f"`epochs >= 1` must hold, but got {epochs}")
+    if epochs == 1:
+        return np.ones(1)
+    return np.arange(epochs, dtype=float) / (epochs - 1)
+
+
+def ramp_progress(t: ArrayLike, t0: float = 0.0, t1: float = 1.0) -> np.ndarray:
+    """Progress through the ramp window ``[t0, t1]``.
+
+    ``p(t) = clip((t - t0) / (t1 - t0), 0, 1)``; when ``t0 == t1`` the ramp is a step:
+    ``p(t) = 0`` for ``t < t0`` and ``1`` for ``t >= t0``.
+    """
+    if not t0 <= t1:
+        raise ValueError(f"`t0 <= t1` must hold, but got t0={t0}, t1={t1}")
+    tt = np.asarray(t, dtype=float)
+    if t1 == t0:
+        return (tt >= t0).astype(float)
+    return np.clip((tt - t0) / (t1 - t0), 0.0, 1.0)
+
+
+def linear_ramp(
+    t: ArrayLike, start: float, end: float, t0: float = 0.0, t1: float = 1.0
+) -> np.ndarray:
+    """Linear ramp from ``start`` to ``end`` over ``[t0, t1]``, flat outside.
+
+    ``f(t) = start + (end - start) * p``, with ``p = clip((t - t0) / (t1 - t0), 0, 1)``.
+    """
+    p = ramp_progress(t, t0, t1)
+    return start + (end - start) * p
+
+
+def cosine_ramp(
+    t: ArrayLike, start: float, end: float, t0: float = 0.0, t1: float = 1.0
+) -> np.ndarray:
+    """Half-cosine ramp (as in cosine annealing) from ``start`` to ``end`` over ``[t0, t1]``.
+
+    ``f(t) = end + (start - end) * (1 + cos(pi * p)) / 2``, with
+    ``p = clip((t - t0) / (t1 - t0), 0, 1)``. Flat at both ends of the window.
+    """
+    p = ramp_progress(t, t0, t1)
+    return end + (start - end) * 0.5 * (1.0 + np.cos(np.pi * p))
+
+
+def cubic_ramp(
+    t: ArrayLike, start: float, end: float, t0: float = 0.0, t1: float = 1.0
+) -> np.ndarray:
+    """Cubic ramp of gradual pruning (Zhu & Gupta 2017, "To prune, or not to prune").
+
+    ``f(t) = end + (start - end) * (1 - (t - t0) / (t1 - t0))^3`` for ``t0 <= t <= t1``,
+    ``start`` before ``t0`` and ``end`` after ``t1``. Zhu & Gupta ramp sparsity
+    ``s_t = s_f + (s_i - s_f)(1 - (t - t0) / (n dt))^3``; here the ramped quantity is the
+    kept fraction ``1 - s``, which follows the same curve. It changes fast early and
+    flattens as it reaches ``end``.
+    """
+    p = ramp_progress(t, t0, t1)
+    return end + (start - end) * (1.0 - p) ** 3
+
+
+def piecewise_linear(t: ArrayLike, times: ArrayLike, values: ArrayLike) -> np.ndarray:
+    """Linear interpolation through knots ``(times[i], values[i])``, flat outside them.
+
+    For ``times[i] <= t <= times[i+1]``:
+    ``f(t) = values[i] + (values[i+1] - values[i]) * (t - times[i]) / (times[i+1] - times[i])``.
+    ``times`` must be non-decreasing; at a repeated time the later knot wins for ``t`` at or
+    after it (a step).
+    """
+    tk = np.asarray(times, dtype=float)
+    vk = np.asarray(values, dtype=float)
+    if tk.ndim != 1 or tk.shape != vk.shape or tk.size == 0:
+        raise ValueError(
+            f"times and values must be 1-D of the same non-zero length, "
+            f"but got shapes {tk.shape} and {vk.shape}"
+        )
+    if np.any(np.diff(tk) < 0):
+        raise ValueError(f"`times` must be non-decreasing, but got {tk.tolist()}")
+    return np.asarray(np.interp(np.asarray(t, dtype=float), tk, vk), dtype=float)
+
+
+# --------------------------------------------------------------------------- the contract
+
+
+@dataclass(frozen=True)
+class Param:
+    """One named real parameter of a search space, sampled uniformly from ``[low, high]``."""
+
+    name: str
+    low: float
+    high: float
+
+
+class SearchSpace:
+    """Maps named parameters (or a vector in ``[0, 1]^D``) to a :class:`KSchedule`.
+
+    Subclasses set :attr:`name`, take their options as keyword-only ``__init__`` arguments
+    (forwarding the rest to this class, which rejects unknown ones), and implement
+    :meth:`_build_params` (the parameters, fixed once constructed) and :meth:`_fractions`
+    (``[layer][epoch]`` k fractions from parameter values). Optionally :meth:`_encode_guess`
+    proposes parameters for a given schedule, which :meth:`encode_params` then verifies.
+
+    Args:
+        layers: The MID-L layers (``LayerSpec`` or ``(name, width)`` pairs).
+        epochs: Number of training epochs.
+        min_fraction: Lowest k fraction any parameter can ask for (``0 < min <= max``).
+        max_fraction: Highest k fraction (``<= 1``).
+    """
+
+    name: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        layers: Sequence[LayerSpec | tuple[str, int]],
+        epochs: int,
+        *,
+        min_fraction: float = 0.05,
+        max_fraction: float = 1.0,
+        **options: Any,
+    ) -> None:
+        if options:
+            bad = sorted(options)[0]
+            raise unknown_name(
+                f"{self.name} search-space option",
+                bad,
+                self.option_names(),
+                error=SpecError,
+            )
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise ScheduleError(f"epochs must be an integer >= 1, but got {epochs!r}")
+        specs = tuple(s if isinstance(s, LayerSpec) else LayerSpec(*s) for s in layers)
+        # KSchedule validates names and widths (non-empty, unique, width >= 1).
+        KSchedule(layers=specs, epochs=epochs, k=tuple((1,) * epochs for _ in specs))
+        for label, value in (("min_fraction", min_fraction), ("max_fraction", max_fraction)):
+            if not _is_real(value) or not math.isfinite(value):
+                raise SpecError(f"{label} must be a finite number, but got {value!r}")
+        if not 0.0 < min_fraction <= max_fraction <= 1.0:
+            raise SpecError(
+                "search space fractions must satisfy 0 < min_fraction <= max_fraction <= 1, "
+                f"but got min_fraction={min_fraction}, max_fraction={max_fraction}"
+            )
+        self.layers: tuple[LayerSpec, ...] = specs
+        self.epochs: int = epochs
+        self.min_fraction: float = float(min_fraction)
+        self.max_fraction: float = float(max_fraction)
+        self._times = epoch_times(epochs)
+        self._params: tuple[Param, ...] = tuple(self._build_params())
+        names = [p.name for p in self._params]
+        if len(set(names)) != len(names):
+            dup = next(n for n in names if names.count(n) > 1)
+            raise SpecError(
+                f"search space '{self.name}' would have the parameter {dup!r} twice; "
+                "rename the layers so that no layer name plus a parameter suffix repeats"
+            )
+        self._index = {p.name: i for i, p in enumerate(self._params)}
+
+    # -- to implement ------------------------------------------------------------------------
+
+    def _build_params(self) -> list[Param]:
+        raise NotImplementedError
+
+    def _fractions(self, values: Mapping[str, float]) -> np.ndarray:
+        """``(n_layers, epochs)`` k fractions for in-bounds parameter ``values``."""
+        raise NotImplementedError
+
+    def _encode_guess(self, fractions: np.ndarray) -> dict[str, float] | None:
+        """Parameters that should reproduce ``fractions`` (verified by the caller), or None."""
+        return None
+
+    # -- description ---------------------------------------------------------------------------
+
+    @classmethod
+    def option_names(cls) -> list[str]:
+        """All keyword options this space accepts (``min_fraction``, ``max_fraction``, ...)."""
+        names: list[str] = []
+        for klass in cls.__mro__:
+            init = vars(klass).get("__init__")
+            if init is None:
+                continue
+            for p in inspect.signature(init).parameters.values():
+                if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in names:
+                    names.append(p.name)
+        return sorted(names)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The options this space was built with (for provenance and reproducing it)."""
+        return {"min_fraction": self.min_fraction, "max_fraction": self.max_fraction}
+
+    def dim(self) -> int:
+        """Number of parameters ``D``."""
+        return len(self._params)
+
+    @property
+    def params(self) -> tuple[Param, ...]:
+        """The parameters, in vector order."""
+        return self._params
+
+    def param_names(self) -> list[str]:
+        """Parameter names in vector order (stable for a given space, layers, epochs, options)."""
+        return [p.name for p in self._params]
+
+    def param_bounds(self) -> dict[str, tuple[float, float]]:
+        """``{name: (low, high)}``."""
+        return {p.name: (p.low, p.high) for p in self._params}
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
+        return (
+            f"{type(self).__name__}(layers={[s.name for s in self.layers]}, "
+            f"epochs={self.epochs}, {opts}; D={self.dim()})"
+        )
+
+    # -- decoding ------------------------------------------------------------------------------
+
+    def params_from_vector(self, u: ArrayLike) -> dict[str, float]:
+        """``{name: low + u_i * (high - low)}``; ``u`` is clipped to ``[0, 1]`` first.
+
+        Raises :class:`ScheduleError` when ``u`` is not a length-``D`` vector of finite numbers.
+        """
+        try:
+            arr = np.asarray(u, dtype=float)
+        except (TypeError, ValueError):
+            raise ScheduleError(
+                f"search space '{self.name}' decodes a vector of {self.dim()} numbers in [0, 1], "
+                f"but got {u!r}"
+            ) from None
+        if arr.shape != (self.dim(),):
+            raise ScheduleError(
+                f"search space '{self.name}' decodes a vector of length {self.dim()}, "
+                f"but got shape {arr.shape}"
+            )
+        bad = np.flatnonzero(~np.isfinite(arr))
+        if bad.size:
+            i = int(bad[0])
+            raise ScheduleError(
+                f"search space '{self.name}': u[{i}] ({self._params[i].name}) must be a finite "
+                f"number in [0, 1], but got {arr[i]}"
+            )
+        arr = np.clip(arr, 0.0, 1.0)
+        return {
+            p.name: p.low + float(x) * (p.high - p.low)
+            for p, x in zip(self._params, arr, strict=True)
+        }
+
+    def vector_from_params(self, params: Mapping[str, float]) -> np.ndarray:
+        """The inverse of :meth:`params_from_vector` (``0`` for a parameter with low == high)."""
+        values = self._check_params(params)
+        out = np.zeros(self.dim())
+        for i, p in enumerate(self._params):
+            if p.high > p.low:
+                out[i] = (values[p.name] - p.low) / (p.high - p.low)
+        return out
+
+    def decode(self, u: ArrayLike) -> KSchedule:
+        """The schedule for a vector ``u`` in ``[0, 1]^D`` (clipped; NaN/inf/wrong length raise)."""
+        return self.decode_params(self.params_from_vector(u))
+
+    def decode_params(self, params: Mapping[str, float]) -> KSchedule:
+        """The schedule for named parameter values (exactly :meth:`param_names`, in bounds)."""
+        values = self._check_params(params)
+        fractions = np.clip(self._fractions(values), self.min_fraction, self.max_fraction)
+        return KSchedule.from_fractions(self.layers, fractions.tolist())
+
+    def _check_params(self, params: Mapping[str, float]) -> dict[str, float]:
+        if not isinstance(params, Mapping):
+            raise ScheduleError(
+                f"search space '{self.name}' needs a mapping of parameter values, "
+                f"but got {type(params).__name__}"
+            )
+        for key in params:
+            if key not in self._index:
+                raise unknown_name(
+                    f"{self.name} search-space parameter",
+                    str(key),
+                    self.param_names(),
+                    error=ScheduleError,
+                )
+        values: dict[str, float] = {}
+        for p in self._params:
+            if p.name not in params:
+                raise ScheduleError(
+                    f"search space '{self.name}' needs parameter {p.name!r}, but it is missing"
+                )
+            v = params[p.name]
+            if not _is_real(v) or not math.isfinite(v):
+                raise ScheduleError(f"parameter {p.name} must be a finite number, but got {v!r}")
+            slack = _TOLERANCE * max(1.0, p.high - p.low)
+            if not p.low - slack <= v <= p.high + slack:
+                raise ScheduleError(
+                    f"parameter {p.name} must satisfy {p.low} <= value <= {p.high}, but got {v}"
+                )
+            values[p.name] = min(p.high, max(p.low, float(v)))
+        return values
+
+    # -- encoding ------------------------------------------------------------------------------
+
+    def encode_params(self, schedule: KSchedule) -> dict[str, float]:
+        """Parameters that decode to exactly ``schedule`` (e.g. to enqueue a fixed-k baseline).
+
+        Every space encodes a schedule with one k per layer for all epochs; ``free`` encodes
+        any schedule. Raises :class:`ScheduleError` when the schedule's layers or epochs differ
+        from the space's, or when this space cannot express it.
+        """
+        schedule.check_layers([(s.name, s.width) for s in self.layers], what="the search space")
+        if schedule.epochs != self.epochs:
+            raise ScheduleError(
+                f"the schedule has {schedule.epochs} epochs but the search space "
+                f"'{self.name}' has {self.epochs}"
+            )
+        by_name = dict(zip(schedule.names, schedule.fractions(), strict=True))
+        fractions = np.array([by_name[s.name] for s in self.layers], dtype=float)
+        guess = self._encode_guess(fractions)
+        if guess is not None:
+            bounds = self.param_bounds()
+            clipped = {n: min(bounds[n][1], max(bounds[n][0], v)) for n, v in guess.items()}
+            decoded = self.decode_params(clipped)
+            if list(decoded.k) == _rows_in_order(schedule, self.layers):
+                return clipped
+        raise ScheduleError(
+            f"search space '{self.name}' cannot express this schedule exactly "
+            f"({self._encodable()}; k fractions in [{self.min_fraction}, {self.max_fraction}]); "
+            "use the 'free' space to encode any schedule"
+        )
+
+    def _encodable(self) -> str:
+        return "it encodes schedules with one k per layer for all epochs"
+
+    def encode(self, schedule: KSchedule) -> np.ndarray:
+        """The ``u`` in ``[0, 1]^D`` that decodes to ``schedule`` (see :meth:`encode_params`)."""
+        return self.vector_from_params(self.encode_params(schedule))
+
+    # -- samplers ------------------------------------------------------------------------------
+
+    def suggest(self, trial: optuna.Trial) -> KSchedule:
+        """Optuna define-by-run: ``trial.suggest_float(name, low, high)`` per parameter, decoded.
+
+        The distributions depend only on the space's construction arguments, so every trial of
+        a study sees the same ones (Optuna requires that per parameter name).
+        """
+        values = {p.name: trial.suggest_float(p.name, p.low, p.high) for p in self._params}
+        return self.decode_params(values)
+
+    def optuna_distributions(self) -> dict[str, FloatDistribution]:
+        """``{name: optuna.distributions.FloatDistribution(low, high)}`` (e.g. for ``ask``)."""
+        from optuna.distributions import FloatDistribution
+
+        return {p.name: FloatDistribution(p.low, p.high) for p in self._params}
+
+    def ray_param_space(self) -> dict[str, Any]:
+        """``{name: ray.tune.uniform(low, high)}``: a flat Ray Tune ``param_space``.
+
+        Parameter names never contain ``/`` (Ray Tune flattens nested configs with it and its
+        ``OptunaSearch`` rejects it in keys); a layer name containing ``/`` is refused here.
+        """
+        slashed = [s.name for s in self.layers if "/" in s.name]
+        if slashed:
+            raise SpecError(
+                f"Ray Tune cannot use parameter names containing '/', but layer {slashed[0]!r} "
+                "has one; rename the layer"
+            )
+        try:
+            from ray import tune
+        except ImportError:  # pragma: no cover - depends on the installed extras
+            raise SpecError(
+                "the Ray backend needs Ray Tune; install it with: pip install 'midl-autok[ray]'"
+            ) from None
+        return {p.name: tune.uniform(p.low, p.high) for p in self._params}
+
+    # -- helpers for subclasses ----------------------------------------------------------------
+
+    def _fraction_param(self, name: str) -> Param:
+        return Param(name, self.min_fraction, self.max_fraction)
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _rows_in_order(schedule: KSchedule, layers: Sequence[LayerSpec]) -> list[tuple[int, ...]]:
+    by_name = dict(zip(schedule.names, schedule.k, strict=True))
+    return [by_name[s.name] for s in layers]
+
+
+def time_param(name: str) -> Param:
+    """A parameter on normalized time ``[0, 1]``."""
+    return Param(name, 0.0, 1.0)
