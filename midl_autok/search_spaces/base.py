@@ -76,7 +76,8 @@ def ramp_progress(t: ArrayLike, t0: float = 0.0, t1: float = 1.0) -> np.ndarray:
     tt = np.asarray(t, dtype=float)
     if t1 == t0:
         return (tt >= t0).astype(float)
-    return np.clip((tt - t0) / (t1 - t0), 0.0, 1.0)
+    with np.errstate(over="ignore"):  # a tiny window overflows to +-inf, clipped to a step
+        return np.clip((tt - t0) / (t1 - t0), 0.0, 1.0)
 
 
 def linear_ramp(
@@ -87,7 +88,7 @@ def linear_ramp(
     ``f(t) = start + (end - start) * p``, with ``p = clip((t - t0) / (t1 - t0), 0, 1)``.
     """
     p = ramp_progress(t, t0, t1)
-    return start + (end - start) * p
+    return _blend(start, end, 1.0 - p)
 
 
 def cosine_ramp(
@@ -99,7 +100,7 @@ def cosine_ramp(
     ``p = clip((t - t0) / (t1 - t0), 0, 1)``. Flat at both ends of the window.
     """
     p = ramp_progress(t, t0, t1)
-    return end + (start - end) * 0.5 * (1.0 + np.cos(np.pi * p))
+    return _blend(start, end, 0.5 * (1.0 + np.cos(np.pi * p)))
 
 
 def cubic_ramp(
@@ -114,7 +115,14 @@ def cubic_ramp(
     flattens as it reaches ``end``.
     """
     p = ramp_progress(t, t0, t1)
-    return end + (start - end) * (1.0 - p) ** 3
+    return _blend(start, end, (1.0 - p) ** 3)
+
+
+def _blend(start: float, end: float, w: np.ndarray) -> np.ndarray:
+    """``w * start + (1 - w) * end``: the same as ``end + (start - end) * w``, but exactly
+    ``start`` at ``w = 1`` and exactly ``end`` at ``w = 0`` in floating point (so a ramp's
+    endpoints round to the same k as its start and end fractions)."""
+    return w * start + (1.0 - w) * end
 
 
 def piecewise_linear(t: ArrayLike, times: ArrayLike, values: ArrayLike) -> np.ndarray:
