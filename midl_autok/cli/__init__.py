@@ -8,6 +8,9 @@ line on stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import sys
+from typing import Any
+
+import typer
 
 from midl_autok.cli._app import app
 
@@ -17,18 +20,42 @@ __all__ = ["app", "main"]
 from midl_autok.cli import train as _train  # noqa: F401
 
 
+def _click_exceptions() -> Any:
+    """The exception module of the click that typer runs on (typer >= 0.2x vendors click)."""
+    try:
+        from typer._click import exceptions
+    except ImportError:  # older typer on the real click
+        from click import exceptions  # type: ignore[no-redef]
+    return exceptions
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Run the CLI; map user errors to exit status 2 and a one-line message."""
+    """Run the CLI. Every user error -- a bad option value, an unknown name, a malformed
+    file -- ends with one line on stderr and exit status 2, never a traceback."""
     from midl_autok.errors import UserError
 
+    click = _click_exceptions()
+
     try:
-        app(args=argv, prog_name="midl-autok")
-    except UserError as exc:
-        print(f"midl-autok: error: {exc}", file=sys.stderr)
+        code = app(args=argv, prog_name="midl-autok", standalone_mode=False)
+    except click.NoArgsIsHelpError as exc:
+        exc.show()  # the command's help; not an error worth a one-liner
         sys.exit(2)
-    except KeyboardInterrupt:
+    except click.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else "midl-autok"
+        message = " ".join(exc.format_message().split())
+        print(f"midl-autok: error: {message} (see '{where} --help')", file=sys.stderr)
+        sys.exit(2)
+    except click.ClickException as exc:
+        print(f"midl-autok: error: {' '.join(exc.format_message().split())}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except UserError as exc:
+        print(f"midl-autok: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        sys.exit(2)
+    except (KeyboardInterrupt, click.Abort, typer.Abort):
         print("midl-autok: interrupted", file=sys.stderr)
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":  # python -m midl_autok.cli

@@ -108,8 +108,9 @@ def experiment_spec(
     epochs: int | None = None,
     seed: int | None = None,
     extra: dict[str, Any] | None = None,
+    base: ExperimentSpec | None = None,
 ) -> ExperimentSpec:
-    """Load the experiment and apply the command-line overrides."""
+    """Load the experiment (or use ``base`` when none is named) and apply the overrides."""
     from midl_autok.errors import SpecError
     from midl_autok.spec import load_spec
 
@@ -117,7 +118,8 @@ def experiment_spec(
         raise SpecError(
             f"two experiments given ({positional!r} and --experiment {option!r}); give one"
         )
-    spec = load_spec(positional or option)
+    named = positional or option
+    spec = base if base is not None and named is None else load_spec(named)
     changes: dict[str, Any] = {"training.epochs": epochs, "seed": seed}
     if dataset is not None and dataset != spec.dataset.name:
         # A different dataset: the experiment's path, target and options belonged to the old one.

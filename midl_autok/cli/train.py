@@ -27,6 +27,8 @@ from midl_autok.cli._app import (
 )
 
 if TYPE_CHECKING:
+    from midl_autok.schedule import KSchedule
+    from midl_autok.spec import ExperimentSpec
     from midl_autok.trainer import TrainResult
 
 # Per-epoch columns of the table (metric key, header, format).
@@ -103,6 +105,8 @@ def train(
     """Train one model under one Top-k schedule and report accuracy and FLOPs.
 
     k comes from --schedule, or --k-fraction, or the experiment's training.k_fraction.
+    A schedule exported by `midl-autok export` carries the experiment and seed it was
+    searched with; without EXPERIMENT/--seed they are used, so the run replays exactly.
     """
     from midl_autok.errors import ScheduleError, SpecError
     from midl_autok.schedule import KSchedule
@@ -125,14 +129,16 @@ def train(
         raise ScheduleError(
             f"{schedule}: the schedule has {loaded.epochs} epochs but --epochs is {epochs}"
         )
+    base, base_seed = _replay_source(loaded) if loaded is not None else (None, None)
     spec = experiment_spec(
         experiment,
         experiment_opt,
+        base=base,
         dataset=dataset,
         data_path=data_path,
         target=target,
         epochs=loaded.epochs if loaded is not None else epochs,
-        seed=seed,
+        seed=seed if seed is not None else base_seed,
         extra={"model.variant": variant},
     )
     data = dataset_for_spec(spec)
@@ -188,6 +194,17 @@ def train(
         print(json.dumps(_jsonable(result.metrics), sort_keys=True))
         return
     _print_report(spec.name, data.name, result, save_schedule)
+
+
+def _replay_source(schedule: KSchedule) -> tuple[ExperimentSpec | None, int | None]:
+    """The experiment and seed an exported schedule was searched with (for exact replay)."""
+    from midl_autok.spec import validate_spec
+
+    prov = schedule.provenance
+    spec = prov.get("spec")
+    base = validate_spec(spec, source="the schedule's provenance.spec") if spec else None
+    seed = prov.get("seed")
+    return base, seed if isinstance(seed, int) and not isinstance(seed, bool) else None
 
 
 def _integral(key: str) -> bool:

@@ -1,0 +1,140 @@
+"""`midl-autok train` as a user runs it: a real subprocess, real data, real files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from midl_autok.schedule import KSchedule
+
+EXE = [sys.executable, "-m", "midl_autok", "train"]
+TINY = ["synthetic-mlp", "--epochs", "2"]
+REQUIRED = (
+    "val_accuracy",
+    "test_accuracy",
+    "inference_flops",
+    "inference_flops_ratio",
+    "training_flops",
+    "active_fraction",
+)
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*EXE, *args], capture_output=True, text=True, timeout=300, cwd=cwd, check=False
+    )
+
+
+def assert_user_error(proc: subprocess.CompletedProcess[str], pattern: str) -> None:
+    """Exit status 2, exactly one line on stderr matching ``pattern``, no traceback."""
+    import re
+
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert re.search(pattern, lines[0]), lines[0]
+
+
+def test_json_output_and_replay(tmp_path: Path) -> None:
+    out = tmp_path / "used.json"
+    first = run(*TINY, "--k-fraction", "0.5", "--json", "--save-schedule", str(out))
+    assert first.returncode == 0, first.stderr
+    metrics = json.loads(first.stdout)  # stdout is exactly one JSON object
+    for key in REQUIRED:
+        assert key in metrics
+    assert metrics["active_fraction"] == 0.5
+    assert isinstance(metrics["inference_flops"], int)
+    saved = KSchedule.load(out)
+    assert saved.k == ((32, 32), (32, 32))
+    assert saved.metrics["val_accuracy"] == metrics["val_accuracy"]
+    # replaying the saved schedule with the same seed gives the same result
+    again = run(*TINY, "--schedule", str(out), "--json")
+    assert again.returncode == 0, again.stderr
+    replay = json.loads(again.stdout)
+    assert replay["val_accuracy"] == metrics["val_accuracy"]
+    assert replay["training_flops"] == metrics["training_flops"]
+
+
+def test_rich_table_without_json() -> None:
+    proc = run(*TINY)
+    assert proc.returncode == 0, proc.stderr
+    assert "per-epoch metrics" in proc.stdout and "val acc" in proc.stdout
+    assert "test_accuracy" in proc.stdout
+
+
+def test_dense_baseline_and_dataset_switch() -> None:
+    proc = run("--epochs", "1", "--dataset", "synthetic", "--variant", "dense", "--json")
+    # the default experiment (digits-mlp) on another dataset: input size follows the data
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["inference_flops_ratio"] == 1
+
+
+def _schedule_doc(**changes: object) -> dict[str, object]:
+    doc: dict[str, object] = {
+        "format": "midl-autok/kschedule",
+        "version": 1,
+        "model": {"arch": "mlp", "signature": ""},
+        "layers": [{"name": "body.0", "width": 64}, {"name": "body.1", "width": 64}],
+        "epochs": 2,
+        "k": [[64, 32], [64, 16]],
+    }
+    doc.update(changes)
+    return doc
+
+
+BAD_SCHEDULES = {
+    "malformed": ("{not json", r"not valid JSON"),
+    "k0": (_schedule_doc(k=[[64, 0], [64, 16]]), r"layer body\.0 at epoch 1.*got 0"),
+    "k_above": (_schedule_doc(k=[[64, 32], [65, 16]]), r"layer body\.1 at epoch 0.*got 65"),
+    "k_float": (_schedule_doc(k=[[64, 32.5], [64, 16]]), r"integer.*32\.5"),
+    "format": (_schedule_doc(format="other/thing"), r"format"),
+    "version": (_schedule_doc(version=9), r"version"),
+    "width": (
+        _schedule_doc(layers=[{"name": "body.0", "width": 64}, {"name": "body.1", "width": 32}],
+                      k=[[64, 32], [32, 16]]),
+        r"layer body\.1 has width 32 in the schedule but 64",
+    ),
+    "names": (
+        _schedule_doc(layers=[{"name": "body.0", "width": 64}, {"name": "fc9", "width": 64}]),
+        r"fc9 does not exist",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SCHEDULES))
+def test_bad_schedule_files(tmp_path: Path, case: str) -> None:
+    doc, pattern = BAD_SCHEDULES[case]
+    path = tmp_path / "s.json"
+    path.write_text(doc if isinstance(doc, str) else json.dumps(doc))
+    assert_user_error(run("synthetic-mlp", "--schedule", str(path), "--json"), pattern)
+
+
+def test_bad_command_lines(tmp_path: Path) -> None:
+    csv = tmp_path / "t.csv"
+    csv.write_text("a,b,label\n1,2,x\n3,4,y\n" * 20)
+    bad_spec = tmp_path / "spec.yaml"
+    bad_spec.write_text("dataset:\n  name: digits\ntraining:\n  epocs: 3\n")
+    cases = [
+        (["--k-fraction", "0"], r"--k-fraction must satisfy 0 < F <= 1"),
+        (["--k-fraction", "1.5"], r"--k-fraction must satisfy"),
+        (["--dataset", "digts"], r"unknown dataset 'digts'; did you mean 'digits'"),
+        (["--dataset", "mnist"], r"dataset 'mnist' is read from disk"),
+        (["--dataset", "mnist", "--data-path", str(tmp_path / "none")], r"does not exist"),
+        (["--dataset", "csv", "--data-path", str(csv), "--target", "nope"], r"nope"),
+        ([str(bad_spec)], r"training\.epocs: Extra inputs are not permitted"),
+        (["no-such-experiment"], r"unknown experiment 'no-such-experiment'"),
+        (["--schedule", str(tmp_path / "missing.json")], r"schedule file not found"),
+        (["--variant", "sparse"], r"model\.variant"),
+    ]
+    for args, pattern in cases:
+        assert_user_error(run(*args, "--epochs", "1", "--json"), pattern)
+
+
+def test_usage_errors_exit_2() -> None:
+    proc = run("--epochs", "zero")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
