@@ -262,7 +262,7 @@ class KSchedule:
                 f"version {VERSION}"
             )
         known = {"format", "version", "model", "layers", "epochs", "k", "metrics", "provenance"}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(str(key) for key in set(data) - known)
         if unknown:
             raise ScheduleError(
                 f"{source}: unknown field {unknown[0]!r}; valid: {', '.join(sorted(known))}"
@@ -270,6 +270,16 @@ class KSchedule:
         model = data.get("model", {})
         if not isinstance(model, dict):
             raise ScheduleError(f"{source}: 'model' must be an object, got {_kind(model)}")
+        unknown = sorted(str(key) for key in set(model) - {"arch", "signature"})
+        if unknown:
+            raise ScheduleError(
+                f"{source}: unknown field 'model.{unknown[0]}'; valid: arch, signature"
+            )
+        for key in ("arch", "signature"):
+            if not isinstance(model.get(key, ""), str):
+                raise ScheduleError(
+                    f"{source}: 'model.{key}' must be a string, got {_kind(model[key])}"
+                )
         raw_layers = data.get("layers")
         if not isinstance(raw_layers, list):
             raise ScheduleError(f"{source}: 'layers' must be a list, got {_kind(raw_layers)}")
@@ -291,8 +301,8 @@ class KSchedule:
                 layers=tuple(layers),
                 epochs=data.get("epochs"),  # type: ignore[arg-type]
                 k=tuple(tuple(r) for r in raw_k),
-                arch=str(model.get("arch", "")),
-                signature=str(model.get("signature", "")),
+                arch=model.get("arch", ""),
+                signature=model.get("signature", ""),
                 metrics=data.get("metrics", {}),
                 provenance=data.get("provenance", {}),
             )
