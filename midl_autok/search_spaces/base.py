@@ -43,6 +43,7 @@ __all__ = [
     "linear_ramp",
     "piecewise_linear",
     "ramp_progress",
+    "time_param",
 ]
 
 # Values this far outside [low, high] (relative to the width) are rounding, not mistakes.
