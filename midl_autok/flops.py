@@ -116,6 +116,11 @@ class CostModel:
             samples = [samples_per_epoch] * schedule.epochs
         else:
             samples = list(samples_per_epoch)
+            if len(samples) != schedule.epochs:
+                raise ValueError(
+                    f"samples_per_epoch must have one entry per epoch ({schedule.epochs}), "
+                    f"but got {len(samples)}"
+                )
         return sum(3 * n * self.inference_flops(schedule.at(e)) for e, n in enumerate(samples))
 
     def per_layer(self, k: Mapping[str, int] | None = None) -> dict[str, int]:
@@ -151,7 +156,7 @@ def cost_model(model: nn.Module, example: torch.Tensor) -> CostModel:
                 )
             )
         elif isinstance(module, nn.Linear):
-            rows = x.numel() // x.shape[-1] // example.shape[0]  # e.g. per time step
+            rows = x.numel() // x.shape[-1]  # batch is 1 here; > 1 when applied per time step
             costs.append(
                 LayerCost(
                     name, "linear", rows * dense_flops(module.in_features, module.out_features)
