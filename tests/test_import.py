@@ -1,0 +1,28 @@
+"""`import midl_autok` stays light, and the public names resolve."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+HEAVY = ("ray", "stable_baselines3", "mlflow", "optuna_dashboard", "optuna", "plotly")
+
+
+def test_import_is_light() -> None:
+    code = (
+        "import sys, json, midl_autok; "
+        f"print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r}))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert json.loads(out.stdout) == []
+
+
+def test_public_names_resolve() -> None:
+    import midl_autok
+
+    for name in midl_autok.__all__:
+        assert getattr(midl_autok, name) is not None, name
+    assert midl_autok.MIDL.__module__ == "midl_autok.layers"
