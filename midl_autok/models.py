@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from midl_autok.errors import SpecError, unknown_name
-from midl_autok.layers import MIDL, make_activation
+from midl_autok.layers import ACTIVATIONS, MIDL, make_activation
 from midl_autok.schedule import KSchedule, LayerSpec
 
 __all__ = ["MODELS", "VARIANTS", "MIDLNet", "build_model"]
@@ -232,8 +232,14 @@ def build_model(
     cfg: dict[str, Any] = {**defaults, **options}
     if cfg["variant"] not in VARIANTS:
         raise unknown_name("model variant", str(cfg["variant"]), VARIANTS, error=SpecError)
+    if not isinstance(cfg["activation"], str) or cfg["activation"] not in ACTIVATIONS:
+        raise unknown_name("activation", str(cfg["activation"]), ACTIVATIONS, error=SpecError)
     for key in ("hidden", "channels"):
         if key in cfg:
+            if not isinstance(cfg[key], (list, tuple)):
+                raise SpecError(
+                    f"model option '{key}' must be a list of integers >= 1, got {cfg[key]!r}"
+                )
             values = list(cfg[key])
             if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values):
                 raise SpecError(
