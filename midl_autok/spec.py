@@ -30,6 +30,7 @@ __all__ = [
     "TrainingSpec",
     "list_experiments",
     "load_spec",
+    "validate_spec",
 ]
 
 DEFAULT_EXPERIMENT = "digits-mlp"
@@ -143,8 +144,14 @@ class ExperimentSpec(_Strict):
                 continue
             node = data
             *parents, leaf = path.split(".")
-            for part in parents:
-                node = node[part]
+            for depth, part in enumerate(parents):
+                child = node.get(part) if isinstance(node, dict) else None
+                if not isinstance(child, dict):
+                    where = ".".join(parents[: depth + 1])
+                    raise SpecError(
+                        f"overrides: cannot set {path}: {where} is not a section of the spec"
+                    )
+                node = child
             node[leaf] = value
         return validate_spec(data, source="overrides")
 
