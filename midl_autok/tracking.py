@@ -1,0 +1,412 @@
+"""MLflow tracking: one parent run per search invocation, one child run per trial.
+
+Everything goes through :class:`Tracker`, a thin layer over ``MlflowClient`` with explicit
+run ids (never MLflow's global "active run", which mixes runs across threads and Ray
+workers) and batched logging (one request per trial for all per-epoch and final metrics).
+
+* Parent run (per ``search`` invocation): tags ``experiment``, ``agent``, ``space``,
+  ``seed``, ``study``, package versions, ``git_sha``; params from the experiment spec;
+  ``spec.yaml``; metric ``hypervolume`` (and ``hypervolume_normalized``, ``front_size``)
+  after each completed trial with ``step`` = trial number; at the end ``pareto.csv``,
+  ``pareto.json`` and ``pareto.html``.
+* Child run (per trial, tag ``mlflow.parentRunId``): the trial's parameters, per-epoch
+  metrics with ``step`` = epoch, the final metrics (at the last epoch's step), the realized
+  schedule as ``schedule.json``; status FINISHED, or FAILED with tag ``fail_reason``.
+
+Metric names are the project's (:mod:`midl_autok.metrics`); MLflow accepts them as they are
+(``active_fraction/body.0`` is valid). :func:`metric_key` maps any other character to ``_``
+so a layer with an unusual name still logs.
+
+A worker process (e.g. a Ray Tune trial) rebuilds a tracker from a picklable
+:class:`TrackingRef` and logs its child run under the same parent.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import platform
+import re
+import subprocess
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+__all__ = [
+    "FAILED",
+    "FINISHED",
+    "KILLED",
+    "Tracker",
+    "TrackingRef",
+    "git_sha",
+    "make_client",
+    "metric_key",
+    "package_versions",
+]
+
+FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
+PARENT_TAG = "mlflow.parentRunId"
+
+_BAD_KEY_CHARS = re.compile(r"[^\w.\- /]")
+_MAX_METRICS, _MAX_PARAMS = 1000, 100  # MLflow's per-request batch limits
+_MAX_TAG = 5000
+
+
+def metric_key(name: str) -> str:
+    """``name`` as a valid MLflow metric/param key: characters other than letters, digits,
+    ``_ - . /`` and space become ``_``; empty path parts are dropped (``a//b`` -> ``a/b``)."""
+    key = _BAD_KEY_CHARS.sub("_", str(name))
+    parts = [p for p in key.split("/") if p not in ("", ".", "..")]
+    return "/".join(parts) or "_"
+
+
+def make_client(tracking_uri: str) -> MlflowClient:
+    """An ``MlflowClient`` for ``tracking_uri`` (MLflow's own telemetry off unless the user
+    opted in through ``MLFLOW_DISABLE_TELEMETRY``)."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+@functools.cache
+def package_versions() -> dict[str, str]:
+    """Versions of the packages a search result depends on."""
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for dist in ("midl-autok", "torch", "numpy", "optuna", "mlflow"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+@functools.cache
+def git_sha() -> str | None:
+    """The git commit of the midl-autok source tree (``+dirty`` when it has local changes),
+    or None when it is not a git checkout."""
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
+        )
+        if sha.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "."],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return sha.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+@dataclass(frozen=True)
+class TrackingRef:
+    """What a worker needs to log a child run: picklable, JSON-able."""
+
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {
+            "tracking_uri": self.tracking_uri,
+            "experiment_id": self.experiment_id,
+            "parent_run_id": self.parent_run_id,
+        }
+
+
+class Tracker:
+    """MLflow logging for one MLflow experiment, with explicit run ids."""
+
+    def __init__(self, client: MlflowClient, experiment_id: str) -> None:
+        self.client = client
+        self.experiment_id = experiment_id
+
+    @classmethod
+    def for_experiment(
+        cls, client: MlflowClient, name: str, *, artifact_location: str | None = None
+    ) -> Tracker:
+        """The tracker of the MLflow experiment ``name`` (created, or restored if deleted)."""
+        from mlflow.exceptions import MlflowException
+
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            try:
+                return cls(client, client.create_experiment(name, artifact_location))
+            except MlflowException:  # created meanwhile by another process
+                exp = client.get_experiment_by_name(name)
+                if exp is None:
+                    raise
+        if exp.lifecycle_stage == "deleted":
+            client.restore_experiment(exp.experiment_id)
+        return cls(client, exp.experiment_id)
+
+    @classmethod
+    def from_ref(cls, ref: TrackingRef) -> Tracker:
+        return cls(make_client(ref.tracking_uri), ref.experiment_id)
+
+    @property
+    def tracking_uri(self) -> str:
+        return str(self.client.tracking_uri)
+
+    def ref(self, parent_run_id: str) -> TrackingRef:
+        return TrackingRef(self.tracking_uri, self.experiment_id, parent_run_id)
+
+    # -- runs --------------------------------------------------------------------------------
+
+    def start_run(
+        self,
+        name: str,
+        *,
+        parent_run_id: str | None = None,
+        tags: Mapping[str, Any] | None = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Create a run (a child when ``parent_run_id`` is given); return its id."""
+        all_tags = {k: _tag(v) for k, v in (tags or {}).items() if v is not None}
+        if parent_run_id is not None:
+            all_tags[PARENT_TAG] = parent_run_id
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
+        if params:
+            self.log_params(run.info.run_id, params)
+        return str(run.info.run_id)
+
+    def end_run(self, run_id: str, status: str = FINISHED, *, reason: str | None = None) -> None:
+        """Finish a run with FINISHED / FAILED / KILLED (``reason`` as tag ``fail_reason``)."""
+        if reason:
+            self.client.set_tag(run_id, "fail_reason", _tag(reason))
+        self.client.set_terminated(run_id, status)
+
+    def run_status(self, run_id: str) -> str | None:
+        try:
+            return str(self.client.get_run(run_id).info.status)
+        except Exception:
+            return None
+
+    # -- values ------------------------------------------------------------------------------
+
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(metric_key(k), _param(v)) for k, v in params.items()]
+        for i in range(0, len(items), _MAX_PARAMS):
+            self.client.log_batch(run_id, params=items[i : i + _MAX_PARAMS])
+
+    def log_metrics(self, run_id: str, rows: Iterable[tuple[Mapping[str, float], int]]) -> None:
+        """Log ``(metrics, step)`` rows in as few requests as MLflow allows."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [
+            Metric(metric_key(k), float(v), now, int(step))
+            for values, step in rows
+            for k, v in values.items()
+            if _number(v)
+        ]
+        for i in range(0, len(items), _MAX_METRICS):
+            self.client.log_batch(run_id, metrics=items[i : i + _MAX_METRICS])
+
+    def log_metric(self, run_id: str, key: str, value: float, *, step: int = 0) -> None:
+        self.client.log_metric(run_id, metric_key(key), float(value), step=step)
+
+    def log_trial(
+        self,
+        run_id: str,
+        *,
+        history: Sequence[Mapping[str, float]],
+        metrics: Mapping[str, float],
+        schedule: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Per-epoch metrics (``step`` = epoch), final metrics and ``schedule.json``."""
+        rows: list[tuple[Mapping[str, float], int]] = []
+        for i, row in enumerate(history):
+            step = int(row.get("epoch", i))
+            rows.append(({k: v for k, v in row.items() if k != "epoch"}, step))
+        last_step = rows[-1][1] if rows else 0
+        last = dict(rows[-1][0]) if rows else {}
+        final = {k: v for k, v in metrics.items() if last.get(k) != v}  # no duplicate points
+        rows.append((final, last_step))
+        self.log_metrics(run_id, rows)
+        if schedule is not None:
+            self.log_json(run_id, schedule, "schedule.json")
+
+    def log_json(self, run_id: str, obj: Any, artifact_file: str) -> None:
+        self.client.log_text(run_id, json.dumps(obj, indent=2, allow_nan=False), artifact_file)
+
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        self.client.log_text(run_id, text, artifact_file)
+
+    def log_files(self, run_id: str, paths: Iterable[Path]) -> None:
+        for path in paths:
+            self.client.log_artifact(run_id, str(path))
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _param(value: Any) -> str:
+    if isinstance(value, float) and math.isfinite(value):
+        return repr(round(value, 10))
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value)
+    return str(value)
+
+
+def _tag(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= _MAX_TAG else text[: _MAX_TAG - 3] + "..."
+
+
+# --------------------------------------------------------------------------- Pareto files
+
+
+def pareto_summary(record: Any) -> dict[str, Any]:
+    """The Pareto front of a study (a :class:`~midl_autok.store.StudyRecord`) as JSON data."""
+    import numpy as np
+
+    from midl_autok import pareto
+
+    front = record.front()
+    knee = None
+    if front:
+        knee = front[pareto.knee_point(np.array([t.values for t in front]), record.directions)]
+    return {
+        "study": record.name,
+        "experiment": record.get("experiment", None),
+        "agent": record.get("agent", None),
+        "space": record.get("space", None),
+        "objectives": record.objectives,
+        "directions": record.directions,
+        "reference_point": record.reference_point,
+        "flops_budget": record.get("flops_budget", None),
+        "trials": record.counts(),
+        "hypervolume": record.hypervolume(),
+        "hypervolume_normalized": record.normalized_hypervolume(),
+        "knee_trial": None if knee is None else knee.number,
+        "points": [record.point(t) for t in front],
+    }
+
+
+def write_pareto_files(record: Any, folder: Path, *, plotlyjs: str | bool = True) -> list[Path]:
+    """Write ``pareto.json``, ``pareto.csv`` and ``pareto.html`` for a study into ``folder``
+    (atomically); ``plotlyjs`` is plotly's ``include_plotlyjs`` (True: self-contained)."""
+    import csv
+    import io
+
+    from midl_autok.schedule import write_atomic
+
+    summary = pareto_summary(record)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / "pareto.json", folder / "pareto.csv", folder / "pareto.html"]
+    write_atomic(paths[0], json.dumps(summary, indent=2, default=_json_default) + "\n")
+    buf = io.StringIO()
+    columns = [*summary["points"][0].keys()] if summary["points"] else ["trial"]
+    writer = csv.DictWriter(buf, fieldnames=[*columns, "knee"], lineterminator="\n")
+    writer.writeheader()
+    for point in summary["points"]:
+        writer.writerow({**point, "knee": int(point["trial"] == summary["knee_trial"])})
+    write_atomic(paths[1], buf.getvalue())
+    fig = pareto_figure(record, summary)
+    write_atomic(paths[2], fig.to_html(include_plotlyjs=plotlyjs, full_html=True))
+    return paths
+
+
+def pareto_figure(record: Any, summary: Mapping[str, Any] | None = None) -> Any:
+    """A plotly figure: every completed trial, the front and its knee, accuracy vs FLOPs."""
+    import plotly.graph_objects as go
+
+    summary = summary or pareto_summary(record)
+    front_ids = {p["trial"] for p in summary["points"]}
+    feasible = {t.number for t in record.feasible()}
+
+    def xy(trials: Iterable[Any]) -> tuple[list[float], list[float], list[str]]:
+        xs, ys, text = [], [], []
+        for t in trials:
+            ratio, acc = t.user_attrs.get("inference_flops_ratio"), t.user_attrs.get("val_accuracy")
+            if _number(ratio) and _number(acc):
+                xs.append(float(ratio))
+                ys.append(float(acc))
+                text.append(f"trial {t.number}")
+        return xs, ys, text
+
+    completed = record.completed()
+    fig = go.Figure()
+    groups = (
+        ("dominated", [t for t in completed if t.number in feasible - front_ids], "#9aa5b1"),
+        ("over budget", [t for t in completed if t.number not in feasible], "#e8a09a"),
+    )
+    for label, trials, color in groups:
+        xs, ys, text = xy(trials)
+        if xs:
+            fig.add_trace(
+                go.Scatter(
+                    x=xs,
+                    y=ys,
+                    text=text,
+                    mode="markers",
+                    name=label,
+                    marker={"color": color, "size": 7},
+                )
+            )
+    front = sorted(
+        (t for t in completed if t.number in front_ids),
+        key=lambda t: t.user_attrs.get("inference_flops_ratio", 0.0),
+    )
+    xs, ys, text = xy(front)
+    fig.add_trace(
+        go.Scatter(
+            x=xs,
+            y=ys,
+            text=text,
+            mode="lines+markers",
+            name="Pareto front",
+            line={"shape": "hv", "color": "#1f77b4"},
+            marker={"size": 9},
+        )
+    )
+    knee = [t for t in front if t.number == summary["knee_trial"]]
+    if knee:
+        xs, ys, text = xy(knee)
+        fig.add_trace(
+            go.Scatter(
+                x=xs,
+                y=ys,
+                text=text,
+                mode="markers",
+                name="knee",
+                marker={"symbol": "star", "size": 16, "color": "#d62728"},
+            )
+        )
+    hv = summary.get("hypervolume_normalized")
+    title = f"{record.name}: {len(front)} Pareto trials of {len(completed)} completed"
+    if hv is not None:
+        title += f" (normalized hypervolume {hv:.4f})"
+    fig.update_layout(
+        title=title,
+        xaxis_title="inference FLOPs / dense model's",
+        yaxis_title="validation accuracy",
+        template="plotly_white",
+        hovermode="closest",
+    )
+    return fig
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
