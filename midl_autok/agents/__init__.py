@@ -1,0 +1,78 @@
+"""Search agents by name: ``--agent tpe|nsga2|gp|qmc|random|fixed-k`` (+ plug-ins).
+
+Agents are looked up lazily: naming one imports only its module (``--agent ppo`` is the only
+thing that would import Stable-Baselines3). An unknown name raises a
+:class:`~midl_autok.errors.SpecError` with a "did you mean"::
+
+    agent = make_agent("tpe", seed=0)                  # a SamplerAgent
+    register_agent("ppo", "midl_autok.agents.rl:PPOAgent")
+
+Adding an agent = one module with an :class:`Agent` subclass + one entry in :data:`AGENTS`;
+the shared agent contract tests then cover it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from midl_autok.agents.base import Agent, ExternalAgent, SamplerAgent, derive_seed
+from midl_autok.errors import SpecError, unknown_name
+
+__all__ = [
+    "AGENTS",
+    "Agent",
+    "ExternalAgent",
+    "SamplerAgent",
+    "agent_names",
+    "derive_seed",
+    "get_agent",
+    "make_agent",
+    "register_agent",
+]
+
+#: name -> "module:Class", imported on first use.
+AGENTS: dict[str, str] = {
+    "tpe": "midl_autok.agents.optuna_agent:TPEAgent",
+    "nsga2": "midl_autok.agents.optuna_agent:NSGA2Agent",
+    "gp": "midl_autok.agents.optuna_agent:GPAgent",
+    "qmc": "midl_autok.agents.optuna_agent:QMCAgent",
+    "random": "midl_autok.agents.baselines:RandomAgent",
+    "fixed-k": "midl_autok.agents.baselines:FixedKAgent",
+}
+
+
+def agent_names() -> list[str]:
+    """Registered agent names, in registry order."""
+    return list(AGENTS)
+
+
+def register_agent(name: str, target: str) -> None:
+    """Register ``"module:Class"`` under ``name`` (replacing an existing entry)."""
+    if ":" not in target:
+        raise ValueError(f"target must look like 'package.module:Class', but got {target!r}")
+    AGENTS[name] = target
+
+
+def get_agent(name: str) -> type[Agent]:
+    """The agent class registered as ``name``."""
+    target = AGENTS.get(name) if isinstance(name, str) else None
+    if target is None:
+        raise unknown_name("agent", str(name), AGENTS, error=SpecError)
+    module_name, _, attr = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise SpecError(
+            f"agent '{name}' needs a package that is not installed ({exc.name or exc}); "
+            "install the matching extra, e.g. pip install 'midl-autok[rl]'"
+        ) from None
+    cls = getattr(module, attr)
+    if not (isinstance(cls, type) and issubclass(cls, Agent)):
+        raise TypeError(f"{target} is not an Agent subclass")
+    return cls
+
+
+def make_agent(name: str, *, seed: int = 0, **options: Any) -> Agent:
+    """Build the agent registered as ``name`` with its options."""
+    return get_agent(name)(seed=seed, **options)
