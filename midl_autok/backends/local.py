@@ -1,0 +1,128 @@
+"""The local backend: trials one after another in this process.
+
+The loop is Optuna's ask-and-tell, written out instead of ``study.optimize`` because every
+step has a job here: ``ask`` (sampler reseeded from ``--seed`` and the trial number, trial
+stamped with host and pid), the agent proposes a schedule, :func:`evaluate_trial` trains it
+and logs the MLflow child run (whose id is stored on the trial before training starts), and
+``tell`` records values, user attrs and the FLOPs constraint. ``optimize`` would also turn a
+Ctrl-C into a FAIL without letting us end the MLflow runs, and would count trials per
+invocation, not per study.
+
+``--trials N`` is the study's target: the loop runs until the study holds N COMPLETE (or
+PRUNED) trials, so a rerun after an interruption runs only the missing ones. Failed trials
+do not count and are retried by the next ask; after ``max_consecutive_failures`` failures in
+a row the search stops with the last reason (a spec that can only fail).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Protocol
+
+from midl_autok.agents import ExternalAgent, SamplerAgent
+from midl_autok.backends.evaluate import TrialOutcome, TrialRequest, evaluate_trial
+from midl_autok.backends.session import SearchSession, SearchSummary, open_search
+from midl_autok.store import ATTR_RUN_ID
+
+if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
+
+    from midl_autok.spec import ExperimentSpec
+    from midl_autok.store import Store
+    from midl_autok.trainer import TrainHooks
+
+__all__ = ["SearchCallback", "run_local", "run_search"]
+
+HooksFactory = Callable[[TrialRequest], Sequence["TrainHooks"]]
+
+
+class SearchCallback(Protocol):
+    """Extension points of a search loop (progress bars, early stops in tests). Subclass it
+    for no-op defaults, or pass any object with both methods."""
+
+    def on_start(self, session: SearchSession, *, target: int, done: int) -> None:
+        """Before the first new trial; ``done`` trials already count toward ``target``."""
+
+    def on_trial_end(
+        self, session: SearchSession, trial: FrozenTrial, outcome: TrialOutcome
+    ) -> None:
+        """After a trial was recorded (COMPLETE or FAIL)."""
+
+
+def run_local(
+    session: SearchSession,
+    *,
+    target: int,
+    timeout_s: float | None = None,
+    callbacks: Sequence[SearchCallback] = (),
+    train_hooks: HooksFactory | None = None,
+    max_consecutive_failures: int = 5,
+) -> str | None:
+    """Evaluate trials until the study counts ``target``; return why it stopped early, if so."""
+    agent = session.agent
+    for cb in callbacks:
+        cb.on_start(session, target=target, done=session.counted_trials())
+    if isinstance(agent, ExternalAgent):
+        agent.run(session, target=target)
+        return None
+    if not isinstance(agent, SamplerAgent):
+        raise TypeError(f"agent {agent.name!r} is neither a SamplerAgent nor an ExternalAgent")
+    start = time.perf_counter()
+    in_a_row = 0
+    while session.counted_trials() < target:
+        if timeout_s is not None and time.perf_counter() - start >= timeout_s:
+            return f"the time budget of {timeout_s:g} s ran out"
+        trial = session.ask()
+        try:
+            schedule = agent.propose(trial, session.space)
+            request = session.request(trial.number, schedule, trial.params)
+            outcome = evaluate_trial(
+                request,
+                hooks=train_hooks(request) if train_hooks is not None else (),
+                on_run_started=functools.partial(trial.set_user_attr, ATTR_RUN_ID),
+            )
+        except Exception as exc:
+            outcome = TrialOutcome.failed(f"{type(exc).__name__}: {exc}")
+        except BaseException:
+            session.fail(trial, f"interrupted (process {os.getpid()} was stopped)")
+            raise
+        frozen = session.tell(trial, outcome)
+        for cb in callbacks:
+            cb.on_trial_end(session, frozen, outcome)
+        in_a_row = 0 if frozen.state.name == "COMPLETE" else in_a_row + 1
+        if in_a_row >= max_consecutive_failures:
+            reason = frozen.user_attrs.get("fail_reason", "unknown")
+            return f"{in_a_row} trials in a row failed (last: {reason})"
+    return None
+
+
+def run_search(
+    spec: ExperimentSpec,
+    *,
+    store: Store | str | os.PathLike[str] | None = None,
+    study: str | None = None,
+    device: str = "auto",
+    callbacks: Sequence[SearchCallback] = (),
+    train_hooks: HooksFactory | None = None,
+    max_consecutive_failures: int = 5,
+    plotlyjs: str | bool = True,
+) -> SearchSummary:
+    """Run the search the spec describes (agent, space, ``budget.trials`` as the study's
+    target, ``budget.flops_budget``, seed) in this process; resume the study if it exists.
+
+    Returns a :class:`SearchSummary`; the Pareto files are in ``summary.files``.
+    """
+    target = spec.budget.trials
+    with open_search(spec, store=store, study=study, device=device, target=target) as session:
+        stopped = run_local(
+            session,
+            target=target,
+            timeout_s=spec.budget.timeout_s,
+            callbacks=callbacks,
+            train_hooks=train_hooks,
+            max_consecutive_failures=max_consecutive_failures,
+        )
+        return session.finish(target=target, stopped=stopped, plotlyjs=plotlyjs)
