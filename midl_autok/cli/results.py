@@ -1,0 +1,178 @@
+"""``midl-autok studies``, ``pareto`` and ``export``: read search results from a store."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from midl_autok.cli._app import app, stdout_console
+from midl_autok.cli.search import StorageOpt, StoreOpt, StudyOpt, front_table
+
+if TYPE_CHECKING:
+    from midl_autok.store import Store, StudyRecord
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout instead of a table.")]
+
+
+def _open(store: Path | None, storage: str | None) -> Store:
+    from midl_autok.store import open_store
+
+    opened = open_store(store, storage=storage)
+    opened.require_studies()
+    return opened
+
+
+@app.command()
+def studies(store: StoreOpt = None, storage: StorageOpt = None, json_out: JsonOpt = False) -> None:
+    """List the store's studies: experiment, agent, space, trials, hypervolume."""
+    from midl_autok.store import list_studies, load_study_record
+
+    opened = _open(store, storage)
+    rows = []
+    for name in list_studies(opened):
+        record = load_study_record(opened, name)
+        counts = record.counts()
+        best = max(
+            (t.user_attrs.get("val_accuracy", float("-inf")) for t in record.feasible()),
+            default=None,
+        )
+        rows.append(
+            {
+                "study": name,
+                "experiment": record.get("experiment", None),
+                "agent": record.get("agent", None),
+                "space": record.get("space", None),
+                "seed": record.get("seed", None),
+                "complete": counts.get("COMPLETE", 0),
+                "failed": counts.get("FAIL", 0),
+                "running": counts.get("RUNNING", 0),
+                "front": len(record.front()),
+                "hypervolume": record.hypervolume(),
+                "hypervolume_normalized": record.normalized_hypervolume(),
+                "best_val_accuracy": best,
+            }
+        )
+    if json_out:
+        print(json.dumps(rows, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"studies in {opened.root}", title_justify="left")
+    headers = ("study", "experiment", "agent", "space", "seed", "done", "failed", "front")
+    for header in headers:
+        table.add_column(header, justify="left" if header == "study" else "right")
+    table.add_column("HV (norm.)", justify="right")
+    table.add_column("best val acc", justify="right")
+    for r in rows:
+        hv = r["hypervolume_normalized"]
+        table.add_row(
+            r["study"],
+            str(r["experiment"] or "-"),
+            str(r["agent"] or "-"),
+            str(r["space"] or "-"),
+            "-" if r["seed"] is None else str(r["seed"]),
+            str(r["complete"]),
+            str(r["failed"]),
+            str(r["front"]),
+            "-" if hv is None else f"{hv:.4f}",
+            "-" if r["best_val_accuracy"] is None else f"{r['best_val_accuracy']:.4f}",
+        )
+    stdout_console().print(table)
+    if not rows:
+        stdout_console().print("no studies yet; run `midl-autok search`")
+
+
+@app.command()
+def pareto(
+    study: StudyOpt = None,
+    store: StoreOpt = None,
+    storage: StorageOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """The Pareto front of a study (feasible trials only), cheapest first; * marks the knee."""
+    from midl_autok.store import load_study_record
+    from midl_autok.tracking import pareto_summary
+
+    record = load_study_record(_open(store, storage), study)
+    summary = pareto_summary(record)
+    if json_out:
+        print(json.dumps(summary["points"], indent=2))
+        return
+    hv = summary["hypervolume_normalized"]
+    title = (
+        f"Pareto front of {record.name}: {len(summary['points'])} of "
+        f"{len(record.completed())} completed trials"
+        + (f", normalized hypervolume {hv:.4f}" if hv is not None else "")
+    )
+    stdout_console().print(front_table(title, summary["points"], summary["knee_trial"]))
+    if not summary["points"]:
+        stdout_console().print(_no_front(record))
+
+
+def _no_front(record: StudyRecord) -> str:
+    if not record.completed():
+        return f"study {record.name!r} has no completed trials yet"
+    return f"no completed trial meets the study's FLOPs budget ({record.get('flops_budget')})"
+
+
+@app.command()
+def export(
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output", "-o", help="Schedule file to write: .json, or .yaml/.yml for YAML."
+        ),
+    ],
+    study: StudyOpt = None,
+    store: StoreOpt = None,
+    storage: StorageOpt = None,
+    pick: Annotated[
+        str,
+        typer.Option(
+            "--pick",
+            help="Which Pareto trial: knee (the best trade-off), max-accuracy or min-flops.",
+        ),
+    ] = "knee",
+    max_flops_ratio: Annotated[
+        float | None,
+        typer.Option(
+            "--max-flops-ratio",
+            help="Consider only trials with inference FLOPs <= R x the dense model's.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Write a Pareto schedule (KSchedule JSON/YAML with metrics and provenance).
+
+    `midl-autok train --schedule FILE` replays it: same experiment, same seed, same
+    validation accuracy on CPU.
+    """
+    from midl_autok.errors import SpecError, unknown_name
+    from midl_autok.store import PICKS, load_study_record
+
+    if pick not in PICKS:
+        raise unknown_name("--pick", pick, PICKS, error=SpecError)
+    if max_flops_ratio is not None and not (math.isfinite(max_flops_ratio) and max_flops_ratio > 0):
+        raise SpecError(f"--max-flops-ratio must be a number > 0, but got {max_flops_ratio}")
+    if output.exists() and output.is_dir():
+        raise SpecError(f"-o {output} is a folder; give a file name such as schedule.json")
+    record = load_study_record(_open(store, storage), study)
+    trial = record.pick(pick, max_flops_ratio=max_flops_ratio)
+    schedule = record.schedule(trial, pick=pick)
+    try:
+        schedule.save(output)
+    except OSError as exc:
+        raise SpecError(f"cannot write {output}: {exc.strerror or exc}") from None
+    m: dict[str, Any] = schedule.metrics
+    stdout_console().print(
+        f"wrote {output}: study {record.name}, trial {trial.number} ({pick}): "
+        f"val acc {m.get('val_accuracy', float('nan')):.4f}, "
+        f"inference FLOPs x{m.get('inference_flops_ratio', float('nan')):.3f} of dense\n"
+        f"replay: midl-autok train --schedule {output}",
+        highlight=False,
+        soft_wrap=True,
+    )

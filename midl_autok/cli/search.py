@@ -1,0 +1,329 @@
+"""``midl-autok search``: find Top-k schedules that trade accuracy against inference FLOPs."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import signal
+import sys
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from midl_autok.cli._app import (
+    DataPathOpt,
+    DatasetOpt,
+    DeviceOpt,
+    EpochsOpt,
+    ExperimentArg,
+    ExperimentOpt,
+    SeedOpt,
+    TargetOpt,
+    app,
+    experiment_spec,
+    stderr_console,
+    stdout_console,
+)
+
+if TYPE_CHECKING:
+    from midl_autok.backends.session import SearchSession, SearchSummary
+    from midl_autok.store import Store
+
+# Options shared by the commands that read or write a store (search, studies, pareto, export).
+StoreOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--store",
+        help="Store folder (default: $MIDL_AUTOK_HOME, else ./midl_runs).",
+        show_default=False,
+    ),
+]
+StorageOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--storage",
+        help="Optuna RDB storage URL instead of the store's optuna.db, e.g. "
+        "postgresql://user@host/db. MLflow follows MLFLOW_TRACKING_URI when it is set.",
+        show_default=False,
+    ),
+]
+StudyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--study",
+        help="Study name (see `midl-autok studies`).",
+        show_default=False,
+    ),
+]
+
+_AGENTS_HELP = "tpe (default), nsga2, gp, random, qmc, fixed-k"
+_SPACES_HELP = "constant, linear, cosine (default), cubic, knots, free"
+
+
+@app.command()
+def search(
+    experiment: ExperimentArg = None,
+    experiment_opt: ExperimentOpt = None,
+    dataset: DatasetOpt = None,
+    data_path: DataPathOpt = None,
+    target: TargetOpt = None,
+    agent: Annotated[
+        str | None,
+        typer.Option("--agent", help=f"Search agent: {_AGENTS_HELP}. Default: the experiment's."),
+    ] = None,
+    space: Annotated[
+        str | None,
+        typer.Option(
+            "--space",
+            help=f"Schedule search space: {_SPACES_HELP}. Default: the experiment's. "
+            "fixed-k ignores it.",
+        ),
+    ] = None,
+    trials: Annotated[
+        int | None,
+        typer.Option(
+            "--trials",
+            help="Target number of completed trials in the study (default: the experiment's "
+            "budget.trials). Rerunning the same command runs only the missing ones.",
+            show_default=False,
+        ),
+    ] = None,
+    study: Annotated[
+        str | None,
+        typer.Option(
+            "--study",
+            help="Study name (default: <experiment>-<agent>-<space>-seed<S>[-<hash of the "
+            "setup when it differs from the shipped experiment>]).",
+            show_default=False,
+        ),
+    ] = None,
+    store: StoreOpt = None,
+    storage: StorageOpt = None,
+    seed: SeedOpt = None,
+    flops_budget: Annotated[
+        float | None,
+        typer.Option(
+            "--flops-budget",
+            help="Only schedules whose inference FLOPs are at most R x the dense model's are "
+            "feasible (0 < R <= 1); the front reports feasible trials.",
+            show_default=False,
+        ),
+    ] = None,
+    epochs: EpochsOpt = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Search per-layer, per-epoch Top-k schedules; record every trial; print the front.
+
+    Every evaluated schedule becomes one Optuna trial (optuna.db) and one MLflow child run
+    (mlflow.db) in the store. Failed trials are recorded with their reason and the search
+    goes on. With no arguments: digits-mlp, TPE, cosine space, 30 trials.
+    """
+    from midl_autok.agents import get_agent
+    from midl_autok.errors import SpecError
+    from midl_autok.search_spaces import SEARCH_SPACES
+
+    if trials is not None and trials < 1:
+        raise SpecError(f"--trials must be an integer >= 1, but got {trials}")
+    if flops_budget is not None and not (math.isfinite(flops_budget) and 0 < flops_budget <= 1):
+        raise SpecError(
+            "--flops-budget must satisfy 0 < R <= 1 (a fraction of the dense model's inference "
+            f"FLOPs), but got {flops_budget}"
+        )
+    if agent is not None:
+        get_agent(agent)  # unknown name: did-you-mean
+    if space is not None and space not in SEARCH_SPACES:
+        from midl_autok.errors import unknown_name
+
+        raise unknown_name("search space", space, SEARCH_SPACES, error=SpecError)
+    spec = experiment_spec(
+        experiment,
+        experiment_opt,
+        dataset=dataset,
+        data_path=data_path,
+        target=target,
+        epochs=epochs,
+        seed=seed,
+        extra={
+            "search.agent": agent,
+            "search.space": space,
+            "budget.trials": trials,
+            "budget.flops_budget": flops_budget,
+        },
+    )
+    from midl_autok.backends.local import run_search
+    from midl_autok.store import open_store
+
+    the_store = open_store(store, storage=storage)
+    _quiet_libraries()
+    progress = _Progress(spec.name)
+    with _sigterm_as_interrupt(), progress:
+        summary = run_search(
+            spec, store=the_store, study=study, device=device, callbacks=[progress]
+        )
+    _print_summary(summary, the_store)
+    if summary.stopped:
+        print(f"midl-autok: search stopped early: {summary.stopped}", file=sys.stderr)
+        raise typer.Exit(1)
+
+
+def _quiet_libraries() -> None:
+    """Optuna's per-trial INFO lines and MLflow's database messages would break the bar."""
+    import optuna
+
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is imported
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM ends the search like Ctrl-C: the current trial is failed, runs are ended."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class _Progress:
+    """Rich progress bar on stderr: trials done, front size, hypervolume, last trial."""
+
+    def __init__(self, name: str) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self.progress = Progress(
+            TextColumn("[bold]search[/] {task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("front {task.fields[front]}  HV {task.fields[hv]}  {task.fields[last]}"),
+            TimeElapsedColumn(),
+            console=stderr_console(),
+            transient=False,
+        )
+        self.task = self.progress.add_task(name, total=None, front=0, hv="-", last="", start=False)
+
+    def fields(self, session: SearchSession) -> dict[str, Any]:
+        hv = session.normalized_hypervolume
+        return {"front": session.front_size, "hv": "-" if hv is None else f"{hv:.4f}"}
+
+    # the SearchCallback protocol
+
+    def on_start(self, session: SearchSession, *, target: int, done: int) -> None:
+        self.progress.update(
+            self.task,
+            description=session.study_name,
+            total=target,
+            completed=done,
+            **self.fields(session),
+        )
+        self.progress.start_task(self.task)
+
+    def on_trial_end(self, session: SearchSession, trial: Any, outcome: Any) -> None:
+        if trial.state.name == "COMPLETE":
+            m = outcome.metrics
+            last = (
+                f"#{trial.number}: acc {m['val_accuracy']:.4f} "
+                f"FLOPs x{m['inference_flops_ratio']:.3f}"
+            )
+        else:
+            last = f"#{trial.number}: [red]failed[/]"
+        self.progress.update(
+            self.task, completed=session.counted_trials(), last=last, **self.fields(session)
+        )
+
+    def __enter__(self) -> _Progress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+
+def front_table(title: str, points: list[dict[str, Any]], knee: int | None = None) -> Any:
+    """A rich table of Pareto points (knee marked)."""
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for header in ("trial", "val acc", "test acc", "inference FLOPs", "FLOPs ratio", "active"):
+        table.add_column(header, justify="right")
+    for p in points:
+        mark = " *" if p["trial"] == knee else ""
+        table.add_row(
+            f"{p['trial']}{mark}",
+            _fmt(p.get("val_accuracy"), "{:.4f}"),
+            _fmt(p.get("test_accuracy"), "{:.4f}"),
+            _fmt(p.get("inference_flops"), "{:,.0f}"),
+            _fmt(p.get("inference_flops_ratio"), "{:.3f}"),
+            _fmt(p.get("active_fraction"), "{:.3f}"),
+        )
+    return table
+
+
+def _fmt(value: Any, pattern: str) -> str:
+    return "-" if not isinstance(value, (int, float)) else pattern.format(value)
+
+
+def _print_summary(summary: SearchSummary, store: Store) -> None:
+    from midl_autok.store import load_study_record
+    from midl_autok.tracking import pareto_summary
+
+    console = stdout_console()
+    record = load_study_record(store, summary.study)
+    knee = pareto_summary(record)["knee_trial"]
+    hv = summary.hypervolume_normalized
+    title = (
+        f"Pareto front of {summary.study}: {len(summary.front)} of {summary.completed} "
+        f"completed trials"
+        + (f", normalized hypervolume {hv:.4f}" if hv is not None else "")
+        + ("  (* = knee)" if knee is not None else "")
+    )
+    console.print(front_table(title, summary.front, knee))
+    new = f"{summary.new_trials} new trial(s)"
+    if summary.failed:
+        new += f", {summary.failed} failed"
+    overhead = summary.overhead_per_trial_s
+    timing = f" in {summary.wall_s:.1f} s"
+    if overhead is not None:
+        timing += f" (tracking overhead {overhead * 1000:.0f} ms/trial)"
+    console.print(f"{new}{timing}")
+    console.print(f"store: {store.root}", highlight=False, soft_wrap=True)
+    if summary.files:
+        console.print(f"pareto files: {summary.files[0].parent}", highlight=False, soft_wrap=True)
+    console.print("dashboards:", highlight=False)
+    for line in store.dashboard_commands():
+        console.print(f"  {line}", highlight=False, soft_wrap=True)
+    store_arg = (
+        ""
+        if store.embedded_optuna and store.root == Path("midl_runs").absolute()
+        else (
+            f" --store {store.root}" if store.embedded_optuna else f" --storage {store.storage_url}"
+        )
+    )
+    console.print(
+        f"export: midl-autok export --study {summary.study}{store_arg} --pick knee "
+        "-o schedule.json",
+        highlight=False,
+        soft_wrap=True,
+    )
