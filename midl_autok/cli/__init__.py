@@ -17,6 +17,8 @@ from midl_autok.cli._app import app
 __all__ = ["app", "main"]
 
 # Commands register themselves on import (keep each module's heavy imports inside functions).
+from midl_autok.cli import dashboard as _dashboard  # noqa: F401
+from midl_autok.cli import report as _report  # noqa: F401
 from midl_autok.cli import results as _results  # noqa: F401
 from midl_autok.cli import search as _search  # noqa: F401
 from midl_autok.cli import train as _train  # noqa: F401
