@@ -11,11 +11,13 @@ import math
 import pickle
 import warnings
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -32,6 +34,16 @@ from midl_autok.spec import ExperimentSpec, validate_spec
 from midl_autok.trainer import DivergedError, TrainConfig, build_for_spec, train
 
 pytest.importorskip("stable_baselines3")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread() -> Iterator[None]:
+    """Tiny models: one intra-op thread is as fast, and immune to CPU contention (two threads
+    on a busy 2-core machine run these tests 20x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
