@@ -59,6 +59,12 @@ def spec() -> ExperimentSpec:
     )
 
 
+@pytest.fixture(scope="module")
+def env(spec: ExperimentSpec) -> TopKScheduleEnv:
+    """A default env of the tiny spec (for its layers and cost model)."""
+    return TopKScheduleEnv(spec, device="cpu")
+
+
 def _episode(env: gym.Env, seed: int, actions: list[np.ndarray]) -> list[tuple]:
     obs, info = env.reset(seed=seed)
     steps = [(obs, info)]
@@ -142,9 +148,8 @@ def test_action_decodes_to_k_between_min_fraction_and_width(spec: ExperimentSpec
     min_fraction=st.floats(0.01, 0.3),
 )
 def test_hard_budget_clip_never_exceeds_the_budget(
-    spec: ExperimentSpec, action: list[float], budget: float, min_fraction: float
+    env: TopKScheduleEnv, action: list[float], budget: float, min_fraction: float
 ) -> None:
-    env = _cost_env(spec)
     k_min = {s.name: max(1, round(min_fraction * s.width)) for s in env.layers}
     budget = max(budget, env.costs.ratio(k_min))  # reachable budgets only
     k, clipped = decide_k(
@@ -163,19 +168,10 @@ def test_hard_budget_clip_never_exceeds_the_budget(
     assert all(k[n] <= free[n] for n in k)  # clipping only ever lowers k
 
 
-_COST_ENVS: dict[str, TopKScheduleEnv] = {}
-
-
-def _cost_env(spec: ExperimentSpec) -> TopKScheduleEnv:
-    if "env" not in _COST_ENVS:
-        _COST_ENVS["env"] = TopKScheduleEnv(spec, device="cpu")
-    return _COST_ENVS["env"]
-
-
 def test_clip_to_budget_keeps_k_that_fits_and_rejects_unreachable_budget(
-    spec: ExperimentSpec,
+    env: TopKScheduleEnv,
 ) -> None:
-    costs = _cost_env(spec).costs
+    costs = env.costs
     k_min = {"body.0": 1, "body.1": 1}
     k = {"body.0": 10, "body.1": 10}
     assert clip_to_budget(k, costs, max_flops=costs.inference_flops(k), k_min=k_min) == k
