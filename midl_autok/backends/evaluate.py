@@ -15,9 +15,10 @@ after ending the child run as KILLED.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -42,6 +43,7 @@ class TrialRequest:
     tags: dict[str, str] = field(default_factory=dict)  # child-run tags
     provenance: dict[str, Any] = field(default_factory=dict)  # goes into schedule.json
     device: str = "auto"
+    threads: int | None = None  # torch CPU threads for this trial (None: leave as is)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -135,9 +137,10 @@ def evaluate_trial(
     recorder = _Recorder()
     train_start = time.perf_counter()
     try:
-        result = run_experiment(
-            spec, schedule=schedule, device=request.device, hooks=[recorder, *hooks]
-        )
+        with _torch_threads(request.threads):
+            result = run_experiment(
+                spec, schedule=schedule, device=request.device, hooks=[recorder, *hooks]
+            )
         metrics, history = dict(result.metrics), list(result.history)
         realized = result.schedule or schedule
         reason = non_finite(metrics)
@@ -171,6 +174,22 @@ def evaluate_trial(
         train_s=train_s,
         total_s=time.perf_counter() - start,
     )
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    """Run with ``threads`` torch CPU threads, then restore the previous number."""
+    if not threads:
+        yield
+        return
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _public(metrics: Mapping[str, float]) -> dict[str, float]:

@@ -105,6 +105,7 @@ def run_search(
     store: Store | str | os.PathLike[str] | None = None,
     study: str | None = None,
     device: str = "auto",
+    threads: int | None = 1,
     callbacks: Sequence[SearchCallback] = (),
     train_hooks: HooksFactory | None = None,
     max_consecutive_failures: int = 5,
@@ -113,10 +114,13 @@ def run_search(
     """Run the search the spec describes (agent, space, ``budget.trials`` as the study's
     target, ``budget.flops_budget``, seed) in this process; resume the study if it exists.
 
-    Returns a :class:`SearchSummary`; the Pareto files are in ``summary.files``.
+    ``threads``: torch CPU threads per trial (see :func:`open_search`). Returns a
+    :class:`SearchSummary`; the Pareto files are in ``summary.files``.
     """
     target = spec.budget.trials
-    with open_search(spec, store=store, study=study, device=device, target=target) as session:
+    with open_search(
+        spec, store=store, study=study, device=device, target=target, threads=threads
+    ) as session:
         stopped = run_local(
             session,
             target=target,

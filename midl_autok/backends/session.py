@@ -212,6 +212,7 @@ class SearchSession:
         parent_run_id: str,
         attrs: dict[str, Any],
         device: str,
+        threads: int | None = None,
     ) -> None:
         self.spec = spec
         self.store = store
@@ -224,6 +225,7 @@ class SearchSession:
         self.parent_run_id = parent_run_id
         self.attrs = attrs
         self.device = device
+        self.threads = threads
         self.objectives: list[str] = list(attrs["objectives"])
         self.directions: list[str] = [o.direction for o in spec.objectives]
         self.reference: list[float] | None = attrs.get("reference_point")
@@ -340,6 +342,7 @@ class SearchSession:
             },
             provenance=self.provenance(trial_number),
             device=self.device,
+            threads=self.threads,
         )
 
     def tell(self, trial: optuna.Trial, outcome: TrialOutcome) -> FrozenTrial:
@@ -564,6 +567,7 @@ def open_search(
     device: str = "auto",
     backend: str = "local",
     target: int | None = None,
+    threads: int | None = 1,
 ) -> SearchSession:
     """Open (create or resume) the study for ``spec`` and start an MLflow parent run.
 
@@ -572,6 +576,10 @@ def open_search(
     ``budget.flops_budget``, ``budget.trials``); ``study`` defaults to
     :func:`default_study_name`. Raises :class:`~midl_autok.errors.UserError` for a bad
     setup (unknown agent or space, unwritable store, a study made for another setup).
+
+    ``threads`` is the number of torch CPU threads each trial trains with (default 1: the
+    small models of a search train fastest on one thread, and several threads collapse when
+    the machine is shared; None leaves torch's setting).
     """
     import optuna
 
@@ -693,6 +701,7 @@ def open_search(
         parent_run_id=parent,
         attrs=attrs,
         device=device,
+        threads=threads,
     )
 
 

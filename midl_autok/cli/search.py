@@ -116,6 +116,14 @@ def search(
     ] = None,
     epochs: EpochsOpt = None,
     device: DeviceOpt = "auto",
+    threads: Annotated[
+        int,
+        typer.Option(
+            "--threads",
+            help="Torch CPU threads per trial. One is fastest for small models and keeps a "
+            "shared machine responsive; raise it for large CNNs.",
+        ),
+    ] = 1,
 ) -> None:
     """Search per-layer, per-epoch Top-k schedules; record every trial; print the front.
 
@@ -127,6 +135,8 @@ def search(
     from midl_autok.errors import SpecError
     from midl_autok.search_spaces import SEARCH_SPACES
 
+    if threads < 1:
+        raise SpecError(f"--threads must be an integer >= 1, but got {threads}")
     if trials is not None and trials < 1:
         raise SpecError(f"--trials must be an integer >= 1, but got {trials}")
     if flops_budget is not None and not (math.isfinite(flops_budget) and 0 < flops_budget <= 1):
@@ -163,7 +173,12 @@ def search(
     progress = _Progress(spec.name)
     with _sigterm_as_interrupt(), progress:
         summary = run_search(
-            spec, store=the_store, study=study, device=device, callbacks=[progress]
+            spec,
+            store=the_store,
+            study=study,
+            device=device,
+            threads=threads,
+            callbacks=[progress],
         )
     _print_summary(summary, the_store)
     if summary.stopped:
