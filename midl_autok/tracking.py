@@ -31,7 +31,7 @@ import platform
 import re
 import subprocess
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -190,6 +190,24 @@ class Tracker:
         if reason:
             self.client.set_tag(run_id, "fail_reason", _tag(reason))
         self.client.set_terminated(run_id, status)
+
+    def end_orphaned_runs(self, host: str, alive: Callable[[int], bool]) -> int:
+        """End as KILLED the RUNNING runs of this experiment started on ``host`` by a process
+        that no longer exists (tags ``host`` and ``pid``; e.g. a search killed with SIGKILL)."""
+        quoted = host.replace("'", "\\'")
+        found = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"attributes.status = 'RUNNING' and tags.host = '{quoted}'",
+            max_results=1000,
+        )
+        ended = 0
+        for run in found:
+            pid = run.data.tags.get("pid", "")
+            if pid.isdigit() and not alive(int(pid)):
+                reason = f"interrupted: process {pid} ended before the run finished"
+                self.end_run(run.info.run_id, KILLED, reason=reason)
+                ended += 1
+        return ended
 
     def run_status(self, run_id: str) -> str | None:
         try:

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
+import socket
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -128,7 +130,12 @@ def evaluate_trial(
         run_id = tracker.start_run(
             f"trial-{request.trial_number}",
             parent_run_id=request.tracking.parent_run_id,
-            tags={"trial": request.trial_number, **request.tags},
+            tags={
+                "trial": request.trial_number,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                **request.tags,
+            },
             params=request.params,
         )
         if on_run_started is not None:

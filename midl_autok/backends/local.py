@@ -77,19 +77,20 @@ def run_local(
             return f"the time budget of {timeout_s:g} s ran out"
         trial = session.ask()
         try:
-            schedule = agent.propose(trial, session.space)
-            request = session.request(trial.number, schedule, trial.params)
-            outcome = evaluate_trial(
-                request,
-                hooks=train_hooks(request) if train_hooks is not None else (),
-                on_run_started=functools.partial(trial.set_user_attr, ATTR_RUN_ID),
-            )
-        except Exception as exc:
-            outcome = TrialOutcome.failed(f"{type(exc).__name__}: {exc}")
-        except BaseException:
+            try:
+                schedule = agent.propose(trial, session.space)
+                request = session.request(trial.number, schedule, trial.params)
+                outcome = evaluate_trial(
+                    request,
+                    hooks=train_hooks(request) if train_hooks is not None else (),
+                    on_run_started=functools.partial(trial.set_user_attr, ATTR_RUN_ID),
+                )
+            except Exception as exc:  # the agent or tracking failed: a failed trial
+                outcome = TrialOutcome.failed(f"{type(exc).__name__}: {exc}")
+            frozen = session.tell(trial, outcome)
+        except BaseException:  # interrupted: the trial is failed, the caller ends the runs
             session.fail(trial, f"interrupted (process {os.getpid()} was stopped)")
             raise
-        frozen = session.tell(trial, outcome)
         for cb in callbacks:
             cb.on_trial_end(session, frozen, outcome)
         in_a_row = 0 if frozen.state.name == "COMPLETE" else in_a_row + 1

@@ -378,7 +378,8 @@ class SearchSession:
         """Finish ``trial`` as FAIL without an outcome (e.g. interrupted)."""
         from optuna.trial import TrialState
 
-        trial.set_user_attr(ATTR_FAIL_REASON, reason)
+        with contextlib.suppress(Exception):  # already finished: nothing to add
+            trial.set_user_attr(ATTR_FAIL_REASON, reason)
         frozen = self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
         self.new_trials += 1
         self.failed += 1
@@ -466,7 +467,12 @@ class SearchSession:
             run_id = self.tracker.start_run(
                 f"trial-{number}",
                 parent_run_id=self.parent_run_id,
-                tags={"trial": number, **self.request(number, schedule).tags},
+                tags={
+                    "trial": number,
+                    "host": self.host,
+                    "pid": self.pid,
+                    **self.request(number, schedule).tags,
+                },
                 params=params,
             )
             prov = {**self.provenance(number), "mlflow_run_id": run_id}
@@ -674,6 +680,7 @@ def open_search(
         store.mlflow_client(), name, artifact_location=store.artifact_location
     )
     _fail_orphans(storage, study_id, ostudy, tracker)
+    tracker.end_orphaned_runs(socket.gethostname(), _alive)
     parent = tracker.start_run(
         name,
         tags={
@@ -685,6 +692,7 @@ def open_search(
             "backend": backend,
             "git_sha": git_sha(),
             "host": socket.gethostname(),
+            "pid": os.getpid(),
             **{f"version.{k}": v for k, v in package_versions().items()},
         },
         params={**_flatten(spec_dict), **{f"agent.{k}": v for k, v in agent.options.items()}},

@@ -254,6 +254,7 @@ class _Progress:
             **self.fields(session),
         )
         self.progress.start_task(self.task)
+        self.progress.start()  # only now: setup errors print without a bar
 
     def on_trial_end(self, session: SearchSession, trial: Any, outcome: Any) -> None:
         if trial.state.name == "COMPLETE":
@@ -269,7 +270,6 @@ class _Progress:
         )
 
     def __enter__(self) -> _Progress:
-        self.progress.start()
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -1,0 +1,244 @@
+"""`midl-autok search | studies | pareto | export` as a user runs them: real subprocesses.
+
+The main test kills a running search with SIGKILL, reruns the same command (only the
+missing trials run), exports the knee and replays it with `midl-autok train --schedule`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from searchkit import quiet, runs
+
+from midl_autok.store import load_study_record, open_store
+
+EXE = [sys.executable, "-m", "midl_autok"]
+# synthetic-mlp (2 x 64 MLP, 2,000 samples), 2 epochs: well under a second per trial
+SEARCH = ["search", "synthetic-mlp", "--epochs", "2", "--agent", "random", "--space", "cubic"]
+STUDY_PREFIX = "synthetic-mlp-random-cubic-seed0-"
+
+
+def env() -> dict[str, str]:
+    out = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI",)}
+    out.pop("MIDL_AUTOK_HOME", None)
+    out["COLUMNS"] = "200"
+    return out
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*EXE, *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=cwd,
+        env=env(),
+        check=False,
+    )
+
+
+def assert_user_error(proc: subprocess.CompletedProcess[str], pattern: str) -> None:
+    """Exit status 2, exactly one line on stderr matching ``pattern``, no traceback."""
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert re.search(pattern, lines[0]), lines[0]
+
+
+def completed_trials(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db, timeout=1) as con:
+            row = con.execute("SELECT COUNT(*) FROM trials WHERE state = 'COMPLETE'").fetchone()
+    except sqlite3.Error:
+        return 0
+    return int(row[0])
+
+
+def start_and_stop_after(store: Path, trials: int, done: int, sig: signal.Signals) -> int:
+    """Start a search, send ``sig`` once ``done`` trials completed; return its exit code."""
+    proc = subprocess.Popen(
+        [*EXE, *SEARCH, "--trials", str(trials), "--store", str(store)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env(),
+    )
+    deadline = time.monotonic() + 300
+    try:
+        while completed_trials(store / "optuna.db") < done:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, "the search made no progress"
+            time.sleep(0.05)
+        proc.send_signal(sig)
+        return proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A store whose search was killed (SIGKILL) after 2 trials and then rerun to 5."""
+    quiet()
+    store = tmp_path_factory.mktemp("cli") / "runs"
+    code = start_and_stop_after(store, trials=5, done=2, sig=signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    proc = run(*SEARCH, "--trials", "5", "--store", str(store))
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    study = re.search(r"Pareto front of (\S+):", out)
+    assert study is not None, out
+    assert study.group(1).startswith(STUDY_PREFIX)  # --epochs 2 differs from the shipped spec
+    assert f"store: {store}" in out
+    assert f"optuna-dashboard sqlite:///{store}/optuna.db" in out
+    assert f"mlflow ui --backend-store-uri sqlite:///{store}/mlflow.db" in out
+    assert f"midl-autok dashboard --store {store}" in out
+    return store, study.group(1)
+
+
+def test_killed_search_resumes_without_losing_or_duplicating(searched: tuple[Path, str]) -> None:
+    store_dir, study = searched
+    store = open_store(store_dir)
+    record = load_study_record(store, study)
+    states = [t.state.name for t in record.trials]
+    assert states.count("COMPLETE") == 5  # the target, not more
+    assert len(record.trials) - 5 == states.count("FAIL") <= 1  # the trial killed mid-way
+    for t in record.trials:
+        if t.state.name == "FAIL":
+            assert t.user_attrs["fail_reason"].startswith("interrupted: process")
+    parents, children = runs(store, study)
+    assert len(children) == len(record.trials)
+    assert sorted(p.info.status for p in parents) == ["FINISHED", "KILLED"]  # none left RUNNING
+    assert all(c.info.status in ("FINISHED", "KILLED") for c in children)
+
+
+def test_studies_pareto_export_and_replay(searched: tuple[Path, str], tmp_path: Path) -> None:
+    store, study = searched
+    listing = run("studies", "--store", str(store), "--json")
+    assert listing.returncode == 0, listing.stderr
+    (row,) = json.loads(listing.stdout)
+    assert (row["study"], row["agent"], row["space"], row["complete"]) == (
+        study,
+        "random",
+        "cubic",
+        5,
+    )
+    table = run("studies", "--store", str(store))
+    assert study in table.stdout
+    front = run("pareto", "--store", str(store), "--study", study, "--json")
+    assert front.returncode == 0, front.stderr
+    points = json.loads(front.stdout)
+    assert points
+    for p in points:
+        assert {
+            "trial",
+            "val_accuracy",
+            "test_accuracy",
+            "inference_flops",
+            "inference_flops_ratio",
+        } <= set(p)
+    assert "Pareto front of" in run("pareto", "--store", str(store)).stdout  # the only study
+
+    out = tmp_path / "knee.json"
+    export = run(
+        "export", "--store", str(store), "--study", study, "--pick", "knee", "-o", str(out)
+    )
+    assert export.returncode == 0, export.stderr
+    assert f"replay: midl-autok train --schedule {out}" in export.stdout
+    exported = json.loads(out.read_text())
+    prov = exported["provenance"]
+    assert prov["study"] == study
+    assert prov["agent"] == "random"
+    assert prov["seed"] == 0
+    assert prov["spec"]["training"]["epochs"] == 2
+    assert prov["experiment"] == "synthetic-mlp"
+    replay = run("train", "--schedule", str(out), "--json", "--device", "cpu")
+    assert replay.returncode == 0, replay.stderr
+    metrics = json.loads(replay.stdout)
+    assert metrics["val_accuracy"] == exported["metrics"]["val_accuracy"]
+    assert metrics["inference_flops"] == exported["metrics"]["inference_flops"]
+
+    yaml_out = tmp_path / "cheap.yaml"
+    cheap = run("export", "--store", str(store), "--pick", "min-flops", "-o", str(yaml_out))
+    assert cheap.returncode == 0, cheap.stderr
+    assert yaml_out.read_text().startswith("format: midl-autok/kschedule")
+
+
+def test_sigterm_ends_the_search_cleanly(tmp_path: Path) -> None:
+    store_dir = tmp_path / "runs"
+    code = start_and_stop_after(store_dir, trials=50, done=1, sig=signal.SIGTERM)
+    assert code == 130
+    store = open_store(store_dir)
+    (study,) = [s for s in os.listdir(store.reports_dir)]  # Pareto files were written
+    record = load_study_record(store, study)
+    assert all(t.state.name in ("COMPLETE", "FAIL") for t in record.trials)  # none RUNNING
+    parents, children = runs(store, study)
+    assert [p.info.status for p in parents] == ["KILLED"]
+    assert all(c.info.status in ("FINISHED", "KILLED") for c in children)
+
+
+@pytest.mark.parametrize(
+    ("args", "pattern"),
+    [
+        (["search", "--agent", "tpx"], r"unknown agent 'tpx'; did you mean 'tpe'\?"),
+        (["search", "--space", "cosin"], r"unknown search space 'cosin'; did you mean 'cosine'"),
+        (["search", "--trials", "0"], r"--trials must be an integer >= 1, but got 0"),
+        (["search", "--flops-budget", "2"], r"--flops-budget must satisfy 0 < R <= 1 .* got 2"),
+        (["search", "--threads", "0"], r"--threads must be an integer >= 1"),
+        (["search", "digts-mlp"], r"unknown experiment 'digts-mlp'; did you mean 'digits-mlp'"),
+        (["search", "--storage", "optuna.db"], r"--storage must be a URL"),
+        (["search", "--trials", "two"], r"Invalid value for '--trials'"),
+        (["pareto", "--store", "{empty}"], r"no search results in .*run `midl-autok search"),
+        (["studies", "--store", "{empty}"], r"no search results in"),
+        (["export", "--store", "{empty}", "-o", "x.json"], r"no search results in"),
+        (["export", "--pick", "kne", "-o", "x.json"], r"unknown --pick 'kne'; did you mean 'knee'"),
+        (["export", "--max-flops-ratio", "-1", "-o", "x.json"], r"--max-flops-ratio must be"),
+        (["export"], r"Missing option '--output'"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args: list[str], pattern: str, tmp_path: Path) -> None:
+    args = [a.replace("{empty}", str(tmp_path / "nothing")) for a in args]
+    assert_user_error(run(*args, cwd=tmp_path), pattern)
+
+
+def test_bad_input_against_a_real_store(searched: tuple[Path, str], tmp_path: Path) -> None:
+    store, study = searched
+    assert_user_error(
+        run("pareto", "--store", str(store), "--study", study[:-1]),
+        rf"unknown study in {re.escape(str(store))} '{re.escape(study[:-1])}'; did you mean",
+    )
+    assert_user_error(
+        run(
+            "export",
+            "--store",
+            str(store),
+            "--max-flops-ratio",
+            "0.0001",
+            "-o",
+            "x.json",
+            cwd=tmp_path,
+        ),
+        r"no trial of study .* has inference_flops_ratio <= 0\.0001; the lowest is",
+    )
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert_user_error(
+        run(*SEARCH, "--trials", "1", "--store", str(blocker)),
+        r"the store .*file exists but is not a folder; choose another folder with --store",
+    )
+    assert_user_error(
+        run(*SEARCH, "--trials", "1", "--store", str(store), "--study", study, "--epochs", "3"),
+        r"was made for another setup: training\.epochs is 2 there but 3 here",
+    )

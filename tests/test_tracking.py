@@ -1,0 +1,97 @@
+"""Tracking: metric keys, batched logging past MLflow's limits, run status, Pareto files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from searchkit import fresh_store, quiet
+
+from midl_autok.store import StudyRecord
+from midl_autok.tracking import (
+    FAILED,
+    Tracker,
+    TrackingRef,
+    git_sha,
+    metric_key,
+    package_versions,
+    write_pareto_files,
+)
+
+
+@pytest.fixture(autouse=True)
+def _env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    quiet()
+
+
+@pytest.mark.parametrize(
+    ("name", "key"),
+    [
+        ("active_fraction/body.0", "active_fraction/body.0"),  # valid as it is
+        ("k/features.3", "k/features.3"),
+        ("k/rnn:cell", "k/rnn_cell"),
+        ("k//x", "k/x"),
+        ("/k/../x", "k/x"),
+        ("", "_"),
+    ],
+)
+def test_metric_keys(name: str, key: str) -> None:
+    assert metric_key(name) == key
+
+
+def test_runs_metrics_and_artifacts(tmp_path: Path) -> None:
+    store = fresh_store(tmp_path / "store")
+    tracker = Tracker.for_experiment(
+        store.mlflow_client(), "exp", artifact_location=store.artifact_location
+    )
+    assert Tracker.for_experiment(store.mlflow_client(), "exp").experiment_id == (
+        tracker.experiment_id
+    )
+    parent = tracker.start_run("search", tags={"agent": "tpe"}, params={"a": 1.5, "b": [1, 2]})
+    child = tracker.start_run("trial-0", parent_run_id=parent, params={"x": 0.25})
+    # 30 epochs x 40 keys = 1200 points: more than one MLflow batch
+    history = [{"epoch": e, **{f"k/layer.{i}": float(e * i) for i in range(40)}} for e in range(30)]
+    final = {"k/layer.1": 29.0, "test_accuracy": 0.5}
+    worker = Tracker.from_ref(TrackingRef(tracker.tracking_uri, tracker.experiment_id, parent))
+    worker.log_trial(child, history=history, metrics=final, schedule={"k": [[1]]})
+    worker.end_run(child, FAILED, reason="x" * 9000)
+    client = store.mlflow_client()
+    run = client.get_run(child)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["mlflow.parentRunId"] == parent
+    assert len(run.data.tags["fail_reason"]) == 5000  # truncated, not rejected
+    assert run.data.params == {"x": "0.25"}
+    assert run.data.metrics["test_accuracy"] == 0.5
+    assert len(client.get_metric_history(child, "k/layer.39")) == 30
+    assert len(client.get_metric_history(child, "k/layer.1")) == 30  # no duplicate final point
+    assert json.loads(Path(client.download_artifacts(child, "schedule.json")).read_text()) == {
+        "k": [[1]]
+    }
+    assert client.get_run(parent).data.params == {"a": "1.5", "b": "[1, 2]"}
+    assert tracker.run_status(parent) == "RUNNING"
+    assert tracker.run_status("no-such-run") is None
+
+
+def test_versions_and_git_sha() -> None:
+    versions = package_versions()
+    assert {"python", "torch", "optuna", "mlflow"} <= set(versions)
+    sha = git_sha()
+    assert sha is None or len(sha.split("+")[0]) == 40
+
+
+def test_pareto_files_of_a_study_without_completed_trials(tmp_path: Path) -> None:
+    record = StudyRecord(
+        name="empty",
+        attrs={"objectives": ["val_accuracy", "inference_flops"], "reference_point": [0, 10]},
+        directions=["maximize", "minimize"],
+        trials=[],
+    )
+    paths = write_pareto_files(record, tmp_path, plotlyjs="cdn")
+    data = json.loads(paths[0].read_text())
+    assert data["points"] == []
+    assert data["knee_trial"] is None
+    assert data["hypervolume"] == 0.0
+    assert paths[1].read_text() == "trial,knee\n"
+    assert "<html>" in paths[2].read_text()
