@@ -129,19 +129,15 @@ def check_port(host: str, port: int, what: str, option: str) -> None:
             ) from None
 
 
+# Storage URLs reach the children by environment, not argv: a password in a database URL
+# would otherwise show in `ps`.
+_STORAGE_ENV = "MIDL_AUTOK_DASHBOARD_STORAGE"
+
+
 def _optuna_service(storage_url: str, host: str, port: int) -> Service:
-    argv = [
-        sys.executable,
-        "-m",
-        "midl_autok.dashboard",
-        "--storage",
-        storage_url,
-        "--host",
-        host,
-        "--port",
-        str(port),
-    ]
-    return Service("optuna-dashboard", argv, host, port, "/api/studies", "--optuna-port")
+    argv = [sys.executable, "-m", "midl_autok.dashboard", "--host", host, "--port", str(port)]
+    env = {_STORAGE_ENV: storage_url}
+    return Service("optuna-dashboard", argv, host, port, "/api/studies", "--optuna-port", env=env)
 
 
 def _mlflow_service(tracking_uri: str, artifacts: str | None, host: str, port: int) -> Service:
@@ -151,12 +147,15 @@ def _mlflow_service(tracking_uri: str, artifacts: str | None, host: str, port: i
         return Service(
             "MLflow UI", [], host, port, "/health", "--mlflow-port", external=True, url_override=url
         )
-    argv = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking_uri]
+    argv = [sys.executable, "-m", "mlflow", "server"]
     if artifacts:
         argv += ["--artifacts-destination", artifacts]
     argv += ["--host", host, "--port", str(port), "--workers", "1"]
-    # The UI only reads; MLflow's background job runner (another process) is not needed.
-    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env = {
+        "MLFLOW_BACKEND_STORE_URI": tracking_uri,  # `mlflow server --backend-store-uri`
+        # The UI only reads; MLflow's background job runner (another process) is not needed.
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    }
     return Service("MLflow UI", argv, host, port, "/health", "--mlflow-port", env=env)
 
 
@@ -362,7 +361,7 @@ def serve(
 
 
 def _run_optuna_dashboard(argv: Sequence[str] | None = None) -> None:
-    """``python -m midl_autok.dashboard --storage URL --host H --port P``.
+    """``python -m midl_autok.dashboard --host H --port P`` (storage URL in the environment).
 
     optuna-dashboard's public :func:`optuna_dashboard.wsgi` app on a threaded wsgiref server
     (optuna-dashboard's own choice when gunicorn is absent), without per-request logging.
@@ -374,7 +373,6 @@ def _run_optuna_dashboard(argv: Sequence[str] | None = None) -> None:
     import optuna_dashboard
 
     parser = argparse.ArgumentParser(prog="python -m midl_autok.dashboard")
-    parser.add_argument("--storage", required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=DEFAULT_OPTUNA_PORT)
     args = parser.parse_args(argv)
@@ -388,7 +386,13 @@ def _run_optuna_dashboard(argv: Sequence[str] | None = None) -> None:
         def log_message(self, format: str, *log_args: Any) -> None:
             pass
 
-    app = optuna_dashboard.wsgi(args.storage)
+    storage = os.environ.get(_STORAGE_ENV)
+    if not storage:
+        parser.error(f"set {_STORAGE_ENV} to the Optuna storage URL")
+    from midl_autok.store import open_store
+
+    # The store's storage object: sqlite waits for a search's write lock instead of failing.
+    app = optuna_dashboard.wsgi(open_store(storage=storage).optuna_storage())
     httpd = make_server(args.host, args.port, app, server_class=Server, handler_class=QuietHandler)
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     print(f"optuna-dashboard listening on {args.host}:{args.port}", file=sys.stderr, flush=True)
