@@ -2,33 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from midl_autok.cli._app import app
+from midl_autok.cli.search import StorageOpt, StoreOpt
 
 
 @app.command()
 def dashboard(
-    store: Annotated[
-        Path | None,
-        typer.Option(
-            "--store",
-            help="Store folder (default: $MIDL_AUTOK_HOME or ./midl_runs).",
-            show_default=False,
-        ),
-    ] = None,
-    storage: Annotated[
-        str | None,
-        typer.Option(
-            "--storage",
-            help="Optuna storage URL instead of the store's optuna.db. MLflow follows "
-            "MLFLOW_TRACKING_URI when set (an http(s) server is shown, not started).",
-            show_default=False,
-        ),
-    ] = None,
+    store: StoreOpt = None,
+    storage: StorageOpt = None,
     host: Annotated[
         str,
         typer.Option(
@@ -51,7 +36,10 @@ def dashboard(
     ] = 120.0,
 ) -> None:
     """Start optuna-dashboard (Pareto front, hypervolume history, trials) and the MLflow UI
-    (runs, metrics, artifacts) over the store, print their URLs, and run until Ctrl-C."""
+    (runs, metrics, artifacts) over the store, print their URLs, and run until Ctrl-C.
+
+    An http(s) MLFLOW_TRACKING_URI is a server that already runs: its URL is shown instead.
+    """
     from midl_autok.dashboard import Dashboards, serve
     from midl_autok.store import open_store
 

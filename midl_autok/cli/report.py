@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from midl_autok.cli._app import app
+from midl_autok.cli.search import StorageOpt, StoreOpt
 
 
 @app.command()
@@ -43,22 +44,8 @@ def report(
     title: Annotated[
         str | None, typer.Option("--title", help="Page title.", show_default=False)
     ] = None,
-    store: Annotated[
-        Path | None,
-        typer.Option(
-            "--store",
-            help="Store folder (default: $MIDL_AUTOK_HOME or ./midl_runs).",
-            show_default=False,
-        ),
-    ] = None,
-    storage: Annotated[
-        str | None,
-        typer.Option(
-            "--storage",
-            help="Optuna storage URL instead of the store's optuna.db.",
-            show_default=False,
-        ),
-    ] = None,
+    store: StoreOpt = None,
+    storage: StorageOpt = None,
 ) -> None:
     """Write an HTML report: Pareto fronts of several studies overlaid, hypervolume vs trials
     and vs time, each Pareto schedule as a layers x epochs heatmap, and a table of the Pareto
