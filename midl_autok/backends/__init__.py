@@ -6,6 +6,23 @@ loops ``session.ask()`` -> ``agent.propose(trial, session.space)`` ->
 :func:`~midl_autok.backends.evaluate.evaluate_trial` takes and returns plain data, so it runs
 as well inside a worker process. Names below load on first use (no Optuna or MLflow import
 until then).
+
+A Ray Tune backend reuses the same pieces, with the driver owning the study and the workers
+owning only training and their child runs::
+
+    session = open_search(spec, store=store, backend="ray", target=n)   # driver
+    # Searcher.suggest(trial_id):  trial = session.ask()
+    #                              schedule = session.agent.propose(trial, session.space)
+    #                              config = session.request(trial.number, schedule,
+    #                                                       trial.params).to_dict()
+    # trainable(config) (worker):  outcome = evaluate_trial(TrialRequest.from_dict(config))
+    #                              tune.report({..., "outcome": outcome.to_dict()})
+    # Searcher.on_trial_complete:  session.tell(trial, TrialOutcome.from_dict(result["outcome"]))
+    #                              (no result / error: session.fail(trial, reason))
+    summary = session.finish(target=n)
+
+External agents (RL) evaluate schedules themselves and call
+:meth:`~midl_autok.backends.session.SearchSession.record`.
 """
 
 from __future__ import annotations

@@ -61,8 +61,8 @@ StudyOpt = Annotated[
     ),
 ]
 
-_AGENTS_HELP = "tpe (default), nsga2, gp, random, qmc, fixed-k"
-_SPACES_HELP = "constant, linear, cosine (default), cubic, knots, free"
+_AGENTS_HELP = "tpe, nsga2, gp, random, qmc, fixed-k"
+_SPACES_HELP = "constant, linear, cosine, cubic, knots, free"
 
 
 @app.command()
@@ -74,14 +74,17 @@ def search(
     target: TargetOpt = None,
     agent: Annotated[
         str | None,
-        typer.Option("--agent", help=f"Search agent: {_AGENTS_HELP}. Default: the experiment's."),
+        typer.Option(
+            "--agent",
+            help=f"Search agent: {_AGENTS_HELP}. Default: the experiment's (tpe for digits-mlp).",
+        ),
     ] = None,
     space: Annotated[
         str | None,
         typer.Option(
             "--space",
-            help=f"Schedule search space: {_SPACES_HELP}. Default: the experiment's. "
-            "fixed-k ignores it.",
+            help=f"Schedule search space: {_SPACES_HELP}. Default: the experiment's (cosine "
+            "for digits-mlp). fixed-k ignores it.",
         ),
     ] = None,
     trials: Annotated[

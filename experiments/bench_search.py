@@ -1,0 +1,389 @@
+"""Search agents compared: normalized hypervolume vs trials, and searched vs fixed-k schedules.
+
+    python experiments/bench_search.py                          # full: 50 trials, 3 seeds
+    python experiments/bench_search.py --trials 20 --seeds 1 --datasets digits --epochs 5
+
+For every dataset, agent and seed this runs a real search (``run_search``: one Optuna trial and
+one MLflow child run per schedule, in the store ``--store``, default
+``midl_runs/bench_search``) and reads back the study. Studies resume, so an
+interrupted benchmark continues where it stopped when rerun with the same options.
+
+Reported, per dataset (mean over seeds):
+
+* normalized hypervolume (accuracy 0..1 x inference FLOPs 0..dense, reference point =
+  accuracy 0 and the dense model's FLOPs, fixed before the search) after 10, 25 and ``--trials``
+  completed trials, and the first trial count at which each agent's mean curve reaches
+  random search's value at ``--trials`` trials.
+  Target (issue 3): the best sampler reaches random@50 within 25 trials.
+* the best fixed-k schedule (highest validation accuracy of the fixed-k grid) against the
+  searched schedules (all other agents) of the same seed: the largest FLOPs reduction
+  ``fixed FLOPs / searched FLOPs`` among searched schedules whose validation accuracy is within
+  0.3 points of the fixed-k one. Target: >= 1.3x on at least one dataset.
+
+Writes ``bench_search.json`` (config, curves, every trial's point, tables), ``bench_search.html``
+(plotly: hypervolume vs trials, mean and min-max band over seeds) and ``bench_search.png``
+(when kaleido can render), and prints markdown tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from midl_autok.backends import run_search
+from midl_autok.pareto import hypervolume_history
+from midl_autok.spec import load_spec
+from midl_autok.store import StudyRecord, load_study_record, open_store
+
+EXPERIMENTS = {"digits": "digits-mlp", "mnist1d": "mnist1d-mlp"}
+AGENTS = ("random", "fixed-k", "tpe", "nsga2", "gp")
+OUT = Path(__file__).parent / "results"
+ACC_TOLERANCE = 0.003  # "within 0.3 points"
+CHECKPOINTS = (10, 25)
+
+
+def quiet() -> None:
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def hv_curve(record: StudyRecord, n: int) -> list[float]:
+    """Normalized hypervolume after each of the first ``n`` completed trials (trial order)."""
+    done = [t for t in record.trials if t.state.name == "COMPLETE" and t.values is not None]
+    ref, ideal = record.reference_point, record.attrs["ideal"]
+    if not done or ref is None:
+        return [0.0] * n
+    feasible = [all(v <= 0 for v in t.constraints.values()) for t in done]
+    raw = hypervolume_history([t.values for t in done], ref, record.directions, include=feasible)
+    box = float(np.prod([abs(r - i) for r, i in zip(ref, ideal, strict=True)]))
+    curve = [float(v) / box for v in raw[:n]]
+    return curve + [curve[-1]] * (n - len(curve))
+
+
+def trial_points(record: StudyRecord) -> list[dict[str, Any]]:
+    out = []
+    for t in record.trials:
+        if t.state.name != "COMPLETE":
+            continue
+        ua = t.user_attrs
+        out.append(
+            {
+                "trial": t.number,
+                "val_accuracy": ua["val_accuracy"],
+                "test_accuracy": ua["test_accuracy"],
+                "inference_flops": ua["inference_flops"],
+                "inference_flops_ratio": ua["inference_flops_ratio"],
+                "train_time_s": ua.get("train_time_s"),
+            }
+        )
+    return out
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    quiet()
+    store = open_store(args.store)
+    runs: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    for dataset in args.datasets:
+        base = load_spec(EXPERIMENTS[dataset])
+        changes: dict[str, Any] = {
+            "training.epochs": args.epochs,
+            "dataset.max_samples": args.max_samples,
+            "search.space": args.space,
+            "budget.trials": args.trials,
+        }
+        base = base.override(**changes)
+        for seed in range(args.seeds):
+            for agent in args.agents:
+                spec = base.override(**{"seed": seed, "search.agent": agent})
+                t0 = time.perf_counter()
+                summary = run_search(
+                    spec, store=store, device="cpu", threads=args.threads, plotlyjs="cdn"
+                )
+                record = load_study_record(store, summary.study)
+                row = {
+                    "dataset": dataset,
+                    "agent": agent,
+                    "seed": seed,
+                    "study": summary.study,
+                    "completed": summary.completed,
+                    "failed": record.counts().get("FAIL", 0),
+                    "hv_curve": hv_curve(record, args.trials),
+                    "points": trial_points(record),
+                    "wall_s": time.perf_counter() - t0,
+                    "overhead_per_trial_s": summary.overhead_per_trial_s,
+                }
+                runs.append(row)
+                print(
+                    f"{dataset:8s} seed {seed} {agent:8s} HV {row['hv_curve'][-1]:.4f} "
+                    f"({row['completed']} trials, {row['wall_s']:.0f} s)",
+                    flush=True,
+                )
+    result = {
+        "config": {**vars(args), "store": str(store.root)},
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
+        "wall_s": time.perf_counter() - started,
+        "runs": runs,
+    }
+    result["hypervolume"] = hv_table(runs, args.trials)
+    result["fixed_k_vs_searched"] = fixed_k_table(runs)
+    return result
+
+
+def merge(files: list[str]) -> dict[str, Any]:
+    parts = [json.loads(Path(f).read_text()) for f in files]
+    trials = {p["config"]["trials"] for p in parts}
+    if len(trials) != 1:
+        raise SystemExit(f"cannot merge results with different --trials: {sorted(trials)}")
+    runs = [r for p in parts for r in p["runs"]]
+    result = {
+        "config": {
+            **parts[0]["config"],
+            "merged_from": files,
+            "datasets": list(dict.fromkeys(r["dataset"] for r in runs)),
+            "per_file": [p["config"] for p in parts],
+        },
+        "machine": parts[0]["machine"],
+        "wall_s": sum(p["wall_s"] for p in parts),
+        "runs": runs,
+    }
+    result["hypervolume"] = hv_table(runs, trials.pop())
+    result["fixed_k_vs_searched"] = fixed_k_table(runs)
+    return result
+
+
+def hv_table(runs: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
+    rows = []
+    for dataset in dict.fromkeys(r["dataset"] for r in runs):
+        curves = {
+            agent: np.array(
+                [r["hv_curve"] for r in runs if r["dataset"] == dataset and r["agent"] == agent]
+            )
+            for agent in dict.fromkeys(r["agent"] for r in runs if r["dataset"] == dataset)
+        }
+        means = {a: c.mean(axis=0) for a, c in curves.items()}
+        target = float(means["random"][-1]) if "random" in means else None
+        for agent, mean in means.items():
+            reach = None
+            if target is not None:
+                hits = np.flatnonzero(mean >= target - 1e-12)
+                reach = int(hits[0]) + 1 if hits.size else None
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "agent": agent,
+                    "seeds": int(curves[agent].shape[0]),
+                    **{f"hv@{k}": float(mean[k - 1]) for k in CHECKPOINTS if k <= n},
+                    f"hv@{n}": float(mean[-1]),
+                    "hv_std_final": float(curves[agent][:, -1].std()),
+                    "trials_to_random_final": reach,
+                }
+            )
+    return rows
+
+
+def fixed_k_table(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for dataset in dict.fromkeys(r["dataset"] for r in runs):
+        for seed in sorted({r["seed"] for r in runs if r["dataset"] == dataset}):
+            mine = [r for r in runs if r["dataset"] == dataset and r["seed"] == seed]
+            fixed = [p for r in mine if r["agent"] == "fixed-k" for p in r["points"]]
+            if not fixed:
+                continue
+            best = max(fixed, key=lambda p: (p["val_accuracy"], -p["inference_flops"]))
+            searched = [
+                {**p, "agent": r["agent"]}
+                for r in mine
+                if r["agent"] != "fixed-k"
+                for p in r["points"]
+                if p["val_accuracy"] >= best["val_accuracy"] - ACC_TOLERANCE
+            ]
+            row: dict[str, Any] = {
+                "dataset": dataset,
+                "seed": seed,
+                "fixed_k_val_accuracy": best["val_accuracy"],
+                "fixed_k_flops_ratio": best["inference_flops_ratio"],
+            }
+            if searched:
+                top = min(searched, key=lambda p: (p["inference_flops"], -p["val_accuracy"]))
+                row.update(
+                    {
+                        "searched_agent": top["agent"],
+                        "searched_val_accuracy": top["val_accuracy"],
+                        "searched_flops_ratio": top["inference_flops_ratio"],
+                        "flops_reduction": best["inference_flops"] / top["inference_flops"],
+                        "dominates": top["val_accuracy"] >= best["val_accuracy"]
+                        and top["inference_flops"] < best["inference_flops"],
+                    }
+                )
+            rows.append(row)
+    return rows
+
+
+def markdown(result: dict[str, Any]) -> str:
+    n = result["config"]["trials"]
+    lines = [
+        f"Normalized hypervolume (mean over seeds) after k completed trials; "
+        f"'reach' = first k where the mean curve reaches random@{n}.",
+        "",
+        f"| dataset | agent | seeds | HV@10 | HV@25 | HV@{n} (std) | reach random@{n} |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in result["hypervolume"]:
+        lines.append(
+            f"| {r['dataset']} | {r['agent']} | {r['seeds']} | {r.get('hv@10', float('nan')):.4f}"
+            f" | {r.get('hv@25', float('nan')):.4f} | {r[f'hv@{n}']:.4f} "
+            f"({r['hv_std_final']:.4f}) | {r['trials_to_random_final'] or '-'} |"
+        )
+    lines += [
+        "",
+        "Best fixed-k schedule vs the cheapest searched schedule within 0.3 points of its "
+        "validation accuracy (same seed).",
+        "",
+        "| dataset | seed | fixed-k acc | fixed-k FLOPs | searched (agent) acc | searched FLOPs "
+        "| FLOPs reduction | dominates |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["fixed_k_vs_searched"]:
+        if "searched_agent" not in r:
+            lines.append(
+                f"| {r['dataset']} | {r['seed']} | {r['fixed_k_val_accuracy']:.4f} | "
+                f"{r['fixed_k_flops_ratio']:.3f} | none within 0.3 points | - | - | - |"
+            )
+            continue
+        lines.append(
+            f"| {r['dataset']} | {r['seed']} | {r['fixed_k_val_accuracy']:.4f} | "
+            f"{r['fixed_k_flops_ratio']:.3f} | {r['searched_val_accuracy']:.4f} "
+            f"({r['searched_agent']}) | {r['searched_flops_ratio']:.3f} | "
+            f"{r['flops_reduction']:.2f}x | {'yes' if r['dominates'] else 'no'} |"
+        )
+    return "\n".join(lines)
+
+
+def figure(result: dict[str, Any]) -> Any:
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    datasets = list(dict.fromkeys(r["dataset"] for r in result["runs"]))
+    fig = make_subplots(rows=1, cols=len(datasets), subplot_titles=datasets)
+    colors = {
+        "random": "#7f7f7f",
+        "fixed-k": "#8c564b",
+        "tpe": "#1f77b4",
+        "nsga2": "#2ca02c",
+        "gp": "#d62728",
+    }
+    for col, dataset in enumerate(datasets, start=1):
+        for agent in dict.fromkeys(r["agent"] for r in result["runs"]):
+            curves = np.array(
+                [
+                    r["hv_curve"]
+                    for r in result["runs"]
+                    if r["dataset"] == dataset and r["agent"] == agent
+                ]
+            )
+            if curves.size == 0:
+                continue
+            x = list(range(1, curves.shape[1] + 1))
+            color = colors.get(agent, "#9467bd")
+            fig.add_trace(
+                go.Scatter(
+                    x=x + x[::-1],
+                    y=list(curves.max(0)) + list(curves.min(0))[::-1],
+                    fill="toself",
+                    fillcolor=color,
+                    opacity=0.15,
+                    line={"width": 0},
+                    showlegend=False,
+                    hoverinfo="skip",
+                ),
+                row=1,
+                col=col,
+            )
+            fig.add_trace(
+                go.Scatter(
+                    x=x,
+                    y=curves.mean(0),
+                    name=agent,
+                    legendgroup=agent,
+                    showlegend=col == 1,
+                    line={"color": color},
+                ),
+                row=1,
+                col=col,
+            )
+        fig.update_xaxes(title_text="completed trials", row=1, col=col)
+    fig.update_yaxes(title_text="normalized hypervolume", row=1, col=1)
+    fig.update_layout(
+        title="Hypervolume vs trials (mean and min-max over seeds)",
+        template="plotly_white",
+        width=520 * len(datasets),
+        height=460,
+    )
+    return fig
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--trials", type=int, default=50, help="trials per search")
+    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1")
+    p.add_argument(
+        "--datasets",
+        type=lambda s: s.split(","),
+        default=list(EXPERIMENTS),
+        help="comma-separated: digits,mnist1d",
+    )
+    p.add_argument("--agents", type=lambda s: s.split(","), default=list(AGENTS))
+    p.add_argument("--space", default="cosine")
+    p.add_argument("--epochs", type=int, default=None, help="default: the experiment's")
+    p.add_argument("--max-samples", type=int, default=None, help="subsample the dataset")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per trial")
+    p.add_argument("--store", default="midl_runs/bench_search", help="store of the studies")
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        default=None,
+        metavar="JSON",
+        help="no searches: merge the runs of earlier result files (e.g. one per dataset, run "
+        "in parallel) and write the combined tables and plot",
+    )
+    p.add_argument(
+        "--out",
+        default=str(OUT / "bench_search"),
+        help="path prefix of the .json/.html/.png results",
+    )
+    args = p.parse_args()
+    for name in args.datasets:
+        if name not in EXPERIMENTS:
+            p.error(f"unknown dataset {name!r}; valid: {', '.join(EXPERIMENTS)}")
+    result = merge(args.merge) if args.merge else run(args)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    fig = figure(result)
+    fig.write_html(out.with_suffix(".html"), include_plotlyjs="cdn")
+    try:
+        fig.write_image(out.with_suffix(".png"))
+    except Exception as exc:  # kaleido needs a browser; the HTML is enough
+        print(f"(no PNG: {exc})")
+    print(markdown(result))
+    print(f"\nwrote {out.with_suffix('.json')} ({result['wall_s']:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
