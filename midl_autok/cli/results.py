@@ -28,7 +28,8 @@ def _open(store: Path | None, storage: str | None) -> Store:
 
 @app.command()
 def studies(store: StoreOpt = None, storage: StorageOpt = None, json_out: JsonOpt = False) -> None:
-    """List the store's studies: experiment, agent, space, trials, hypervolume."""
+    """List the store's studies: agent, space, seed, trials, front size, normalized
+    hypervolume (HV) and best validation accuracy."""
     from midl_autok.store import list_studies, load_study_record
 
     opened = _open(store, storage)
@@ -62,16 +63,13 @@ def studies(store: StoreOpt = None, storage: StorageOpt = None, json_out: JsonOp
     from rich.table import Table
 
     table = Table(title=f"studies in {opened.root}", title_justify="left")
-    headers = ("study", "experiment", "agent", "space", "seed", "done", "failed", "front")
-    for header in headers:
-        table.add_column(header, justify="left" if header == "study" else "right")
-    table.add_column("HV (norm.)", justify="right")
-    table.add_column("best val acc", justify="right")
+    table.add_column("study", overflow="fold", min_width=20)
+    for header in ("agent", "space", "seed", "done", "failed", "front", "HV", "best acc"):
+        table.add_column(header, justify="right", no_wrap=True)
     for r in rows:
         hv = r["hypervolume_normalized"]
         table.add_row(
             r["study"],
-            str(r["experiment"] or "-"),
             str(r["agent"] or "-"),
             str(r["space"] or "-"),
             "-" if r["seed"] is None else str(r["seed"]),
