@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -71,6 +72,7 @@ def episode(env: TopKScheduleEnv, seed: int) -> dict[str, float]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    load_before = os.getloadavg()[0]
     rows: list[dict[str, Any]] = []
     default_threads = torch.get_num_threads()
     for threads in args.threads or sorted({1, default_threads}):
@@ -105,6 +107,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "torch": torch.__version__,
             "cpus": torch.get_num_threads() if args.device == "cpu" else None,
             "platform": platform.platform(),
+            # 1-minute load average: > 1 means other processes competed for the cores
+            "load_average_before": load_before,
+            "load_average_after": os.getloadavg()[0],
         },
         "command": " ".join(sys.argv),
     }
@@ -124,7 +129,12 @@ def table(result: dict[str, Any]) -> str:
             f"{r['max_episode_s']:.3f} | {r['median_train_s']:.3f} | {r['median_other_s']:.3f} | "
             f"{r['median_reset_s']:.3f} |"
         )
-    lines += ["", f"import gymnasium: {result['gymnasium_import_s'] * 1000:.0f} ms (fresh process)"]
+    machine = result["machine"]
+    lines += [
+        "",
+        f"import gymnasium: {result['gymnasium_import_s'] * 1000:.0f} ms (fresh process); "
+        f"load average {machine['load_average_before']:.2f} -> {machine['load_average_after']:.2f}",
+    ]
     return "\n".join(lines)
 
 

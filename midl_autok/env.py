@@ -57,11 +57,11 @@ A diverging run (NaN/inf loss, :class:`~midl_autok.trainer.DivergedError`) ends 
 (:func:`diverged_penalty`), below any other step's reward (>= ``-1 - lam R (1 + 1/T)``).
 
 **Seeding**: ``reset(seed=s)`` seeds ``self.np_random``; each episode draws its run seed (model
-init, shuffling; ``info["seed"]``) from it, so a seeded reset replays the same trajectory for
-the same actions. The data split is the spec's. ``lam`` and ``budget`` may be ranges
-``(low, high)``, drawn uniformly per episode from ``self.np_random``, or fixed for one episode
-with ``reset(options={"lam": ..., "budget": ...})``: a policy that sees them can be rolled
-out at several values (a Pareto sweep).
+init, shuffling; ``info["seed"]``) from it first, so a seeded reset replays the same trajectory
+for the same actions, at any ``lam``/``budget``. The data split is the spec's. ``lam`` and
+``budget`` may be ranges ``(low, high)``, drawn uniformly per episode from ``self.np_random``,
+or fixed for one episode with ``reset(options={"lam": ..., "budget": ...})``: a policy that
+sees them can be rolled out at several values (a Pareto sweep).
 
 ``info`` holds only deterministic values; wall times are in :attr:`TopKScheduleEnv.timing`
 (this episode so far) and :attr:`TopKScheduleEnv.last_episode_timing`.
@@ -522,6 +522,8 @@ class TopKScheduleEnv(gym.Env[np.ndarray, np.ndarray]):
         unknown = sorted(set(opts) - {"lam", "budget"})
         if unknown:
             raise ValueError(f"unknown reset option {unknown[0]!r}; valid: budget, lam")
+        # the run seed comes first, so one reset seed gives the same run at every lam/budget
+        run_seed = int(self.np_random.integers(2**31 - 1))
         self.lam = self._draw("lam", opts.get("lam"), self.lam_range)
         if self.budget_range is None:
             if opts.get("budget") is not None:
@@ -529,7 +531,6 @@ class TopKScheduleEnv(gym.Env[np.ndarray, np.ndarray]):
             self.budget = None
         else:
             self.budget = self._draw("budget", opts.get("budget"), self.budget_range)
-        run_seed = int(self.np_random.integers(2**31 - 1))
         model = build_for_spec(self.experiment, self.data, seed=run_seed)
         config = TrainConfig.from_spec(self.experiment, device=self.device, seed=run_seed)
         self.session = TrainSession(model, self.data, config)

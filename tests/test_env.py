@@ -256,6 +256,7 @@ def test_reset_options_fix_lam_and_budget_for_one_episode(spec: ExperimentSpec) 
     assert obs[names.index("lam")] == pytest.approx(0.75)
     assert obs[names.index("budget")] == pytest.approx(0.6)
     _, drawn = env.reset(seed=0)
+    assert drawn["seed"] == info["seed"]  # the same run, whatever lam and budget
     assert 0.0 <= drawn["lam"] <= 1.0
     assert 0.5 <= drawn["budget"] <= 0.9
 
