@@ -195,10 +195,17 @@ def _quiet_libraries() -> None:
 
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is imported
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for handler in logging.getLogger("optuna").handlers:  # records of child loggers, too
+        handler.addFilter(_drop_greenlet_notice)
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
+
+
+def _drop_greenlet_notice(record: logging.LogRecord) -> bool:
+    """GPSampler's "'greenlet' is unavailable" notice: an optional speed-up, not a problem."""
+    return "greenlet" not in record.getMessage()
 
 
 @contextlib.contextmanager
