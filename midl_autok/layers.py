@@ -13,23 +13,44 @@ neurons::
     out    y = act(a ⊙ f + (1 - a) ⊙ l),  a = m ⊙ g
 
 ``light_rank=0`` removes the light path (``l = 0``), which turns MID-L into pure top-k gating.
-In ``eval()`` the layer computes ``f`` only for the selected rows when that is cheaper (the
-sparse inference path); the result equals the masked dense computation.
+
+Execution paths (all compute the same function; tests hold each to the masked dense result):
+
+- **training** (grad enabled): masked dense; the mask, the gate product and the mix are one
+  autograd function (``_GateMix``: forward ``a ⊙ f + (1 - a) ⊙ l`` with ``a = m ⊙ g``,
+  backward with the straight-through gradient ``d a / d g = m + g``), so few ``(B, d)``
+  temporaries are made; at ``k = d`` no top-k runs at all.
+- **eval** (no grad), chosen per call by :meth:`MIDL.eval_path`:
+  ``"dense"`` masked dense (best at large batch: one GEMM), ``"gather"`` pure-PyTorch
+  sparse (computes only rows some sample selected; any device; what ``FlopCounterMode``
+  sees), ``"kernel"`` a compiled CPU kernel (:mod:`midl_autok.kernels`) that dots only the
+  selected rows of ``W`` in place, without copying them, and fuses gate, selection, light
+  path, mix and activation into one call.
+
+On CPU the exact top-k selection uses the compiled radix-select kernel when it is built
+(``torch.topk`` costs several times more at large k); results are identical except for exact
+ties in the gate logits, which the kernel breaks by lowest index.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ACTIVATIONS", "MIDL", "make_activation", "topk_mask"]
+__all__ = ["ACTIVATIONS", "EVAL_PATHS", "MIDL", "make_activation", "topk_mask"]
 
-SparseMode = Literal["auto", "always", "never"]
+SparseMode = Literal["auto", "always", "never", "gather", "kernel"]
+EvalPath = Literal["dense", "gather", "kernel"]
+EVAL_PATHS: tuple[EvalPath, ...] = ("dense", "gather", "kernel")
+SPARSE_MODES = ("auto", "always", "never", "gather", "kernel")
+
+# Below this many scores (B * d), torch.topk beats a call into the compiled kernel.
+_CPP_TOPK_MIN = 8192
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
@@ -38,6 +59,24 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "tanh": nn.Tanh,
     "identity": nn.Identity,
 }
+
+
+def _kernel_pays(batch: int, k: int, d: int, d_in: int) -> bool:
+    """Cost rule for the compiled CPU kernel against the masked dense GEMM.
+
+    The kernel does ``B * k * d_in`` multiply-adds as row-grouped dot products; the GEMM does
+    ``B * d * d_in`` at a much higher rate once the batch is large enough to reuse each row
+    of W. The break-even active fraction k/d falls with the batch; the thresholds were
+    measured by ``experiments/bench_speed.py`` (CPU, float32, 1-2 threads).
+    """
+    fraction = k / d
+    if batch <= 4:
+        return fraction <= 0.75
+    if batch <= 32:
+        return fraction <= 0.4
+    if batch <= 128:
+        return fraction <= 0.25
+    return fraction <= 0.12
 
 
 def make_activation(activation: str | nn.Module | None) -> nn.Module:
@@ -53,13 +92,40 @@ def make_activation(activation: str | nn.Module | None) -> nn.Module:
     return ACTIVATIONS[activation]()
 
 
+def _cpu_ops(x: torch.Tensor) -> Any:
+    """The compiled CPU kernels for ``x`` (building them on first use), or ``None``."""
+    if x.device.type != "cpu":
+        return None
+    from midl_autok.kernels.cpu import cpu_kernels
+
+    return cpu_kernels()
+
+
 def topk_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """Hard top-k mask along the last dimension: 1.0 for the ``k`` largest scores, else 0.0."""
+    """Hard top-k mask along the last dimension: 1.0 for the ``k`` largest scores, else 0.0.
+
+    Exactly ``k`` ones per row, ties included. On CPU, large inputs use the compiled kernel.
+    """
     d = scores.shape[-1]
     if k >= d:
         return torch.ones_like(scores)
+    if scores.dim() == 2 and scores.numel() >= _CPP_TOPK_MIN and not scores.requires_grad:
+        ops = _cpu_ops(scores)
+        if ops is not None:
+            return ops.midl_topk_mask(scores, k)
     idx = scores.topk(k, dim=-1, sorted=False).indices
     return torch.zeros_like(scores).scatter_(-1, idx, 1.0)
+
+
+_ACT_CODES: dict[type, int] = {nn.Identity: 0, nn.ReLU: 1, nn.Tanh: 2, nn.SiLU: 3, nn.GELU: 4}
+
+
+def _act_code(act: nn.Module) -> int | None:
+    """The compiled kernel's code for ``act``, or ``None`` (then it is applied in PyTorch)."""
+    code = _ACT_CODES.get(type(act))
+    if code == 4 and getattr(act, "approximate", "none") != "none":
+        return None
+    return code
 
 
 class _TopKStraightThrough(torch.autograd.Function):
@@ -78,6 +144,47 @@ class _TopKStraightThrough(torch.autograd.Function):
         return grad, None, None
 
 
+class _GateMix(torch.autograd.Function):
+    """``a ⊙ f + (1 - a) ⊙ l`` (or ``a ⊙ f`` without a light path) with ``a = m ⊙ g`` for a
+    hard mask ``m`` (``None`` = all ones, for ``k = d``), as one autograd node.
+
+    Backward is the straight-through rule of DESIGN §2: the mask's gradient passes to ``g``
+    unchanged, so ``d a / d g = m + g``.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        g: torch.Tensor,
+        m: torch.Tensor | None,
+        f: torch.Tensor,
+        light: torch.Tensor | None,
+    ) -> torch.Tensor:
+        a = g if m is None else m * g  # (B, d)
+        ctx.save_for_backward(g, m, a, f, light)
+        return _mix(a, f, light)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
+        g, m, a, f, light = ctx.saved_tensors
+        grad_f = grad * a
+        if light is None:
+            grad_a, grad_light = grad * f, None
+        else:
+            grad_a = (f - light).mul_(grad)  # d mixed / d a = f - l
+            grad_light = grad - grad_f
+        grad_g = grad_a.mul_(g + 1.0 if m is None else m + g)  # straight-through: m + g
+        return grad_g, None, grad_f, grad_light
+
+
+def _mix(a: torch.Tensor, f: torch.Tensor, light: torch.Tensor | None) -> torch.Tensor:
+    """``a ⊙ f + (1 - a) ⊙ l`` (in place on fresh temporaries; rounding as written)."""
+    if light is None:
+        return a * f
+    return (a * f).add_((1.0 - a).mul_(light))
+
+
 class MIDL(nn.Module):
     """A MID-L layer (see the module docstring for the equations).
 
@@ -91,8 +198,10 @@ class MIDL(nn.Module):
         activation: name or module applied to the mixed output.
         bias: learn ``b`` (full path) and ``c`` (light path).
         ste: straight-through estimator for the hard mask; only ``"identity"`` for now.
-        sparse_eval: in ``eval()``, compute the full path only for selected rows:
-            ``"auto"`` when it is cheaper, ``"always"``, or ``"never"`` (masked dense).
+        sparse_eval: how ``eval()`` computes the full path (see :meth:`eval_path`):
+            ``"auto"`` picks the fastest path by a cost rule; ``"never"`` masked dense;
+            ``"always"`` or ``"gather"`` the pure-PyTorch sparse path; ``"kernel"`` the
+            compiled CPU kernel (falls back to ``"gather"`` where it cannot run).
     """
 
     def __init__(
@@ -119,8 +228,10 @@ class MIDL(nn.Module):
             raise ValueError(f"light_rank must be >= 0 (0 = no light path), but got {light_rank}")
         if ste != "identity":
             raise ValueError(f"ste must be 'identity', but got {ste!r}")
-        if sparse_eval not in ("auto", "always", "never"):
-            raise ValueError(f"sparse_eval must be auto|always|never, but got {sparse_eval!r}")
+        if sparse_eval not in SPARSE_MODES:
+            raise ValueError(
+                f"sparse_eval must be auto|always|never|gather|kernel, but got {sparse_eval!r}"
+            )
         self.in_features = in_features
         self.out_features = out_features
         self.gate_rank = gate_rank
@@ -143,8 +254,10 @@ class MIDL(nn.Module):
         else:
             self.light_in = self.light_out = self.light_bias = None
         self.act = make_activation(activation)
-        self.last_mask: torch.Tensor | None = None  # (B, d) bool: selection of the last forward
-        self.last_gate: torch.Tensor | None = None  # (B, d) gate values g of the last forward
+        # What the last forward selected, kept cheaply: (logits, idx (B, k) or mask (B, d)).
+        # ``last_mask`` / ``last_gate`` are derived from it on first access.
+        self._last: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None] | None = None
+        self._last_views: tuple[torch.Tensor, torch.Tensor] | None = None
         self.reset_parameters()
 
     # -- parameters -------------------------------------------------------------------------
@@ -185,6 +298,40 @@ class MIDL(nn.Module):
     def effective_k(self) -> int:
         return self.out_features if self._k is None else self._k
 
+    # -- what the last forward did ----------------------------------------------------------
+
+    def _record(
+        self, logits: torch.Tensor, *, idx: torch.Tensor | None = None, mask: Any = None
+    ) -> None:
+        self._last = (logits.detach(), idx, None if mask is None else mask.detach())
+        self._last_views = None
+
+    def _views(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if self._last is None:
+            return None
+        if self._last_views is None:
+            logits, idx, mask = self._last
+            if idx is not None:
+                sel = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, idx, True)
+            elif mask is not None:
+                sel = mask > 0
+            else:  # k = d: every neuron
+                sel = torch.ones_like(logits, dtype=torch.bool)
+            self._last_views = (sel, torch.sigmoid(logits))
+        return self._last_views
+
+    @property
+    def last_mask(self) -> torch.Tensor | None:
+        """(B, d) bool: which neurons took the full path in the last forward pass."""
+        views = self._views()
+        return None if views is None else views[0]
+
+    @property
+    def last_gate(self) -> torch.Tensor | None:
+        """(B, d): the gate values ``g`` of the last forward pass."""
+        views = self._views()
+        return None if views is None else views[1]
+
     # -- forward ----------------------------------------------------------------------------
 
     def gate_logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -201,51 +348,99 @@ class MIDL(nn.Module):
         lead = x.shape[:-1]
         x = x.reshape(-1, self.in_features)  # (B, d_in)
         k = self.effective_k
-        logits = self.gate_logits(x)  # (B, d)
-        g = torch.sigmoid(logits)
-        if self.training and torch.is_grad_enabled():
-            m = _TopKStraightThrough.apply(g, logits, k)  # (B, d) hard forward, STE backward
+        path = self.eval_path(x, k) if not self.training else "dense"
+        if path == "kernel":
+            y = self._kernel_forward(x, k)
+        elif path == "gather":
+            y = self._gather_forward(x, k)
         else:
-            m = topk_mask(logits, k)
-        a = m * g  # (B, d)
-        light = self.light(x)
-        if self._use_sparse(x, k):
-            mixed = self._sparse_mix(x, logits, a, light, k)
-        else:
-            f = F.linear(x, self.weight, self.bias)  # (B, d) every row (masked dense)
-            mixed = a * f if light is None else a * f + (1.0 - a) * light
-        self.last_mask = m.detach() > 0
-        self.last_gate = g.detach()
-        return self.act(mixed).reshape(*lead, self.out_features)
+            y = self._dense_forward(x, k)
+        return y if len(lead) == 1 else y.reshape(*lead, self.out_features)
+
+    def eval_path(self, x: torch.Tensor, k: int | None = None) -> EvalPath:
+        """The path an ``eval()`` forward takes for the (B, d_in) input ``x`` at ``k``.
+
+        ``"dense"`` when ``k = d`` or ``sparse_eval="never"``; ``"gather"`` for ``"always"``
+        and ``"gather"``. Otherwise the compiled kernel runs when it can (CPU, float32/64, no
+        gradient being recorded: it has no backward) and either ``sparse_eval="kernel"`` or
+        the cost rule :func:`_kernel_pays` says it beats the masked dense GEMM; failing that,
+        ``"gather"`` when very few rows are needed (``B * k <= d / 2``), else ``"dense"``.
+        """
+        k = self.effective_k if k is None else k
+        mode = self.sparse_eval
+        if k >= self.out_features or mode == "never":
+            return "dense"
+        if mode in ("always", "gather"):
+            return "gather"
+        batch = x.shape[0]
+        if (
+            (mode == "kernel" or _kernel_pays(batch, k, self.out_features, self.in_features))
+            and not torch.is_grad_enabled()
+            and x.dtype in (torch.float32, torch.float64)
+            and _cpu_ops(x) is not None
+        ):
+            return "kernel"
+        if mode == "kernel":
+            return "gather"
+        return "gather" if batch * k <= self.out_features // 2 else "dense"
 
     def _use_sparse(self, x: torch.Tensor, k: int) -> bool:
-        if self.training or k >= self.out_features or self.sparse_eval == "never":
-            return False
-        if self.sparse_eval == "always":
-            return True
-        # auto: row gathering only pays when few rows are needed (small batch, small k).
-        return x.shape[0] * k <= self.out_features // 2
+        """Whether an ``eval()`` forward on ``x`` skips rows of W (any sparse path)."""
+        return not self.training and self.eval_path(x, k) != "dense"
 
-    def _sparse_mix(
-        self,
-        x: torch.Tensor,
-        logits: torch.Tensor,
-        a: torch.Tensor,
-        light: torch.Tensor | None,
-        k: int,
-    ) -> torch.Tensor:
-        """Masked-dense result, computing the full path only for rows some sample selected."""
+    def _dense_forward(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        """Masked dense: every row of W, then the mask (the training path)."""
+        logits = self.gate_logits(x)  # (B, d)
+        g = torch.sigmoid(logits)
+        f = F.linear(x, self.weight, self.bias)  # (B, d) every row
+        light = self.light(x)
+        m = None if k >= self.out_features else topk_mask(logits.detach(), k)  # (B, d)
+        if torch.is_grad_enabled():
+            mixed = _GateMix.apply(g, m, f, light)
+        else:
+            mixed = _mix(g if m is None else m * g, f, light)
+        self._record(logits, mask=m)
+        return self.act(mixed)
+
+    def _gather_forward(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        """Pure-PyTorch sparse path: the full path only for rows some sample selected."""
+        logits = self.gate_logits(x)  # (B, d)
         idx = logits.topk(k, dim=-1, sorted=False).indices  # (B, k)
+        g = torch.sigmoid(logits)
+        a = torch.zeros_like(g).scatter_(-1, idx, g.gather(-1, idx))  # (B, d) = m ⊙ g
+        light = self.light(x)
         rows = idx.unique() if x.shape[0] > 1 else idx[0]  # (R,) rows any sample selected
         w = self.weight.index_select(0, rows)  # (R, d_in)
         bias = None if self.bias is None else self.bias.index_select(0, rows)
         f_rows = F.linear(x, w, bias)  # (B, R)
         a_rows = a.index_select(1, rows)  # (B, R); zero where this sample did not select
         if light is None:
-            mixed = torch.zeros_like(a)
-            return mixed.index_copy_(1, rows, a_rows * f_rows)
-        l_rows = light.index_select(1, rows)
-        return light.index_copy(1, rows, a_rows * f_rows + (1.0 - a_rows) * l_rows)
+            mixed = torch.zeros_like(a).index_copy_(1, rows, a_rows * f_rows)
+        else:
+            l_rows = light.index_select(1, rows)
+            mixed = light.index_copy(1, rows, _mix(a_rows, f_rows, l_rows))
+        self._record(logits, idx=idx)
+        return self.act(mixed)
+
+    def _kernel_forward(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        """The compiled CPU kernel: one call for gate, selection, rows, light, mix, act."""
+        p = self._parameters
+        code = _act_code(self.act)
+        y, logits, idx = _cpu_ops(x).midl_sparse_eval(
+            x,
+            p["gate_in"],
+            p["gate_out"],
+            p["weight"],
+            p.get("bias"),
+            p.get("light_in"),
+            p.get("light_out"),
+            p.get("light_bias"),
+            k,
+            0 if code is None else code,
+        )
+        self._last = (logits, idx, None)
+        self._last_views = None
+        return y if code is not None else self.act(y)
 
     def extra_repr(self) -> str:
         return (

@@ -284,3 +284,120 @@ def test_unknown_activation_lists_the_valid_ones() -> None:
 def test_activation_module_is_used_as_given() -> None:
     act = nn.Sigmoid()
     assert MIDL(D_IN, D, activation=act).act is act
+
+
+# --------------------------------------------------------------------------- execution paths
+# Every eval path (masked dense, pure-PyTorch gather, compiled CPU kernel) gives the masked
+# dense result: same outputs, same selection, same gate values.
+
+FORCE = {"dense": "never", "gather": "gather", "kernel": "kernel"}
+
+
+@pytest.fixture(scope="module")
+def kernels_ready() -> bool:
+    from midl_autok.kernels import cpu_kernels
+
+    return cpu_kernels() is not None
+
+
+def check_path(layer: MIDL, x: torch.Tensor, path: str, kernels_ready: bool, **tol) -> None:
+    if path == "kernel" and not kernels_ready:
+        pytest.skip("the CPU kernels could not be built on this machine")
+    with torch.no_grad():
+        layer.sparse_eval = "never"
+        want = layer(x)
+        want_mask, want_gate = layer.last_mask, layer.last_gate
+        layer.sparse_eval = FORCE[path]  # type: ignore[assignment]
+        assert layer.eval_path(x.reshape(-1, layer.in_features)) == path
+        got = layer(x)
+    torch.testing.assert_close(got, want, **tol)
+    assert layer.last_mask is not None
+    assert want_mask is not None
+    assert torch.equal(layer.last_mask, want_mask)
+    torch.testing.assert_close(layer.last_gate, want_gate, **tol)
+
+
+@pytest.mark.parametrize("path", ["dense", "gather", "kernel"])
+@pytest.mark.parametrize("k", [1, 5, 16, 31])
+@pytest.mark.parametrize("batch", [1, 3, 16, 65])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_every_eval_path_equals_masked_dense(
+    path: str, k: int, batch: int, dtype: torch.dtype, kernels_ready: bool
+) -> None:
+    layer = make_layer(k).to(dtype).eval()
+    check_path(layer, inputs(batch, seed=k + batch).to(dtype), path, kernels_ready)
+
+
+@pytest.mark.parametrize("path", ["gather", "kernel"])
+@pytest.mark.parametrize(
+    ("d_in", "d", "gate_rank", "light_rank"),
+    [(130, 70, 16, 32), (64, 48, 5, 16), (257, 33, 16, 0), (3, 40, 1, 1)],
+)
+@pytest.mark.parametrize("batch", [1, 2, 7, 40])
+def test_sparse_paths_on_wider_layers(
+    path: str, d_in: int, d: int, gate_rank: int, light_rank: int, batch: int, kernels_ready: bool
+) -> None:
+    # widths that exercise the kernel's vector loops and their tails, both ranks' code paths
+    torch.manual_seed(d_in)
+    layer = MIDL(d_in, d, d // 4, gate_rank=gate_rank, light_rank=light_rank).eval()
+    x = torch.randn(batch, d_in, generator=torch.Generator().manual_seed(batch))
+    check_path(layer, x, path, kernels_ready, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("path", ["gather", "kernel"])
+@pytest.mark.parametrize(
+    "activation",
+    ["relu", "gelu", "silu", "tanh", "identity", nn.Sigmoid(), nn.GELU(approximate="tanh")],
+    ids=str,
+)
+def test_sparse_paths_apply_every_activation(
+    path: str, activation: str | nn.Module, kernels_ready: bool
+) -> None:
+    layer = make_layer(7, activation=activation).eval()
+    check_path(layer, inputs(5, seed=2), path, kernels_ready)
+
+
+def test_kernel_request_falls_back_where_it_cannot_run() -> None:
+    layer = make_layer(4, sparse_eval="kernel").eval()
+    x = inputs(3)
+    assert layer.eval_path(x.bfloat16()) == "gather"  # no bf16 kernel
+    assert layer.eval_path(x) == "gather"  # gradients are being recorded: no kernel
+    assert layer.eval_path(torch.empty(3, D_IN, device="meta")) == "gather"  # not a CPU tensor
+    layer.k = D
+    assert layer.eval_path(x) == "dense"  # k = d: nothing to skip
+
+
+@pytest.mark.parametrize("path", ["dense", "gather"])
+def test_bfloat16_paths_match_float32(path: str) -> None:
+    layer = make_layer(6).eval()
+    x = inputs(4)
+    with torch.no_grad():
+        layer.sparse_eval = FORCE[path]  # type: ignore[assignment]
+        want = layer(x)
+        got = layer.bfloat16()(x.bfloat16())
+    torch.testing.assert_close(got.float(), want, rtol=0.05, atol=0.05)
+
+
+def test_gather_path_keeps_input_gradients_in_eval() -> None:
+    layer = make_layer(3, sparse_eval="gather").eval()
+    x = inputs(2).requires_grad_()
+    layer(x).sum().backward()
+    assert x.grad is not None
+    assert x.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("k", [3, D])
+@pytest.mark.parametrize("light_rank", [0, 4])
+def test_training_gradients_at_every_k_match_the_reference(k: int, light_rank: int) -> None:
+    # full k skips the top-k; the straight-through gradient d a / d g = m + g still holds
+    layer = make_layer(k, light_rank=light_rank).train()
+    x = inputs(8).requires_grad_()
+    upstream = torch.randn(8, D, generator=torch.Generator().manual_seed(9))
+    (layer(x) * upstream).sum().backward()
+    got = [p.grad.clone() for p in layer.parameters()] + [x.grad.clone()]
+    layer.zero_grad()
+    x.grad = None
+    (reference(layer, x, ste=True) * upstream.double()).sum().backward()
+    want = [p.grad for p in layer.parameters()] + [x.grad]
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b)

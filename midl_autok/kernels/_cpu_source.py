@@ -1,0 +1,417 @@
+"""C++ source of the CPU sparse-eval kernel (compiled on first use by :mod:`.cpu`).
+
+Kept as a Python string so that it ships inside the package without package-data rules.
+
+``midl_sparse_eval(x, G1, G2, W, b, V, U, c, k, act)`` computes one MID-L layer in eval mode
+for x (B, d_in) and returns ``(y, logits, idx)``:
+
+1. ``logits = linear(linear(x, G1), G2)`` with the same ATen calls as the Python path, so the
+   selection is identical to the masked dense computation;
+2. ``light = linear(linear(x, V), U, c)`` (or 0 without a light path);
+3. per sample, the k largest logits (radix selection of the k-th largest key, then one
+   scan; exactly k even with ties or NaN) -> ``idx`` (B, k);
+4. ``y = act(light)`` everywhere, then for the selected (sample, row) pairs only
+   ``y = act(light + g * (W[row] . x + b[row] - light))`` with ``g = sigmoid(logit)``: the
+   dot products read the selected rows of W in place, never copying them. With B > 1 the
+   work is grouped by row (each selected row is read once for all samples that chose it).
+"""
+
+SOURCE = r"""
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <type_traits>
+#include <vector>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define MIDL_PREFETCH(p) __builtin_prefetch((p), 0, 3)
+#else
+#define MIDL_PREFETCH(p) ((void)0)
+#endif
+
+namespace {
+
+// Up to this many samples the low-rank products run in plain loops, not GEMM calls.
+constexpr int64_t kSmallBatch = 4;
+
+// Multiply-adds per thread chunk of the full path (below this, one thread).
+constexpr int64_t kParallelMacs = int64_t(1) << 19;
+
+// Independent partial sums: the compiler vectorizes the inner loop without reassociating.
+constexpr int64_t kLanes = 64;
+
+// ``next`` (may be null): the row read after this one, prefetched while this one is summed.
+template <typename T>
+inline T dot1(const T* __restrict a, const T* __restrict x, int64_t n,
+              const T* next = nullptr) {
+  constexpr int64_t kLine = 64 / sizeof(T);
+  T acc[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    if (next != nullptr)
+      for (int64_t l = 0; l < kLanes; l += kLine) MIDL_PREFETCH(next + i + l);
+    for (int64_t l = 0; l < kLanes; ++l) acc[l] += a[i + l] * x[i + l];
+  }
+  T s = 0;
+  for (; i < n; ++i) s += a[i] * x[i];
+  for (int64_t l = 0; l < kLanes; ++l) s += acc[l];
+  return s;
+}
+
+// One row against four inputs: five loads per four multiply-adds.
+constexpr int64_t kLanes4 = 32;
+
+template <typename T>
+inline void dot4(const T* __restrict a, const T* __restrict x0, const T* __restrict x1,
+                 const T* __restrict x2, const T* __restrict x3, int64_t n, T* out) {
+  T c0[kLanes4] = {}, c1[kLanes4] = {}, c2[kLanes4] = {}, c3[kLanes4] = {};
+  int64_t i = 0;
+  for (; i + kLanes4 <= n; i += kLanes4) {
+    for (int64_t l = 0; l < kLanes4; ++l) {
+      const T w = a[i + l];
+      c0[l] += w * x0[i + l];
+      c1[l] += w * x1[i + l];
+      c2[l] += w * x2[i + l];
+      c3[l] += w * x3[i + l];
+    }
+  }
+  T s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  for (; i < n; ++i) {
+    s0 += a[i] * x0[i];
+    s1 += a[i] * x1[i];
+    s2 += a[i] * x2[i];
+    s3 += a[i] * x3[i];
+  }
+  for (int64_t l = 0; l < kLanes4; ++l) {
+    s0 += c0[l];
+    s1 += c1[l];
+    s2 += c2[l];
+    s3 += c3[l];
+  }
+  out[0] = s0;
+  out[1] = s1;
+  out[2] = s2;
+  out[3] = s3;
+}
+
+#if defined(__AVX512F__)
+// Sixteen rows of a float (d, r) matrix with r % 16 == 0 against h: sixteen FMA chains, then
+// a transpose-and-add tree (45 shuffles/adds) instead of sixteen horizontal sums.
+inline void thin16_avx512(const float* __restrict Bm, const float* __restrict h, int64_t r,
+                          int64_t j, float* __restrict o) {
+  __m512 v[16];
+  for (int i = 0; i < 16; ++i) v[i] = _mm512_setzero_ps();
+  for (int64_t q = 0; q < r; q += 16) {
+    const __m512 hv = _mm512_loadu_ps(h + q);
+    for (int i = 0; i < 16; ++i)
+      v[i] = _mm512_fmadd_ps(_mm512_loadu_ps(Bm + (j + i) * r + q), hv, v[i]);
+  }
+  __m512 a[8];
+  for (int i = 0; i < 8; ++i)
+    a[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]),
+                         _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
+  __m512 b[4];
+  for (int i = 0; i < 4; ++i) {
+    const __m512d x = _mm512_castps_pd(a[2 * i]), y = _mm512_castps_pd(a[2 * i + 1]);
+    b[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(x, y)),
+                         _mm512_castpd_ps(_mm512_unpackhi_pd(x, y)));
+  }
+  const __m512 c0 = _mm512_add_ps(_mm512_shuffle_f32x4(b[0], b[1], 0x88),
+                                  _mm512_shuffle_f32x4(b[0], b[1], 0xDD));
+  const __m512 c1 = _mm512_add_ps(_mm512_shuffle_f32x4(b[2], b[3], 0x88),
+                                  _mm512_shuffle_f32x4(b[2], b[3], 0xDD));
+  _mm512_storeu_ps(o + j, _mm512_add_ps(_mm512_shuffle_f32x4(c0, c1, 0x88),
+                                        _mm512_shuffle_f32x4(c0, c1, 0xDD)));
+}
+#endif
+
+// o[j] = Bm[j, :] . h + bias[j] for every row of a thin (d, r) matrix (r = a low rank).
+template <typename T>
+inline void thin_matvec(const T* __restrict Bm, const T* __restrict h, int64_t r, int64_t d,
+                        const T* __restrict bias, T* __restrict o) {
+  constexpr int64_t J = 16;
+  int64_t j = 0;
+#if defined(__AVX512F__)
+  if constexpr (std::is_same<T, float>::value) {
+    if (r % 16 == 0)
+      for (; j + J <= d; j += J) thin16_avx512(Bm, h, r, j, o);
+  }
+#endif
+  for (; j + J <= d; j += J) {  // 16 independent sums vectorize across rows
+    T acc[J] = {};
+    for (int64_t q = 0; q < r; ++q) {
+      const T hq = h[q];
+      for (int64_t jj = 0; jj < J; ++jj) acc[jj] += Bm[(j + jj) * r + q] * hq;
+    }
+    for (int64_t jj = 0; jj < J; ++jj) o[j + jj] = acc[jj];
+  }
+  for (; j < d; ++j) {
+    T acc = 0;
+    for (int64_t q = 0; q < r; ++q) acc += Bm[j * r + q] * h[q];
+    o[j] = acc;
+  }
+  if (bias != nullptr)
+    for (int64_t jj = 0; jj < d; ++jj) o[jj] += bias[jj];
+}
+
+// out (B, d) = (x (B, d_in) . A^T (d_in -> r)) . Bm^T (r -> d) + bias, for a few samples:
+// r long dot products per sample, then d short ones; no GEMM call overhead.
+template <typename T>
+void lowrank_small(const T* x, int64_t B, int64_t din, const T* A, const T* Bm, const T* bias,
+                   int64_t r, int64_t d, T* out) {
+  std::vector<T> h(r);
+  for (int64_t s = 0; s < B; ++s) {
+    const T* xs = x + s * din;
+    for (int64_t q = 0; q < r; ++q) h[q] = dot1<T>(A + q * din, xs, din);
+    thin_matvec<T>(Bm, h.data(), r, d, bias, out + s * d);
+  }
+}
+
+// Activation codes shared with Python: 0 identity, 1 relu, 2 tanh, 3 silu, 4 gelu (erf).
+template <typename T>
+inline T activate(T v, int64_t act) {
+  switch (act) {
+    case 1: return v > T(0) ? v : T(0);
+    case 2: return std::tanh(v);
+    case 3: return v / (T(1) + std::exp(-v));
+    case 4: return T(0.5) * v * (T(1) + std::erf(v * T(0.70710678118654752440)));
+    default: return v;
+  }
+}
+
+template <typename T>
+inline T sigmoid(T v) {
+  return T(1) / (T(1) + std::exp(-v));
+}
+
+// Order-preserving unsigned keys of floating-point values (larger value, larger key).
+inline uint32_t order_key(float v) {
+  uint32_t u;
+  std::memcpy(&u, &v, sizeof(u));
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+inline uint64_t order_key(double v) {
+  uint64_t u;
+  std::memcpy(&u, &v, sizeof(u));
+  return (u & 0x8000000000000000ull) ? ~u : (u | 0x8000000000000000ull);
+}
+template <typename T>
+struct KeyOf {  // reduced-precision types select on their float value
+  using type = uint32_t;
+  static type of(T v) { return order_key(static_cast<float>(v)); }
+};
+template <>
+struct KeyOf<double> {
+  using type = uint64_t;
+  static type of(double v) { return order_key(v); }
+};
+
+// The k largest of z[0..d) -> idx[0..k), in increasing index order: exactly k indices,
+// whatever ties or NaNs occur. The k-th largest key is found by radix selection, 8 bits at
+// a time, keeping only the keys that still share the chosen prefix (a quickselect's
+// data-dependent branches mispredict about every other step and cost several times more).
+template <typename T>
+void select_topk(const T* z, int64_t d, int64_t k, int64_t* idx,
+                 std::vector<typename KeyOf<T>::type>& keys,
+                 std::vector<typename KeyOf<T>::type>& cur) {
+  using K = typename KeyOf<T>::type;
+  keys.resize(d);
+  for (int64_t j = 0; j < d; ++j) keys[j] = KeyOf<T>::of(z[j]);
+  cur.assign(keys.begin(), keys.end());
+  int64_t need = k;  // rank of the wanted key among those in cur (1 = largest)
+  K prefix = 0;
+  for (int shift = int(sizeof(K) * 8) - 8; shift >= 0; shift -= 8) {
+    int64_t hist[256] = {};
+    for (const K key : cur) hist[(key >> shift) & 0xFF]++;
+    int digit = 255;
+    for (; digit > 0 && hist[digit] < need; --digit) need -= hist[digit];
+    prefix |= K(digit) << shift;
+    int64_t n = 0;
+    for (const K key : cur) {  // branch-free compaction: keep the keys of that digit
+      cur[n] = key;
+      n += ((key >> shift) & 0xFF) == K(digit);
+    }
+    cur.resize(n);
+  }
+  int64_t t = 0;
+  for (int64_t j = 0; j < d; ++j) {  // fewer than k keys are above the k-th largest,
+    idx[t] = j;                      // so t < k here: a branch-free append
+    t += keys[j] > prefix;
+  }
+  for (int64_t j = 0; j < d && t < k; ++j)  // then ties at the k-th largest, by index
+    if (keys[j] == prefix) idx[t++] = j;
+}
+
+template <typename T>
+void run(const at::Tensor& x, const at::Tensor& logits, const at::Tensor& light,
+         const at::Tensor& W, const c10::optional<at::Tensor>& b, int64_t k, int64_t act,
+         at::Tensor& out, at::Tensor& idx) {
+  const int64_t B = x.size(0), din = x.size(1), d = W.size(0);
+  const T* xp = x.data_ptr<T>();
+  const T* zp = logits.data_ptr<T>();
+  const T* lp = light.defined() ? light.data_ptr<T>() : nullptr;
+  const T* wp = W.data_ptr<T>();
+  const T* bp = (b.has_value() && b->defined()) ? b->data_ptr<T>() : nullptr;
+  T* yp = out.data_ptr<T>();
+  int64_t* ip = idx.data_ptr<int64_t>();
+
+  // 1. selection per sample; y = act(light) everywhere (act(0) = 0 without a light path).
+  const int64_t sample_grain = std::max<int64_t>(1, (kParallelMacs / 4) / std::max<int64_t>(d, 1));
+  at::parallel_for(0, B, sample_grain, [&](int64_t s0, int64_t s1) {
+    std::vector<typename KeyOf<T>::type> keys, cur;
+    for (int64_t s = s0; s < s1; ++s) {
+      select_topk<T>(zp + s * d, d, k, ip + s * k, keys, cur);
+      T* y = yp + s * d;
+      if (lp != nullptr) {
+        const T* l = lp + s * d;
+        for (int64_t j = 0; j < d; ++j) y[j] = activate<T>(l[j], act);
+      } else {
+        std::fill(y, y + d, T(0));
+      }
+    }
+  });
+
+  auto mix = [&](int64_t s, int64_t j, T f) {
+    const T l = lp != nullptr ? lp[s * d + j] : T(0);
+    const T g = sigmoid<T>(zp[s * d + j]);
+    yp[s * d + j] = activate<T>(l + g * (f + (bp != nullptr ? bp[j] : T(0)) - l), act);
+  };
+
+  // 2. full path on the selected rows only, reading them in place.
+  // Threads only for large work: a parallel region costs microseconds, and far more when
+  // the machine is busy, which would eat the saving at small sizes.
+  const int64_t grain = std::max<int64_t>(1, kParallelMacs / std::max<int64_t>(din, 1));
+  if (B == 1) {
+    at::parallel_for(0, k, grain, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t j = ip[t];
+        const T* next = t + 1 < t1 ? wp + ip[t + 1] * din : nullptr;
+        mix(0, j, dot1<T>(wp + j * din, xp, din, next));
+      }
+    });
+    return;
+  }
+  // Group by row: counting sort of the (sample, row) pairs.
+  std::vector<int64_t> start(d + 1, 0);
+  for (int64_t p = 0; p < B * k; ++p) start[ip[p] + 1]++;
+  for (int64_t j = 0; j < d; ++j) start[j + 1] += start[j];
+  std::vector<int64_t> fill(start.begin(), start.end() - 1);
+  std::vector<int64_t> who(B * k);
+  for (int64_t s = 0; s < B; ++s)
+    for (int64_t t = 0; t < k; ++t) who[fill[ip[s * k + t]]++] = s;
+  std::vector<int64_t> rows;
+  rows.reserve(d);
+  for (int64_t j = 0; j < d; ++j)
+    if (start[j + 1] > start[j]) rows.push_back(j);
+  const int64_t nrows = static_cast<int64_t>(rows.size());
+  const int64_t per_row = std::max<int64_t>(1, (B * k) / std::max<int64_t>(nrows, 1));
+  const int64_t row_grain = std::max<int64_t>(1, grain / per_row);
+  at::parallel_for(0, nrows, row_grain, [&](int64_t r0, int64_t r1) {
+    T f[4];
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t j = rows[r];
+      const T* w = wp + j * din;
+      int64_t p = start[j];
+      const int64_t end = start[j + 1];
+      for (; p + 4 <= end; p += 4) {
+        const int64_t a0 = who[p], a1 = who[p + 1], a2 = who[p + 2], a3 = who[p + 3];
+        dot4<T>(w, xp + a0 * din, xp + a1 * din, xp + a2 * din, xp + a3 * din, din, f);
+        mix(a0, j, f[0]);
+        mix(a1, j, f[1]);
+        mix(a2, j, f[2]);
+        mix(a3, j, f[3]);
+      }
+      for (; p < end; ++p) mix(who[p], j, dot1<T>(w, xp + who[p] * din, din));
+    }
+  });
+}
+
+}  // namespace
+
+std::vector<at::Tensor> midl_sparse_eval(
+    const at::Tensor& x_in, const at::Tensor& gate_in, const at::Tensor& gate_out,
+    const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
+    const c10::optional<at::Tensor>& light_in, const c10::optional<at::Tensor>& light_out,
+    const c10::optional<at::Tensor>& light_bias, int64_t k, int64_t act) {
+  TORCH_CHECK(x_in.dim() == 2, "x must be (B, d_in)");
+  TORCH_CHECK(x_in.device().is_cpu(), "midl_sparse_eval runs on CPU tensors only");
+  const int64_t d = weight.size(0);
+  TORCH_CHECK(k >= 1 && k <= d, "k must satisfy 1 <= k <= ", d, ", got ", k);
+  at::NoGradGuard no_grad;
+  const at::Tensor x = x_in.contiguous();
+  const at::Tensor W = weight.contiguous();
+  c10::optional<at::Tensor> b;
+  if (bias.has_value() && bias->defined()) b = bias->contiguous();
+  const bool has_light = light_in.has_value() && light_in->defined();
+  at::Tensor logits, light;
+  if (x.size(0) <= kSmallBatch) {
+    // A few samples: the four thin products in plain loops (GEMM calls cost more here).
+    logits = at::empty({x.size(0), d}, x.options());
+    if (has_light) light = at::empty({x.size(0), d}, x.options());
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "midl_lowrank", [&] {
+      const at::Tensor g1 = gate_in.contiguous(), g2 = gate_out.contiguous();
+      lowrank_small<scalar_t>(x.data_ptr<scalar_t>(), x.size(0), x.size(1),
+                              g1.data_ptr<scalar_t>(), g2.data_ptr<scalar_t>(), nullptr,
+                              g1.size(0), d, logits.data_ptr<scalar_t>());
+      if (has_light) {
+        const at::Tensor v = light_in->contiguous(), u = light_out->contiguous();
+        at::Tensor c;
+        if (light_bias.has_value() && light_bias->defined()) c = light_bias->contiguous();
+        lowrank_small<scalar_t>(x.data_ptr<scalar_t>(), x.size(0), x.size(1),
+                                v.data_ptr<scalar_t>(), u.data_ptr<scalar_t>(),
+                                c.defined() ? c.data_ptr<scalar_t>() : nullptr, v.size(0), d,
+                                light.data_ptr<scalar_t>());
+      }
+    });
+  } else {
+    logits = at::linear(at::linear(x, gate_in), gate_out).contiguous();  // (B, d)
+    if (has_light) {
+      light = at::linear(at::linear(x, *light_in), *light_out, light_bias).contiguous();
+    }
+  }
+  const int64_t B = x.size(0);
+  at::Tensor out = at::empty({B, d}, x.options());
+  at::Tensor idx = at::empty({B, k}, x.options().dtype(at::kLong));
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "midl_sparse_eval", [&] {
+    run<scalar_t>(x, logits, light, W, b, k, act, out, idx);
+  });
+  return {out, logits, idx};
+}
+"""
+
+# Appended to SOURCE: the exact top-k mask, used by every CPU path (torch.topk is slow for
+# large k on CPU: ~5 us per row of 512 at k = 230, against well under 1 us here).
+SOURCE += r"""
+at::Tensor midl_topk_mask(const at::Tensor& scores_in, int64_t k) {
+  TORCH_CHECK(scores_in.dim() == 2, "scores must be (B, d)");
+  TORCH_CHECK(scores_in.device().is_cpu(), "midl_topk_mask runs on CPU tensors only");
+  const at::Tensor scores = scores_in.contiguous();
+  const int64_t B = scores.size(0), d = scores.size(1);
+  TORCH_CHECK(k >= 1 && k <= d, "k must satisfy 1 <= k <= ", d, ", got ", k);
+  at::Tensor mask = at::zeros({B, d}, scores.options());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, scores.scalar_type(),
+                                  "midl_topk_mask", [&] {
+    const scalar_t* zp = scores.data_ptr<scalar_t>();
+    scalar_t* mp = mask.data_ptr<scalar_t>();
+    const int64_t grain = std::max<int64_t>(1, (kParallelMacs / 4) / std::max<int64_t>(d, 1));
+    at::parallel_for(0, B, grain, [&](int64_t s0, int64_t s1) {
+      std::vector<typename KeyOf<scalar_t>::type> keys, cur;
+      std::vector<int64_t> idx(k);
+      for (int64_t s = s0; s < s1; ++s) {
+        select_topk<scalar_t>(zp + s * d, d, k, idx.data(), keys, cur);
+        for (int64_t t = 0; t < k; ++t) mp[s * d + idx[t]] = scalar_t(1);
+      }
+    });
+  });
+  return mask;
+}
+"""

@@ -1,0 +1,130 @@
+"""Build-on-first-use loader for the CPU sparse-eval kernel (source: :mod:`._cpu_source`).
+
+:func:`cpu_kernels` compiles the extension the first time it is called in a process (or
+loads the cached build: torch keeps it under ``$TORCH_EXTENSIONS_DIR``, default
+``~/.cache/torch_extensions``, and rebuilds only when the source or flags change) and returns
+the loaded module, or ``None`` when it cannot be built (no compiler, a failed build, or
+``MIDL_AUTOK_NO_EXTENSIONS=1``). A failure is logged once as a warning on the
+``midl_autok.kernels`` logger; callers then use their pure-PyTorch path.
+
+The build uses ``-O3`` and, on x86-64 with GCC/Clang, ``-march=native``; the module name
+carries a hash of the source and of this CPU's feature flags, so a home folder shared by
+machines with different CPUs keeps one build per CPU kind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import platform
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import ModuleType
+
+__all__ = ["cpu_kernels", "cpu_kernels_status", "no_build"]
+
+log = logging.getLogger("midl_autok.kernels")
+
+DISABLE_ENV = "MIDL_AUTOK_NO_EXTENSIONS"
+
+_lock = threading.Lock()
+_module: ModuleType | None = None
+_status = "not built"  # "not built" | "ready" | "disabled: ..." | "unavailable: ..."
+_local = threading.local()  # .no_build: depth of no_build() blocks in this thread
+
+
+def _cpu_flags() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith(("flags", "Features")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _build_flags() -> list[str]:
+    flags = ["-O3"]
+    if sys.platform == "win32":
+        return ["/O2", "/openmp"]
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        flags.append("-march=native")
+    if sys.platform != "darwin":  # Apple clang has no -fopenmp by default
+        flags.append("-fopenmp")
+    return flags
+
+
+def _build() -> ModuleType:
+    import torch.utils.cpp_extension as ext
+
+    from midl_autok.kernels._cpu_source import SOURCE
+
+    cflags = _build_flags()
+    key = hashlib.sha256("\n".join([SOURCE, *cflags, _cpu_flags()]).encode()).hexdigest()[:12]
+    ldflags = ["-fopenmp"] if "-fopenmp" in cflags else []
+    return ext.load_inline(
+        name=f"midl_autok_cpu_{key}",
+        cpp_sources=SOURCE,
+        functions=["midl_sparse_eval", "midl_topk_mask"],
+        extra_cflags=cflags,
+        extra_ldflags=ldflags,
+        with_pytorch_error_handling=False,
+        verbose=False,
+    )
+
+
+def cpu_kernels(*, build: bool = True) -> ModuleType | None:
+    """The compiled CPU kernels, building them on the first call; ``None`` if unavailable.
+
+    With ``build=False`` it only returns an already loaded module (never compiles).
+    """
+    global _module, _status
+    if _module is not None or _status != "not built" or not build:
+        return _module
+    if getattr(_local, "no_build", 0):
+        return None
+    with _lock:
+        if _module is not None or _status != "not built":
+            return _module
+        if os.environ.get(DISABLE_ENV, "").strip() not in ("", "0"):
+            _status = f"disabled: {DISABLE_ENV} is set"
+            log.info("MID-L CPU kernels %s; using the PyTorch paths", _status)
+            return None
+        start = time.perf_counter()
+        try:
+            _module = _build()
+        except Exception as exc:  # no compiler, failed build, missing headers, ...
+            reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+            _status = f"unavailable: {reason}"
+            log.warning(
+                "MID-L CPU kernels could not be built (%s); MID-L layers fall back to "
+                "PyTorch ops (same results, slower). Set %s=1 to skip the build.",
+                reason,
+                DISABLE_ENV,
+            )
+            return None
+        _status = "ready"
+        log.info("MID-L CPU kernels ready in %.1f s", time.perf_counter() - start)
+        return _module
+
+
+@contextmanager
+def no_build() -> Iterator[None]:
+    """Within this block (this thread), :func:`cpu_kernels` never starts a build: callers get
+    the kernels only if they are already loaded. The trainer evaluates inside it, so a small
+    last evaluation batch never stalls a trial on a compile."""
+    _local.no_build = getattr(_local, "no_build", 0) + 1
+    try:
+        yield
+    finally:
+        _local.no_build -= 1
+
+
+def cpu_kernels_status() -> str:
+    """``not built``, ``ready``, ``disabled: ...`` or ``unavailable: ...``."""
+    return _status

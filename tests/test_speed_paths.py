@@ -1,0 +1,195 @@
+"""The fast paths behind MID-L: compiled CPU kernels, their fallbacks, and the path rule.
+
+Speed itself is measured by ``experiments/bench_speed.py``, never here; these tests hold every
+fast path to the plain PyTorch result.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from midl_autok.kernels import cpu as cpu_mod
+from midl_autok.kernels import cpu_kernels, no_build
+from midl_autok.layers import MIDL, _kernel_pays, topk_mask
+
+
+@pytest.fixture(scope="module")
+def ops():
+    module = cpu_kernels()
+    if module is None:
+        pytest.skip(f"CPU kernels unavailable: {cpu_mod.cpu_kernels_status()}")
+    return module
+
+
+def torch_topk_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
+    idx = scores.topk(k, dim=-1).indices
+    return torch.zeros_like(scores).scatter_(-1, idx, 1.0)
+
+
+# --------------------------------------------------------------------------- top-k kernel
+
+
+@pytest.mark.parametrize(("batch", "d"), [(1, 7), (3, 64), (130, 512), (5, 1000)])
+@pytest.mark.parametrize("fraction", [0.01, 0.3, 0.5, 0.99, 1.0])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_topk_kernel_equals_torch_topk(
+    ops, batch: int, d: int, fraction: float, dtype: torch.dtype
+) -> None:
+    k = max(1, round(fraction * d))
+    scores = torch.randn(batch, d, dtype=dtype, generator=torch.Generator().manual_seed(d))
+    assert torch.equal(ops.midl_topk_mask(scores, k), torch_topk_mask(scores, k))
+
+
+def test_topk_kernel_selects_exactly_k_with_ties_and_nan(ops) -> None:
+    scores = torch.zeros(4, 10)
+    scores[1, 3] = float("nan")
+    scores[2, :5] = 1.0  # a tie across the k-th place
+    scores[3, 6] = -0.0
+    mask = ops.midl_topk_mask(scores, 4)
+    assert mask.sum(dim=1).tolist() == [4.0] * 4
+    assert mask[0].tolist() == [1.0] * 4 + [0.0] * 6  # ties break by lowest index
+    assert mask[2, :5].sum() == 4
+
+
+def test_topk_kernel_on_half_precision(ops) -> None:
+    scores = torch.randn(6, 40, generator=torch.Generator().manual_seed(0))
+    for dtype in (torch.bfloat16, torch.float16):
+        low = scores.to(dtype)
+        mask = ops.midl_topk_mask(low, 9)
+        assert mask.dtype == dtype
+        assert mask.sum(dim=1).tolist() == [9.0] * 6
+        assert torch.equal(mask, torch_topk_mask(low.float(), 9).to(dtype))
+
+
+def test_topk_kernel_rejects_bad_k(ops) -> None:
+    with pytest.raises(RuntimeError, match="1 <= k <= 5"):
+        ops.midl_topk_mask(torch.zeros(2, 5), 6)
+
+
+def test_topk_mask_uses_the_kernel_for_large_inputs(ops) -> None:
+    scores = torch.randn(64, 256, generator=torch.Generator().manual_seed(1))  # >= 8192 scores
+    assert torch.equal(topk_mask(scores, 100), torch_topk_mask(scores, 100))
+
+
+# --------------------------------------------------------------------------- training path
+
+
+@pytest.mark.parametrize("k", [37, 128])
+def test_training_gradients_with_the_compiled_topk(ops, k: int) -> None:
+    # B * d >= 8192: the mask comes from the compiled kernel; gradients as in DESIGN §2
+    torch.manual_seed(0)
+    layer = MIDL(48, 128, k, gate_rank=8, light_rank=8).train()
+    x = torch.randn(70, 48, generator=torch.Generator().manual_seed(2))
+    upstream = torch.randn(70, 128, generator=torch.Generator().manual_seed(3))
+    (layer(x) * upstream).sum().backward()
+    got = {n: p.grad.clone() for n, p in layer.named_parameters()}
+    assert layer.last_mask is not None
+    assert layer.last_mask.sum(dim=1).tolist() == [k] * 70
+
+    p = {n: t.detach().double().requires_grad_() for n, t in layer.named_parameters()}
+    xd = x.double()
+    logits = xd @ p["gate_in"].T @ p["gate_out"].T
+    g = torch.sigmoid(logits)
+    m = torch_topk_mask(logits.detach(), k)
+    m = m + g - g.detach()  # straight-through
+    a = m * g
+    f = xd @ p["weight"].T + p["bias"]
+    light = xd @ p["light_in"].T @ p["light_out"].T + p["light_bias"]
+    y = torch.relu(a * f + (1 - a) * light)
+    (y * upstream.double()).sum().backward()
+    for name, grad in got.items():
+        torch.testing.assert_close(grad, p[name].grad.float(), msg=name, rtol=1e-4, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- path rule
+
+
+def test_kernel_cost_rule() -> None:
+    assert _kernel_pays(1, 256, 1024, 1024)  # batch 1, k = d/4: the target case
+    assert _kernel_pays(16, 100, 1024, 1024)
+    assert not _kernel_pays(256, 512, 1024, 1024)  # large batch, half active: one GEMM wins
+    assert not _kernel_pays(256, 256, 1024, 1024)
+
+
+def test_auto_picks_the_kernel_at_batch_one_and_dense_at_large_batch(ops) -> None:
+    layer = MIDL(256, 256, 64).eval()
+    with torch.no_grad():
+        assert layer.eval_path(torch.zeros(1, 256)) == "kernel"
+        assert layer.eval_path(torch.zeros(512, 256)) == "dense"
+        layer.k = 128
+        assert layer.eval_path(torch.zeros(256, 256)) == "dense"
+    assert layer.eval_path(torch.zeros(1, 256)) == "gather"  # grad mode on: no kernel
+
+
+# --------------------------------------------------------------------------- build and fallback
+
+
+@pytest.fixture
+def fresh_loader(monkeypatch: pytest.MonkeyPatch):
+    """The loader as in a new process (nothing built yet); restored afterwards."""
+    monkeypatch.setattr(cpu_mod, "_module", None)
+    monkeypatch.setattr(cpu_mod, "_status", "not built")
+    return cpu_mod
+
+
+def test_failed_build_is_logged_once_and_layers_fall_back(
+    fresh_loader, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls = []
+
+    def broken_build():
+        calls.append(1)
+        raise OSError("no C++ compiler found")
+
+    monkeypatch.setattr(fresh_loader, "_build", broken_build)
+    with caplog.at_level(logging.WARNING, logger="midl_autok.kernels"):
+        assert cpu_kernels() is None
+        assert cpu_kernels() is None
+    assert len(calls) == 1
+    assert fresh_loader.cpu_kernels_status() == "unavailable: no C++ compiler found"
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+    assert "no C++ compiler found" in caplog.text
+
+    torch.manual_seed(0)
+    layer = MIDL(64, 96, 10).eval()
+    x = torch.randn(2, 64)
+    with torch.no_grad():
+        assert layer.eval_path(x) == "gather"  # auto without kernels
+        got = layer(x)
+        layer.sparse_eval = "never"
+        torch.testing.assert_close(got, layer(x))
+
+
+def test_environment_variable_disables_the_build(
+    fresh_loader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(cpu_mod.DISABLE_ENV, "1")
+    monkeypatch.setattr(fresh_loader, "_build", lambda: pytest.fail("must not build"))
+    assert cpu_kernels() is None
+    assert fresh_loader.cpu_kernels_status().startswith("disabled")
+
+
+def test_no_build_block_never_compiles(fresh_loader, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fresh_loader, "_build", lambda: pytest.fail("must not build"))
+    with no_build():
+        assert cpu_kernels() is None
+        layer = MIDL(32, 64, 4).eval()
+        with torch.no_grad():
+            assert layer.eval_path(torch.zeros(1, 32)) == "gather"
+    assert fresh_loader.cpu_kernels_status() == "not built"  # a later call may still build
+
+
+def test_import_and_small_layers_do_not_build() -> None:
+    code = (
+        "import torch; from midl_autok.layers import MIDL; "
+        "from midl_autok.kernels import cpu_kernels_status; "
+        "layer = MIDL(8, 16, 4); layer(torch.randn(3, 8)).sum().backward(); "
+        "print(cpu_kernels_status())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "not built"
