@@ -40,7 +40,32 @@ _EXPORTS = {
     "DataError": "midl_autok.errors",
 }
 
-__all__ = ["__version__", *sorted(_EXPORTS)]
+__all__ = [
+    "MIDL",
+    "CostModel",
+    "DataError",
+    "Dataset",
+    "DivergedError",
+    "ExperimentSpec",
+    "KSchedule",
+    "LayerSpec",
+    "MIDLNet",
+    "ScheduleError",
+    "SpecError",
+    "TrainConfig",
+    "TrainHooks",
+    "TrainResult",
+    "TrainSession",
+    "UserError",
+    "__version__",
+    "build_model",
+    "cost_model",
+    "k_from_fraction",
+    "load_dataset",
+    "load_spec",
+    "run_experiment",
+    "train",
+]
 
 if TYPE_CHECKING:
     from midl_autok.data import Dataset, load_dataset
@@ -59,6 +84,18 @@ if TYPE_CHECKING:
         run_experiment,
         train,
     )
+
+
+def _register_envs() -> None:
+    """Register ``midl_autok/TopKSchedule-v0`` with Gymnasium (by entry point: no torch)."""
+    try:
+        from midl_autok.env_registration import register_envs
+    except ImportError:  # gymnasium missing: the RL parts are unavailable, the rest works
+        return
+    register_envs()
+
+
+_register_envs()
 
 
 def __getattr__(name: str) -> Any:

@@ -26,3 +26,14 @@ def test_public_names_resolve() -> None:
     for name in midl_autok.__all__:
         assert getattr(midl_autok, name) is not None, name
     assert midl_autok.MIDL.__module__ == "midl_autok.layers"
+
+
+def test_import_registers_the_gymnasium_env() -> None:
+    code = (
+        "import midl_autok, gymnasium; "
+        "print(gymnasium.spec('midl_autok/TopKSchedule-v0').entry_point)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == "midl_autok.env:TopKScheduleEnv"
