@@ -19,7 +19,9 @@ Execution paths (all compute the same function; tests hold each to the masked de
 - **training** (grad enabled): masked dense; the mask, the gate product and the mix are one
   autograd function (``_GateMix``: forward ``a ⊙ f + (1 - a) ⊙ l`` with ``a = m ⊙ g``,
   backward with the straight-through gradient ``d a / d g = m + g``), so few ``(B, d)``
-  temporaries are made; at ``k = d`` no top-k runs at all.
+  temporaries are made; at ``k = d`` no top-k runs at all. On CPU, for ``B * d >= 8192``
+  and a ReLU/identity activation, sigmoid, mix and activation run as one compiled pass each
+  way (``_FusedMixCPU``).
 - **eval** (no grad), chosen per call by :meth:`MIDL.eval_path`:
   ``"dense"`` masked dense (best at large batch: one GEMM), ``"gather"`` pure-PyTorch
   sparse (computes only rows some sample selected; any device; what ``FlopCounterMode``
@@ -176,6 +178,34 @@ class _GateMix(torch.autograd.Function):
             grad_light = grad - grad_f
         grad_g = grad_a.mul_(g + 1.0 if m is None else m + g)  # straight-through: m + g
         return grad_g, None, grad_f, grad_light
+
+
+class _FusedMixCPU(torch.autograd.Function):
+    """:class:`_GateMix` plus the activation (identity or ReLU) as one compiled pass each way
+    (CPU): forward writes ``y`` and ``g``, backward writes the gradients of the logits (through
+    the sigmoid and the straight-through mask), of ``f`` and of ``l``."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        logits: torch.Tensor,
+        m: torch.Tensor | None,
+        f: torch.Tensor,
+        light: torch.Tensor | None,
+        act: int,
+        ops: Any,
+    ) -> torch.Tensor:
+        y, g = ops.midl_mix_forward(logits, m, f, light, act)  # (B, d), (B, d)
+        ctx.save_for_backward(y, g, m, f, light)
+        ctx.act, ctx.ops = act, ops
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
+        y, g, m, f, light = ctx.saved_tensors
+        d_logits, d_f, d_light = ctx.ops.midl_mix_backward(grad, y, g, m, f, light, ctx.act)
+        return d_logits, None, d_f, d_light, None, None
 
 
 def _mix(a: torch.Tensor, f: torch.Tensor, light: torch.Tensor | None) -> torch.Tensor:
@@ -391,16 +421,35 @@ class MIDL(nn.Module):
     def _dense_forward(self, x: torch.Tensor, k: int) -> torch.Tensor:
         """Masked dense: every row of W, then the mask (the training path)."""
         logits = self.gate_logits(x)  # (B, d)
-        g = torch.sigmoid(logits)
         f = F.linear(x, self.weight, self.bias)  # (B, d) every row
         light = self.light(x)
         m = None if k >= self.out_features else topk_mask(logits.detach(), k)  # (B, d)
+        if torch.is_grad_enabled():
+            code = _act_code(self.act)
+            ops = self._fused_ops(logits, f) if code in (0, 1) else None
+            if ops is not None:  # CPU: mix, activation and their backward compiled
+                self._record(logits, mask=m)
+                return _FusedMixCPU.apply(logits, m, f, light, code, ops)
+        g = torch.sigmoid(logits)
         if torch.is_grad_enabled():
             mixed = _GateMix.apply(g, m, f, light)
         else:
             mixed = _mix(g if m is None else m * g, f, light)
         self._record(logits, mask=m)
         return self.act(mixed)
+
+    @staticmethod
+    def _fused_ops(logits: torch.Tensor, f: torch.Tensor) -> Any:
+        """Compiled kernels for the training mix: CPU, float32/64, and large enough that one
+        call beats a dozen elementwise ops (the rule depends on sizes only, so a run's numbers
+        do not depend on what else the process did)."""
+        if (
+            logits.numel() < _CPP_TOPK_MIN
+            or logits.dtype not in (torch.float32, torch.float64)
+            or f.dtype != logits.dtype
+        ):
+            return None
+        return _cpu_ops(logits)
 
     def _gather_forward(self, x: torch.Tensor, k: int) -> torch.Tensor:
         """Pure-PyTorch sparse path: the full path only for rows some sample selected."""

@@ -80,10 +80,15 @@ def test_topk_mask_uses_the_kernel_for_large_inputs(ops) -> None:
 
 
 @pytest.mark.parametrize("k", [37, 128])
-def test_training_gradients_with_the_compiled_topk(ops, k: int) -> None:
-    # B * d >= 8192: the mask comes from the compiled kernel; gradients as in DESIGN §2
+@pytest.mark.parametrize("light_rank", [0, 8])
+@pytest.mark.parametrize("activation", ["relu", "identity", "tanh"])
+def test_training_gradients_with_the_compiled_kernels(
+    ops, k: int, light_rank: int, activation: str
+) -> None:
+    # B * d >= 8192: compiled top-k, and (relu/identity) the compiled mix forward/backward;
+    # gradients as in DESIGN §2
     torch.manual_seed(0)
-    layer = MIDL(48, 128, k, gate_rank=8, light_rank=8).train()
+    layer = MIDL(48, 128, k, gate_rank=8, light_rank=light_rank, activation=activation).train()
     x = torch.randn(70, 48, generator=torch.Generator().manual_seed(2))
     upstream = torch.randn(70, 128, generator=torch.Generator().manual_seed(3))
     (layer(x) * upstream).sum().backward()
@@ -99,8 +104,11 @@ def test_training_gradients_with_the_compiled_topk(ops, k: int) -> None:
     m = m + g - g.detach()  # straight-through
     a = m * g
     f = xd @ p["weight"].T + p["bias"]
-    light = xd @ p["light_in"].T @ p["light_out"].T + p["light_bias"]
-    y = torch.relu(a * f + (1 - a) * light)
+    if light_rank:
+        light = xd @ p["light_in"].T @ p["light_out"].T + p["light_bias"]
+        y = layer.act(a * f + (1 - a) * light)
+    else:
+        y = layer.act(a * f)
     (y * upstream.double()).sum().backward()
     for name, grad in got.items():
         torch.testing.assert_close(grad, p[name].grad.float(), msg=name, rtol=1e-4, atol=1e-5)

@@ -415,3 +415,113 @@ at::Tensor midl_topk_mask(const at::Tensor& scores_in, int64_t k) {
   return mask;
 }
 """
+
+# Appended to SOURCE: the training step's elementwise work, fused into one pass each way.
+# Forward:  g = sigmoid(logits), a = m g, y = act(a f + (1 - a) l)          (act: identity|relu)
+# Backward: p = dy act'(y), df = p a, dl = p - df, da = p (f - l),
+#           dlogits = da (m + g) g (1 - g)       (straight-through: d a / d g = m + g)
+SOURCE += r"""
+namespace {
+// One pass each way; the cases are template parameters so that every loop body is
+// branch-free and vectorizes (the sigmoid itself is ATen's vectorized one).
+template <typename T, bool kMask, bool kLight, bool kRelu>
+void mix_forward_loop(const T* __restrict gp, const T* __restrict mp, const T* __restrict fp,
+                      const T* __restrict lp, T* __restrict yp, int64_t n) {
+  at::parallel_for(0, n, kParallelMacs, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const T a = kMask ? mp[i] * gp[i] : gp[i];
+      T v = a * fp[i];
+      if (kLight) v += (T(1) - a) * lp[i];
+      yp[i] = kRelu ? (v > T(0) ? v : T(0)) : v;
+    }
+  });
+}
+
+template <typename T, bool kMask, bool kLight, bool kRelu>
+void mix_backward_loop(const T* __restrict dyp, const T* __restrict yp,
+                       const T* __restrict gp, const T* __restrict mp,
+                       const T* __restrict fp, const T* __restrict lp, T* __restrict dzp,
+                       T* __restrict dfp, T* __restrict dlp, int64_t n) {
+  at::parallel_for(0, n, kParallelMacs, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const T dy = dyp[i];  // loaded unconditionally: a conditional load blocks vectorizing
+      const T p = kRelu ? (yp[i] > T(0) ? dy : T(0)) : dy;
+      const T gi = gp[i];
+      const T mi = kMask ? mp[i] : T(1);
+      const T a = mi * gi;
+      const T dfi = p * a;
+      dfp[i] = dfi;
+      if (kLight) dlp[i] = p - dfi;
+      const T da = kLight ? p * (fp[i] - lp[i]) : p * fp[i];
+      dzp[i] = da * (mi + gi) * gi * (T(1) - gi);
+    }
+  });
+}
+
+template <typename F>
+void dispatch_cases(bool mask, bool light, bool relu, F&& body) {
+  if (mask) {
+    if (light) { relu ? body(std::true_type{}, std::true_type{}, std::true_type{})
+                      : body(std::true_type{}, std::true_type{}, std::false_type{}); }
+    else { relu ? body(std::true_type{}, std::false_type{}, std::true_type{})
+                : body(std::true_type{}, std::false_type{}, std::false_type{}); }
+  } else {
+    if (light) { relu ? body(std::false_type{}, std::true_type{}, std::true_type{})
+                      : body(std::false_type{}, std::true_type{}, std::false_type{}); }
+    else { relu ? body(std::false_type{}, std::false_type{}, std::true_type{})
+                : body(std::false_type{}, std::false_type{}, std::false_type{}); }
+  }
+}
+}  // namespace
+
+std::vector<at::Tensor> midl_mix_forward(const at::Tensor& logits,
+                                         const c10::optional<at::Tensor>& mask,
+                                         const at::Tensor& f_in,
+                                         const c10::optional<at::Tensor>& light, int64_t act) {
+  TORCH_CHECK(act == 0 || act == 1, "midl_mix_forward: act must be 0 (identity) or 1 (relu)");
+  const at::Tensor f = f_in.contiguous();
+  const at::Tensor g = at::sigmoid(logits).contiguous();
+  at::Tensor m, l;
+  if (mask.has_value() && mask->defined()) m = mask->contiguous();
+  if (light.has_value() && light->defined()) l = light->contiguous();
+  at::Tensor y = at::empty_like(f);
+  const int64_t n = f.numel();
+  AT_DISPATCH_FLOATING_TYPES(f.scalar_type(), "midl_mix_forward", [&] {
+    const scalar_t* mp = m.defined() ? m.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* lp = l.defined() ? l.data_ptr<scalar_t>() : nullptr;
+    dispatch_cases(m.defined(), l.defined(), act == 1, [&](auto M, auto L, auto R) {
+      mix_forward_loop<scalar_t, decltype(M)::value, decltype(L)::value, decltype(R)::value>(
+          g.data_ptr<scalar_t>(), mp, f.data_ptr<scalar_t>(), lp, y.data_ptr<scalar_t>(), n);
+    });
+  });
+  return {y, g};
+}
+
+std::vector<at::Tensor> midl_mix_backward(const at::Tensor& grad_in, const at::Tensor& y_in,
+                                          const at::Tensor& g_in,
+                                          const c10::optional<at::Tensor>& mask,
+                                          const at::Tensor& f_in,
+                                          const c10::optional<at::Tensor>& light, int64_t act) {
+  const at::Tensor grad = grad_in.contiguous(), y = y_in.contiguous(), g = g_in.contiguous();
+  const at::Tensor f = f_in.contiguous();
+  at::Tensor m, l, dl;
+  if (mask.has_value() && mask->defined()) m = mask->contiguous();
+  if (light.has_value() && light->defined()) {
+    l = light->contiguous();
+    dl = at::empty_like(f);
+  }
+  at::Tensor dz = at::empty_like(f), df = at::empty_like(f);
+  const int64_t n = f.numel();
+  AT_DISPATCH_FLOATING_TYPES(f.scalar_type(), "midl_mix_backward", [&] {
+    const scalar_t* mp = m.defined() ? m.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* lp = l.defined() ? l.data_ptr<scalar_t>() : nullptr;
+    scalar_t* dlp = dl.defined() ? dl.data_ptr<scalar_t>() : nullptr;
+    dispatch_cases(m.defined(), l.defined(), act == 1, [&](auto M, auto L, auto R) {
+      mix_backward_loop<scalar_t, decltype(M)::value, decltype(L)::value, decltype(R)::value>(
+          grad.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), g.data_ptr<scalar_t>(), mp,
+          f.data_ptr<scalar_t>(), lp, dz.data_ptr<scalar_t>(), df.data_ptr<scalar_t>(), dlp, n);
+    });
+  });
+  return {dz, df, dl};
+}
+"""
