@@ -35,6 +35,8 @@ from midl_autok import metrics as M
 from midl_autok.data import Dataset, load_dataset
 from midl_autok.errors import ScheduleError, SpecError, UserError
 from midl_autok.flops import CostModel, cost_model
+from midl_autok.kernels import cpu_kernels, no_build
+from midl_autok.layers import _CPP_TOPK_MIN
 from midl_autok.models import MIDLNet, build_model
 from midl_autok.schedule import KSchedule, LayerSpec
 
@@ -175,13 +177,25 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 def _make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer, fused (one kernel per parameter instead of ~8 passes each) where this
+    torch supports it for the parameters' device and dtype; else the default implementation.
+    A MID-L layer has 7 parameters where ``nn.Linear`` has 2, so this matters for trials."""
     params = [p for p in model.parameters() if p.requires_grad]
+    options: dict[str, Any] = {"lr": config.lr, "weight_decay": config.weight_decay}
+    cls: type[torch.optim.Optimizer]
     if config.optimizer == "sgd":
-        return torch.optim.SGD(
-            params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-        )
-    cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
-    return cls(params, lr=config.lr, weight_decay=config.weight_decay)
+        cls, options["momentum"] = torch.optim.SGD, config.momentum
+    else:
+        cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    if params and all(p.dtype in _FUSED_DTYPES for p in params):
+        try:
+            return cls(params, fused=True, **options)
+        except (RuntimeError, TypeError, ValueError):  # older torch, unsupported device
+            pass
+    return cls(params, **options)
+
+
+_FUSED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
 def _layer_specs(model: nn.Module) -> tuple[LayerSpec, ...]:
@@ -200,6 +214,7 @@ class TrainSession:
         self.data = data.to(self.device)
         self.layers = _layer_specs(model)
         self.costs: CostModel = _trace_costs(self.model, self.data.x_train[:1])
+        _prepare_kernels(self.model, self.device, config.batch_size)
         self.optimizer = _make_optimizer(self.model, config)
         self.amp_dtype: torch.dtype | None = None
         if self.device.type == "cuda" and config.amp:
@@ -249,16 +264,22 @@ class TrainSession:
         start = time.perf_counter()
         n = data.x_train.shape[0]
         order = torch.randperm(n, generator=self.generator).to(self.device)
-        check_each_step = self.device.type == "cpu"  # .item() is free on CPU, a sync on GPU
-        total = torch.zeros((), device=self.device)
-        seen = 0
+        # One gather per epoch; every step then reads a contiguous slice (a view).
+        x_epoch, y_epoch = data.x_train[order], data.y_train[order]  # (N, ...), (N,)
+        on_cpu = self.device.type == "cpu"  # .item() is free on CPU, a sync on GPU
+        total_cpu = 0.0  # CPU: summed from the per-step check's value
+        total = torch.zeros((), device=self.device)  # GPU: summed on the device, read once
         for i in range(0, n, cfg.batch_size):
-            idx = order[i : i + cfg.batch_size]
-            xb, yb = data.x_train[idx], data.y_train[idx]  # (B, ...), (B,)
+            xb, yb = x_epoch[i : i + cfg.batch_size], y_epoch[i : i + cfg.batch_size]
             with self._autocast():
                 loss = F.cross_entropy(model(xb), yb)
-            if check_each_step and not math.isfinite(loss.item()):
-                self._diverged(epoch, float(loss.item()))
+            if on_cpu:
+                value = loss.item()
+                if not math.isfinite(value):
+                    self._diverged(epoch, value)  # stops at the first NaN/inf step
+                total_cpu += value * yb.shape[0]
+            else:
+                total += loss.detach() * yb.shape[0]
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             if cfg.grad_clip is not None:
@@ -266,9 +287,8 @@ class TrainSession:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             self.scaler.step(self.optimizer)
             self.scaler.update()
-            total += loss.detach() * idx.shape[0]
-            seen += idx.shape[0]
-        train_loss = float(total.item()) / seen
+        seen = n
+        train_loss = (total_cpu if on_cpu else float(total.item())) / seen
         if not math.isfinite(train_loss):
             self._diverged(epoch, train_loss)
         if self.device.type == "cuda":
@@ -307,6 +327,10 @@ class TrainSession:
     @torch.inference_mode()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
         """Mean cross-entropy and accuracy of the model (eval mode) on ``x``, ``y``."""
+        with no_build():  # a small last batch must not stall the trial on a kernel build
+            return self._evaluate(x, y)
+
+    def _evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
         model = self.model
         was_training = model.training
         model.eval()
@@ -407,10 +431,21 @@ def _trace_costs(model: nn.Module, example: torch.Tensor) -> CostModel:
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), no_build():
             return cost_model(model, example)
     finally:
         model.train(was_training)
+
+
+def _prepare_kernels(model: nn.Module, device: torch.device, batch_size: int) -> None:
+    """Build (or load) the compiled CPU kernels before the first timed epoch when training will
+    use them (the top-k of a MID-L layer with ``batch * width`` large enough), so a first
+    build never lands inside ``epoch_time_s``. Without a compiler this logs once and the
+    layers use PyTorch ops."""
+    if device.type != "cpu" or not isinstance(model, MIDLNet):
+        return
+    if any(batch_size * layer.out_features >= _CPP_TOPK_MIN for _, layer in model.midl_layers()):
+        cpu_kernels()
 
 
 def train(
