@@ -198,6 +198,22 @@ def test_picks_and_exported_schedule_replays(searched: tuple[Store, SearchSummar
     assert replay.metrics[M.INFERENCE_FLOPS] == knee.user_attrs[M.INFERENCE_FLOPS]
 
 
+def test_same_seed_same_search(tmp_path: Path) -> None:
+    """One --seed seeds split, init and sampler: a second store gets the very same trials."""
+    spec = tiny_spec(trials=3, options={"n_startup_trials": 1})
+    a = load_study_record(*_searched_again(spec, tmp_path / "a"))
+    b = load_study_record(*_searched_again(spec, tmp_path / "b"))
+    assert [t.params for t in a.trials] == [t.params for t in b.trials]
+    assert [t.values for t in a.trials] == [t.values for t in b.trials]
+    c = load_study_record(*_searched_again(tiny_spec(trials=3, seed=2), tmp_path / "c"))
+    assert [t.params for t in c.trials] != [t.params for t in a.trials]
+
+
+def _searched_again(spec: Any, root: Path) -> tuple[Store, str]:
+    store = fresh_store(root)
+    return store, run_search(spec, store=store, device="cpu").study
+
+
 # --------------------------------------------------------------------------- resume
 
 
