@@ -191,9 +191,18 @@ class Tracker:
             self.client.set_tag(run_id, "fail_reason", _tag(reason))
         self.client.set_terminated(run_id, status)
 
-    def end_orphaned_runs(self, host: str, alive: Callable[[int], bool]) -> int:
+    def end_orphaned_runs(
+        self,
+        host: str,
+        alive: Callable[[int], bool],
+        *,
+        keep: Iterable[str] = (),
+        reason: str | None = None,
+    ) -> int:
         """End as KILLED the RUNNING runs of this experiment started on ``host`` by a process
-        that no longer exists (tags ``host`` and ``pid``; e.g. a search killed with SIGKILL)."""
+        that no longer exists (tags ``host`` and ``pid``; e.g. a search killed with SIGKILL),
+        except the runs in ``keep``."""
+        kept = set(keep)
         quoted = host.replace("'", "\\'")
         found = self.client.search_runs(
             [self.experiment_id],
@@ -203,10 +212,11 @@ class Tracker:
         ended = 0
         for run in found:
             pid = run.data.tags.get("pid", "")
-            if pid.isdigit() and not alive(int(pid)):
-                reason = f"interrupted: process {pid} ended before the run finished"
-                self.end_run(run.info.run_id, KILLED, reason=reason)
-                ended += 1
+            if run.info.run_id in kept or not pid.isdigit() or alive(int(pid)):
+                continue
+            why = reason or f"interrupted: process {pid} ended before the run finished"
+            self.end_run(run.info.run_id, KILLED, reason=why)
+            ended += 1
         return ended
 
     def run_status(self, run_id: str) -> str | None:

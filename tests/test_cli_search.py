@@ -119,7 +119,12 @@ def test_killed_search_resumes_without_losing_or_duplicating(searched: tuple[Pat
         if t.state.name == "FAIL":
             assert t.user_attrs["fail_reason"].startswith("interrupted: process")
     parents, children = runs(store, study)
-    assert len(children) == len(record.trials)
+    # one child run per trial that reached training (SIGKILL may land between the two)
+    with_run = [
+        t.user_attrs["mlflow_run_id"] for t in record.trials if "mlflow_run_id" in t.user_attrs
+    ]
+    assert len(with_run) >= 5
+    assert sorted(c.info.run_id for c in children) == sorted(with_run)
     assert sorted(p.info.status for p in parents) == ["FINISHED", "KILLED"]  # none left RUNNING
     assert all(c.info.status in ("FINISHED", "KILLED") for c in children)
 

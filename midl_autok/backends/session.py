@@ -28,6 +28,7 @@ Study user attrs: ``spec`` (the full experiment spec), ``experiment``, ``agent``
 from __future__ import annotations
 
 import contextlib
+import datetime
 import hashlib
 import json
 import math
@@ -232,6 +233,7 @@ class SearchSession:
         self.flops_budget: float | None = attrs.get("flops_budget")
         self.host, self.pid = socket.gethostname(), os.getpid()
         self.started = time.perf_counter()
+        self.opened = datetime.datetime.now()  # Optuna's datetime_start is naive local time
         self.new_trials = 0
         self.failed = 0
         self.train_s = 0.0
@@ -553,9 +555,33 @@ class SearchSession:
             self.close(FINISHED)
             return
         interrupted = issubclass(exc_type, (KeyboardInterrupt, SystemExit))
+        with contextlib.suppress(Exception):  # no RUNNING leftovers, whatever was interrupted
+            self._fail_own_running(
+                "interrupted: the search was stopped" if interrupted else f"search failed: {exc}"
+            )
         with contextlib.suppress(Exception):  # keep the Pareto files of the trials done
             self.write_pareto()
         self.close(KILLED if interrupted else FAILED)
+
+    def _fail_own_running(self, reason: str) -> None:
+        """Fail the trials this session left RUNNING (an interruption can land anywhere, even
+        inside ``ask`` before the trial got its pid) and end its child runs still RUNNING."""
+        from optuna.trial import TrialState
+
+        for t in self.storage.get_all_trials(
+            self.study_id, deepcopy=False, states=(TrialState.RUNNING,)
+        ):
+            pid = t.user_attrs.get("pid")
+            mine = pid == self.pid and t.user_attrs.get("host") == self.host
+            fresh = pid is None and t.datetime_start is not None and t.datetime_start >= self.opened
+            if not (mine or fresh):
+                continue
+            trial_id = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, t.number)
+            self.storage.set_trial_user_attr(trial_id, ATTR_FAIL_REASON, reason)
+            self.study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+        self.tracker.end_orphaned_runs(
+            self.host, lambda pid: pid != self.pid, keep=[self.parent_run_id], reason=reason
+        )
 
 
 def _bad_number(value: Any) -> bool:
