@@ -1,11 +1,11 @@
-"""Search agents by name: ``--agent tpe|nsga2|gp|qmc|random|fixed-k`` (+ plug-ins).
+"""Search agents by name: ``--agent tpe|nsga2|gp|qmc|random|fixed-k|ppo|sac|a2c`` (+ plug-ins).
 
 Agents are looked up lazily: naming one imports only its module (``--agent ppo`` is the only
-thing that would import Stable-Baselines3). An unknown name raises a
+thing that imports Stable-Baselines3). An unknown name raises a
 :class:`~midl_autok.errors.SpecError` with a "did you mean"::
 
     agent = make_agent("tpe", seed=0)                  # a SamplerAgent
-    register_agent("ppo", "midl_autok.agents.rl:PPOAgent")
+    register_agent("my-agent", "my_package.agents:MyAgent")
 
 Adding an agent = one module with an :class:`Agent` subclass + one entry in :data:`AGENTS`;
 the shared agent contract tests then cover it.
@@ -39,6 +39,9 @@ AGENTS: dict[str, str] = {
     "qmc": "midl_autok.agents.optuna_agent:QMCAgent",
     "random": "midl_autok.agents.baselines:RandomAgent",
     "fixed-k": "midl_autok.agents.baselines:FixedKAgent",
+    "ppo": "midl_autok.agents.rl:PPOAgent",
+    "sac": "midl_autok.agents.rl:SACAgent",
+    "a2c": "midl_autok.agents.rl:A2CAgent",
 }
 
 

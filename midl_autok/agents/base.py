@@ -17,7 +17,7 @@ take); each agent lists the ones it accepts with their defaults in :attr:`Agent.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from midl_autok.errors import SpecError, unknown_name
@@ -128,6 +128,25 @@ class ExternalAgent(Agent):
 
     def run(self, session: SearchSession, *, target: int) -> None:
         raise NotImplementedError
+
+    def run_with(
+        self,
+        session: SearchSession,
+        *,
+        target: int,
+        callbacks: Sequence[Any] = (),
+        train_hooks: Callable[[Any], Sequence[Any]] | None = None,
+    ) -> None:
+        """What a backend calls: :meth:`run`, after the callbacks' ``on_start``.
+
+        An agent that reports progress per trial and applies ``train_hooks`` (a factory of
+        trainer hooks per :class:`~midl_autok.backends.evaluate.TrialRequest`; tests inject
+        failures that way) overrides this instead: it calls each callback's ``on_start`` once
+        with the size of its plan and ``on_trial_end`` after every record.
+        """
+        for cb in callbacks:
+            cb.on_start(session, target=target, done=session.counted_trials())
+        self.run(session, target=target)
 
 
 def _coerce(agent: str, key: str, value: Any, default: Any) -> Any:

@@ -63,11 +63,11 @@ def run_local(
 ) -> str | None:
     """Evaluate trials until the study counts ``target``; return why it stopped early, if so."""
     agent = session.agent
+    if isinstance(agent, ExternalAgent):  # its own loop; it calls the callbacks
+        agent.run_with(session, target=target, callbacks=callbacks, train_hooks=train_hooks)
+        return None
     for cb in callbacks:
         cb.on_start(session, target=target, done=session.counted_trials())
-    if isinstance(agent, ExternalAgent):
-        agent.run(session, target=target)
-        return None
     if not isinstance(agent, SamplerAgent):
         raise TypeError(f"agent {agent.name!r} is neither a SamplerAgent nor an ExternalAgent")
     start = time.perf_counter()

@@ -431,6 +431,7 @@ class SearchSession:
         params: Mapping[str, float] | None = None,
         fail_reason: str | None = None,
         train_s: float = 0.0,
+        user_attrs: Mapping[str, str | int | float | bool | None] | None = None,
     ) -> FrozenTrial:
         """Record a schedule an agent evaluated itself: one Optuna trial + one MLflow child run.
 
@@ -439,7 +440,8 @@ class SearchSession:
         ``history`` the per-epoch rows. ``params`` are the trial's parameters in this session's
         search space; by default the space's encoding of the schedule when it has one (the
         ``free`` space encodes any schedule), else none. ``fail_reason`` (or a non-finite
-        metric) records a failed evaluation.
+        metric) records a failed evaluation. ``user_attrs`` (plain values, e.g. an RL agent's
+        ``phase`` and ``lam``) go on the trial and, as tags, on the child run.
         """
         import optuna
         from optuna.trial import TrialState, create_trial
@@ -457,7 +459,12 @@ class SearchSession:
             state=TrialState.RUNNING,
             params=dict(params),
             distributions={k: dists[k] for k in params},
-            user_attrs={"host": self.host, "pid": self.pid, "origin": self.agent.name},
+            user_attrs={
+                **(user_attrs or {}),
+                "host": self.host,
+                "pid": self.pid,
+                "origin": self.agent.name,
+            },
         )
         started = time.perf_counter()
         trial_id = self.storage.create_new_trial(self.study_id, template_trial=template)
@@ -470,6 +477,7 @@ class SearchSession:
                 f"trial-{number}",
                 parent_run_id=self.parent_run_id,
                 tags={
+                    **(user_attrs or {}),
                     "trial": number,
                     "host": self.host,
                     "pid": self.pid,
