@@ -44,6 +44,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from midl_autok.kernels.cpu import cpu_kernels  # light: builds nothing until first called
+
 __all__ = ["ACTIVATIONS", "EVAL_PATHS", "MIDL", "make_activation", "topk_mask"]
 
 SparseMode = Literal["auto", "always", "never", "gather", "kernel"]
@@ -72,13 +74,11 @@ def _kernel_pays(batch: int, k: int, d: int, d_in: int) -> bool:
     measured by ``experiments/bench_speed.py`` (CPU, float32, 1-2 threads).
     """
     fraction = k / d
-    if batch <= 4:
-        return fraction <= 0.75
     if batch <= 32:
-        return fraction <= 0.4
+        return fraction <= 0.75
     if batch <= 128:
-        return fraction <= 0.25
-    return fraction <= 0.12
+        return fraction <= 0.45
+    return fraction <= 0.35
 
 
 def make_activation(activation: str | nn.Module | None) -> nn.Module:
@@ -96,11 +96,7 @@ def make_activation(activation: str | nn.Module | None) -> nn.Module:
 
 def _cpu_ops(x: torch.Tensor) -> Any:
     """The compiled CPU kernels for ``x`` (building them on first use), or ``None``."""
-    if x.device.type != "cpu":
-        return None
-    from midl_autok.kernels.cpu import cpu_kernels
-
-    return cpu_kernels()
+    return cpu_kernels() if x.device.type == "cpu" else None
 
 
 def topk_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -288,6 +284,7 @@ class MIDL(nn.Module):
         # ``last_mask`` / ``last_gate`` are derived from it on first access.
         self._last: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None] | None = None
         self._last_views: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._act_cache: tuple[nn.Module, int | None] | None = None  # (act, kernel code)
         self.reset_parameters()
 
     # -- parameters -------------------------------------------------------------------------
@@ -375,17 +372,19 @@ class MIDL(nn.Module):
         return F.linear(F.linear(x, self.light_in), self.light_out, self.light_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.dim() == 2
         lead = x.shape[:-1]
-        x = x.reshape(-1, self.in_features)  # (B, d_in)
-        k = self.effective_k
-        path = self.eval_path(x, k) if not self.training else "dense"
+        if not flat:
+            x = x.reshape(-1, self.in_features)  # (B, d_in)
+        k = self.out_features if self._k is None else self._k
+        path = "dense" if self.training else self.eval_path(x, k)
         if path == "kernel":
             y = self._kernel_forward(x, k)
         elif path == "gather":
             y = self._gather_forward(x, k)
         else:
             y = self._dense_forward(x, k)
-        return y if len(lead) == 1 else y.reshape(*lead, self.out_features)
+        return y if flat else y.reshape(*lead, self.out_features)
 
     def eval_path(self, x: torch.Tensor, k: int | None = None) -> EvalPath:
         """The path an ``eval()`` forward takes for the (B, d_in) input ``x`` at ``k``.
@@ -474,8 +473,14 @@ class MIDL(nn.Module):
     def _kernel_forward(self, x: torch.Tensor, k: int) -> torch.Tensor:
         """The compiled CPU kernel: one call for gate, selection, rows, light, mix, act."""
         p = self._parameters
-        code = _act_code(self.act)
-        y, logits, idx = _cpu_ops(x).midl_sparse_eval(
+        act: Any = self._modules["act"]
+        cached = self._act_cache
+        if cached is None or cached[0] is not act:
+            cached = (act, _act_code(act))
+            self._act_cache = cached
+        code = cached[1]
+        ops: Any = cpu_kernels()
+        y, logits, idx = ops.midl_sparse_eval(
             x,
             p["gate_in"],
             p["gate_out"],
@@ -489,7 +494,7 @@ class MIDL(nn.Module):
         )
         self._last = (logits, idx, None)
         self._last_views = None
-        return y if code is not None else self.act(y)
+        return y if code is not None else act(y)
 
     def extra_repr(self) -> str:
         return (

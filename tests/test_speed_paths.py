@@ -121,16 +121,17 @@ def test_kernel_cost_rule() -> None:
     assert _kernel_pays(1, 256, 1024, 1024)  # batch 1, k = d/4: the target case
     assert _kernel_pays(16, 100, 1024, 1024)
     assert not _kernel_pays(256, 512, 1024, 1024)  # large batch, half active: one GEMM wins
-    assert not _kernel_pays(256, 256, 1024, 1024)
+    assert not _kernel_pays(256, 400, 1024, 1024)
 
 
 def test_auto_picks_the_kernel_at_batch_one_and_dense_at_large_batch(ops) -> None:
     layer = MIDL(256, 256, 64).eval()
     with torch.no_grad():
         assert layer.eval_path(torch.zeros(1, 256)) == "kernel"
-        assert layer.eval_path(torch.zeros(512, 256)) == "dense"
+        assert layer.eval_path(torch.zeros(512, 256)) == "kernel"  # k/d = 0.25
         layer.k = 128
-        assert layer.eval_path(torch.zeros(256, 256)) == "dense"
+        assert layer.eval_path(torch.zeros(16, 256)) == "kernel"
+        assert layer.eval_path(torch.zeros(256, 256)) == "dense"  # k/d = 0.5
     assert layer.eval_path(torch.zeros(1, 256)) == "gather"  # grad mode on: no kernel
 
 

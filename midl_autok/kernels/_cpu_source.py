@@ -188,10 +188,6 @@ inline T activate(T v, int64_t act) {
   }
 }
 
-template <typename T>
-inline T sigmoid(T v) {
-  return T(1) / (T(1) + std::exp(-v));
-}
 
 // Order-preserving unsigned keys of floating-point values (larger value, larger key).
 inline uint32_t order_key(float v) {
@@ -252,12 +248,13 @@ void select_topk(const T* z, int64_t d, int64_t k, int64_t* idx,
 }
 
 template <typename T>
-void run(const at::Tensor& x, const at::Tensor& logits, const at::Tensor& light,
-         const at::Tensor& W, const c10::optional<at::Tensor>& b, int64_t k, int64_t act,
-         at::Tensor& out, at::Tensor& idx) {
+void run(const at::Tensor& x, const at::Tensor& logits, const at::Tensor& gate,
+         const at::Tensor& light, const at::Tensor& W, const c10::optional<at::Tensor>& b,
+         int64_t k, int64_t act, at::Tensor& out, at::Tensor& idx) {
   const int64_t B = x.size(0), din = x.size(1), d = W.size(0);
   const T* xp = x.data_ptr<T>();
   const T* zp = logits.data_ptr<T>();
+  const T* gp = gate.data_ptr<T>();
   const T* lp = light.defined() ? light.data_ptr<T>() : nullptr;
   const T* wp = W.data_ptr<T>();
   const T* bp = (b.has_value() && b->defined()) ? b->data_ptr<T>() : nullptr;
@@ -282,7 +279,7 @@ void run(const at::Tensor& x, const at::Tensor& logits, const at::Tensor& light,
 
   auto mix = [&](int64_t s, int64_t j, T f) {
     const T l = lp != nullptr ? lp[s * d + j] : T(0);
-    const T g = sigmoid<T>(zp[s * d + j]);
+    const T g = gp[s * d + j];
     yp[s * d + j] = activate<T>(l + g * (f + (bp != nullptr ? bp[j] : T(0)) - l), act);
   };
 
@@ -379,10 +376,11 @@ std::vector<at::Tensor> midl_sparse_eval(
     }
   }
   const int64_t B = x.size(0);
+  const at::Tensor gate = at::sigmoid(logits);  // vectorized; read only where selected
   at::Tensor out = at::empty({B, d}, x.options());
   at::Tensor idx = at::empty({B, k}, x.options().dtype(at::kLong));
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "midl_sparse_eval", [&] {
-    run<scalar_t>(x, logits, light, W, b, k, act, out, idx);
+    run<scalar_t>(x, logits, gate, light, W, b, k, act, out, idx);
   });
   return {out, logits, idx};
 }
