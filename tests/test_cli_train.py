@@ -138,3 +138,14 @@ def test_bad_command_lines(tmp_path: Path) -> None:
 def test_usage_errors_exit_2() -> None:
     proc = run("--epochs", "zero")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def test_experiments_lists_and_prints_specs() -> None:
+    base = [sys.executable, "-m", "midl_autok", "experiments"]
+    listing = subprocess.run(base, capture_output=True, text=True, timeout=120, check=False)
+    assert listing.returncode == 0, listing.stderr
+    assert "digits-mlp" in listing.stdout and "(default)" in listing.stdout
+    one = subprocess.run([*base, "tokens-lstm"], capture_output=True, text=True, timeout=120)
+    assert one.returncode == 0 and "arch: lstm" in one.stdout
+    bad = subprocess.run([*base, "nope"], capture_output=True, text=True, timeout=120)
+    assert_user_error(bad, r"unknown experiment 'nope'")

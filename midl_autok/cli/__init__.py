@@ -18,6 +18,7 @@ __all__ = ["app", "main"]
 
 # Commands register themselves on import (keep each module's heavy imports inside functions).
 from midl_autok.cli import dashboard as _dashboard  # noqa: F401
+from midl_autok.cli import experiments as _experiments  # noqa: F401
 from midl_autok.cli import report as _report  # noqa: F401
 from midl_autok.cli import results as _results  # noqa: F401
 from midl_autok.cli import search as _search  # noqa: F401
