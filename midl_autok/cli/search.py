@@ -61,7 +61,7 @@ StudyOpt = Annotated[
     ),
 ]
 
-_AGENTS_HELP = "tpe, nsga2, gp, random, qmc, fixed-k"
+_AGENTS_HELP = "tpe, nsga2, gp, random, qmc, fixed-k, and the RL agents ppo, sac, a2c"
 _SPACES_HELP = "constant, linear, cosine, cubic, knots, free"
 
 
@@ -127,12 +127,57 @@ def search(
             "shared machine responsive; raise it for large CNNs.",
         ),
     ] = 1,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            help="Parallel workers. RL agents: vectorized environments (one process each "
+            "when > 1). Default 1.",
+            show_default=False,
+        ),
+    ] = None,
+    episodes: Annotated[
+        int | None,
+        typer.Option(
+            "--episodes",
+            help="RL agents: training episodes (= training runs) before the rollouts (default 40).",
+            show_default=False,
+        ),
+    ] = None,
+    lambdas: Annotated[
+        str | None,
+        typer.Option(
+            "--lambdas",
+            help="RL agents: FLOPs weights to roll out after training, e.g. 0.01,0.1,1; "
+            "training draws lambda log-uniformly from their range (default "
+            "0.01,0.03,0.1,0.3,1).",
+            show_default=False,
+        ),
+    ] = None,
+    budgets: Annotated[
+        str | None,
+        typer.Option(
+            "--budgets",
+            help="RL agents: hard inference-FLOPs budgets (fractions of dense) to roll out "
+            "instead of lambdas, e.g. 0.3,0.6; training draws one per episode from their "
+            "range and clips the final epoch's k to it.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Search per-layer, per-epoch Top-k schedules; record every trial; print the front.
 
     Every evaluated schedule becomes one Optuna trial (optuna.db) and one MLflow child run
     (mlflow.db) in the store. Failed trials are recorded with their reason and the search
     goes on. With no arguments: digits-mlp, TPE, cosine space, 30 trials.
+
+    RL agents (ppo, sac, a2c) train a policy that picks each epoch's k while training runs:
+    --episodes training runs (each recorded, user attr phase=training), then one
+    deterministic rollout per --lambdas (or --budgets) value on a fresh seed
+    (phase=rollout). The policy is kept in <store>/policies/ and logged on the MLflow
+    parent run; `midl-autok train --controller POLICY` reuses it. Resume: rerunning the
+    same command skips training once the policy is saved and rolls out only the missing
+    values; training interrupted before that restarts from scratch (same seeds).
     """
     from midl_autok.agents import get_agent
     from midl_autok.errors import SpecError
@@ -153,6 +198,7 @@ def search(
         from midl_autok.errors import unknown_name
 
         raise unknown_name("search space", space, SEARCH_SPACES, error=SpecError)
+    rl_options = _rl_options(workers=workers, episodes=episodes, lambdas=lambdas, budgets=budgets)
     spec = experiment_spec(
         experiment,
         experiment_opt,
@@ -168,6 +214,7 @@ def search(
             "budget.flops_budget": flops_budget,
         },
     )
+    spec = _with_agent_options(spec, rl_options, trials_given=trials is not None)
     from midl_autok.backends.local import run_search
     from midl_autok.store import open_store
 
@@ -184,9 +231,88 @@ def search(
             callbacks=[progress],
         )
     _print_summary(summary, the_store)
+    _print_policy(summary, the_store)
     if summary.stopped:
         print(f"midl-autok: search stopped early: {summary.stopped}", file=sys.stderr)
         raise typer.Exit(1)
+
+
+def _numbers(flag: str, text: str, *, budget: bool) -> list[float]:
+    """``"a,b,c"`` as numbers >= 0 (budgets: in (0, 1])."""
+    rule = "numbers in (0, 1], e.g. 0.3,0.6" if budget else "numbers >= 0, e.g. 0.03,0.1,0.3"
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        values = []
+    ok = bool(values) and all(
+        math.isfinite(v) and ((0 < v <= 1) if budget else v >= 0) for v in values
+    )
+    if not ok:
+        from midl_autok.errors import SpecError
+
+        raise SpecError(f"{flag} must be comma-separated {rule}, but got {text!r}")
+    return values
+
+
+def _rl_options(
+    *, workers: int | None, episodes: int | None, lambdas: str | None, budgets: str | None
+) -> dict[str, Any]:
+    """The agent options given as --workers/--episodes/--lambdas/--budgets, checked."""
+    from midl_autok.errors import SpecError
+
+    for flag, value in (("--workers", workers), ("--episodes", episodes)):
+        if value is not None and value < 1:
+            raise SpecError(f"{flag} must be an integer >= 1, but got {value}")
+    options: dict[str, Any] = {"workers": workers, "episodes": episodes}
+    if lambdas is not None:
+        options["lambdas"] = _numbers("--lambdas", lambdas, budget=False)
+    if budgets is not None:
+        options["budgets"] = _numbers("--budgets", budgets, budget=True)
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def _with_agent_options(spec: Any, options: dict[str, Any], *, trials_given: bool) -> Any:
+    """``spec`` with the CLI's agent options; an option the agent does not take is an error."""
+    from midl_autok.agents import get_agent
+    from midl_autok.errors import SpecError
+
+    name = spec.search.agent
+    accepted = get_agent(name).defaults
+    rl = "episodes" in accepted
+    if trials_given and rl:
+        raise SpecError(
+            f"--trials does not apply to agent '{name}': it runs --episodes training episodes, "
+            "then one rollout per --lambdas (or --budgets) value"
+        )
+    for key in options:
+        if key not in accepted:
+            raise SpecError(
+                f"--{key} applies to the RL agents (ppo, sac, a2c), not to agent '{name}'"
+            )
+    if not options:
+        return spec
+    return spec.override(**{f"search.options.{k}": v for k, v in options.items()})
+
+
+def _print_policy(summary: SearchSummary, store: Store) -> None:
+    """Where an RL search's policy is, and how to train with it as a controller."""
+    from midl_autok.store import load_study_record
+
+    policy = load_study_record(store, summary.study).attrs.get("rl_policy")
+    if not isinstance(policy, dict):
+        return
+    path = store.root / str(policy.get("path", ""))
+    sweep = policy.get("sweep", {})
+    values = sweep.get("values") or [None]
+    choose = "" if values[0] is None else f" --{sweep.get('key', 'lam')} {values[0]:g}"
+    experiment = policy.get("env", {}).get("spec", "")
+    console = stdout_console()
+    console.print(f"policy: {path}", highlight=False, soft_wrap=True)
+    console.print(
+        f"controller: midl-autok train {experiment} --controller {path}{choose}",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def _quiet_libraries() -> None:
@@ -267,17 +393,21 @@ class _Progress:
         self.progress.start()  # only now: setup errors print without a bar
 
     def on_trial_end(self, session: SearchSession, trial: Any, outcome: Any) -> None:
+        from midl_autok.agents import SamplerAgent
+
+        phase = trial.user_attrs.get("phase")  # RL agents: training or rollout
+        label = f"#{trial.number}" + (f" {phase}" if phase else "")
         if trial.state.name == "COMPLETE":
             m = outcome.metrics
-            last = (
-                f"#{trial.number}: acc {m['val_accuracy']:.4f} "
-                f"FLOPs x{m['inference_flops_ratio']:.3f}"
-            )
+            last = f"{label}: acc {m['val_accuracy']:.4f} FLOPs x{m['inference_flops_ratio']:.3f}"
         else:
-            last = f"#{trial.number}: [red]failed[/]"
-        self.progress.update(
-            self.task, completed=session.counted_trials(), last=last, **self.fields(session)
-        )
+            last = f"{label}: [red]failed[/]"
+        # a sampler's target counts completed trials; an external agent's plan, every episode
+        if isinstance(session.agent, SamplerAgent):
+            self.progress.update(self.task, completed=session.counted_trials())
+        else:
+            self.progress.advance(self.task)
+        self.progress.update(self.task, last=last, **self.fields(session))
 
     def __enter__(self) -> _Progress:
         return self
