@@ -175,6 +175,14 @@ def test_studies_pareto_export_and_replay(searched: tuple[Path, str], tmp_path: 
     assert metrics["val_accuracy"] == exported["metrics"]["val_accuracy"]
     assert metrics["inference_flops"] == exported["metrics"]["inference_flops"]
 
+    some = min(t.number for t in load_study_record(open_store(store), study).completed())
+    by_number = tmp_path / "trial.json"
+    chosen = run("export", "--store", str(store), "--trial", str(some), "-o", str(by_number))
+    assert chosen.returncode == 0, chosen.stderr
+    assert json.loads(by_number.read_text())["provenance"]["trial"] == some
+    missing = run("export", "--store", str(store), "--trial", "999", "-o", str(by_number))
+    assert missing.returncode == 2 and "has no completed trial 999" in missing.stderr
+
     yaml_out = tmp_path / "cheap.yaml"
     cheap = run("export", "--store", str(store), "--pick", "min-flops", "-o", str(yaml_out))
     assert cheap.returncode == 0, cheap.stderr

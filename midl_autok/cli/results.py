@@ -143,6 +143,15 @@ def export(
             show_default=False,
         ),
     ] = None,
+    trial_number: Annotated[
+        int | None,
+        typer.Option(
+            "--trial",
+            help="Export this completed trial instead of a --pick (any trial, on the front or "
+            "not; `midl-autok report` shows each point's number).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Write a Pareto schedule (KSchedule JSON/YAML with metrics and provenance).
 
@@ -159,7 +168,16 @@ def export(
     if output.exists() and output.is_dir():
         raise SpecError(f"-o {output} is a folder; give a file name such as schedule.json")
     record = load_study_record(_open(store, storage), study)
-    trial = record.pick(pick, max_flops_ratio=max_flops_ratio)
+    if trial_number is not None:
+        done = {t.number: t for t in record.completed()}
+        if trial_number not in done:
+            numbers = ", ".join(str(n) for n in sorted(done)[:20]) or "(none)"
+            raise SpecError(
+                f"study {record.name} has no completed trial {trial_number}; completed: {numbers}"
+            )
+        trial, pick = done[trial_number], f"trial {trial_number}"
+    else:
+        trial = record.pick(pick, max_flops_ratio=max_flops_ratio)
     schedule = record.schedule(trial, pick=pick)
     try:
         schedule.save(output)
