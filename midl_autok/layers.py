@@ -95,8 +95,18 @@ def make_activation(activation: str | nn.Module | None) -> nn.Module:
 
 
 def _cpu_ops(x: torch.Tensor) -> Any:
-    """The compiled CPU kernels for ``x`` (building them on first use), or ``None``."""
-    return cpu_kernels() if x.device.type == "cpu" else None
+    """The compiled CPU kernels for ``x`` (building them on first use), or ``None``: not on
+    another device, and not while torch.export / torch.compile / jit.trace record the graph
+    (the kernels are opaque to them; the PyTorch ops compute the same function)."""
+    if x.device.type != "cpu" or _tracing():
+        return None
+    return cpu_kernels()
+
+
+def _tracing() -> bool:
+    return bool(
+        torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing()
+    )
 
 
 def topk_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -107,7 +117,12 @@ def topk_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
     d = scores.shape[-1]
     if k >= d:
         return torch.ones_like(scores)
-    if scores.dim() == 2 and scores.numel() >= _CPP_TOPK_MIN and not scores.requires_grad:
+    if (
+        not _tracing()  # no branch on the (symbolic) size while a graph is recorded
+        and scores.dim() == 2
+        and scores.numel() >= _CPP_TOPK_MIN
+        and not scores.requires_grad
+    ):
         ops = _cpu_ops(scores)
         if ops is not None:
             return ops.midl_topk_mask(scores, k)
@@ -330,6 +345,8 @@ class MIDL(nn.Module):
     def _record(
         self, logits: torch.Tensor, *, idx: torch.Tensor | None = None, mask: Any = None
     ) -> None:
+        if _tracing():  # export/compile: the record is Python state, not part of the graph
+            return
         self._last = (logits.detach(), idx, None if mask is None else mask.detach())
         self._last_views = None
 
@@ -443,7 +460,8 @@ class MIDL(nn.Module):
         call beats a dozen elementwise ops (the rule depends on sizes only, so a run's numbers
         do not depend on what else the process did)."""
         if (
-            logits.numel() < _CPP_TOPK_MIN
+            _tracing()
+            or logits.numel() < _CPP_TOPK_MIN
             or logits.dtype not in (torch.float32, torch.float64)
             or f.dtype != logits.dtype
         ):

@@ -1,0 +1,279 @@
+"""Export a trained MID-L model with its final k for inference, and time it against dense.
+
+:func:`export_model` writes one file that runs without midl-autok:
+
+- ``format="export"`` (default): a ``torch.export`` program (``.pt2``), loaded with
+  ``torch.export.load(path).module()`` (or :func:`load_model`), with a dynamic batch size.
+- ``format="torchscript"``: a traced TorchScript module (``.pt``) for libtorch (C++)
+  consumers; upstream has deprecated TorchScript, so it is the second choice.
+
+**Why the exported graph is the masked dense computation.** MID-L's selection is data
+dependent in *which* neurons, not in *how many*: with k fixed, top-k, the mask and the masked
+products all have static shapes, so ``torch.export`` captures them exactly (and the batch size
+stays symbolic). The two sparse paths are not exportable as they are: the pure-PyTorch gather
+path needs ``unique()`` over the batch's selections, whose size depends on the data (an
+unbacked dimension ``torch.export`` rejects or must specialize), and the compiled CPU kernel
+is a C++ extension opaque to tracing. The exported file therefore computes the same outputs
+as the trained model (tests check it) at masked dense cost; the row-skipping speed-up is what
+the model itself delivers in Python on CPU (``eval()`` picks the compiled kernel at small
+batches). :func:`latency_report` measures both against the dense model.
+
+The file records its provenance (k per layer, architecture, signature, midl-autok version)
+as an extra file ``midl_autok.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+import warnings
+import zipfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from midl_autok.errors import UserError
+from midl_autok.layers import MIDL
+from midl_autok.models import MIDLNet, build_model
+
+__all__ = ["FORMATS", "export_model", "latency_report", "load_model", "read_metadata"]
+
+Format = Literal["export", "torchscript"]
+FORMATS: tuple[Format, ...] = ("export", "torchscript")
+META_NAME = "midl_autok.json"
+MAX_BATCH = 1 << 20  # upper bound of the exported program's symbolic batch size
+
+
+@contextmanager
+def _masked_dense(model: nn.Module) -> Iterator[None]:
+    """Every MID-L layer on its masked dense path (restored afterwards)."""
+    layers = [m for m in model.modules() if isinstance(m, MIDL)]
+    saved = [m.sparse_eval for m in layers]
+    for m in layers:
+        m.sparse_eval = "never"
+    try:
+        yield
+    finally:
+        for m, mode in zip(layers, saved, strict=True):
+            m.sparse_eval = mode
+
+
+def _metadata(model: nn.Module, fmt: Format, example: torch.Tensor) -> dict[str, Any]:
+    from midl_autok import __version__
+
+    meta: dict[str, Any] = {
+        "format": "midl-autok/model",
+        "version": 1,
+        "export_format": fmt,
+        "input_shape": list(example.shape[1:]),
+        "input_dtype": str(example.dtype).replace("torch.", ""),
+        "midl_autok_version": __version__,
+        "torch": torch.__version__,
+    }
+    if isinstance(model, MIDLNet):
+        meta.update(
+            arch=model.arch,
+            signature=model.signature(),
+            k=model.current_k(),
+            widths={name: layer.out_features for name, layer in model.midl_layers()},
+        )
+    return meta
+
+
+def export_model(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    *,
+    example: torch.Tensor,
+    k: Mapping[str, int] | None = None,
+    format: Format = "export",
+) -> Path:
+    """Write ``model`` (eval mode, MID-L layers at ``k`` or their current k) to ``path``.
+
+    ``example`` is one input batch (any batch size; its other dimensions are fixed in the
+    file). Returns the path written. The model's training mode and k are restored.
+    """
+    if format not in FORMATS:
+        raise UserError(f"unknown export format {format!r}; valid: {', '.join(FORMATS)}")
+    path = Path(path)
+    was_training = model.training
+    previous = model.current_k() if isinstance(model, MIDLNet) else {}
+    if k is not None:
+        if not isinstance(model, MIDLNet):
+            raise UserError("k can only be set on a model built with MID-L layers")
+        model.set_k(k)
+    example = example.detach()
+    try:
+        model.eval()
+        meta = _metadata(model, format, example)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # same suffix: .pt2 expected
+        with _masked_dense(model), torch.no_grad():
+            if format == "export":
+                _save_export(model, example, tmp, meta)
+            else:
+                _save_torchscript(model, example, tmp, meta)
+        os.replace(tmp, path)
+    finally:
+        if isinstance(model, MIDLNet) and previous:
+            model.set_k(previous)
+        model.train(was_training)
+    return path
+
+
+def _save_export(model: nn.Module, example: torch.Tensor, path: Path, meta: dict) -> None:
+    from torch.export import Dim, export
+
+    batch = Dim("batch", min=1, max=MAX_BATCH)
+    # Trace with two samples (a batch of 1 would be specialized to a constant 1).
+    sample = example[:1].expand(2, *example.shape[1:]).contiguous()
+    program = export(model, (sample,), dynamic_shapes=({0: batch},))
+    torch.export.save(program, path, extra_files={META_NAME: json.dumps(meta)})
+
+
+def _save_torchscript(model: nn.Module, example: torch.Tensor, path: Path, meta: dict) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        traced = torch.jit.trace(model, (example,), check_trace=False)
+        torch.jit.save(traced, str(path), _extra_files={META_NAME: json.dumps(meta)})
+
+
+def load_model(path: str | os.PathLike[str]) -> nn.Module:
+    """Load a file written by :func:`export_model` as a callable module (eval mode)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"model file {path} does not exist")
+    fmt = read_metadata(path).get("export_format", "export")
+    if fmt == "export":
+        return torch.export.load(path).module()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return torch.jit.load(str(path)).eval()
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The provenance stored in a file written by :func:`export_model` (read from the zip
+    archive directly: nothing is deserialized or executed)."""
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = [n for n in archive.namelist() if n.rsplit("/", 1)[-1] == META_NAME]
+            if not names:
+                raise UserError(
+                    f"{path} has no {META_NAME} metadata: not written by midl-autok export"
+                )
+            meta = json.loads(archive.read(names[0]).decode())
+    except (OSError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
+        raise UserError(f"{path} is not a model written by midl-autok export ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != "midl-autok/model":
+        raise UserError(f"{path} is not a model written by midl-autok export")
+    return meta
+
+
+# --------------------------------------------------------------------------- latency
+
+
+def _time_call(fn: Any, x: torch.Tensor, *, repeats: int, rounds: int) -> list[float]:
+    per_round = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            fn(x)
+        if x.device.type == "cuda":
+            torch.cuda.synchronize(x.device)
+        per_round.append((time.perf_counter() - start) / repeats)
+    return per_round
+
+
+def latency_report(
+    model: MIDLNet,
+    *,
+    example: torch.Tensor,
+    exported: str | os.PathLike[str] | None = None,
+    batches: Sequence[int] = (1, 16, 256),
+    rounds: int = 15,
+    target_s: float = 0.01,
+) -> dict[str, Any]:
+    """Median latency per batch size of: the same architecture with dense layers
+    (``variant="dense"``, its own random weights: latency only), the MID-L model in eval mode
+    (each layer picks its path: the compiled CPU kernel at small batches), and the exported
+    file when given. Variants are interleaved per round; returns a dict with ``rows`` and a
+    ``markdown`` table."""
+    was_training = model.training
+    model.eval()
+    cfg = dict(model.config)
+    options = {
+        key: cfg[key]
+        for key in ("hidden", "channels", "embed_dim", "hidden_size", "activation")
+        if key in cfg
+    }
+    dense = build_model(
+        model.arch,
+        input_shape=cfg["input_shape"],
+        num_classes=cfg["num_classes"],
+        vocab_size=cfg.get("vocab_size"),
+        variant="dense",
+        **options,
+    ).eval()
+    device = next(model.parameters()).device
+    dense.to(device)
+    candidates: dict[str, Any] = {"dense": dense, "midl": model}
+    if exported is not None:
+        candidates["exported"] = load_model(exported)
+    rows = []
+    try:
+        with torch.inference_mode():
+            for batch in batches:
+                reps = example[:1].expand(batch, *example.shape[1:]).contiguous().to(device)
+                x = reps + 0.01 * torch.randn_like(reps) if reps.is_floating_point() else reps
+                repeats = {}
+                for name, fn in candidates.items():
+                    fn(x)  # warm-up (and any kernel build) outside the timing
+                    t = _time_call(fn, x, repeats=1, rounds=1)[0]
+                    repeats[name] = max(1, min(1000, int(target_s / max(t, 1e-7))))
+                times: dict[str, list[float]] = {name: [] for name in candidates}
+                for _ in range(rounds):
+                    for name, fn in candidates.items():
+                        times[name] += _time_call(fn, x, repeats=repeats[name], rounds=1)
+                row: dict[str, Any] = {"batch": batch}
+                for name, values in times.items():
+                    row[f"{name}_ms"] = 1e3 * statistics.median(values)
+                row["midl_vs_dense"] = row["midl_ms"] / row["dense_ms"]
+                if "exported_ms" in row:
+                    row["exported_vs_dense"] = row["exported_ms"] / row["dense_ms"]
+                rows.append(row)
+    finally:
+        model.train(was_training)
+    return {
+        "rows": rows,
+        "k": model.current_k(),
+        "threads": torch.get_num_threads(),
+        "device": str(device),
+        "markdown": _latency_table(rows),
+    }
+
+
+def _latency_table(rows: list[dict[str, Any]]) -> str:
+    exported = any("exported_ms" in r for r in rows)
+    head = "| batch | dense ms | MID-L ms | MID-L / dense |"
+    rule = "|---|---|---|---|"
+    if exported:
+        head += " exported ms | exported / dense |"
+        rule += "---|---|"
+    lines = [head, rule]
+    for r in rows:
+        line = (
+            f"| {r['batch']} | {r['dense_ms']:.3f} | {r['midl_ms']:.3f} | "
+            f"{r['midl_vs_dense']:.2f}x |"
+        )
+        if exported:
+            line += f" {r['exported_ms']:.3f} | {r['exported_vs_dense']:.2f}x |"
+        lines.append(line)
+    return "\n".join(lines)
