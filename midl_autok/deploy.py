@@ -33,7 +33,7 @@ import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import nn
@@ -42,7 +42,18 @@ from midl_autok.errors import UserError
 from midl_autok.layers import MIDL
 from midl_autok.models import MIDLNet, build_model
 
-__all__ = ["FORMATS", "export_model", "latency_report", "load_model", "read_metadata"]
+if TYPE_CHECKING:
+    from midl_autok.schedule import KSchedule
+    from midl_autok.trainer import TrainResult
+
+__all__ = [
+    "FORMATS",
+    "export_model",
+    "export_schedule_model",
+    "latency_report",
+    "load_model",
+    "read_metadata",
+]
 
 Format = Literal["export", "torchscript"]
 FORMATS: tuple[Format, ...] = ("export", "torchscript")
@@ -93,11 +104,13 @@ def export_model(
     example: torch.Tensor,
     k: Mapping[str, int] | None = None,
     format: Format = "export",
+    info: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``model`` (eval mode, MID-L layers at ``k`` or their current k) to ``path``.
 
     ``example`` is one input batch (any batch size; its other dimensions are fixed in the
-    file). Returns the path written. The model's training mode and k are restored.
+    file); ``info`` is merged into the file's metadata (e.g. metrics, provenance). Returns
+    the path written. The model's training mode and k are restored.
     """
     if format not in FORMATS:
         raise UserError(f"unknown export format {format!r}; valid: {', '.join(FORMATS)}")
@@ -111,7 +124,7 @@ def export_model(
     example = example.detach()
     try:
         model.eval()
-        meta = _metadata(model, format, example)
+        meta = {**_metadata(model, format, example), **dict(info or {})}
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # same suffix: .pt2 expected
         with _masked_dense(model), torch.no_grad():
@@ -143,6 +156,46 @@ def _save_torchscript(model: nn.Module, example: torch.Tensor, path: Path, meta:
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         traced = torch.jit.trace(model, (example,), check_trace=False)
         torch.jit.save(traced, str(path), _extra_files={META_NAME: json.dumps(meta)})
+
+
+def export_schedule_model(
+    schedule: KSchedule,
+    path: str | os.PathLike[str],
+    *,
+    format: Format = "export",
+    device: str = "cpu",
+) -> tuple[Path, TrainResult]:
+    """Replay an exported schedule (its recorded experiment spec and seed, as
+    ``midl-autok train --schedule`` does) and write the trained model at its final k.
+
+    Returns the path written and the training result (its metrics are the replay's).
+    """
+    from midl_autok.spec import validate_spec
+    from midl_autok.trainer import dataset_for_spec, run_experiment
+
+    prov = schedule.provenance
+    if not isinstance(prov.get("spec"), Mapping):
+        raise UserError(
+            "the schedule does not record its experiment (provenance.spec), so the model "
+            "cannot be retrained; export it from a search study, or train it with "
+            "`midl-autok train --schedule` and use midl_autok.deploy.export_model"
+        )
+    spec = validate_spec(prov["spec"], source="the schedule's provenance.spec")
+    seed = prov.get("seed")
+    changes: dict[str, Any] = {"training.epochs": schedule.epochs}
+    if isinstance(seed, int) and not isinstance(seed, bool):
+        changes["seed"] = seed
+    spec = spec.override(**changes)
+    data = dataset_for_spec(spec)
+    result = run_experiment(spec, schedule=schedule, device=device, data=data)
+    model = result.model.cpu() if device != "cpu" else result.model
+    info = {
+        "metrics": {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))},
+        "provenance": {k: v for k, v in prov.items() if k != "spec"},
+        "experiment": spec.name,
+    }
+    written = export_model(model, path, example=data.x_test[:2].cpu(), format=format, info=info)
+    return written, result
 
 
 def load_model(path: str | os.PathLike[str]) -> nn.Module:

@@ -116,3 +116,32 @@ def test_latency_report_compares_dense_midl_and_exported(trained, tmp_path: Path
             assert row[key] > 0, key
     assert report["k"] == result.schedule.final()
     assert report["markdown"].startswith("| batch | dense ms | MID-L ms |")
+
+
+def test_a_searched_schedule_replays_into_an_exported_model(tmp_path: Path) -> None:
+    from midl_autok.deploy import export_schedule_model
+
+    spec = validate_spec(
+        {
+            "seed": 4,
+            "dataset": {"name": "synthetic", "options": {"n_samples": 300}},
+            "model": {"arch": "mlp", "hidden": [24, 16], "gate_rank": 4, "light_rank": 4},
+            "training": {"epochs": 5, "batch_size": 32, "lr": 0.01},
+        }
+    )
+    first = run_experiment(spec, k_fraction=0.5)
+    schedule = first.schedule.with_info(
+        provenance={"spec": spec.model_dump(mode="json"), "seed": 4, "trial": 7}
+    )
+    path, replay = export_schedule_model(schedule, tmp_path / "model.pt2")
+    assert replay.metrics["val_accuracy"] == first.metrics["val_accuracy"]  # exact replay
+    meta = read_metadata(path)
+    assert meta["k"] == schedule.final()
+    assert meta["provenance"] == {"seed": 4, "trial": 7}
+    assert meta["metrics"]["test_accuracy"] == replay.metrics["test_accuracy"]
+    x = dataset_for_spec(spec).x_test
+    replay.model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(load_model(path)(x), replay.model(x))
+    with pytest.raises(UserError, match="does not record its experiment"):
+        export_schedule_model(first.schedule, tmp_path / "other.pt2")
