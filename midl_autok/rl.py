@@ -179,12 +179,20 @@ def _box_json(space: Any) -> dict[str, Any]:
     return {"low": space.low.tolist(), "high": space.high.tolist()}
 
 
-def save_policy(model: Any, path: str | os.PathLike[str], *, env: Any) -> Path:
+def save_policy(
+    model: Any,
+    path: str | os.PathLike[str],
+    *,
+    env: Any,
+    spec: Mapping[str, Any] | None = None,
+) -> Path:
     """Write ``model`` (an SB3 PPO/A2C/SAC trained on ``env``) to ``path`` (a ``.zip``),
-    atomically; :func:`load_policy` reads it back without unpickling."""
+    atomically; :func:`load_policy` reads it back without unpickling. ``spec`` (the full
+    experiment spec as JSON) is recorded as ``meta["spec"]``: ``midl-autok train --controller``
+    then trains on the experiment the policy was trained on."""
     _require_sb3()
     base = getattr(env, "unwrapped", env)
-    meta = {
+    meta: dict[str, Any] = {
         "format": POLICY_FORMAT,
         "version": POLICY_VERSION,
         **_policy_meta(model),
@@ -194,6 +202,8 @@ def save_policy(model: Any, path: str | os.PathLike[str], *, env: Any) -> Path:
         "layers": [{"name": s.name, "width": s.width} for s in base.layers],
         "env": base.config(),
     }
+    if spec is not None:
+        meta["spec"] = dict(spec)
     buffer = io.BytesIO()
     model.save(buffer)  # SB3's archive: data, policy.pth, ... (for trusted reuse in SB3)
     with zipfile.ZipFile(buffer, "a") as archive:

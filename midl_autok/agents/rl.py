@@ -629,7 +629,7 @@ class RLAgent(ExternalAgent):
                     venv.close()
             template = make_env(session.attrs["spec"], env_kwargs, seed=0, threads=None)
             path = policy_file(session.store.root, session.study_name)
-            save_policy(model, path, env=template)
+            save_policy(model, path, env=template, spec=session.attrs["spec"])
         session.storage.set_study_user_attr(
             session.study_id,
             ATTR_POLICY,

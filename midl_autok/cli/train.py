@@ -101,12 +101,40 @@ def train(
             show_default=False,
         ),
     ] = None,
+    controller: Annotated[
+        Path | None,
+        typer.Option(
+            "--controller",
+            help="A policy file (from an RL search, see <store>/policies/) that chooses each "
+            "epoch's k while training, from what it observes.",
+            show_default=False,
+        ),
+    ] = None,
+    lam: Annotated[
+        float | None,
+        typer.Option(
+            "--lam",
+            help="With --controller: the FLOPs weight the policy sees (needed when it was "
+            "trained on a range of lambdas).",
+            show_default=False,
+        ),
+    ] = None,
+    budget: Annotated[
+        float | None,
+        typer.Option(
+            "--budget",
+            help="With --controller: the hard inference-FLOPs budget (fraction of dense) for "
+            "a policy trained with budgets.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Train one model under one Top-k schedule and report accuracy and FLOPs.
 
-    k comes from --schedule, or --k-fraction, or the experiment's training.k_fraction.
-    A schedule exported by `midl-autok export` carries the experiment and seed it was
-    searched with; without EXPERIMENT/--seed they are used, so the run replays exactly.
+    k comes from --schedule, or --k-fraction, or the experiment's training.k_fraction, or is
+    chosen live by a policy (--controller). A schedule exported by `midl-autok export`, or a
+    policy saved by an RL search, carries the experiment and seed it was made with; without
+    EXPERIMENT/--seed they are used (a policy's epochs too, without --epochs).
     """
     from midl_autok.errors import ScheduleError, SpecError
     from midl_autok.schedule import KSchedule
@@ -122,6 +150,16 @@ def train(
 
     if schedule is not None and k_fraction is not None:
         raise SpecError("give either --schedule or --k-fraction, not both")
+    if controller is not None and (schedule is not None or k_fraction is not None):
+        other = "--schedule" if schedule is not None else "--k-fraction"
+        raise SpecError(f"give either --controller or {other}, not both")
+    if controller is None and (lam is not None or budget is not None):
+        flag = "--lam" if lam is not None else "--budget"
+        raise SpecError(f"{flag} applies to --controller (a policy); give a policy file")
+    if lam is not None and not (math.isfinite(lam) and lam >= 0):
+        raise SpecError(f"--lam must be a finite number >= 0, but got {lam}")
+    if budget is not None and not (math.isfinite(budget) and 0 < budget <= 1):
+        raise SpecError(f"--budget must satisfy 0 < B <= 1 (a fraction of dense), but got {budget}")
     if k_fraction is not None and not (math.isfinite(k_fraction) and 0 < k_fraction <= 1):
         raise SpecError(f"--k-fraction must satisfy 0 < F <= 1, but got {k_fraction}")
     loaded = KSchedule.load(schedule) if schedule is not None else None
@@ -130,6 +168,12 @@ def train(
             f"{schedule}: the schedule has {loaded.epochs} epochs but --epochs is {epochs}"
         )
     base, base_seed = _replay_source(loaded) if loaded is not None else (None, None)
+    policy_meta = None
+    if controller is not None:
+        policy_meta = _policy_meta(controller)
+        base, base_seed = _policy_source(policy_meta, controller)
+        if epochs is None and experiment is None and experiment_opt is None:
+            epochs = int(policy_meta["env"]["epochs"])
     spec = experiment_spec(
         experiment,
         experiment_opt,
@@ -154,6 +198,8 @@ def train(
         except ScheduleError as exc:
             raise ScheduleError(f"{schedule}: {exc}") from None
         plan = loaded
+    elif controller is not None:
+        plan = None
     elif model.layer_specs():
         plan = model.schedule_template(
             config.epochs, spec.training.k_fraction if k_fraction is None else k_fraction
@@ -175,10 +221,15 @@ def train(
             transient=True,
         )
         hooks.append(_progress_hook(progress, spec.name, config.epochs))
+    live = None
+    if controller is not None and policy_meta is not None:
+        live = _controller(controller, policy_meta, model, data, config.epochs, lam, budget)
     try:
         if progress is not None:
             progress.start()
-        result = train_model(model, data, config=config, schedule=plan, hooks=hooks)
+        result = train_model(
+            model, data, config=config, schedule=plan, controller=live, hooks=hooks
+        )
     except DivergedError as exc:
         print(f"midl-autok: {exc}", file=sys.stderr)
         raise typer.Exit(1) from None
@@ -187,9 +238,10 @@ def train(
             progress.stop()
 
     if save_schedule is not None and result.schedule is not None:
-        result.schedule.with_info(
-            provenance={"experiment": spec.name, "seed": spec.seed, "source": "train"}
-        ).save(save_schedule)
+        provenance: dict[str, Any] = {"experiment": spec.name, "seed": spec.seed, "source": "train"}
+        if controller is not None and live is not None:
+            provenance.update(controller=str(controller), lam=live.lam, budget=live.budget)
+        result.schedule.with_info(provenance=provenance).save(save_schedule)
     if json_out:
         print(json.dumps(_jsonable(result.metrics), sort_keys=True))
         return
@@ -205,6 +257,72 @@ def _replay_source(schedule: KSchedule) -> tuple[ExperimentSpec | None, int | No
     base = validate_spec(spec, source="the schedule's provenance.spec") if spec else None
     seed = prov.get("seed")
     return base, seed if isinstance(seed, int) and not isinstance(seed, bool) else None
+
+
+def _policy_meta(path: Path) -> dict[str, Any]:
+    """The description of a policy file (read without unpickling; bad files: UserError)."""
+    from midl_autok.rl import load_policy
+
+    return load_policy(path).meta
+
+
+def _policy_source(meta: Mapping[str, Any], path: Path) -> tuple[ExperimentSpec | None, int | None]:
+    """The experiment and seed a policy was trained on (its recorded spec, else the shipped
+    experiment its env names)."""
+    from midl_autok.errors import SpecError
+    from midl_autok.spec import list_experiments, load_spec, validate_spec
+
+    if isinstance(meta.get("spec"), dict):
+        spec = validate_spec(meta["spec"], source=f"{path}: the policy's spec")
+        return spec, spec.seed
+    name = meta.get("env", {}).get("spec")
+    if isinstance(name, str) and name in list_experiments():
+        return load_spec(name), None
+    raise SpecError(
+        f"{path}: the policy does not record its experiment ({name!r}); give EXPERIMENT"
+    )
+
+
+def _controller(
+    path: Path,
+    meta: Mapping[str, Any],
+    model: Any,
+    data: Any,
+    epochs: int,
+    lam: float | None,
+    budget: float | None,
+) -> Any:
+    """A :class:`~midl_autok.rl.PolicyController` for ``model``, whose MID-L layers must be
+    the ones the policy was trained for."""
+    from midl_autok.errors import ScheduleError
+    from midl_autok.rl import PolicyController
+
+    theirs = [(layer["name"], int(layer["width"])) for layer in meta["layers"]]
+    ours = [(s.name, s.width) for s in model.layer_specs()]
+    if theirs != ours:
+        show = ", ".join(f"{n} ({w})" for n, w in theirs)
+        have = ", ".join(f"{n} ({w})" for n, w in ours) or "none"
+        raise ScheduleError(
+            f"{path}: the policy was trained for MID-L layers {show}, but this model has {have}"
+        )
+    env = meta.get("env", {})
+    for flag, value, trained in (
+        ("--lam", lam, env.get("lam")),
+        ("--budget", budget, env.get("budget")),
+    ):
+        if (
+            value is None
+            and isinstance(trained, list)
+            and len(trained) == 2
+            and trained[0] != trained[1]
+        ):
+            raise ScheduleError(
+                f"{path}: the policy was trained with {flag[2:]} in [{trained[0]:g}, "
+                f"{trained[1]:g}]; choose one with {flag} (e.g. {flag} {trained[0]:g})"
+            )
+    return PolicyController.from_file(
+        path, model=model, data=data, epochs=epochs, lam=lam, budget=budget
+    )
 
 
 def _integral(key: str) -> bool:
