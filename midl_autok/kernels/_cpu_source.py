@@ -44,7 +44,7 @@ namespace {
 constexpr int64_t kSmallBatch = 4;
 
 // Multiply-adds per thread chunk of the full path (below this, one thread).
-constexpr int64_t kParallelMacs = int64_t(1) << 19;
+constexpr int64_t kParallelMacs = int64_t(1) << 18;
 
 // Independent partial sums: the compiler vectorizes the inner loop without reassociating.
 constexpr int64_t kLanes = 64;
@@ -254,7 +254,7 @@ void run(const at::Tensor& x, const at::Tensor& logits, const at::Tensor& gate,
   const int64_t B = x.size(0), din = x.size(1), d = W.size(0);
   const T* xp = x.data_ptr<T>();
   const T* zp = logits.data_ptr<T>();
-  const T* gp = gate.data_ptr<T>();
+  const T* gp = gate.defined() ? gate.data_ptr<T>() : nullptr;
   const T* lp = light.defined() ? light.data_ptr<T>() : nullptr;
   const T* wp = W.data_ptr<T>();
   const T* bp = (b.has_value() && b->defined()) ? b->data_ptr<T>() : nullptr;
@@ -279,7 +279,7 @@ void run(const at::Tensor& x, const at::Tensor& logits, const at::Tensor& gate,
 
   auto mix = [&](int64_t s, int64_t j, T f) {
     const T l = lp != nullptr ? lp[s * d + j] : T(0);
-    const T g = gp[s * d + j];
+    const T g = gp != nullptr ? gp[s * d + j] : T(1) / (T(1) + std::exp(-zp[s * d + j]));
     yp[s * d + j] = activate<T>(l + g * (f + (bp != nullptr ? bp[j] : T(0)) - l), act);
   };
 
@@ -376,7 +376,9 @@ std::vector<at::Tensor> midl_sparse_eval(
     }
   }
   const int64_t B = x.size(0);
-  const at::Tensor gate = at::sigmoid(logits);  // vectorized; read only where selected
+  // The gate is read only where selected: a few samples take k scalar exps, a batch one
+  // vectorized sigmoid over (B, d).
+  const at::Tensor gate = B <= kSmallBatch ? at::Tensor() : at::sigmoid(logits);
   at::Tensor out = at::empty({B, d}, x.options());
   at::Tensor idx = at::empty({B, k}, x.options().dtype(at::kLong));
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "midl_sparse_eval", [&] {
