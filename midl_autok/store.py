@@ -9,6 +9,7 @@ One folder holds everything by default (``./midl_runs``; ``--store DIR`` or the
       mlartifacts/     MLflow artifacts (schedule.json per trial, pareto.* per search)
       ray/             Ray Tune results
       reports/         Pareto files and HTML reports, one folder per study
+      .init.lock       held while a process creates the databases' tables
 
 Every part can point at a server instead: ``--storage URL`` (an SQLAlchemy URL such as
 ``postgresql://user@host/db``) for Optuna, ``MLFLOW_TRACKING_URI`` for MLflow. This module is
@@ -18,9 +19,11 @@ MLflow until a storage or client is asked for.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,6 +41,7 @@ __all__ = [
     "Store",
     "StoreError",
     "open_store",
+    "sqlite_init_lock",
     "store_root",
 ]
 
@@ -69,6 +73,50 @@ def store_root(store: str | os.PathLike[str] | None = None) -> Path:
 
 def _sqlite_url(path: Path) -> str:
     return f"sqlite:///{path}"
+
+
+_INIT_LOCK = ".init.lock"
+
+
+@contextlib.contextmanager
+def sqlite_init_lock(url: str) -> Iterator[None]:
+    """Hold an exclusive lock while a client opens the sqlite database at ``url``.
+
+    Optuna and MLflow create their tables (and stamp the Alembic version) the first time a
+    client opens an empty database; two searches started at once on a new store would both
+    do it and one would fail (``UNIQUE constraint failed: alembic_version.version_num``).
+    The lock (``flock`` on ``.init.lock`` next to the database) makes the second wait until
+    the first has built the tables. Other URLs, a folder that cannot be written (read-only
+    commands) and systems without ``fcntl`` go without the lock.
+    """
+    path = _sqlite_path(url)
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        fcntl = None  # type: ignore[assignment]
+    if path is None or fcntl is None or not path.parent.is_dir():
+        yield
+        return
+    try:
+        fd = os.open(path.parent / _INIT_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _sqlite_path(url: str) -> Path | None:
+    """The file of a ``sqlite:///path`` URL (None for other URLs and in-memory databases)."""
+    if not url.startswith("sqlite:///"):
+        return None
+    rest = url[len("sqlite:///") :].split("?", 1)[0]
+    if not rest or rest == ":memory:":
+        return None
+    return Path(rest)
 
 
 def _check_url(url: str, what: str) -> str:
@@ -166,7 +214,8 @@ class Store:
             if self.storage_url.startswith("sqlite"):
                 kwargs["connect_args"] = {"timeout": SQLITE_TIMEOUT_S}
             try:
-                storage = optuna.storages.RDBStorage(self.storage_url, engine_kwargs=kwargs)
+                with sqlite_init_lock(self.storage_url):  # two new searches at once
+                    storage = optuna.storages.RDBStorage(self.storage_url, engine_kwargs=kwargs)
             except ImportError as exc:
                 raise StoreError(
                     f"the Optuna storage {_redact(self.storage_url)} needs a database driver "

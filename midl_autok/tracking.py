@@ -73,7 +73,10 @@ def make_client(tracking_uri: str) -> MlflowClient:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     from mlflow import MlflowClient
 
-    return MlflowClient(tracking_uri=tracking_uri)
+    from midl_autok.store import sqlite_init_lock
+
+    with sqlite_init_lock(tracking_uri):  # the client builds the tables of a new database
+        return MlflowClient(tracking_uri=tracking_uri)
 
 
 @functools.cache
