@@ -10,7 +10,9 @@ process or in a Ray worker; the driver turns the outcome into the Optuna trial w
 A failing evaluation (the loss became NaN, any exception, a non-finite final metric) is an
 outcome with ``state="fail"`` and a ``fail_reason``; its child run ends FAILED with the epochs
 that did complete. Only an interruption (``KeyboardInterrupt``/``SystemExit``) propagates,
-after ending the child run as KILLED.
+after ending the child run as KILLED, and :class:`StopTrial`, raised by a hook when another
+process takes over the trial (the Ray backend's driver records a trial its scheduler stopped
+as pruned and ends the child run itself), which leaves the run alone.
 """
 
 from __future__ import annotations
@@ -27,10 +29,17 @@ from typing import Any, Literal
 from midl_autok.tracking import FAILED, FINISHED, KILLED, Tracker, TrackingRef
 from midl_autok.trainer import TrainHooks
 
-__all__ = ["TrialOutcome", "TrialRequest", "evaluate_trial"]
+__all__ = ["StopTrial", "TrialOutcome", "TrialRequest", "evaluate_trial"]
 
 COMPLETE: Literal["complete"] = "complete"
 FAIL: Literal["fail"] = "fail"
+PRUNED: Literal["pruned"] = "pruned"  # stopped early by a scheduler; metrics of its last epoch
+
+
+class StopTrial(BaseException):
+    """Raised by a training hook when the trial is stopped from outside and another process
+    records it (e.g. a Ray Tune scheduler stopped it); :func:`evaluate_trial` re-raises it
+    without ending the MLflow child run."""
 
 
 @dataclass(frozen=True)
@@ -62,7 +71,7 @@ class TrialRequest:
 class TrialOutcome:
     """What evaluating one schedule produced."""
 
-    state: Literal["complete", "fail"]
+    state: Literal["complete", "fail", "pruned"]
     metrics: dict[str, float] = field(default_factory=dict)  # final metrics
     history: list[dict[str, float]] = field(default_factory=list)  # per completed epoch
     schedule: dict[str, Any] | None = None  # the realized schedule (k actually used)
@@ -151,6 +160,8 @@ def evaluate_trial(
         metrics, history = dict(result.metrics), list(result.history)
         realized = result.schedule or schedule
         reason = non_finite(metrics)
+    except StopTrial:
+        raise
     except DivergedError as exc:
         metrics, history, realized, reason = {}, list(exc.history), schedule, str(exc)
     except Exception as exc:

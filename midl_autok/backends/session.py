@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from midl_autok import __version__
 from midl_autok.agents import Agent, SamplerAgent, get_agent
-from midl_autok.backends.evaluate import TrialOutcome, TrialRequest, non_finite
+from midl_autok.backends.evaluate import PRUNED, TrialOutcome, TrialRequest, non_finite
 from midl_autok.errors import SpecError, UserError, unknown_name
 from midl_autok.store import (
     ATTR_FAIL_REASON,
@@ -86,6 +86,8 @@ IDEAL: dict[str, float] = {
 #: Spec fields that may change between invocations of the same study.
 _FREE_FIELDS = (("budget", "trials"), ("budget", "timeout_s"), ("description",))
 FLOPS_CONSTRAINT = "flops_budget"
+#: Trial user attr: why a PRUNED trial was stopped early.
+ATTR_PRUNED_REASON = "pruned_reason"
 
 
 # --------------------------------------------------------------------------- study identity
@@ -187,6 +189,7 @@ class SearchSummary:
     trial_s: float  # wall time of this invocation's trials, ask to tell (sum)
     files: list[Path] = field(default_factory=list)
     stopped: str | None = None  # why the search stopped before the target, if it did
+    pruned: int = 0  # of the new trials, stopped early by a scheduler (counted as completed)
 
     @property
     def overhead_per_trial_s(self) -> float | None:
@@ -236,6 +239,7 @@ class SearchSession:
         self.opened = datetime.datetime.now()  # Optuna's datetime_start is naive local time
         self.new_trials = 0
         self.failed = 0
+        self.pruned = 0
         self.train_s = 0.0
         self.trial_s = 0.0  # wall time from ask (or record) to the end of tell, summed
         self._asked: dict[int, float] = {}
@@ -349,10 +353,13 @@ class SearchSession:
 
     def tell(self, trial: optuna.Trial, outcome: TrialOutcome) -> FrozenTrial:
         """Record ``outcome`` on ``trial`` (user attrs, FLOPs constraint) and finish it:
-        COMPLETE with the objective values, or FAIL with ``fail_reason``."""
+        COMPLETE with the objective values, FAIL with ``fail_reason``, or PRUNED (a scheduler
+        stopped it early: the metrics of its last epoch, no values; ``fail_reason`` says why,
+        as user attr ``pruned_reason``)."""
         from optuna.trial import TrialState
 
-        values, reason = self._values(outcome)
+        pruned = outcome.state == PRUNED
+        values, reason = (None, None) if pruned else self._values(outcome)
         attrs: dict[str, Any] = {k: v for k, v in outcome.metrics.items() if not _bad_number(v)}
         if outcome.schedule is not None:
             schedule = dict(outcome.schedule)
@@ -364,12 +371,16 @@ class SearchSession:
             attrs[ATTR_RUN_ID] = outcome.mlflow_run_id
         if reason is not None:
             attrs[ATTR_FAIL_REASON] = reason
+        if pruned and outcome.fail_reason:
+            attrs[ATTR_PRUNED_REASON] = outcome.fail_reason
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
         if values is not None and self.flops_budget is not None:
             ratio = float(outcome.metrics["inference_flops_ratio"])
             trial.set_constraint(FLOPS_CONSTRAINT, ratio - self.flops_budget)
-        if values is None:
+        if pruned:
+            frozen = self.study.tell(trial, state=TrialState.PRUNED)
+        elif values is None:
             frozen = self.study.tell(trial, state=TrialState.FAIL)
         else:
             frozen = self.study.tell(trial, values)
@@ -401,10 +412,12 @@ class SearchSession:
     def _after_trial(self, frozen: FrozenTrial, outcome: TrialOutcome) -> None:
         self.new_trials += 1
         self.train_s += outcome.train_s
-        if frozen.state.name != "COMPLETE":
-            self.failed += 1
-        else:
+        if frozen.state.name == "COMPLETE":
             self._log_front(frozen)
+        elif frozen.state.name == "PRUNED":
+            self.pruned += 1
+        else:
+            self.failed += 1
         started = self._asked.pop(frozen.number, None)
         if started is not None:
             self.trial_s += time.perf_counter() - started
@@ -526,6 +539,7 @@ class SearchSession:
             trial_s=self.trial_s,
             files=list(files),
             stopped=stopped,
+            pruned=self.pruned,
         )
 
     def write_pareto(self, *, plotlyjs: str | bool = True) -> list[Path]:
