@@ -103,10 +103,11 @@ def _cpu_ops(x: torch.Tensor) -> Any:
     return cpu_kernels()
 
 
+_is_exporting: Callable[[], bool] = getattr(torch.compiler, "is_exporting", lambda: False)
+
+
 def _tracing() -> bool:
-    return bool(
-        torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing()
-    )
+    return bool(torch.compiler.is_compiling() or _is_exporting() or torch.jit.is_tracing())
 
 
 def topk_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
