@@ -45,7 +45,10 @@ __all__ = [
 ]
 
 #: Registered backends: name -> "module:function(session, *, target, ...)".
-BACKENDS: dict[str, str] = {"local": "midl_autok.backends.local:run_local"}
+BACKENDS: dict[str, str] = {
+    "local": "midl_autok.backends.local:run_local",
+    "ray": "midl_autok.backends.ray:run_ray",
+}
 
 _EXPORTS = {
     "SearchCallback": "midl_autok.backends.local",
