@@ -131,8 +131,54 @@ def search(
         int | None,
         typer.Option(
             "--workers",
-            help="Parallel workers. RL agents: vectorized environments (one process each "
-            "when > 1). Default 1.",
+            help="Parallel workers. --backend ray: trials at once (default: as many as the "
+            "cluster's CPUs/GPUs hold per --cpus-per-trial/--gpus-per-trial). RL agents: "
+            "vectorized environments (one process each when > 1; default 1).",
+            show_default=False,
+        ),
+    ] = None,
+    backend: Annotated[
+        str,
+        typer.Option(
+            "--backend",
+            help="Where trials run: local (one after another in this process) or ray (Ray "
+            "Tune: parallel trials on this machine's CPUs/GPUs or on a Ray cluster).",
+        ),
+    ] = "local",
+    cpus_per_trial: Annotated[
+        float | None,
+        typer.Option(
+            "--cpus-per-trial",
+            help="--backend ray: CPUs reserved per trial (default 1; raise --threads with it).",
+            show_default=False,
+        ),
+    ] = None,
+    gpus_per_trial: Annotated[
+        float | None,
+        typer.Option(
+            "--gpus-per-trial",
+            help="--backend ray: GPUs per trial; a fraction below 1 shares a GPU (0.5: two "
+            "trials per GPU). With GPUs, --device auto trains on them (default 0).",
+            show_default=False,
+        ),
+    ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-address",
+            help="--backend ray: join a running Ray cluster (auto, or HEAD_IP:6379) instead "
+            "of starting a local Ray. Run the search on a cluster node (or as a Ray job).",
+            show_default=False,
+        ),
+    ] = None,
+    early_stop: Annotated[
+        str | None,
+        typer.Option(
+            "--early-stop",
+            help="--backend ray: stop unpromising trials at rungs (epochs g, 2g, 4g, ...; g a "
+            "quarter of the epochs): none, asha (one score: mean gain over the hypervolume "
+            "reference) or mo-asha (Pareto rank, then crowding distance, on the objectives). "
+            "Stopped trials are recorded as PRUNED with their last epoch's metrics.",
             show_default=False,
         ),
     ] = None,
@@ -198,7 +244,20 @@ def search(
         from midl_autok.errors import unknown_name
 
         raise unknown_name("search space", space, SEARCH_SPACES, error=SpecError)
-    rl_options = _rl_options(workers=workers, episodes=episodes, lambdas=lambdas, budgets=budgets)
+    ray_options = _ray_options(
+        backend,
+        workers=workers,
+        cpus_per_trial=cpus_per_trial,
+        gpus_per_trial=gpus_per_trial,
+        ray_address=ray_address,
+        early_stop=early_stop,
+    )
+    rl_options = _rl_options(
+        workers=None if ray_options is not None else workers,
+        episodes=episodes,
+        lambdas=lambdas,
+        budgets=budgets,
+    )
     spec = experiment_spec(
         experiment,
         experiment_opt,
@@ -222,15 +281,28 @@ def search(
     _quiet_libraries()
     progress = _Progress(spec.name)
     with _sigterm_as_interrupt(), progress:
-        summary = run_search(
-            spec,
-            store=the_store,
-            study=study,
-            device=device,
-            threads=threads,
-            callbacks=[progress],
-        )
-    _print_summary(summary, the_store)
+        if ray_options is not None:
+            from midl_autok.backends.ray import run_ray_search
+
+            summary = run_ray_search(
+                spec,
+                store=the_store,
+                study=study,
+                device=device,
+                threads=threads,
+                options=ray_options,
+                callbacks=[progress],
+            )
+        else:
+            summary = run_search(
+                spec,
+                store=the_store,
+                study=study,
+                device=device,
+                threads=threads,
+                callbacks=[progress],
+            )
+    _print_summary(summary, the_store, overhead=ray_options is None)
     _print_policy(summary, the_store)
     if summary.stopped:
         print(f"midl-autok: search stopped early: {summary.stopped}", file=sys.stderr)
@@ -252,6 +324,46 @@ def _numbers(flag: str, text: str, *, budget: bool) -> list[float]:
 
         raise SpecError(f"{flag} must be comma-separated {rule}, but got {text!r}")
     return values
+
+
+def _ray_options(
+    backend: str,
+    *,
+    workers: int | None,
+    cpus_per_trial: float | None,
+    gpus_per_trial: float | None,
+    ray_address: str | None,
+    early_stop: str | None,
+) -> Any:
+    """The Ray backend's options (checked), or None for the local backend; the Ray-only
+    options given with the local backend are errors."""
+    from midl_autok.backends import BACKENDS
+    from midl_autok.errors import SpecError, unknown_name
+
+    if backend not in BACKENDS:
+        raise unknown_name("backend", backend, BACKENDS, error=SpecError)
+    given = {
+        "--cpus-per-trial": cpus_per_trial,
+        "--gpus-per-trial": gpus_per_trial,
+        "--ray-address": ray_address,
+        "--early-stop": early_stop,
+    }
+    if backend != "ray":
+        for flag, value in given.items():
+            if value is not None:
+                raise SpecError(f"{flag} applies to --backend ray, not to --backend {backend}")
+        return None
+    from midl_autok.backends.ray import RayOptions
+
+    options = RayOptions(
+        workers=workers,
+        cpus_per_trial=1.0 if cpus_per_trial is None else cpus_per_trial,
+        gpus_per_trial=0.0 if gpus_per_trial is None else gpus_per_trial,
+        address=ray_address,
+        early_stop=early_stop or "none",
+    )
+    options.check()
+    return options
 
 
 def _rl_options(
@@ -286,8 +398,9 @@ def _with_agent_options(spec: Any, options: dict[str, Any], *, trials_given: boo
         )
     for key in options:
         if key not in accepted:
+            hint = "; for trials in parallel use --backend ray" if key == "workers" else ""
             raise SpecError(
-                f"--{key} applies to the RL agents (ppo, sac, a2c), not to agent '{name}'"
+                f"--{key} applies to the RL agents (ppo, sac, a2c), not to agent '{name}'{hint}"
             )
     if not options:
         return spec
@@ -400,6 +513,8 @@ class _Progress:
         if trial.state.name == "COMPLETE":
             m = outcome.metrics
             last = f"{label}: acc {m['val_accuracy']:.4f} FLOPs x{m['inference_flops_ratio']:.3f}"
+        elif trial.state.name == "PRUNED":
+            last = f"{label}: [yellow]stopped early[/]"
         else:
             last = f"{label}: [red]failed[/]"
         # a sampler's target counts completed trials; an external agent's plan, every episode
@@ -440,7 +555,7 @@ def _fmt(value: Any, pattern: str) -> str:
     return "-" if not isinstance(value, (int, float)) else pattern.format(value)
 
 
-def _print_summary(summary: SearchSummary, store: Store) -> None:
+def _print_summary(summary: SearchSummary, store: Store, *, overhead: bool = True) -> None:
     from midl_autok.store import load_study_record
     from midl_autok.tracking import pareto_summary
 
@@ -458,10 +573,12 @@ def _print_summary(summary: SearchSummary, store: Store) -> None:
     new = f"{summary.new_trials} new trial(s)"
     if summary.failed:
         new += f", {summary.failed} failed"
-    overhead = summary.overhead_per_trial_s
+    if summary.pruned:
+        new += f", {summary.pruned} stopped early (pruned)"
+    per_trial = summary.overhead_per_trial_s if overhead else None
     timing = f" in {summary.wall_s:.1f} s"
-    if overhead is not None:
-        timing += f" (tracking overhead {overhead * 1000:.0f} ms/trial)"
+    if per_trial is not None:
+        timing += f" (tracking overhead {per_trial * 1000:.0f} ms/trial)"
     console.print(f"{new}{timing}")
     console.print(f"store: {store.root}", highlight=False, soft_wrap=True)
     if summary.files:
