@@ -441,12 +441,13 @@ class MIDL(nn.Module):
         f = F.linear(x, self.weight, self.bias)  # (B, d) every row
         light = self.light(x)
         m = None if k >= self.out_features else topk_mask(logits.detach(), k)  # (B, d)
-        if torch.is_grad_enabled():
-            code = _act_code(self.act)
-            ops = self._fused_ops(logits, f) if code in (0, 1) else None
-            if ops is not None:  # CPU: mix, activation and their backward compiled
-                self._record(logits, mask=m)
+        code = _act_code(self.act)
+        ops = self._fused_ops(logits, f) if code in (0, 1) else None
+        if ops is not None:  # CPU: sigmoid, mix, activation (and backward) in one pass each
+            self._record(logits, mask=m)
+            if torch.is_grad_enabled():
                 return _FusedMixCPU.apply(logits, m, f, light, code, ops)
+            return ops.midl_mix_forward(logits, m, f, light, code)[0]
         g = torch.sigmoid(logits)
         if torch.is_grad_enabled():
             mixed = _GateMix.apply(g, m, f, light)
@@ -457,7 +458,7 @@ class MIDL(nn.Module):
 
     @staticmethod
     def _fused_ops(logits: torch.Tensor, f: torch.Tensor) -> Any:
-        """Compiled kernels for the training mix: CPU, float32/64, and large enough that one
+        """Compiled kernels for the masked dense mix: CPU, float32/64, and large enough that one
         call beats a dozen elementwise ops (the rule depends on sizes only, so a run's numbers
         do not depend on what else the process did)."""
         if (

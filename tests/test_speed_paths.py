@@ -202,3 +202,30 @@ def test_import_and_small_layers_do_not_build() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "not built"
+
+
+@pytest.mark.parametrize("light_rank", [0, 8])
+@pytest.mark.parametrize("activation", ["relu", "identity"])
+def test_eval_masked_dense_with_the_compiled_mix(ops, light_rank: int, activation: str) -> None:
+    # B * d >= 8192 in eval: top-k and sigmoid/mix/activation compiled; same result as the
+    # PyTorch formula in float64
+    torch.manual_seed(1)
+    layer = MIDL(40, 128, 50, gate_rank=8, light_rank=light_rank, activation=activation)
+    layer.sparse_eval = "never"
+    layer.eval()
+    x = torch.randn(80, 40, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        got = layer(x)
+        p = {n: t.double() for n, t in layer.named_parameters()}
+        xd = x.double()
+        logits = xd @ p["gate_in"].T @ p["gate_out"].T
+        a = torch_topk_mask(logits, 50) * torch.sigmoid(logits)
+        f = xd @ p["weight"].T + p["bias"]
+        if light_rank:
+            light = xd @ p["light_in"].T @ p["light_out"].T + p["light_bias"]
+            want = layer.act(a * f + (1 - a) * light)
+        else:
+            want = layer.act(a * f)
+    torch.testing.assert_close(got, want.float(), rtol=1e-5, atol=1e-5)
+    assert layer.last_mask is not None
+    assert layer.last_mask.sum(dim=1).tolist() == [50] * 80
