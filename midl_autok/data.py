@@ -525,6 +525,7 @@ def _load_synthetic(req: _Request) -> _Source:
     from sklearn.datasets import make_classification
 
     o = dict(req.options)
+    _check_generated_size("synthetic", o["n_samples"], o["n_features"], "n_samples x n_features")
     o["n_informative"] = o["n_informative"] or max(2, o["n_features"] // 2)
     o["n_redundant"] = o["n_redundant"] if o["n_redundant"] is not None else o["n_features"] // 4
     seed = o.pop("data_seed")
@@ -553,6 +554,7 @@ def _load_synthetic_tokens(req: _Request) -> _Source:
     """
     o = req.options
     n, t, v, c, m = o["n_samples"], o["seq_len"], o["vocab_size"], o["n_classes"], o["motif_len"]
+    _check_generated_size("synthetic-tokens", n, t, "n_samples x seq_len")
     if m > t:
         raise DataError(f"synthetic-tokens needs motif_len <= seq_len, but got {m} > {t}")
     if v**m < 2 * c:
@@ -1123,23 +1125,42 @@ def _opt(default: Any, kind: str, minimum: float | None = None, **kw: Any) -> _O
     return _Option(default, kind, minimum, **kw)
 
 
+# Bounds of the generated datasets' options: a typo of a few digits is an error, not a
+# generator that fills the memory for minutes. ``_MAX_VALUES`` bounds samples x features.
+_MAX_GENERATED = 10_000_000
+_MAX_DIM = 100_000
+_MAX_CLASSES = 10_000
+_MAX_VALUES = 200_000_000
+
+
+def _check_generated_size(dataset: str, rows: int, columns: int, what: str) -> None:
+    if rows * columns > _MAX_VALUES:
+        raise DataError(
+            f"dataset '{dataset}': {what} = {rows:,} x {columns:,} values is more than the "
+            f"{_MAX_VALUES:,} a generated dataset may hold; lower one of them"
+        )
+
+
 _REGISTRY: dict[str, _Entry] = {
     "digits": _Entry(_load_digits, "bundled"),
     "mnist1d": _Entry(
         _load_mnist1d,
         "generated",
-        {"num_samples": _opt(5000, "int", 10), "data_seed": _opt(42, "int", 0)},
+        {
+            "num_samples": _opt(5000, "int", 10, maximum=_MAX_GENERATED),
+            "data_seed": _opt(42, "int", 0),
+        },
     ),
     "synthetic": _Entry(
         _load_synthetic,
         "generated",
         {
-            "n_samples": _opt(2000, "int", 4),
-            "n_features": _opt(32, "int", 2),
-            "n_informative": _opt(None, "int?", 1),
-            "n_redundant": _opt(None, "int?", 0),
-            "n_classes": _opt(4, "int", 2),
-            "n_clusters_per_class": _opt(2, "int", 1),
+            "n_samples": _opt(2000, "int", 4, maximum=_MAX_GENERATED),
+            "n_features": _opt(32, "int", 2, maximum=_MAX_DIM),
+            "n_informative": _opt(None, "int?", 1, maximum=_MAX_DIM),
+            "n_redundant": _opt(None, "int?", 0, maximum=_MAX_DIM),
+            "n_classes": _opt(4, "int", 2, maximum=_MAX_CLASSES),
+            "n_clusters_per_class": _opt(2, "int", 1, maximum=_MAX_CLASSES),
             "class_sep": _opt(1.0, "float", 0),
             "flip_y": _opt(0.01, "float", 0, maximum=1),
             "data_seed": _opt(0, "int", 0),
@@ -1149,11 +1170,11 @@ _REGISTRY: dict[str, _Entry] = {
         _load_synthetic_tokens,
         "generated",
         {
-            "n_samples": _opt(2000, "int", 4),
-            "seq_len": _opt(32, "int", 1),
-            "vocab_size": _opt(50, "int", 2),
-            "n_classes": _opt(4, "int", 2),
-            "motif_len": _opt(4, "int", 1),
+            "n_samples": _opt(2000, "int", 4, maximum=_MAX_GENERATED),
+            "seq_len": _opt(32, "int", 1, maximum=_MAX_DIM),
+            "vocab_size": _opt(50, "int", 2, maximum=_MAX_GENERATED),
+            "n_classes": _opt(4, "int", 2, maximum=_MAX_CLASSES),
+            "motif_len": _opt(4, "int", 1, maximum=_MAX_DIM),
             "data_seed": _opt(0, "int", 0),
         },
     ),

@@ -29,7 +29,9 @@ __all__ = ["FORMAT", "VERSION", "KSchedule", "LayerSpec", "k_from_fraction", "wr
 
 FORMAT = "midl-autok/kschedule"
 VERSION = 1
-_MAX_FILE_BYTES = 64 * 1024 * 1024
+#: Largest schedule file read (JSON); a YAML file may be smaller: YAML parses much slower.
+_MAX_FILE_BYTES = 16 * 1024 * 1024
+_MAX_YAML_BYTES = 2 * 1024 * 1024
 
 
 def k_from_fraction(fraction: float, width: int) -> int:
@@ -296,6 +298,9 @@ class KSchedule:
         for key in ("metrics", "provenance"):
             if not isinstance(data.get(key, {}), dict):
                 raise ScheduleError(f"{source}: '{key}' must be an object")
+            problem = _json_problem(data.get(key, {}), key)
+            if problem is not None:
+                raise ScheduleError(f"{source}: {problem}")
         try:
             return cls(
                 layers=tuple(layers),
@@ -327,14 +332,10 @@ class KSchedule:
 
     @classmethod
     def from_yaml(cls, text: str, *, source: str = "schedule") -> KSchedule:
-        import yaml
+        """Parse YAML with the safe loader (plain data only; bounded alias expansion)."""
+        from midl_autok._yaml import load_yaml
 
-        try:
-            data = yaml.safe_load(text)
-        except (yaml.YAMLError, RecursionError) as exc:
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise ScheduleError(f"{source}: not valid YAML ({reason})") from None
-        return cls.from_dict(data, source=source)
+        return cls.from_dict(load_yaml(text, source=source, error=ScheduleError), source=source)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write JSON, or YAML when the name ends in ``.yaml``/``.yml``; atomically."""
@@ -348,9 +349,11 @@ class KSchedule:
         """Read a schedule file (JSON, or YAML by extension); errors name the file."""
         source = str(path)
         p = Path(path)
+        yaml_file = p.suffix.lower() in (".yaml", ".yml")
+        limit = _MAX_YAML_BYTES if yaml_file else _MAX_FILE_BYTES
         try:
-            if p.stat().st_size > _MAX_FILE_BYTES:
-                raise ScheduleError(f"{source}: file is larger than {_MAX_FILE_BYTES} bytes")
+            if p.stat().st_size > limit:
+                raise ScheduleError(f"{source}: file is larger than {limit} bytes")
             text = p.read_text(encoding="utf-8")
         except FileNotFoundError:
             raise ScheduleError(f"schedule file not found: {source}") from None
@@ -360,13 +363,46 @@ class KSchedule:
             raise ScheduleError(f"{source}: not a UTF-8 text file") from None
         except OSError as exc:
             raise ScheduleError(f"cannot read schedule file {source}: {exc.strerror}") from None
-        if p.suffix.lower() in (".yaml", ".yml"):
+        if yaml_file:
             return cls.from_yaml(text, source=source)
         return cls.from_json(text, source=source)
 
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not allowed")
+
+
+def _json_problem(value: Any, where: str) -> str | None:
+    """Why ``value`` would not survive the JSON round trip exactly, or None.
+
+    YAML gives more than JSON can hold (dates, bytes, NaN, non-string keys); a schedule that
+    loads must also save, so they are refused on reading, naming the place.
+    """
+    stack = [(value, where)]
+    budget = 2_000_000  # values visited (a structure that contains itself never ends)
+    while stack:
+        budget -= 1
+        if budget < 0:
+            return f"{where} holds too many values"
+        item, path = stack.pop()
+        if item is None or isinstance(item, (str, bool, int)):
+            continue
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return f"{path} is {item}; only finite numbers are allowed"
+        elif isinstance(item, list):
+            stack.extend((v, f"{path}[{i}]") for i, v in enumerate(item))
+        elif isinstance(item, dict):
+            for key, v in item.items():
+                if not isinstance(key, str):
+                    return f"{path} has the key {key!r}; keys must be strings"
+                stack.append((v, f"{path}.{key}"))
+        else:
+            return (
+                f"{path} must be a JSON value (a finite number, string, boolean, null, list "
+                f"or object), but got {type(item).__name__}"
+            )
+    return None
 
 
 def _kind(value: Any) -> str:

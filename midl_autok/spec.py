@@ -35,6 +35,11 @@ __all__ = [
 
 DEFAULT_EXPERIMENT = "digits-mlp"
 _MAX_SPEC_BYTES = 1024 * 1024
+#: Upper bound of layer widths, ranks and batch sizes: far above any model this trains, low
+#: enough that a typo (``hidden: [10000000000]``) is an error, not an allocation that fails.
+MAX_SIZE = 1 << 20
+#: Most hidden layers (or conv blocks) a model may have.
+MAX_LAYERS = 1024
 
 
 class _Strict(BaseModel):
@@ -54,20 +59,20 @@ class DatasetSpec(_Strict):
 class ModelSpec(_Strict):
     arch: str = "mlp"
     variant: Literal["midl", "dense", "dropout"] = "midl"
-    hidden: list[int] | None = None
-    channels: list[int] | None = None
-    embed_dim: int | None = Field(None, ge=1)
-    hidden_size: int | None = Field(None, ge=1)
-    gate_rank: int = Field(16, ge=1)
-    light_rank: int = Field(16, ge=0)
+    hidden: list[int] | None = Field(None, max_length=MAX_LAYERS)
+    channels: list[int] | None = Field(None, max_length=MAX_LAYERS)
+    embed_dim: int | None = Field(None, ge=1, le=MAX_SIZE)
+    hidden_size: int | None = Field(None, ge=1, le=MAX_SIZE)
+    gate_rank: int = Field(16, ge=1, le=MAX_SIZE)
+    light_rank: int = Field(16, ge=0, le=MAX_SIZE)
     activation: str = "relu"
     dropout: float = Field(0.5, ge=0, lt=1)
 
     @field_validator("hidden", "channels")
     @classmethod
     def _positive(cls, value: list[int] | None) -> list[int] | None:
-        if value is not None and (not value or any(v < 1 for v in value)):
-            raise ValueError("must be a non-empty list of integers >= 1")
+        if value is not None and (not value or any(not 1 <= v <= MAX_SIZE for v in value)):
+            raise ValueError(f"must be a non-empty list of integers in [1, {MAX_SIZE}]")
         return value
 
     def options(self) -> dict[str, Any]:
@@ -77,13 +82,13 @@ class ModelSpec(_Strict):
 
 class TrainingSpec(_Strict):
     epochs: int = Field(10, ge=1, le=10_000)
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(64, ge=1, le=MAX_SIZE)
     lr: float = Field(1e-3, gt=0, le=10)
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     weight_decay: float = Field(0.0, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     grad_clip: float | None = Field(None, gt=0)
-    eval_batch_size: int = Field(4096, ge=1)
+    eval_batch_size: int = Field(4096, ge=1, le=MAX_SIZE)
     # k fraction for every MID-L layer and epoch when no schedule is given (``train``).
     k_fraction: float = Field(1.0, gt=0, le=1)
 
@@ -113,7 +118,7 @@ def _default_objectives() -> list[Objective]:
 
 
 class ExperimentSpec(_Strict):
-    name: str = "custom"
+    name: str = Field("custom", min_length=1, max_length=100)
     description: str = ""
     seed: int = Field(0, ge=0, le=2**32 - 1)
     dataset: DatasetSpec = Field(default_factory=DatasetSpec)
@@ -122,6 +127,15 @@ class ExperimentSpec(_Strict):
     objectives: list[Objective] = Field(default_factory=_default_objectives, min_length=1)
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
     search: SearchSpec = Field(default_factory=SearchSpec)
+
+    @field_validator("name")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        # the name becomes part of study, MLflow experiment and folder names and of one-line
+        # messages: no line breaks or other control characters
+        if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+            raise ValueError("must not contain control characters (line breaks, tabs, ...)")
+        return value
 
     @field_validator("objectives")
     @classmethod
@@ -218,12 +232,8 @@ def load_spec(name_or_path: str | os.PathLike[str] | None = None) -> ExperimentS
         raise SpecError(f"{source}: not a UTF-8 text file") from None
     except OSError as exc:
         raise SpecError(f"cannot read experiment file {ref}: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise SpecError(f"{source}: not valid YAML ({first})") from None
-    except RecursionError:
-        raise SpecError(f"{source}: the document is nested too deeply") from None
+    from midl_autok._yaml import load_yaml
+
+    data = load_yaml(text, source=source, error=SpecError)  # safe loader, bounded
     spec = validate_spec(data, source=source)
     return spec

@@ -150,8 +150,15 @@ class Tracker:
         if exp is None:
             try:
                 return cls(client, client.create_experiment(name, artifact_location))
-            except MlflowException:  # created meanwhile by another process
+            except MlflowException as exc:  # created meanwhile by another process?
                 exp = client.get_experiment_by_name(name)
+                if exp is None and exc.error_code == "INVALID_PARAMETER_VALUE":
+                    from midl_autok.errors import UserError
+
+                    raise UserError(
+                        f"MLflow refuses the study name as an experiment name: {exc.message}; "
+                        "choose another --study"
+                    ) from None
                 if exp is None:
                     raise
         if exp.lifecycle_stage == "deleted":

@@ -2,11 +2,13 @@
 
 Each command lives in its own module of this package and registers itself on :data:`app`.
 :func:`main` is the console-script entry point: user errors (:class:`UserError`) become one
-line on stderr and exit status 2, never a traceback.
+line on stderr and exit status 2, never a traceback; failures of the machine (a full disk, a
+read-only or locked database, no memory) one line and exit status 1.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Any
 
@@ -34,12 +36,27 @@ def _click_exceptions() -> Any:
     return exceptions
 
 
+def _optional(module: Any, name: str) -> tuple[type[BaseException], ...]:
+    found = getattr(module, name, None)
+    return (found,) if isinstance(found, type) else ()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI. Every user error -- a bad option value, an unknown name, a malformed
-    file -- ends with one line on stderr and exit status 2, never a traceback."""
-    from midl_autok.errors import UserError
+    file -- ends with one line on stderr and exit status 2, never a traceback; a failure of
+    the machine (disk full, database read-only or locked, out of memory) with one line and
+    exit status 1. Anything else is a bug and shows its traceback."""
+    from midl_autok.errors import UserError, system_error_message
 
     click = _click_exceptions()
+    # typer >= 0.2x vendors click without its Abort; typer.Abort is what it raises then
+    interrupts: tuple[type[BaseException], ...] = (
+        KeyboardInterrupt,
+        typer.Abort,
+        *_optional(click, "Abort"),
+    )
+    # MLflow logs every database error with its traceback before raising it to us
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
     try:
         code = app(args=argv, prog_name="midl-autok", standalone_mode=False)
@@ -57,9 +74,15 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as exc:
         print(f"midl-autok: error: {' '.join(str(exc).split())}", file=sys.stderr)
         sys.exit(2)
-    except (KeyboardInterrupt, click.Abort, typer.Abort):
+    except interrupts:
         print("midl-autok: interrupted", file=sys.stderr)
         sys.exit(130)
+    except Exception as exc:  # a full disk, a locked database, ...: one line; a bug: raise
+        line = system_error_message(exc)
+        if line is None:
+            raise
+        print(f"midl-autok: error: {line}", file=sys.stderr)
+        sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
 
 
