@@ -229,3 +229,45 @@ def test_eval_masked_dense_with_the_compiled_mix(ops, light_rank: int, activatio
     torch.testing.assert_close(got, want.float(), rtol=1e-5, atol=1e-5)
     assert layer.last_mask is not None
     assert layer.last_mask.sum(dim=1).tolist() == [50] * 80
+
+
+@pytest.mark.parametrize("path", ["gather", "kernel"])
+@pytest.mark.parametrize("batch", [1, 9])
+def test_sparse_paths_without_biases(ops, path: str, batch: int) -> None:
+    torch.manual_seed(2)
+    layer = MIDL(70, 48, 11, gate_rank=16, light_rank=16, bias=False).eval()
+    x = torch.randn(batch, 70, generator=torch.Generator().manual_seed(batch))
+    with torch.no_grad():
+        layer.sparse_eval = "never"
+        want = layer(x)
+        layer.sparse_eval = path  # type: ignore[assignment]
+        assert layer.eval_path(x) == path
+        got = layer(x)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_compiled_training_without_biases_and_strided_input(ops) -> None:
+    torch.manual_seed(3)
+    layer = MIDL(48, 128, 30, gate_rank=8, light_rank=8, bias=False).train()
+    base = torch.randn(80, 96, generator=torch.Generator().manual_seed(4))
+    x = base[:, ::2]  # (80, 48), not contiguous
+    layer(x).pow(2).sum().backward()
+    got = {n: p.grad.clone() for n, p in layer.named_parameters()}
+    layer.zero_grad()
+    layer.sparse_eval = "never"
+    with torch.no_grad():
+        y_eval = layer.eval()(x.contiguous())
+    layer.train()
+    # the same computation in plain float64 autograd (straight-through mask)
+    p = {n: t.detach().double().requires_grad_() for n, t in layer.named_parameters()}
+    xd = x.double()
+    logits = xd @ p["gate_in"].T @ p["gate_out"].T
+    g = torch.sigmoid(logits)
+    m = torch_topk_mask(logits.detach(), 30) + g - g.detach()
+    a = m * g
+    light = xd @ p["light_in"].T @ p["light_out"].T
+    y = torch.relu(a * (xd @ p["weight"].T) + (1 - a) * light)
+    y.pow(2).sum().backward()
+    torch.testing.assert_close(y_eval, y.detach().float(), rtol=1e-5, atol=1e-5)
+    for name, grad in got.items():
+        torch.testing.assert_close(grad, p[name].grad.float(), msg=name, rtol=1e-4, atol=1e-4)
