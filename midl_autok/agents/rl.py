@@ -31,6 +31,11 @@ saved restarts from scratch with the same seeds (so it ends with the policy an u
 run would have made); the episodes recorded by the interrupted attempt stay in the study with
 their ``rl_attempt``.
 
+With ``workers > 1`` the environments run in ``SubprocVecEnv`` processes (``forkserver``),
+which import the main module: a script that starts such a search needs the
+``if __name__ == "__main__":`` guard (the ``midl-autok`` command and pytest have it). On a
+shared 2-core machine two workers were no faster than one (digits, 10 epochs).
+
 Options (``search.options`` or the CLI's ``--episodes``, ``--lambdas``, ``--budgets``,
 ``--workers``): see :attr:`RLAgent.defaults`. The space option ``min_fraction`` sets the
 smallest k fraction an action can ask for; trial parameters are the ``free`` space's (one k
