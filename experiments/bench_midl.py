@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import statistics
 import time
@@ -132,9 +133,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="override the spec's epochs")
     parser.add_argument("--k-fraction", type=float, default=0.45)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     # warm-up: one short run per variant, so no variant pays for first-call costs
     warm = load_spec(args.experiments[0]).override(**{"training.epochs": 1})
@@ -146,6 +148,7 @@ def main() -> None:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "machine": platform.machine(),
+        "load_average": os.getloadavg(),
         "wall_s": time.perf_counter() - t0,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
