@@ -19,11 +19,21 @@ the model itself delivers in Python on CPU (``eval()`` picks the compiled kernel
 batches). :func:`latency_report` measures both against the dense model.
 
 The file records its provenance (k per layer, architecture, signature, midl-autok version)
-as an extra file ``midl_autok.json``.
+as an extra file ``midl_autok.json``, and the weights once more as a plain state dict.
+
+**Loading safely.** :func:`load_model` never runs the program in the file: it reads the
+metadata and the state dict from the zip archive (``torch.load(weights_only=True)``),
+rebuilds the architecture with :func:`~midl_autok.models.build_model` and sets the recorded k
+(DESIGN §8: no unpickling of user files). The result is a live MID-L model, so in Python it
+also gets the fast CPU paths. ``torch.export.load`` and ``torch.jit.load`` may unpickle parts
+of a file; :func:`load_program` uses them only when called with ``trusted=True`` (a file you
+wrote yourself), for running the exported graph as it is.
 """
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
 import statistics
@@ -52,12 +62,14 @@ __all__ = [
     "export_schedule_model",
     "latency_report",
     "load_model",
+    "load_program",
     "read_metadata",
 ]
 
 Format = Literal["export", "torchscript"]
 FORMATS: tuple[Format, ...] = ("export", "torchscript")
 META_NAME = "midl_autok.json"
+WEIGHTS_NAME = "midl_autok_weights.b64"  # torch.save(state_dict), base64 (extra files are text)
 MAX_BATCH = 1 << 20  # upper bound of the exported program's symbolic batch size
 
 
@@ -91,10 +103,17 @@ def _metadata(model: nn.Module, fmt: Format, example: torch.Tensor) -> dict[str,
         meta.update(
             arch=model.arch,
             signature=model.signature(),
+            config=json.loads(json.dumps(model.config, default=str)),
             k=model.current_k(),
             widths={name: layer.out_features for name, layer in model.midl_layers()},
         )
     return meta
+
+
+def _weights_text(model: nn.Module) -> str:
+    buffer = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buffer)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def export_model(
@@ -127,11 +146,12 @@ def export_model(
         meta = {**_metadata(model, format, example), **dict(info or {})}
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # same suffix: .pt2 expected
+        files = {META_NAME: json.dumps(meta), WEIGHTS_NAME: _weights_text(model)}
         with _masked_dense(model), torch.no_grad():
             if format == "export":
-                _save_export(model, example, tmp, meta)
+                _save_export(model, example, tmp, files)
             else:
-                _save_torchscript(model, example, tmp, meta)
+                _save_torchscript(model, example, tmp, files)
         os.replace(tmp, path)
     finally:
         if isinstance(model, MIDLNet) and previous:
@@ -140,22 +160,22 @@ def export_model(
     return path
 
 
-def _save_export(model: nn.Module, example: torch.Tensor, path: Path, meta: dict) -> None:
+def _save_export(model: nn.Module, example: torch.Tensor, path: Path, files: dict) -> None:
     from torch.export import Dim, export
 
     batch = Dim("batch", min=1, max=MAX_BATCH)
     # Trace with two samples (a batch of 1 would be specialized to a constant 1).
     sample = example[:1].expand(2, *example.shape[1:]).contiguous()
     program = export(model, (sample,), dynamic_shapes=({0: batch},))
-    torch.export.save(program, path, extra_files={META_NAME: json.dumps(meta)})
+    torch.export.save(program, path, extra_files=files)
 
 
-def _save_torchscript(model: nn.Module, example: torch.Tensor, path: Path, meta: dict) -> None:
+def _save_torchscript(model: nn.Module, example: torch.Tensor, path: Path, files: dict) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         traced = torch.jit.trace(model, (example,), check_trace=False)
-        torch.jit.save(traced, str(path), _extra_files={META_NAME: json.dumps(meta)})
+        torch.jit.save(traced, str(path), _extra_files=files)
 
 
 def export_schedule_model(
@@ -198,11 +218,56 @@ def export_schedule_model(
     return written, result
 
 
-def load_model(path: str | os.PathLike[str]) -> nn.Module:
-    """Load a file written by :func:`export_model` as a callable module (eval mode)."""
+def load_model(path: str | os.PathLike[str]) -> MIDLNet:
+    """Rebuild the model in a file written by :func:`export_model` (eval mode, recorded k),
+    from its metadata and plain state dict only: nothing in the file is executed."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"model file {path} does not exist")
+    meta = read_metadata(path)
+    config = meta.get("config")
+    if not isinstance(config, dict) or "arch" not in meta:
+        raise UserError(
+            f"{path} holds no midl-autok architecture (not a MIDLNet); run its graph with "
+            "load_program(path, trusted=True) if you wrote it yourself"
+        )
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = [n for n in archive.namelist() if n.rsplit("/", 1)[-1] == WEIGHTS_NAME]
+            if not names:
+                raise UserError(f"{path} has no {WEIGHTS_NAME}: not written by this version")
+            raw = base64.b64decode(archive.read(names[0]), validate=True)
+        state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    except UserError:
+        raise
+    except Exception as exc:  # a damaged archive, bad base64, a refused pickle global, ...
+        raise UserError(f"{path}: cannot read the weights ({exc})") from None
+    fixed = {"input_shape", "num_classes", "vocab_size"}
+    model = build_model(
+        str(meta["arch"]),
+        input_shape=config["input_shape"],
+        num_classes=config["num_classes"],
+        vocab_size=config.get("vocab_size"),
+        **{k: v for k, v in config.items() if k not in fixed},
+    )
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise UserError(
+            f"{path}: the weights do not fit the recorded architecture ({exc})"
+        ) from None
+    model.set_k(meta.get("k", {}))
+    return model.eval()
+
+
+def load_program(path: str | os.PathLike[str], *, trusted: bool = False) -> nn.Module:
+    """The exported graph itself (``torch.export`` program or TorchScript module), for a file
+    you wrote yourself: these loaders may unpickle parts of the file, so ``trusted=True`` is
+    required. :func:`load_model` is the safe way to load a file from elsewhere."""
+    if not trusted:
+        raise UserError(
+            "load_program runs torch.export.load / torch.jit.load, which can execute code "
+            "from the file; pass trusted=True for a file you wrote, or use load_model"
+        )
+    path = Path(path)
     fmt = read_metadata(path).get("export_format", "export")
     if fmt == "export":
         return torch.export.load(path).module()
@@ -215,6 +280,8 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The provenance stored in a file written by :func:`export_model` (read from the zip
     archive directly: nothing is deserialized or executed)."""
     path = Path(path)
+    if not path.is_file():
+        raise UserError(f"model file {path} does not exist")
     try:
         with zipfile.ZipFile(path) as archive:
             names = [n for n in archive.namelist() if n.rsplit("/", 1)[-1] == META_NAME]
@@ -249,7 +316,7 @@ def latency_report(
     model: MIDLNet,
     *,
     example: torch.Tensor,
-    exported: str | os.PathLike[str] | None = None,
+    exported: nn.Module | None = None,
     batches: Sequence[int] = (1, 16, 256),
     rounds: int = 15,
     target_s: float = 0.01,
@@ -257,8 +324,8 @@ def latency_report(
     """Median latency per batch size of: the same architecture with dense layers
     (``variant="dense"``, its own random weights: latency only), the MID-L model in eval mode
     (each layer picks its path: the compiled CPU kernel at small batches), and the exported
-    file when given. Variants are interleaved per round; returns a dict with ``rows`` and a
-    ``markdown`` table."""
+    graph when given (e.g. ``load_program(path, trusted=True)``). Variants are interleaved
+    per round; returns a dict with ``rows`` and a ``markdown`` table."""
     was_training = model.training
     model.eval()
     cfg = dict(model.config)
@@ -279,7 +346,7 @@ def latency_report(
     dense.to(device)
     candidates: dict[str, Any] = {"dense": dense, "midl": model}
     if exported is not None:
-        candidates["exported"] = load_model(exported)
+        candidates["exported"] = exported
     rows = []
     try:
         with torch.inference_mode():

@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from midl_autok.deploy import FORMATS, export_model, latency_report, load_model, read_metadata
+from midl_autok.deploy import (
+    FORMATS,
+    export_model,
+    latency_report,
+    load_model,
+    load_program,
+    read_metadata,
+)
 from midl_autok.errors import UserError
 from midl_autok.models import build_model
 from midl_autok.spec import validate_spec
@@ -40,12 +47,17 @@ def test_exported_model_gives_the_trained_outputs(trained, fmt: str, tmp_path: P
     assert model.current_k() == final_k
     assert all(k < width for k, width in zip(final_k.values(), (96, 64), strict=True))
     path = export_model(model, tmp_path / f"m{SUFFIX[fmt]}", example=data.x_test[:4], format=fmt)
-    loaded = load_model(path)
+    rebuilt = load_model(path)  # safe: metadata + state dict, nothing executed
+    program = load_program(path, trusted=True)  # the exported graph itself
+    assert rebuilt.current_k() == final_k
+    assert not rebuilt.training
     model.eval()
     with torch.no_grad():
         for batch in (1, 2, 7, 300):  # every path of the live model: kernel, gather, dense
             x = data.x_test[:batch]
-            torch.testing.assert_close(loaded(x), model(x), msg=f"batch {batch}")
+            want = model(x)
+            torch.testing.assert_close(rebuilt(x), want, msg=f"rebuilt, batch {batch}")
+            torch.testing.assert_close(program(x), want, msg=f"program, batch {batch}")
     meta = read_metadata(path)
     assert meta["export_format"] == fmt
     assert meta["k"] == final_k
@@ -95,6 +107,9 @@ def test_bad_inputs_are_user_errors(tmp_path: Path) -> None:
         export_model(model, tmp_path / "m.onnx", example=torch.randn(2, 6), format="onnx")  # type: ignore[arg-type]
     with pytest.raises(UserError, match="does not exist"):
         load_model(tmp_path / "missing.pt2")
+    good = export_model(model, tmp_path / "m.pt2", example=torch.randn(2, 6))
+    with pytest.raises(UserError, match="pass trusted=True for a file you wrote"):
+        load_program(good)
     (tmp_path / "junk.pt2").write_text("not a zip")
     with pytest.raises(UserError, match="not a model written by midl-autok export"):
         read_metadata(tmp_path / "junk.pt2")
@@ -107,8 +122,9 @@ def test_bad_inputs_are_user_errors(tmp_path: Path) -> None:
 def test_latency_report_compares_dense_midl_and_exported(trained, tmp_path: Path) -> None:
     result, data = trained
     path = export_model(result.model, tmp_path / "m.pt2", example=data.x_test[:2])
+    program = load_program(path, trusted=True)
     report = latency_report(
-        result.model, example=data.x_test[:2], exported=path, batches=(1, 8), rounds=2
+        result.model, example=data.x_test[:2], exported=program, batches=(1, 8), rounds=2
     )
     assert [r["batch"] for r in report["rows"]] == [1, 8]
     for row in report["rows"]:
@@ -145,3 +161,39 @@ def test_a_searched_schedule_replays_into_an_exported_model(tmp_path: Path) -> N
         torch.testing.assert_close(load_model(path)(x), replay.model(x))
     with pytest.raises(UserError, match="does not record its experiment"):
         export_schedule_model(first.schedule, tmp_path / "other.pt2")
+
+
+def test_load_model_executes_nothing_from_the_file(
+    trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result, data = trained
+    path = export_model(result.model, tmp_path / "m.pt2", example=data.x_test[:2])
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("an unsafe loader was called")
+
+    monkeypatch.setattr(torch.export, "load", refuse)
+    monkeypatch.setattr(torch.jit, "load", refuse)
+    real_load = torch.load
+
+    def weights_only_load(*args: object, **kwargs: object):
+        assert kwargs.get("weights_only") is True
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", weights_only_load)
+    model = load_model(path)
+    with torch.no_grad():
+        torch.testing.assert_close(model(data.x_test[:5]), result.model.eval()(data.x_test[:5]))
+
+
+def test_load_model_refuses_damaged_weights(tmp_path: Path) -> None:
+    model = build_model("mlp", input_shape=(6,), num_classes=2, hidden=[8])
+    path = export_model(model, tmp_path / "m.pt", example=torch.randn(2, 6), format="torchscript")
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(tmp_path / "bad.pt", "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename.endswith("midl_autok_weights.b64"):
+                data = b"!!not base64!!"
+            dst.writestr(item, data)
+    with pytest.raises(UserError, match="cannot read the weights"):
+        load_model(tmp_path / "bad.pt")
