@@ -9,4 +9,4 @@ scripts/system-deps.sh
 ruff check midl_autok tests experiments
 ruff format --check midl_autok tests experiments
 mypy midl_autok
-python -m pytest -n 2 -q "$@"
+python -m pytest -n 2 --dist loadgroup -q --durations=15 "$@"
