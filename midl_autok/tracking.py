@@ -146,7 +146,10 @@ class Tracker:
         """The tracker of the MLflow experiment ``name`` (created, or restored if deleted)."""
         from mlflow.exceptions import MlflowException
 
-        exp = client.get_experiment_by_name(name)
+        try:
+            exp = client.get_experiment_by_name(name)
+        except MlflowException as exc:
+            raise _refused(exc, str(client.tracking_uri)) or exc from None
         if exp is None:
             try:
                 return cls(client, client.create_experiment(name, artifact_location))
@@ -187,10 +190,15 @@ class Tracker:
         params: Mapping[str, Any] | None = None,
     ) -> str:
         """Create a run (a child when ``parent_run_id`` is given); return its id."""
+        from mlflow.exceptions import MlflowException
+
         all_tags = {k: _tag(v) for k, v in (tags or {}).items() if v is not None}
         if parent_run_id is not None:
             all_tags[PARENT_TAG] = parent_run_id
-        run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
+        try:
+            run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
+        except MlflowException as exc:
+            raise _refused(exc, self.tracking_uri) or exc from None
         if params:
             self.log_params(run.info.run_id, params)
         return str(run.info.run_id)
@@ -291,6 +299,33 @@ class Tracker:
     def log_files(self, run_id: str, paths: Iterable[Path]) -> None:
         for path in paths:
             self.client.log_artifact(run_id, str(path))
+
+
+def _refused(exc: Any, uri: str) -> Exception | None:
+    """A :class:`~midl_autok.errors.UserError` for an MLflow server that refuses us (no or
+    wrong credentials, no permission) or cannot be reached; None for anything else."""
+    from midl_autok.errors import UserError
+
+    code = getattr(exc, "error_code", "")
+    where = _redact_uri(uri)
+    if code == "UNAUTHENTICATED":
+        return UserError(
+            f"the MLflow server {where} refused the request: not authenticated (401); set "
+            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+        )
+    if code == "PERMISSION_DENIED":
+        return UserError(
+            f"the MLflow server {where} refused the request: permission denied (403); ask its "
+            "admin for EDIT permission on the experiment, or choose another --study"
+        )
+    text = str(exc)
+    if "Max retries exceeded" in text or "Connection refused" in text:
+        return UserError(f"cannot reach the MLflow server {where} (is it running?)")
+    return None
+
+
+def _redact_uri(uri: str) -> str:
+    return re.sub(r"(://[^/:@]+):[^/@]*@", r"\1:***@", uri)
 
 
 def _number(value: Any) -> bool:

@@ -35,6 +35,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 from searchkit import fresh_store, quiet, runs, tiny_spec
@@ -419,3 +420,70 @@ def test_a_full_disk_stops_the_search_cleanly_and_the_rerun_resumes(tmp_path: Pa
         assert parents[-1].info.status == "FINISHED"
     finally:
         _umount(mount)
+
+
+# --------------------------------------------------------------------------- servers
+
+
+def test_dashboards_bind_to_loopback_unless_host_says_otherwise(tmp_path: Path) -> None:
+    """Both servers get ``--host 127.0.0.1`` by default and exactly the --host given
+    otherwise (test_dashboard.py checks the sockets of real servers on the default)."""
+    import optuna
+
+    from midl_autok.dashboard import Dashboards
+
+    store = fresh_store(tmp_path / "store")
+    store.ensure_writable()
+    optuna.create_study(storage=store.optuna_storage(), study_name="s")
+    for host in (None, "0.0.0.0", "::1"):
+        kwargs = {} if host is None else {"host": host}
+        services = Dashboards.for_store(store, **kwargs).services
+        assert [s.name for s in services] == ["optuna-dashboard", "MLflow UI"]
+        for s in services:
+            assert s.argv[s.argv.index("--host") + 1] == (host or "127.0.0.1")
+
+
+class _FakeClient:
+    tracking_uri = "http://user:secret@mlflow.example:5000"
+
+    def __init__(self, exc: Exception) -> None:
+        self.exc = exc
+
+    def get_experiment_by_name(self, name: str) -> Any:
+        raise self.exc
+
+    def create_run(self, *args: Any, **kwargs: Any) -> Any:
+        raise self.exc
+
+
+@pytest.mark.parametrize(
+    ("code", "text", "match"),
+    [
+        ("UNAUTHENTICATED", "error code 401", r"not authenticated \(401\); set MLFLOW_TRACKING_U"),
+        ("PERMISSION_DENIED", "error code 403", r"permission denied \(403\); ask its admin"),
+        ("TEMPORARILY_UNAVAILABLE", "Max retries exceeded", r"cannot reach the MLflow server"),
+    ],
+)
+def test_an_mlflow_server_that_refuses_is_one_clear_line(code: str, text: str, match: str) -> None:
+    """A basic-auth MLflow server without (or with wrong) credentials, a user without
+    permission, a server that is down: a user error naming the server (password hidden),
+    checked against a real `mlflow server --app-name basic-auth` by hand (issue 8)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos import databricks_pb2
+
+    from midl_autok.errors import UserError
+    from midl_autok.tracking import Tracker
+
+    exc = MlflowException(text, error_code=getattr(databricks_pb2, code))
+    client: Any = _FakeClient(exc)
+    with pytest.raises(UserError, match=match) as info:
+        Tracker.for_experiment(client, "study")
+    assert "secret" not in str(info.value)
+    assert "user:***@mlflow.example" in str(info.value)
+    with pytest.raises(UserError, match=match):
+        Tracker(client, "1").start_run("trial-0")
+    other: Any = _FakeClient(
+        MlflowException("something else", error_code=databricks_pb2.INTERNAL_ERROR)
+    )
+    with pytest.raises(MlflowException, match="something else"):
+        Tracker.for_experiment(other, "study")
