@@ -346,7 +346,7 @@ class MIDL(nn.Module):
     def _record(
         self, logits: torch.Tensor, *, idx: torch.Tensor | None = None, mask: Any = None
     ) -> None:
-        if _tracing():  # export/compile: the record is Python state, not part of the graph
+        if _is_exporting() or torch.jit.is_tracing():  # Python state, not part of the graph
             return
         self._last = (logits.detach(), idx, None if mask is None else mask.detach())
         self._last_views = None
