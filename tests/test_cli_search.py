@@ -180,6 +180,24 @@ def test_studies_pareto_export_and_replay(searched: tuple[Path, str], tmp_path: 
     chosen = run("export", "--store", str(store), "--trial", str(some), "-o", str(by_number))
     assert chosen.returncode == 0, chosen.stderr
     assert json.loads(by_number.read_text())["provenance"]["trial"] == some
+    model_file = tmp_path / "model.pt2"
+    with_model = run(
+        "export",
+        "--store",
+        str(store),
+        "--trial",
+        str(some),
+        "-o",
+        str(by_number),
+        "--model",
+        str(model_file),
+    )
+    assert with_model.returncode == 0, with_model.stderr
+    from midl_autok.deploy import load_model
+
+    deployed = load_model(model_file)
+    exported_k = json.loads(by_number.read_text())["k"]
+    assert deployed.current_k() == {f"body.{i}": row[-1] for i, row in enumerate(exported_k)}
     missing = run("export", "--store", str(store), "--trial", "999", "-o", str(by_number))
     assert missing.returncode == 2 and "has no completed trial 999" in missing.stderr
 

@@ -152,11 +152,20 @@ def export(
             show_default=False,
         ),
     ] = None,
+    model_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--model",
+            help="Also replay the schedule (its experiment and seed) and write the trained "
+            "model at its final k for inference: a torch.export program (.pt2).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Write a Pareto schedule (KSchedule JSON/YAML with metrics and provenance).
 
     `midl-autok train --schedule FILE` replays it: same experiment, same seed, same
-    validation accuracy on CPU.
+    validation accuracy on CPU. With --model, the replayed model is written too.
     """
     from midl_autok.errors import SpecError, unknown_name
     from midl_autok.store import PICKS, load_study_record
@@ -192,3 +201,14 @@ def export(
         highlight=False,
         soft_wrap=True,
     )
+    if model_out is not None:
+        from midl_autok.deploy import export_schedule_model
+
+        written, result = export_schedule_model(schedule, model_out)
+        stdout_console().print(
+            f"wrote {written}: the replayed model at its final k (test acc "
+            f"{result.metrics['test_accuracy']:.4f}); load it with "
+            "midl_autok.deploy.load_model(path)",
+            highlight=False,
+            soft_wrap=True,
+        )
