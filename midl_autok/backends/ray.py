@@ -36,6 +36,9 @@ import json
 import logging
 import math
 import os
+import signal
+import socket
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -537,6 +540,9 @@ def ray_connection(options: RayOptions) -> Iterator[bool]:
         "logging_level": logging.WARNING,
         "runtime_env": {"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0"}},
     }
+    if options.address:
+        _check_reachable(options.address)
+    handlers = _signal_handlers()
     try:
         if options.address:
             ray.init(address=options.address, **kwargs)
@@ -551,10 +557,64 @@ def ray_connection(options: RayOptions) -> Iterator[bool]:
         lines = str(exc).strip().splitlines() or [type(exc).__name__]
         hint = "; start one with `ray start --head`" if options.address else ""
         raise UserError(f"cannot start or join {where}: {lines[0]}{hint}") from None
+    finally:  # ray.init replaces the SIGTERM handler (the CLI's ends the search cleanly)
+        _restore_signal_handlers(handlers)
     try:
         yield True
     finally:
         ray.shutdown()
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail in seconds on a cluster address nothing answers at (``ray.init`` retries for
+    minutes). ``auto`` is looked up as Ray does (the address ``ray start`` recorded)."""
+    from ray._private import services
+
+    try:
+        resolved = services.canonicalize_bootstrap_address(address)
+    except (ConnectionError, ValueError) as exc:
+        lines = str(exc).strip().splitlines() or [type(exc).__name__]
+        raise UserError(f"cannot find the Ray cluster {address!r}: {lines[0]}") from None
+    except Exception:  # Ray's lookup changed: let ray.init decide
+        return
+    if not resolved:
+        return
+    host, _, port = resolved.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            pass
+    except (OSError, ValueError) as exc:
+        raise UserError(
+            f"cannot reach the Ray cluster at {address} ({resolved}: "
+            f"{getattr(exc, 'strerror', None) or type(exc).__name__}); start its head with "
+            "`ray start --head` "
+            "or check the address"
+        ) from None
+
+
+def _end_leftover_runs(session: SearchSession, reason: str) -> None:
+    """End KILLED the child runs of this search's parent run that are still RUNNING."""
+    tracker = session.tracker
+    query = (
+        f"tags.`mlflow.parentRunId` = '{session.parent_run_id}' and attributes.status = 'RUNNING'"
+    )
+    with contextlib.suppress(Exception):
+        for run in tracker.client.search_runs(
+            [tracker.experiment_id], filter_string=query, max_results=1000
+        ):
+            tracker.end_run(run.info.run_id, KILLED, reason=reason)
+
+
+def _signal_handlers() -> dict[signal.Signals, Any]:
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+
+def _restore_signal_handlers(handlers: Mapping[signal.Signals, Any]) -> None:
+    for sig, handler in handlers.items():
+        if handler is not None:
+            signal.signal(sig, handler)
 
 
 def _nodes() -> list[dict[str, float]]:
@@ -650,62 +710,67 @@ def run_ray(
         for cb in callbacks:
             cb.on_start(session, target=target, done=session.counted_trials())
         return None
-    with ray_connection(options) as connected:
-        workers = check_resources(options, local=connected and not options.address)
-        scheduler = make_scheduler(
-            options.early_stop,
-            objectives=session.objectives,
-            directions=session.directions,
-            epochs=epochs,
-            grace_period=options.grace(epochs),
-            reduction_factor=options.reduction_factor,
-        )
-        searcher = SessionSearcher(
-            session,
-            target=target,
-            early_stop=options.early_stop if scheduler is not None else "none",
-            device=trial_device,
-            timeout_s=timeout_s,
-            callbacks=callbacks,
-            max_consecutive_failures=max_consecutive_failures,
-        )
-        resources = {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
-        tuner = tune.Tuner(
-            tune.with_resources(_trainable, resources),
-            tune_config=tune.TuneConfig(
-                search_alg=searcher,
-                scheduler=scheduler,
-                num_samples=-1,  # until the searcher says FINISHED
-                max_concurrent_trials=workers,
-                reuse_actors=True,
-                trial_name_creator=_trial_name,
-                trial_dirname_creator=_trial_name,
-            ),
-            run_config=tune.RunConfig(
-                name=time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}",
-                storage_path=str(
-                    session.store.ray_dir / session.store.report_dir(session.study_name).name
+    reason = "Ray Tune ended before the trial reported its outcome"
+    try:
+        with ray_connection(options) as connected:
+            workers = check_resources(options, local=connected and not options.address)
+            scheduler = make_scheduler(
+                options.early_stop,
+                objectives=session.objectives,
+                directions=session.directions,
+                epochs=epochs,
+                grace_period=options.grace(epochs),
+                reduction_factor=options.reduction_factor,
+            )
+            searcher = SessionSearcher(
+                session,
+                target=target,
+                early_stop=options.early_stop if scheduler is not None else "none",
+                device=trial_device,
+                timeout_s=timeout_s,
+                callbacks=callbacks,
+                max_consecutive_failures=max_consecutive_failures,
+            )
+            resources = {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
+            tuner = tune.Tuner(
+                tune.with_resources(_trainable, resources),
+                tune_config=tune.TuneConfig(
+                    search_alg=searcher,
+                    scheduler=scheduler,
+                    num_samples=-1,  # until the searcher says FINISHED
+                    max_concurrent_trials=workers,
+                    reuse_actors=True,
+                    trial_name_creator=_trial_name,
+                    trial_dirname_creator=_trial_name,
                 ),
-                verbose=0,
-                callbacks=[_TrialErrors(searcher)],
-                failure_config=tune.FailureConfig(max_failures=0),
-            ),
-        )
-        for cb in callbacks:
-            cb.on_start(session, target=target, done=session.counted_trials())
-        with _tune_settings():
-            try:
-                tuner.fit()
-            except BaseException as exc:
-                interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
-                searcher.abandon(
-                    f"interrupted (process {os.getpid()} was stopped)"
-                    if interrupted
-                    else f"the Ray search failed: {type(exc).__name__}: {exc}"
-                )
-                raise
-        searcher.abandon("Ray Tune ended before the trial reported its outcome")
-        return searcher.stopped
+                run_config=tune.RunConfig(
+                    name=time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}",
+                    storage_path=str(
+                        session.store.ray_dir / session.store.report_dir(session.study_name).name
+                    ),
+                    verbose=0,
+                    callbacks=[_TrialErrors(searcher)],
+                    failure_config=tune.FailureConfig(max_failures=0),
+                ),
+            )
+            for cb in callbacks:
+                cb.on_start(session, target=target, done=session.counted_trials())
+            with _tune_settings():
+                try:
+                    tuner.fit()
+                except BaseException as exc:
+                    interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
+                    reason = (
+                        f"interrupted (process {os.getpid()} was stopped)"
+                        if interrupted
+                        else f"the Ray search failed: {type(exc).__name__}: {exc}"
+                    )
+                    searcher.abandon(reason)
+                    raise
+            searcher.abandon(reason)
+            return searcher.stopped
+    finally:  # Ray is gone: a child run still RUNNING has a worker that will never end it
+        _end_leftover_runs(session, reason)
 
 
 def run_ray_search(
@@ -725,6 +790,8 @@ def run_ray_search(
     options = options or RayOptions()
     options.check()
     trial_device = worker_device(device, options.gpus_per_trial)
+    if options.address:
+        _check_reachable(options.address)  # before the study and parent run are opened
     agent_cls = get_agent(spec.search.agent)
     if not issubclass(agent_cls, SamplerAgent):
         raise SpecError(
