@@ -95,8 +95,10 @@ BAD_SCHEDULES = {
     "format": (_schedule_doc(format="other/thing"), r"format"),
     "version": (_schedule_doc(version=9), r"version"),
     "width": (
-        _schedule_doc(layers=[{"name": "body.0", "width": 64}, {"name": "body.1", "width": 32}],
-                      k=[[64, 32], [32, 16]]),
+        _schedule_doc(
+            layers=[{"name": "body.0", "width": 64}, {"name": "body.1", "width": 32}],
+            k=[[64, 32], [32, 16]],
+        ),
         r"layer body\.1 has width 32 in the schedule but 64",
     ),
     "names": (
