@@ -246,6 +246,7 @@ def search(
         raise unknown_name("search space", space, SEARCH_SPACES, error=SpecError)
     ray_options = _ray_options(
         backend,
+        device=device,
         workers=workers,
         cpus_per_trial=cpus_per_trial,
         gpus_per_trial=gpus_per_trial,
@@ -329,6 +330,7 @@ def _numbers(flag: str, text: str, *, budget: bool) -> list[float]:
 def _ray_options(
     backend: str,
     *,
+    device: str,
     workers: int | None,
     cpus_per_trial: float | None,
     gpus_per_trial: float | None,
@@ -353,7 +355,7 @@ def _ray_options(
             if value is not None:
                 raise SpecError(f"{flag} applies to --backend ray, not to --backend {backend}")
         return None
-    from midl_autok.backends.ray import RayOptions
+    from midl_autok.backends.ray import RayOptions, worker_device
 
     options = RayOptions(
         workers=workers,
@@ -363,6 +365,7 @@ def _ray_options(
         early_stop=early_stop or "none",
     )
     options.check()
+    worker_device(device, options.gpus_per_trial)
     return options
 
 
