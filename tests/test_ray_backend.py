@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ from typing import Any
 import numpy as np
 import optuna
 import pytest
-from raykit import local_ray, ray_spec
+from raykit import env, local_ray, ray_spec
 from searchkit import fresh_store, quiet, runs
 
 from midl_autok import metrics as M
@@ -129,6 +131,32 @@ def test_trial_device_and_option_errors() -> None:
         RayOptions(early_stop="hyperband").check()
     with pytest.raises(SpecError, match=r"Ray Client address.*ray job submit"):
         RayOptions(address="ray://head:10001").check()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--early-stop", "mo-asha"], "--early-stop applies to --backend ray, not to --backend"),
+        (["--backend", "ray", "--gpus-per-trial", "1.5"], "must be a whole number"),
+        (["--backend", "ray", "--device", "cuda"], "needs --gpus-per-trial G > 0"),
+        (["--backend", "ray", "--ray-address", "ray://head:10001"], "Ray Client address"),
+    ],
+)
+def test_bad_ray_options_are_one_line_and_exit_2(
+    args: list[str], message: str, tmp_path: Path
+) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "midl_autok", "search", "--store", str(tmp_path), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env(),
+    )
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, proc.stderr
+    assert len(lines) == 1, proc.stderr
+    assert message in lines[0]
+    assert not (tmp_path / "optuna.db").exists()  # nothing was opened
 
 
 # --------------------------------------------------------------------------- real searches
