@@ -140,13 +140,16 @@ def test_every_trial_is_one_mlflow_child_run(searched: tuple[Store, SearchSummar
     assert values == sorted(values)  # never decreases
     assert math.isclose(values[-1], record.hypervolume() or 0.0)
     artifacts = {f.path for f in client.list_artifacts(parent.info.run_id)}
-    assert {"pareto.csv", "pareto.json", "pareto.html", "spec.yaml"} <= artifacts
+    assert {"pareto.csv", "pareto.json", "pareto.html", "report.html", "spec.yaml"} <= artifacts
 
 
 def test_pareto_files(searched: tuple[Store, SearchSummary]) -> None:
     store, summary = searched
     folder = store.report_dir(summary.study)
-    assert [p.name for p in summary.files] == ["pareto.json", "pareto.csv", "pareto.html"]
+    names = [p.name for p in summary.files]
+    assert names == ["pareto.json", "pareto.csv", "pareto.html", "report.html"]
+    page = (folder / "report.html").read_text()
+    assert summary.study in page and "plotly" in page.lower()  # the `midl-autok report` page
     data = json.loads((folder / "pareto.json").read_text())
     assert data["study"] == summary.study
     assert [p["trial"] for p in data["points"]] == [p["trial"] for p in summary.front]

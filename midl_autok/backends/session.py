@@ -549,8 +549,32 @@ class SearchSession:
         files = write_pareto_files(
             self.record_view(), self.store.report_dir(self.study_name), plotlyjs=plotlyjs
         )
+        page = self._write_report()
+        if page is not None:
+            files.append(page)
         self.tracker.log_files(self.parent_run_id, files)
         return files
+
+    def _write_report(self) -> Path | None:
+        """The study's ``midl-autok report`` page, also logged to the parent run. A report
+        that cannot be built is a warning, never a failed search (its trials are stored)."""
+        from midl_autok.report import build_report, export_command
+        from midl_autok.schedule import write_atomic
+
+        try:
+            page = build_report(
+                self.store,
+                [self.study_name],
+                export=lambda s, n: export_command(s, n, store=str(self.store.root)),
+            )
+            path = self.store.report_dir(self.study_name) / "report.html"
+            write_atomic(path, page)
+        except Exception as exc:  # the search's results are safe in the study already
+            import logging
+
+            logging.getLogger(__name__).warning("report.html not written: %s", exc)
+            return None
+        return path
 
     def finish(
         self, *, target: int, stopped: str | None = None, plotlyjs: str | bool = True
