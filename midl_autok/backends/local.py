@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Protocol
 from midl_autok.agents import ExternalAgent, SamplerAgent
 from midl_autok.backends.evaluate import TrialOutcome, TrialRequest, evaluate_trial
 from midl_autok.backends.session import SearchSession, SearchSummary, open_search
+from midl_autok.errors import system_error_message
 from midl_autok.store import ATTR_RUN_ID
 
 if TYPE_CHECKING:
@@ -86,7 +87,10 @@ def run_local(
                     on_run_started=functools.partial(trial.set_user_attr, ATTR_RUN_ID),
                 )
             except Exception as exc:  # the agent or tracking failed: a failed trial
-                outcome = TrialOutcome.failed(f"{type(exc).__name__}: {exc}")
+                if system_error_message(exc) is not None:
+                    raise  # disk full, read-only or locked store: stop, do not burn trials
+                first = (str(exc).strip().splitlines() or [""])[0][:300]
+                outcome = TrialOutcome.failed(f"{type(exc).__name__}: {first}")
             frozen = session.tell(trial, outcome)
         except BaseException:  # interrupted: the trial is failed, the caller ends the runs
             session.fail(trial, f"interrupted (process {os.getpid()} was stopped)")

@@ -607,7 +607,8 @@ class SearchSession:
             )
         with contextlib.suppress(Exception):  # keep the Pareto files of the trials done
             self.write_pareto()
-        self.close(KILLED if interrupted else FAILED)
+        with contextlib.suppress(Exception):  # never hide the real error (disk full, ...)
+            self.close(KILLED if interrupted else FAILED)
 
     def _fail_own_running(self, reason: str) -> None:
         """Fail the trials this session left RUNNING (an interruption can land anywhere, even

@@ -229,8 +229,8 @@ def search(
     from midl_autok.errors import SpecError
     from midl_autok.search_spaces import SEARCH_SPACES
 
-    if threads < 1:
-        raise SpecError(f"--threads must be an integer >= 1, but got {threads}")
+    if not 1 <= threads <= 1024:
+        raise SpecError(f"--threads must satisfy 1 <= N <= 1024, but got {threads}")
     if trials is not None and trials < 1:
         raise SpecError(f"--trials must be an integer >= 1, but got {trials}")
     if flops_budget is not None and not (math.isfinite(flops_budget) and 0 < flops_budget <= 1):
