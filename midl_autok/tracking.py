@@ -237,6 +237,13 @@ class Tracker:
             ended += 1
         return ended
 
+    def has_running_runs(self) -> bool:
+        """Whether any run of this experiment is RUNNING (a live search or trial somewhere)."""
+        found = self.client.search_runs(
+            [self.experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1
+        )
+        return len(found) > 0
+
     def run_status(self, run_id: str) -> str | None:
         try:
             return str(self.client.get_run(run_id).info.status)

@@ -227,7 +227,7 @@ def test_sigterm_ends_the_search_cleanly(tmp_path: Path) -> None:
         (["search", "--space", "cosin"], r"unknown search space 'cosin'; did you mean 'cosine'"),
         (["search", "--trials", "0"], r"--trials must be an integer >= 1, but got 0"),
         (["search", "--flops-budget", "2"], r"--flops-budget must satisfy 0 < R <= 1 .* got 2"),
-        (["search", "--threads", "0"], r"--threads must be an integer >= 1"),
+        (["search", "--threads", "0"], r"--threads must satisfy 1 <= N <= 1024, but got 0"),
         (["search", "digts-mlp"], r"unknown experiment 'digts-mlp'; did you mean 'digits-mlp'"),
         (["search", "--storage", "optuna.db"], r"--storage must be a URL"),
         (["search", "--trials", "two"], r"Invalid value for '--trials'"),

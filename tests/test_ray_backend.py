@@ -245,7 +245,12 @@ def test_study_and_runs_match_the_local_backend(both: Any) -> None:
     hv = client.get_metric_history(ray_parents[0].info.run_id, "hypervolume")
     assert sorted(m.step for m in hv) == [0, 1, 2, 3]
     assert max(m.value for m in hv) == pytest.approx(ray_record.hypervolume())
-    assert {Path(f).name for f in on_ray.files} == {"pareto.json", "pareto.csv", "pareto.html"}
+    assert {Path(f).name for f in on_ray.files} == {
+        "pareto.json",
+        "pareto.csv",
+        "pareto.html",
+        "report.html",
+    }
     ray_dirs = list((ray_store.ray_dir).glob("*/*/trial-*"))
     assert len(ray_dirs) == 4  # Ray Tune's own results, under the store's ray/
 

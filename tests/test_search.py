@@ -290,6 +290,43 @@ def test_trial_orphaned_by_a_dead_process_is_failed_on_resume(tmp_path: Path) ->
     assert store.mlflow_client().get_run(orphan_run).info.status == "KILLED"
 
 
+def test_an_asked_trial_names_its_process_from_the_moment_it_exists(tmp_path: Path) -> None:
+    # a SIGKILL may land anywhere; if it lands right after Optuna created the trial, the
+    # trial must already say which process ran it, or no resume can recognize it as orphaned
+    store = fresh_store(tmp_path / "store")
+    seen: list[dict[str, Any]] = []
+    with open_search(tiny_spec(trials=1), store=store, device="cpu") as session:
+        ask = session.study.ask
+
+        def ask_and_look(*args: Any, **kwargs: Any) -> Any:
+            trial = ask(*args, **kwargs)
+            seen.append(session.storage.get_trial(trial._trial_id).user_attrs)  # as stored
+            return trial
+
+        session.study.ask = ask_and_look  # type: ignore[method-assign]
+        trial = session.ask()
+        session.fail(trial, "test")
+    assert seen == [{"host": session.host, "pid": session.pid}]
+
+
+def test_running_trial_naming_no_process_is_failed_when_no_search_is_live(tmp_path: Path) -> None:
+    store = fresh_store(tmp_path / "store")
+    spec = tiny_spec(trials=1)
+    live = open_search(spec, store=store, device="cpu")  # its parent run is RUNNING
+    try:
+        live.storage.create_new_trial(live.study_id)  # RUNNING, no host/pid (older stores)
+        with open_search(spec, store=store, device="cpu"):  # may be the live search's trial
+            pass
+        record = load_study_record(store, live.study_name)
+        assert [t.state.name for t in record.trials] == ["RUNNING"]
+    finally:
+        live.close()
+    summary = run_search(spec, store=store, device="cpu")  # no search is live any more
+    record = load_study_record(store, summary.study)
+    assert [t.state.name for t in record.trials] == ["FAIL", "COMPLETE"]
+    assert record.trials[0].user_attrs["fail_reason"].startswith("interrupted: the process")
+
+
 def test_a_study_is_resumed_only_with_the_same_setup(tmp_path: Path) -> None:
     store = fresh_store(tmp_path / "store")
     run_search(tiny_spec(trials=1), store=store, study="mine", device="cpu")

@@ -310,10 +310,16 @@ class SearchSession:
         number = self.storage.get_n_trials(self.study_id)
         self.study.sampler = self.agent.create_sampler(self.agent.trial_seed(number))
         started = time.perf_counter()
+        # The trial carries host and pid from the moment it exists: it is enqueued WAITING with
+        # them and popped to RUNNING by ask(). A process killed between ask() and a later
+        # set_user_attr would leave a RUNNING trial that no resume could recognize as orphaned.
+        # A WAITING trial left by a kill between the two calls is simply popped by the next ask.
+        self.study.enqueue_trial({}, user_attrs={"host": self.host, "pid": self.pid})
         trial = self.study.ask()
         self._asked[trial.number] = started
-        trial.set_user_attr("host", self.host)
-        trial.set_user_attr("pid", self.pid)
+        if trial.user_attrs.get("pid") != self.pid:  # popped another process's WAITING trial
+            trial.set_user_attr("host", self.host)
+            trial.set_user_attr("pid", self.pid)
         return trial
 
     def provenance(self, trial_number: int) -> dict[str, Any]:
@@ -754,6 +760,8 @@ def open_search(
     )
     _fail_orphans(storage, study_id, ostudy, tracker)
     tracker.end_orphaned_runs(socket.gethostname(), _alive)
+    if not tracker.has_running_runs():  # no live search on this study, here or elsewhere
+        _fail_unowned(storage, study_id, ostudy)
     parent = tracker.start_run(
         name,
         tags={
@@ -835,5 +843,23 @@ def _fail_orphans(storage: Any, study_id: int, study: optuna.Study, tracker: Tra
         run_id = t.user_attrs.get(ATTR_RUN_ID)
         if isinstance(run_id, str) and tracker.run_status(run_id) == "RUNNING":
             tracker.end_run(run_id, KILLED, reason=reason)
+        count += 1
+    return count
+
+
+def _fail_unowned(storage: Any, study_id: int, study: optuna.Study) -> int:
+    """Fail RUNNING trials that name no process (``host``/``pid`` missing: written by an older
+    midl-autok killed inside ``ask``, or by another tool). Called only when no MLflow run of
+    the study is RUNNING, i.e. no search anywhere can still be evaluating them."""
+    from optuna.trial import TrialState
+
+    count = 0
+    for t in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+        if isinstance(t.user_attrs.get("pid"), int):
+            continue
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+        reason = "interrupted: the process that started the trial ended before it finished"
+        storage.set_trial_user_attr(trial_id, ATTR_FAIL_REASON, reason)
+        study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
         count += 1
     return count
