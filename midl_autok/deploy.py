@@ -58,6 +58,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FORMATS",
+    "example_input",
     "export_model",
     "export_schedule_model",
     "latency_report",
@@ -310,6 +311,17 @@ def _time_call(fn: Any, x: torch.Tensor, *, repeats: int, rounds: int) -> list[f
             torch.cuda.synchronize(x.device)
         per_round.append((time.perf_counter() - start) / repeats)
     return per_round
+
+
+def example_input(model: MIDLNet, batch: int = 2, *, seed: int = 0) -> torch.Tensor:
+    """A random input of the shape ``model`` was built for (tokens for a token model):
+    enough to time it, since each MID-L layer selects exactly k neurons whatever the input."""
+    cfg = model.config
+    gen = torch.Generator().manual_seed(seed)
+    shape = (batch, *cfg["input_shape"])
+    if cfg.get("vocab_size"):
+        return torch.randint(0, int(cfg["vocab_size"]), shape, generator=gen)
+    return torch.randn(shape, generator=gen)
 
 
 def latency_report(

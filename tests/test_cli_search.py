@@ -193,6 +193,10 @@ def test_studies_pareto_export_and_replay(searched: tuple[Path, str], tmp_path: 
         str(model_file),
     )
     assert with_model.returncode == 0, with_model.stderr
+    assert "| batch | dense ms | MID-L ms | MID-L / dense | exported ms |" in with_model.stdout
+    timing = json.loads((tmp_path / "model.pt2.latency.json").read_text())
+    assert [r["batch"] for r in timing["rows"]] == [1, 16, 256]
+    assert all(r["dense_ms"] > 0 and r["midl_ms"] > 0 for r in timing["rows"])
     from midl_autok.deploy import load_model
 
     deployed = load_model(model_file)

@@ -28,7 +28,7 @@ def report(
         typer.Option(
             "--output",
             "-o",
-            help="HTML file to write. Default: <store>/reports/report.html.",
+            help="HTML file to write. Default: `STORE/reports/report.html`.",
             show_default=False,
         ),
     ] = None,

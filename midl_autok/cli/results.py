@@ -14,6 +14,7 @@ from midl_autok.cli.search import StorageOpt, StoreOpt, StudyOpt, front_table
 
 if TYPE_CHECKING:
     from midl_autok.store import Store, StudyRecord
+    from midl_autok.trainer import TrainResult
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout instead of a table.")]
 
@@ -157,10 +158,19 @@ def export(
         typer.Option(
             "--model",
             help="Also replay the schedule (its experiment and seed) and write the trained "
-            "model at its final k for inference: a torch.export program (.pt2).",
+            "model at its final k for inference: a torch.export program (.pt2), then time "
+            "it against the dense model (table printed, MODEL.latency.json written).",
             show_default=False,
         ),
     ] = None,
+    latency: Annotated[
+        bool,
+        typer.Option(
+            "--latency/--no-latency",
+            help="With --model: measure MID-L eval and the exported program against the same "
+            "architecture built dense, at batch 1, 16 and 256.",
+        ),
+    ] = True,
 ) -> None:
     """Write a Pareto schedule (KSchedule JSON/YAML with metrics and provenance).
 
@@ -212,3 +222,27 @@ def export(
             highlight=False,
             soft_wrap=True,
         )
+        if latency:
+            _print_latency(result, written)
+
+
+def _print_latency(result: TrainResult, written: Path) -> None:
+    """Time the replayed model (and the program just written) against dense; print + JSON."""
+    from midl_autok.deploy import example_input, latency_report, load_program
+    from midl_autok.models import MIDLNet
+    from midl_autok.schedule import write_atomic
+
+    model = result.model.cpu()
+    if not isinstance(model, MIDLNet):  # export_schedule_model trains a MID-L model
+        raise TypeError(f"expected a MIDLNet, got {type(model).__name__}")
+    program = load_program(written, trusted=True)  # the file this command just wrote
+    report = latency_report(model, example=example_input(model), exported=program)
+    sidecar = written.with_name(written.name + ".latency.json")
+    write_atomic(sidecar, json.dumps({k: v for k, v in report.items() if k != "markdown"}))
+    stdout_console().print(
+        f"latency, median ms per call ({report['threads']} torch thread(s), {report['device']}; "
+        f"dense = the same architecture with nn.Linear):\n{report['markdown']}\n"
+        f"wrote {sidecar}",
+        highlight=False,
+        soft_wrap=True,
+    )

@@ -100,8 +100,8 @@ def search(
         str | None,
         typer.Option(
             "--study",
-            help="Study name (default: <experiment>-<agent>-<space>-seed<S>[-<hash of the "
-            "setup when it differs from the shipped experiment>]).",
+            help="Study name (default: `EXPERIMENT-AGENT-SPACE-seedS`, plus `-HASH` of the "
+            "setup when it differs from the shipped experiment).",
             show_default=False,
         ),
     ] = None,
@@ -220,7 +220,7 @@ def search(
     RL agents (ppo, sac, a2c) train a policy that picks each epoch's k while training runs:
     --episodes training runs (each recorded, user attr phase=training), then one
     deterministic rollout per --lambdas (or --budgets) value on a fresh seed
-    (phase=rollout). The policy is kept in <store>/policies/ and logged on the MLflow
+    (phase=rollout). The policy is kept in `STORE/policies/` and logged on the MLflow
     parent run; `midl-autok train --controller POLICY` reuses it. Resume: rerunning the
     same command skips training once the policy is saved and rolls out only the missing
     values; training interrupted before that restarts from scratch (same seeds).

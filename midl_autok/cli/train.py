@@ -105,7 +105,7 @@ def train(
         Path | None,
         typer.Option(
             "--controller",
-            help="A policy file (from an RL search, see <store>/policies/) that chooses each "
+            help="A policy file (from an RL search, see `STORE/policies/`) that chooses each "
             "epoch's k while training, from what it observes.",
             show_default=False,
         ),
