@@ -20,6 +20,11 @@ Reported, per dataset (mean over seeds):
   ``fixed FLOPs / searched FLOPs`` among searched schedules whose validation accuracy is within
   0.3 points of the fixed-k one. Target: >= 1.3x on at least one dataset.
 
+RL agents (``--agents tpe,ppo``) run at the same number of training runs: ``--trials`` minus
+3 training episodes, then one rollout per lambda (0.01, 0.1, 1); every episode is a trial of
+the study, so their hypervolume curves compare directly. ``bench_rl.py`` adds the
+rollouts-only front and closed-loop vs open-loop control on fresh seeds.
+
 Writes ``bench_search.json`` (config, curves, every trial's point, tables), ``bench_search.html``
 (plotly: hypervolume vs trials, mean and min-max band over seeds) and ``bench_search.png``
 (when kaleido can render), and prints markdown tables.
@@ -46,6 +51,8 @@ from midl_autok.store import StudyRecord, load_study_record, open_store
 
 EXPERIMENTS = {"digits": "digits-mlp", "mnist1d": "mnist1d-mlp"}
 AGENTS = ("random", "fixed-k", "tpe", "nsga2", "gp")
+RL_AGENTS = ("ppo", "sac", "a2c")  # accepted by --agents; closed vs open loop: bench_rl.py
+RL_LAMBDAS = [0.01, 0.1, 1.0]
 OUT = Path(__file__).parent / "results"
 ACC_TOLERANCE = 0.003  # "within 0.3 points"
 CHECKPOINTS = (10, 25)
@@ -110,7 +117,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         base = base.override(**changes)
         for seed in range(args.seeds):
             for agent in args.agents:
-                spec = base.override(**{"seed": seed, "search.agent": agent})
+                changes = {"seed": seed, "search.agent": agent}
+                if agent in RL_AGENTS:  # equal training runs: episodes + one rollout per lambda
+                    episodes = args.trials - len(RL_LAMBDAS)
+                    changes["search.options"] = {"episodes": episodes, "lambdas": RL_LAMBDAS}
+                spec = base.override(**changes)
                 t0 = time.perf_counter()
                 summary = run_search(
                     spec, store=store, device="cpu", threads=args.threads, plotlyjs="cdn"
