@@ -215,11 +215,84 @@ struct KeyOf<double> {
 // whatever ties or NaNs occur. The k-th largest key is found by radix selection, 8 bits at
 // a time, keeping only the keys that still share the chosen prefix (a quickselect's
 // data-dependent branches mispredict about every other step and cost several times more).
+#if defined(__AVX512F__)
+// The k-th largest key of d floats by a bitwise binary search on the key (AVX-512): each of
+// at most 32 steps counts the keys >= a candidate with one compare per 16 keys, and it stops
+// as soon as a candidate has exactly k keys at or above it (the usual case without ties).
+// keys[0..d) get the order keys (padded with 0 to a multiple of 16). Returns the threshold;
+// *exact = every key >= threshold is selected (exactly k of them), else the threshold is the
+// k-th largest key itself and the ties at it are taken by lowest index.
+inline uint32_t topk_threshold_f32(const float* z, int64_t d, int64_t k, uint32_t* keys,
+                                   bool* exact) {
+  const __m512i sign = _mm512_set1_epi32(int(0x80000000u));
+  int64_t j = 0;
+  for (; j < d; j += 16) {
+    const __mmask16 m = d - j >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (d - j)) - 1);
+    const __m512i u = _mm512_castps_si512(_mm512_maskz_loadu_ps(m, z + j));
+    const __m512i key = _mm512_xor_si512(u, _mm512_or_si512(_mm512_srai_epi32(u, 31), sign));
+    _mm512_storeu_si512(keys + j, _mm512_maskz_mov_epi32(m, key));
+  }
+  const int64_t nv = j / 16;
+  uint32_t prefix = 0;
+  *exact = false;
+  for (int bit = 31; bit >= 0; --bit) {
+    const uint32_t cand = prefix | (1u << bit);
+    const __m512i c = _mm512_set1_epi32(int(cand));
+    int64_t n0 = 0, n1 = 0;
+    int64_t v = 0;
+    for (; v + 2 <= nv; v += 2) {
+      n0 += _mm_popcnt_u32(_mm512_cmpge_epu32_mask(_mm512_loadu_si512(keys + 16 * v), c));
+      n1 += _mm_popcnt_u32(_mm512_cmpge_epu32_mask(_mm512_loadu_si512(keys + 16 * v + 16), c));
+    }
+    if (v < nv) n0 += _mm_popcnt_u32(_mm512_cmpge_epu32_mask(_mm512_loadu_si512(keys + 16 * v), c));
+    const int64_t n = n0 + n1;  // padding keys are 0 < cand: never counted
+    if (n >= k) {
+      prefix = cand;
+      if (n == k) {
+        *exact = true;
+        break;
+      }
+    }
+  }
+  return prefix;
+}
+
+// select_topk for float with AVX-512: the same set (ties by lowest index); idx ascending
+// except that ties at the k-th key come after the keys above it.
+inline void select_topk_f32(const float* z, int64_t d, int64_t k, int64_t* idx,
+                            std::vector<uint32_t>& keys, std::vector<uint32_t>& scratch) {
+  keys.resize((d + 15) / 16 * 16);
+  bool exact = false;
+  const uint32_t thr = topk_threshold_f32(z, d, k, keys.data(), &exact);
+  scratch.resize(keys.size() + 16);  // int32 indices, compressed 16 at a time
+  int32_t* out = reinterpret_cast<int32_t*>(scratch.data());
+  const __m512i c = _mm512_set1_epi32(int(thr));
+  const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  int64_t t = 0;
+  for (int64_t j = 0; j < d; j += 16) {
+    const __m512i key = _mm512_loadu_si512(keys.data() + j);
+    const __mmask16 m = exact ? _mm512_cmpge_epu32_mask(key, c) : _mm512_cmpgt_epu32_mask(key, c);
+    const __m512i ids = _mm512_add_epi32(iota, _mm512_set1_epi32(int(j)));
+    _mm512_storeu_si512(out + t, _mm512_maskz_compress_epi32(m, ids));
+    t += _mm_popcnt_u32(m);
+  }
+  for (int64_t q = 0; q < t; ++q) idx[q] = out[q];
+  for (int64_t j = 0; j < d && t < k; ++j)  // ties at the k-th largest, by index
+    if (keys[j] == thr) idx[t++] = j;
+}
+#endif
+
 template <typename T>
 void select_topk(const T* z, int64_t d, int64_t k, int64_t* idx,
                  std::vector<typename KeyOf<T>::type>& keys,
                  std::vector<typename KeyOf<T>::type>& cur) {
   using K = typename KeyOf<T>::type;
+#if defined(__AVX512F__)
+  if constexpr (std::is_same<T, float>::value) {
+    select_topk_f32(z, d, k, idx, keys, cur);
+    return;
+  }
+#endif
   keys.resize(d);
   for (int64_t j = 0; j < d; ++j) keys[j] = KeyOf<T>::of(z[j]);
   cur.assign(keys.begin(), keys.end());
