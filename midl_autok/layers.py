@@ -25,9 +25,10 @@ Execution paths (all compute the same function; tests hold each to the masked de
 - **eval** (no grad), chosen per call by :meth:`MIDL.eval_path`:
   ``"dense"`` masked dense (best at large batch: one GEMM), ``"gather"`` pure-PyTorch
   sparse (computes only rows some sample selected; any device; what ``FlopCounterMode``
-  sees), ``"kernel"`` a compiled CPU kernel (:mod:`midl_autok.kernels`) that dots only the
-  selected rows of ``W`` in place, without copying them, and fuses gate, selection, light
-  path, mix and activation into one call.
+  sees), ``"kernel"`` a compiled CPU kernel (:mod:`midl_autok.kernels`) that computes only
+  the selected (sample, row) products of the full path -- row-grouped dot products for a few
+  samples, a blocked sampled dense-dense product for float32 batches (AVX-512) -- and fuses
+  gate, selection, light path, mix and activation into one call.
 
 On CPU the exact top-k selection uses the compiled radix-select kernel when it is built
 (``torch.topk`` costs several times more at large k); results are identical except for exact
@@ -65,20 +66,40 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 }
 
 
-def _kernel_pays(batch: int, k: int, d: int, d_in: int) -> bool:
+def _kernel_pays(batch: int, k: int, d: int, d_in: int, *, blocked: bool = False) -> bool:
     """Cost rule for the compiled CPU kernel against the masked dense GEMM.
 
-    The kernel does ``B * k * d_in`` multiply-adds as row-grouped dot products; the GEMM does
-    ``B * d * d_in`` at a much higher rate once the batch is large enough to reuse each row
-    of W. The break-even active fraction k/d falls with the batch; the thresholds were
-    measured by ``experiments/bench_speed.py`` (CPU, float32, 1-2 threads).
+    The kernel does ``B * k * d_in`` multiply-adds as dot products of the selected rows; the
+    GEMM does ``B * d * d_in`` at a higher rate once the batch is large enough to reuse each
+    row of W. The break-even active fraction k/d falls with the batch. ``blocked``: the kernel
+    runs its blocked batch path (float32, AVX-512, ``B >= 8``), which reuses W across samples
+    like a GEMM and so pays up to a much larger fraction. Thresholds measured by
+    ``experiments/bench_speed.py`` and a kernel-vs-masked sweep (CPU, float32, 1-2 threads).
     """
     fraction = k / d
+    if blocked:
+        if batch <= 16:
+            return fraction <= 0.85
+        if batch <= 64:
+            return fraction <= 0.7
+        return fraction <= 0.6
     if batch <= 32:
         return fraction <= 0.75
     if batch <= 128:
         return fraction <= 0.45
     return fraction <= 0.35
+
+
+def _blocked_path(ops: Any, x: torch.Tensor) -> bool:
+    """Whether the compiled kernel takes its blocked batch path for ``x`` (float32, a build
+    with AVX-512, at least ``midl_blocked_min_batch()`` samples)."""
+    global _BLOCKED
+    if _BLOCKED is None:
+        _BLOCKED = (bool(ops.midl_blocked_available()), int(ops.midl_blocked_min_batch()))
+    return _BLOCKED[0] and x.dtype == torch.float32 and x.shape[0] >= _BLOCKED[1]
+
+
+_BLOCKED: tuple[bool, int] | None = None  # (available, min batch) of the loaded kernels
 
 
 def make_activation(activation: str | nn.Module | None) -> nn.Module:
@@ -420,13 +441,18 @@ class MIDL(nn.Module):
         if mode in ("always", "gather"):
             return "gather"
         batch = x.shape[0]
+        d, d_in = self.out_features, self.in_features
         if (
-            (mode == "kernel" or _kernel_pays(batch, k, self.out_features, self.in_features))
+            # the blocked rule is the wider one: no build where neither could pay
+            (mode == "kernel" or _kernel_pays(batch, k, d, d_in, blocked=True))
             and not torch.is_grad_enabled()
             and x.dtype in (torch.float32, torch.float64)
-            and _cpu_ops(x) is not None
         ):
-            return "kernel"
+            ops = _cpu_ops(x)
+            if ops is not None and (
+                mode == "kernel" or _kernel_pays(batch, k, d, d_in, blocked=_blocked_path(ops, x))
+            ):
+                return "kernel"
         if mode == "kernel":
             return "gather"
         return "gather" if batch * k <= self.out_features // 2 else "dense"

@@ -11,9 +11,15 @@ for x (B, d_in) and returns ``(y, logits, idx)``:
 3. per sample, the k largest logits (radix selection of the k-th largest key, then one
    scan; exactly k even with ties or NaN) -> ``idx`` (B, k);
 4. ``y = act(light)`` everywhere, then for the selected (sample, row) pairs only
-   ``y = act(light + g * (W[row] . x + b[row] - light))`` with ``g = sigmoid(logit)``: the
-   dot products read the selected rows of W in place, never copying them. With B > 1 the
-   work is grouped by row (each selected row is read once for all samples that chose it).
+   ``y = act(light + g * (W[row] . x + b[row] - light))`` with ``g = sigmoid(logit)``.
+   With a few samples (or float64, or no AVX-512) the dot products read the selected rows of
+   W in place, grouped by row (each selected row read once for all samples that chose it).
+   From 8 float32 samples on, with AVX-512, a blocked sampled dense-dense product: samples in
+   tiles (a bit set of the tile's samples per row), d_in in chunks that keep a tile's inputs
+   in L1, rows in blocks that keep their chunk of W in L2, each row chunk dotted with up to 8
+   of the tile's samples at once (``full_path_tiles_f32``). MKL's sgemm runs its AVX2 code on
+   AMD CPUs, so on those this path also does its multiply-adds at a higher rate than the
+   dense layer it is compared with.
 """
 
 SOURCE = r"""
@@ -42,6 +48,9 @@ namespace {
 
 // Up to this many samples the low-rank products run in plain loops, not GEMM calls.
 constexpr int64_t kSmallBatch = 4;
+
+// From this many samples on, the full path of a float batch runs blocked (AVX-512).
+constexpr int64_t kTileBatch = 8;
 
 // Multiply-adds per thread chunk of the full path (below this, one thread).
 constexpr int64_t kParallelMacs = int64_t(1) << 18;
@@ -320,10 +329,222 @@ void select_topk(const T* z, int64_t d, int64_t k, int64_t* idx,
     if (keys[j] == prefix) idx[t++] = j;
 }
 
+#if defined(__AVX512F__)
+// sigmoid(z) = 1 / (1 + exp(-z)) for sixteen floats: exp as 2^n e^r (Cephes' expf polynomial,
+// about 1 ulp), z clamped to [-88, 88] (beyond, sigmoid is 0 or 1 to float precision); NaN
+// stays NaN.
+inline __m512 sigmoid16(__m512 z) {
+  __m512 x = _mm512_max_ps(_mm512_set1_ps(-88.0f), _mm512_sub_ps(_mm512_setzero_ps(), z));
+  x = _mm512_min_ps(_mm512_set1_ps(88.0f), x);  // (max/min return x when x is NaN)
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 q = _mm512_set1_ps(1.9875691500e-4f);
+  q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(1.3981999507e-3f));
+  q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(8.3334519073e-3f));
+  q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(4.1665795894e-2f));
+  q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(1.6666665459e-1f));
+  q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(5.0000001201e-1f));
+  q = _mm512_fmadd_ps(_mm512_mul_ps(q, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  const __m512 e = _mm512_scalef_ps(q, n);  // exp(-z)
+  return _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+}
+
+// g[0..n) = sigmoid(z[0..n))
+inline void sigmoid_row_f32(const float* z, float* g, int64_t n) {
+  for (int64_t j = 0; j < n; j += 16) {
+    const __mmask16 m = n - j >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n - j)) - 1);
+    _mm512_mask_storeu_ps(g + j, m, sigmoid16(_mm512_maskz_loadu_ps(m, z + j)));
+  }
+}
+
+// The sums of eight float vectors, in order, as one 8-float vector (a transpose-and-add tree).
+inline __m256 reduce8_ps(const __m512* v) {
+  __m512 a[4];
+  for (int i = 0; i < 4; ++i)
+    a[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]),
+                         _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
+  __m512 b[2];
+  for (int i = 0; i < 2; ++i) {
+    const __m512d x = _mm512_castps_pd(a[2 * i]), y = _mm512_castps_pd(a[2 * i + 1]);
+    b[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(x, y)),
+                         _mm512_castpd_ps(_mm512_unpackhi_pd(x, y)));
+  }
+  const __m512 c = _mm512_add_ps(_mm512_shuffle_f32x4(b[0], b[1], 0x88),
+                                 _mm512_shuffle_f32x4(b[0], b[1], 0xDD));
+  const __m512 e = _mm512_shuffle_f32x4(c, c, 0xD8);
+  return _mm256_add_ps(_mm512_castps512_ps256(e), _mm512_extractf32x8_ps(e, 1));
+}
+
+// w[0..len) . xs[n][0..len) for n < N (N <= 8): each 16 floats of w are loaded once for all
+// N inputs (N + 1 loads per N multiply-adds). Lanes >= N of the result are 0.
+// ``next`` (may be null): a row read next, prefetched 64 bytes per 16 floats.
+template <int N>
+inline __m256 dot_n(const float* __restrict w, const float* const* xs, int64_t len,
+                    const float* next) {
+  __m512 a[8], b[8];
+  for (int n = 0; n < 8; ++n) a[n] = b[n] = _mm512_setzero_ps();
+  int64_t i = 0;
+  if constexpr (N < 8) {  // two accumulators per input: enough independent FMA chains
+    for (; i + 32 <= len; i += 32) {
+      if (next != nullptr) {
+        MIDL_PREFETCH(next + i);
+        MIDL_PREFETCH(next + i + 16);
+      }
+      const __m512 w0 = _mm512_loadu_ps(w + i), w1 = _mm512_loadu_ps(w + i + 16);
+      for (int n = 0; n < N; ++n) {
+        a[n] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(xs[n] + i), a[n]);
+        b[n] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(xs[n] + i + 16), b[n]);
+      }
+    }
+  }
+  for (; i + 16 <= len; i += 16) {
+    if (next != nullptr) MIDL_PREFETCH(next + i);
+    const __m512 w0 = _mm512_loadu_ps(w + i);
+    for (int n = 0; n < N; ++n) a[n] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(xs[n] + i), a[n]);
+  }
+  if (i < len) {
+    const __mmask16 m = __mmask16((1u << (len - i)) - 1);
+    const __m512 w0 = _mm512_maskz_loadu_ps(m, w + i);
+    for (int n = 0; n < N; ++n)
+      a[n] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(m, xs[n] + i), a[n]);
+  }
+  if constexpr (N < 8)
+    for (int n = 0; n < N; ++n) a[n] = _mm512_add_ps(a[n], b[n]);
+  return reduce8_ps(a);
+}
+
+inline __m256 dot_upto8(int n, const float* w, const float* const* xs, int64_t len,
+                        const float* next) {
+  switch (n) {
+    case 1: return dot_n<1>(w, xs, len, next);
+    case 2: return dot_n<2>(w, xs, len, next);
+    case 3: return dot_n<3>(w, xs, len, next);
+    case 4: return dot_n<4>(w, xs, len, next);
+    case 5: return dot_n<5>(w, xs, len, next);
+    case 6: return dot_n<6>(w, xs, len, next);
+    case 7: return dot_n<7>(w, xs, len, next);
+    default: return dot_n<8>(w, xs, len, next);
+  }
+}
+
+// The full path of a batch (float, AVX-512), a sampled dense-dense product: for every selected
+// (sample s, row j), y[s, j] = l + g (W[j] . x[s] + b[j] - l) with l = y[s, j] on entry (the
+// light path, or 0) and g = gate[s, j]; no activation. Blocked like a GEMM so that most loads
+// hit L1: samples in tiles of T (a 64-bit set of the tile's samples per row), d_in in chunks
+// so that a tile's inputs (T x chunk) fit in L1, rows in blocks so that a block's chunk of W
+// stays in L2 while the tiles pass. Each row's chunk is dotted with up to 8 of the tile's
+// samples that selected it at a time.
+void full_path_tiles_f32(const float* xp, const float* wp, const float* bp, const float* gp,
+                         const int64_t* ip, int64_t B, int64_t din, int64_t d, int64_t k,
+                         float* yp) {
+  const double p = double(k) / double(d);
+  int64_t T = 8;  // about 8 or more samples per (tile, row): full 8-wide dots
+  while (T < 64 && double(T) * p < 8.0) T *= 2;
+  const int64_t ntiles = (B + T - 1) / T;
+  std::vector<uint64_t> sel(ntiles * d, 0);
+  for (int64_t s = 0; s < B; ++s) {
+    uint64_t* row = sel.data() + (s / T) * d;
+    const uint64_t bit = uint64_t(1) << (s % T);
+    for (int64_t t = 0; t < k; ++t) row[ip[s * k + t]] |= bit;
+  }
+  std::vector<char> used(d, 0);
+  for (int64_t q = 0; q < B * k; ++q) used[ip[q]] = 1;
+  const bool pack_w = ntiles > 1;
+  const int64_t tile = std::min(T, B);
+  int64_t kc = std::max<int64_t>(128, 8192 / tile);  // tile * kc floats <= 32 KiB
+  const int64_t nch = (din + kc - 1) / kc;
+  kc = ((din + nch - 1) / nch + 15) / 16 * 16;
+  // rb rows: their chunk of W and their partial sums (rb * B floats) share ~384 KiB of L2
+  int64_t rb = std::max<int64_t>(16, (96 * 1024) / (kc + (nch > 1 ? tile * ntiles : 0)));
+  const int64_t nthreads = at::get_num_threads();
+  if (nthreads > 1 && B * k * din >= 4 * kParallelMacs)
+    rb = std::min(rb, ((d + nthreads - 1) / nthreads + 15) / 16 * 16);
+  rb = std::min(rb, d);
+  const int64_t nblocks = (d + rb - 1) / rb;
+  const bool parallel = nthreads > 1 && nblocks > 1 && B * k * din >= 4 * kParallelMacs;
+  auto body = [&](int64_t q0, int64_t q1) {
+    // partial sums over the chunks, [tile][row - j0][sample in tile]: a tile's sums of one
+    // row share cache lines, and a pass over the rows reads them in order
+    std::vector<float> part(nch > 1 ? ntiles * rb * T : 0);
+    std::vector<float> wpk(pack_w ? rb * kc : 0), xpk(T * kc);
+    for (int64_t q = q0; q < q1; ++q) {
+      const int64_t j0 = q * rb, j1 = std::min(d, j0 + rb);
+      for (int64_t c = 0; c < nch; ++c) {
+        const int64_t c0 = c * kc, len = std::min(kc, din - c0);
+        if (len <= 0) break;
+        const bool first = c == 0, last = c0 + len >= din;
+        // Packed copies (a power-of-two d_in would map every row to the same cache sets).
+        // (W only when several tiles reuse it, and only the rows some sample selected)
+        if (pack_w)
+          for (int64_t j = j0; j < j1; ++j)
+            if (used[j])
+              std::memcpy(wpk.data() + (j - j0) * kc, wp + j * din + c0, len * sizeof(float));
+        for (int64_t tt = 0; tt < ntiles; ++tt) {
+          const int64_t s0 = tt * T, s1 = std::min(B, s0 + T);
+          for (int64_t s = s0; s < s1; ++s)
+            std::memcpy(xpk.data() + (s - s0) * kc, xp + s * din + c0, len * sizeof(float));
+          const uint64_t* srow = sel.data() + tt * d;
+          int64_t jn = j0;  // the next row this tile selected (its W is prefetched)
+          for (int64_t j = j0; j < j1; ++j) {
+            uint64_t bits = srow[j];
+            if (bits == 0) continue;
+            const float* next = nullptr;
+            if (!pack_w) {
+              if (jn <= j)
+                for (jn = j + 1; jn < j1 && srow[jn] == 0; ++jn) {
+                }
+              if (jn < j1) next = wp + jn * din + c0;
+            }
+            const float* w = pack_w ? wpk.data() + (j - j0) * kc : wp + j * din + c0;
+            while (bits != 0) {
+              int64_t ss[8];
+              const float* xs[8];
+              // groups of at most 8, as even as possible (11 = 6 + 5, not 8 + 3)
+              const int left = __builtin_popcountll(bits);
+              const int take = left <= 8 ? left : (left + (left + 7) / 8 - 1) / ((left + 7) / 8);
+              int n = 0;
+              for (; n < take; ++n) {
+                ss[n] = tt * T + __builtin_ctzll(bits);
+                bits &= bits - 1;
+                xs[n] = xpk.data() + (ss[n] - s0) * kc;
+              }
+              alignas(32) float v[8];
+              _mm256_store_ps(v, dot_upto8(n, w, xs, len, next));
+              next = nullptr;
+              for (int u = 0; u < n; ++u) {
+                const int64_t s = ss[u];
+                float f = v[u];
+                float* pf = nch > 1 ? part.data() + (tt * rb + (j - j0)) * T + (s - tt * T)
+                                    : nullptr;
+                if (!first) f += *pf;
+                if (!last) {
+                  *pf = f;
+                  continue;
+                }
+                const int64_t o = s * d + j;
+                const float l = yp[o];
+                yp[o] = l + gp[o] * (f + (bp != nullptr ? bp[j] : 0.0f) - l);
+              }
+            }
+          }
+        }
+      }
+    }
+  };
+  if (parallel) {
+    at::parallel_for(0, nblocks, 1, body);
+  } else {
+    body(0, nblocks);
+  }
+}
+#endif
+
 template <typename T>
 void run(const at::Tensor& x, const at::Tensor& logits, const at::Tensor& gate,
          const at::Tensor& light, const at::Tensor& W, const c10::optional<at::Tensor>& b,
-         int64_t k, int64_t act, at::Tensor& out, at::Tensor& idx) {
+         int64_t k, int64_t act, bool tiles, at::Tensor& out, at::Tensor& idx) {
   const int64_t B = x.size(0), din = x.size(1), d = W.size(0);
   const T* xp = x.data_ptr<T>();
   const T* zp = logits.data_ptr<T>();
@@ -333,6 +554,12 @@ void run(const at::Tensor& x, const at::Tensor& logits, const at::Tensor& gate,
   const T* bp = (b.has_value() && b->defined()) ? b->data_ptr<T>() : nullptr;
   T* yp = out.data_ptr<T>();
   int64_t* ip = idx.data_ptr<int64_t>();
+  at::Tensor gbuf;  // the blocked path's gate, written during the selection
+  if (tiles) gbuf = at::empty_like(logits);
+  T* gw = tiles ? gbuf.data_ptr<T>() : nullptr;
+
+  // tiles: the blocked full path (float, AVX-512, a batch); out is the light path on entry
+  // (or anything without one), the activation comes last.
 
   // 1. selection per sample; y = act(light) everywhere (act(0) = 0 without a light path).
   const int64_t sample_grain = std::max<int64_t>(1, (kParallelMacs / 4) / std::max<int64_t>(d, 1));
@@ -340,15 +567,40 @@ void run(const at::Tensor& x, const at::Tensor& logits, const at::Tensor& gate,
     std::vector<typename KeyOf<T>::type> keys, cur;
     for (int64_t s = s0; s < s1; ++s) {
       select_topk<T>(zp + s * d, d, k, ip + s * k, keys, cur);
+#if defined(__AVX512F__)
+      if constexpr (std::is_same<T, float>::value)  // the gate, while this row is in L1
+        if (gw != nullptr) sigmoid_row_f32(zp + s * d, gw + s * d, d);
+#endif
       T* y = yp + s * d;
       if (lp != nullptr) {
         const T* l = lp + s * d;
-        for (int64_t j = 0; j < d; ++j) y[j] = activate<T>(l[j], act);
+        if (tiles) {
+          if (y != l) std::copy(l, l + d, y);
+        } else {
+          for (int64_t j = 0; j < d; ++j) y[j] = activate<T>(l[j], act);
+        }
       } else {
         std::fill(y, y + d, T(0));
       }
     }
   });
+#if defined(__AVX512F__)
+  if constexpr (std::is_same<T, float>::value) {
+    if (tiles) {
+      full_path_tiles_f32(xp, wp, bp, gw, ip, B, din, d, k, yp);
+      if (act != 0) {
+        at::parallel_for(0, B * d, kParallelMacs, [&](int64_t i0, int64_t i1) {
+          if (act == 1) {
+            for (int64_t i = i0; i < i1; ++i) yp[i] = yp[i] > 0.0f ? yp[i] : 0.0f;
+          } else {
+            for (int64_t i = i0; i < i1; ++i) yp[i] = activate<float>(yp[i], act);
+          }
+        });
+      }
+      return;
+    }
+  }
+#endif
 
   auto mix = [&](int64_t s, int64_t j, T f) {
     const T l = lp != nullptr ? lp[s * d + j] : T(0);
@@ -451,14 +703,32 @@ std::vector<at::Tensor> midl_sparse_eval(
   const int64_t B = x.size(0);
   // The gate is read only where selected: a few samples take k scalar exps, a batch one
   // vectorized sigmoid over (B, d).
-  const at::Tensor gate = B <= kSmallBatch ? at::Tensor() : at::sigmoid(logits);
-  at::Tensor out = at::empty({B, d}, x.options());
+  bool tiles = false;  // the blocked full path: float, AVX-512, a batch
+#if defined(__AVX512F__)
+  tiles = x.scalar_type() == at::kFloat && B >= kTileBatch;
+#endif
+  const at::Tensor gate = B <= kSmallBatch || tiles ? at::Tensor() : at::sigmoid(logits);
+  // the blocked path mixes into the light path's buffer in place (a fresh tensor)
+  at::Tensor out = tiles && has_light ? light : at::empty({B, d}, x.options());
   at::Tensor idx = at::empty({B, k}, x.options().dtype(at::kLong));
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "midl_sparse_eval", [&] {
-    run<scalar_t>(x, logits, gate, light, W, b, k, act, out, idx);
+    run<scalar_t>(x, logits, gate, light, W, b, k, act, tiles, out, idx);
   });
   return {out, logits, idx};
 }
+"""
+
+# Appended to SOURCE: whether this build has the blocked batch path (for the cost rule).
+SOURCE += r"""
+bool midl_blocked_available() {
+#if defined(__AVX512F__)
+  return true;
+#else
+  return false;
+#endif
+}
+
+int64_t midl_blocked_min_batch() { return kTileBatch; }
 """
 
 # Appended to SOURCE: the exact top-k mask, used by every CPU path (torch.topk is slow for
