@@ -377,3 +377,69 @@ def test_compiled_training_without_biases_and_strided_input(ops) -> None:
     torch.testing.assert_close(y_eval, y.detach().float(), rtol=1e-5, atol=1e-5)
     for name, grad in got.items():
         torch.testing.assert_close(grad, p[name].grad.float(), msg=name, rtol=1e-4, atol=1e-4)
+
+
+# --------------------------------------------------------------------------- fused training step
+
+
+@pytest.mark.parametrize(
+    ("batch", "d_in", "d"),
+    [(1, 256, 256), (7, 300, 250), (16, 64, 1100), (70, 300, 220), (130, 40, 70)],
+)
+@pytest.mark.parametrize("fraction", [0.2, 1.0])
+@pytest.mark.parametrize(
+    ("light_rank", "bias", "activation"),
+    [(16, True, "relu"), (0, False, "identity"), (5, False, "relu")],
+)
+def test_fused_training_step_equals_the_autograd_path(
+    ops,
+    batch: int,
+    d_in: int,
+    d: int,
+    fraction: float,
+    light_rank: int,
+    bias: bool,
+    activation: str,
+) -> None:
+    # midl_train (one C++ autograd function, AVX-512 builds) against the PyTorch autograd
+    # path (_GateMix): outputs, mask, gate and every gradient, input gradient included;
+    # k = d (no top-k at all) and k < d; sizes large enough for the build rule
+    if not ops.midl_blocked_available():
+        pytest.skip("the fused training step needs a build with AVX-512")
+    k = max(1, round(fraction * d))
+    torch.manual_seed(batch + d_in)
+    fused = MIDL(d_in, d, k, gate_rank=16, light_rank=light_rank, bias=bias, activation=activation)
+    plain = MIDL(d_in, d, k, gate_rank=16, light_rank=light_rank, bias=bias, activation=activation)
+    plain.load_state_dict(fused.state_dict())
+    plain._train_ops = lambda x: None  # type: ignore[method-assign]
+    x = torch.randn(batch, d_in, generator=torch.Generator().manual_seed(1))
+    upstream = torch.randn(batch, d, generator=torch.Generator().manual_seed(2))
+    results = []
+    for layer in (fused, plain):
+        layer.train()
+        xi = x.clone().requires_grad_()
+        y = layer(xi)
+        (y * upstream).sum().backward()
+        assert layer.last_mask is not None and layer.last_gate is not None
+        grads = {n: p.grad for n, p in layer.named_parameters()}
+        results.append((y.detach(), xi.grad, grads, layer.last_mask, layer.last_gate))
+    assert fused._train_ops(x) is not None
+    (y1, gx1, g1, m1, gate1), (y2, gx2, g2, m2, gate2) = results
+    assert torch.equal(m1, m2)
+    assert m1.sum(dim=1).tolist() == [k] * batch
+    torch.testing.assert_close(y1, y2, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gate1, gate2, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(gx1, gx2, rtol=1e-4, atol=1e-5)
+    assert g1.keys() == g2.keys()
+    for name in g1:
+        torch.testing.assert_close(g1[name], g2[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_fused_training_step_is_skipped_where_it_cannot_run(ops) -> None:
+    layer = MIDL(256, 256, 64).train()
+    x = torch.randn(4, 256)
+    assert layer._train_ops(x.double()) is None  # float32 only
+    layer.act = torch.nn.Tanh()
+    assert layer._train_ops(x) is None  # identity or ReLU only
+    small = MIDL(8, 16, 4).train()
+    assert small._train_ops(torch.randn(3, 8)) is None  # too small to be worth a build

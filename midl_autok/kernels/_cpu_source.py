@@ -868,3 +868,308 @@ std::vector<at::Tensor> midl_mix_backward(const at::Tensor& grad_in, const at::T
   return {dz, df, dl};
 }
 """
+
+# Appended to SOURCE: one training step's layer as a C++ autograd function (float32,
+# AVX-512, activation identity or ReLU). Forward: f = x W^T + b and [h_g | h_l] = x [G1; V]^T
+# as two GEMMs, then per sample in one pass the thin products z = G2 h_g, l = U h_l + c, the
+# top-k mask (k < d), g = sigmoid(z) and y = act(a f + (1 - a) l), a = m g. Backward: per
+# sample the mix's gradients (straight-through, d a / d g = m + g), dh_g = G2^T dz and
+# dh_l = U^T dl, and the sums dG2 = dz h_g^T, dU = dl h_l^T, db, dc, without materializing
+# dz or dl; then dW = df^T x, [dG1; dV] = [dh_g | dh_l]^T x and dx as GEMMs.
+SOURCE += r"""
+#if defined(__AVX512F__)
+#include <torch/csrc/autograd/custom_function.h>
+
+namespace {
+
+inline __mmask16 tail16(int64_t n) {
+  return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1);
+}
+
+// o[0..d) = c + sum_q h[q] * BT[q][0..d)  (BT: r x d, the transposed thin matrix), 64 at a time
+inline void thin_rows_t(const float* __restrict h, const float* __restrict BT, int64_t r,
+                        int64_t d, const float* __restrict c, float* __restrict o) {
+  int64_t j = 0;
+  for (; j + 64 <= d; j += 64) {
+    __m512 a0, a1, a2, a3;
+    if (c != nullptr) {
+      a0 = _mm512_loadu_ps(c + j);
+      a1 = _mm512_loadu_ps(c + j + 16);
+      a2 = _mm512_loadu_ps(c + j + 32);
+      a3 = _mm512_loadu_ps(c + j + 48);
+    } else {
+      a0 = a1 = a2 = a3 = _mm512_setzero_ps();
+    }
+    for (int64_t q = 0; q < r; ++q) {
+      const __m512 hq = _mm512_set1_ps(h[q]);
+      const float* b = BT + q * d + j;
+      a0 = _mm512_fmadd_ps(hq, _mm512_loadu_ps(b), a0);
+      a1 = _mm512_fmadd_ps(hq, _mm512_loadu_ps(b + 16), a1);
+      a2 = _mm512_fmadd_ps(hq, _mm512_loadu_ps(b + 32), a2);
+      a3 = _mm512_fmadd_ps(hq, _mm512_loadu_ps(b + 48), a3);
+    }
+    _mm512_storeu_ps(o + j, a0);
+    _mm512_storeu_ps(o + j + 16, a1);
+    _mm512_storeu_ps(o + j + 32, a2);
+    _mm512_storeu_ps(o + j + 48, a3);
+  }
+  for (; j < d; j += 16) {
+    const __mmask16 m = tail16(d - j);
+    __m512 a0 = c != nullptr ? _mm512_maskz_loadu_ps(m, c + j) : _mm512_setzero_ps();
+    for (int64_t q = 0; q < r; ++q)
+      a0 = _mm512_fmadd_ps(_mm512_set1_ps(h[q]), _mm512_maskz_loadu_ps(m, BT + q * d + j), a0);
+    _mm512_mask_storeu_ps(o + j, m, a0);
+  }
+}
+
+// out[0..r) = sum_j v[j] * B[j][0..r)  (B: d x r), lanes over r, four chains over j
+inline void thin_cols(const float* __restrict v, const float* __restrict B, int64_t d,
+                      int64_t r, float* __restrict out) {
+  for (int64_t q0 = 0; q0 < r; q0 += 16) {
+    const __mmask16 m = tail16(r - q0);
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    int64_t j = 0;
+    for (; j + 4 <= d; j += 4) {
+      a0 = _mm512_fmadd_ps(_mm512_set1_ps(v[j]), _mm512_maskz_loadu_ps(m, B + j * r + q0), a0);
+      a1 = _mm512_fmadd_ps(_mm512_set1_ps(v[j + 1]),
+                           _mm512_maskz_loadu_ps(m, B + (j + 1) * r + q0), a1);
+      a2 = _mm512_fmadd_ps(_mm512_set1_ps(v[j + 2]),
+                           _mm512_maskz_loadu_ps(m, B + (j + 2) * r + q0), a2);
+      a3 = _mm512_fmadd_ps(_mm512_set1_ps(v[j + 3]),
+                           _mm512_maskz_loadu_ps(m, B + (j + 3) * r + q0), a3);
+    }
+    for (; j < d; ++j)
+      a0 = _mm512_fmadd_ps(_mm512_set1_ps(v[j]), _mm512_maskz_loadu_ps(m, B + j * r + q0), a0);
+    _mm512_mask_storeu_ps(out + q0, m, _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+  }
+}
+
+// acc[j][0..r) += sum_u v[u][j] * h[u][0..r) for n <= 4 rows v (d) and h (r): one
+// load/store of acc per j for all n (B x r outer-product sums, acc: d x r)
+inline void outer_acc(const float* const* v, const float* const* h, int n, int64_t d,
+                      int64_t r, float* __restrict acc) {
+  for (int64_t q0 = 0; q0 < r; q0 += 16) {
+    const __mmask16 m = tail16(r - q0);
+    __m512 hv[4];
+    for (int u = 0; u < n; ++u) hv[u] = _mm512_maskz_loadu_ps(m, h[u] + q0);
+    for (int64_t j = 0; j < d; ++j) {
+      float* a = acc + j * r + q0;
+      __m512 s = _mm512_maskz_loadu_ps(m, a);
+      for (int u = 0; u < n; ++u) s = _mm512_fmadd_ps(_mm512_set1_ps(v[u][j]), hv[u], s);
+      _mm512_mask_storeu_ps(a, m, s);
+    }
+  }
+}
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// An optional input of the autograd function: an empty tensor stands for None (a custom
+// function cannot take undefined tensors).
+inline at::Tensor opt(const c10::optional<at::Tensor>& t, const at::Tensor& like) {
+  return t.has_value() && t->defined() ? *t : at::empty({0}, like.options());
+}
+inline at::Tensor given(const at::Tensor& t) { return t.numel() > 0 ? t : at::Tensor(); }
+
+struct MidlTrainFn : public torch::autograd::Function<MidlTrainFn> {
+  // inputs: x, G1, G2, W, b, V, U, c (b, V, U, c may be undefined); outputs: y, g, m
+  static variable_list forward(AutogradContext* ctx, at::Tensor x_in, at::Tensor G1,
+                               at::Tensor G2, at::Tensor W, at::Tensor b_in, at::Tensor V_in,
+                               at::Tensor U_in, at::Tensor c_in, int64_t k, int64_t act) {
+    const at::Tensor b = given(b_in), V = given(V_in), U = given(U_in), c = given(c_in);
+    ctx->set_materialize_grads(false);  // g and m get no gradients: no (B, d) zeros for them
+    const at::Tensor x = x_in.contiguous();
+    const int64_t B = x.size(0), d = W.size(0), rg = G1.size(0);
+    const bool light = V.defined();
+    const int64_t rl = light ? V.size(0) : 0;
+    const at::Tensor A = light ? at::cat({G1, V}, 0) : G1;  // (rg + rl, d_in)
+    const at::Tensor H = at::mm(x, A.t());                   // (B, rg + rl): [h_g | h_l]
+    const at::Tensor f = b.defined() ? at::addmm(b, x, W.t()) : at::mm(x, W.t());
+    const at::Tensor G2T = G2.t().contiguous();
+    const at::Tensor UT = light ? U.t().contiguous() : at::Tensor();
+    const at::Tensor cc = c.defined() ? c.contiguous() : at::Tensor();
+    at::Tensor y = at::empty({B, d}, x.options()), g = at::empty({B, d}, x.options());
+    at::Tensor l = light ? at::empty({B, d}, x.options()) : at::Tensor();
+    at::Tensor m = k < d ? at::zeros({B, d}, x.options()) : at::Tensor();
+    const float* Hp = H.data_ptr<float>();
+    const float* fp = f.data_ptr<float>();
+    const float* g2t = G2T.data_ptr<float>();
+    const float* ut = light ? UT.data_ptr<float>() : nullptr;
+    const float* cp = cc.defined() ? cc.data_ptr<float>() : nullptr;
+    float* yp = y.data_ptr<float>();
+    float* gp = g.data_ptr<float>();
+    float* lp = light ? l.data_ptr<float>() : nullptr;
+    float* mp = m.defined() ? m.data_ptr<float>() : nullptr;
+    const int64_t hs = rg + rl;
+    const bool relu = act == 1;
+    const int64_t grain = std::max<int64_t>(1, kParallelMacs / std::max<int64_t>(d * hs, 1));
+    at::parallel_for(0, B, grain, [&](int64_t s0, int64_t s1) {
+      std::vector<float> zrow(d);
+      std::vector<uint32_t> keys, scratch;
+      std::vector<int64_t> idx(k);
+      for (int64_t s = s0; s < s1; ++s) {
+        const float* hg = Hp + s * hs;
+        thin_rows_t(hg, g2t, rg, d, nullptr, zrow.data());  // logits
+        float* ms = mp != nullptr ? mp + s * d : nullptr;
+        if (ms != nullptr) {
+          select_topk_f32(zrow.data(), d, k, idx.data(), keys, scratch);
+          for (int64_t t = 0; t < k; ++t) ms[idx[t]] = 1.0f;
+        }
+        float* ls = lp != nullptr ? lp + s * d : nullptr;
+        if (ls != nullptr) thin_rows_t(hg + rg, ut, rl, d, cp, ls);
+        const float* fs = fp + s * d;
+        float* ys = yp + s * d;
+        float* gs = gp + s * d;
+        for (int64_t j = 0; j < d; j += 16) {
+          const __mmask16 mk = tail16(d - j);
+          const __m512 gv = sigmoid16(_mm512_maskz_loadu_ps(mk, zrow.data() + j));
+          const __m512 av =
+              ms != nullptr ? _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, ms + j), gv) : gv;
+          __m512 v = _mm512_mul_ps(av, _mm512_maskz_loadu_ps(mk, fs + j));
+          if (ls != nullptr)
+            v = _mm512_fmadd_ps(_mm512_sub_ps(_mm512_set1_ps(1.0f), av),
+                                _mm512_maskz_loadu_ps(mk, ls + j), v);
+          if (relu) v = _mm512_max_ps(v, _mm512_setzero_ps());
+          _mm512_mask_storeu_ps(ys + j, mk, v);
+          _mm512_mask_storeu_ps(gs + j, mk, gv);
+        }
+      }
+    });
+    const at::Tensor m_out = m.defined() ? m : at::empty({0}, x.options());  // k = d: none
+    const at::Tensor none = at::empty({0}, x.options());
+    ctx->save_for_backward({x, G1, G2, W, light ? V : none, light ? U : none, H, f,
+                            light ? l : none, y, g, m_out});
+    ctx->saved_data["act"] = act;
+    ctx->saved_data["has_b"] = b.defined();
+    ctx->saved_data["has_c"] = c.defined();
+    ctx->mark_non_differentiable({g, m_out});
+    return {y, g, m_out};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &x = saved[0], &G1 = saved[1], &G2 = saved[2], &W = saved[3];
+    const at::Tensor V = given(saved[4]), U = given(saved[5]);
+    const at::Tensor &H = saved[6], &f = saved[7];
+    const at::Tensor l = given(saved[8]);
+    const at::Tensor &y = saved[9], &g = saved[10], &m = saved[11];
+    const bool relu = ctx->saved_data["act"].toInt() == 1;
+    const bool has_b = ctx->saved_data["has_b"].toBool();
+    const bool has_c = ctx->saved_data["has_c"].toBool();
+    const at::Tensor dy = grads[0].defined() ? grads[0].contiguous() : at::zeros_like(y);
+    const int64_t B = x.size(0), d = W.size(0), rg = G1.size(0);
+    const bool light = V.defined();
+    const int64_t rl = light ? V.size(0) : 0, hs = rg + rl;
+    const at::Tensor G2c = G2.contiguous();
+    const at::Tensor Uc = light ? U.contiguous() : at::Tensor();
+    at::Tensor df = at::empty({B, d}, y.options());
+    at::Tensor dH = at::empty({B, hs}, y.options());
+    at::Tensor dG2 = at::zeros({d, rg}, y.options());
+    at::Tensor dU = light ? at::zeros({d, rl}, y.options()) : at::Tensor();
+    at::Tensor db = at::zeros({d}, y.options()), dc = at::zeros({d}, y.options());
+    const float *dyp = dy.data_ptr<float>(), *yp = y.data_ptr<float>(), *gp = g.data_ptr<float>();
+    const float* mp = m.numel() > 0 ? m.data_ptr<float>() : nullptr;
+    const float* fp = f.data_ptr<float>();
+    const float* lp = light ? l.data_ptr<float>() : nullptr;
+    const float* Hp = H.data_ptr<float>();
+    const float* g2 = G2c.data_ptr<float>();
+    const float* u = light ? Uc.data_ptr<float>() : nullptr;
+    float *dfp = df.data_ptr<float>(), *dHp = dH.data_ptr<float>();
+    float *dg2 = dG2.data_ptr<float>(), *du = light ? dU.data_ptr<float>() : nullptr;
+    float *dbp = db.data_ptr<float>(), *dcp = dc.data_ptr<float>();
+    {
+      // one thread: the sums over samples (dG2, dU, db, dc) accumulate in place
+      std::vector<float> dz(4 * d), dl(4 * d);
+      for (int64_t s0 = 0; s0 < B; s0 += 4) {
+        const int n = int(std::min<int64_t>(4, B - s0));
+        for (int uu = 0; uu < n; ++uu) {
+          const int64_t s = s0 + uu, o = s * d;
+          float* dzs = dz.data() + uu * d;
+          float* dls = dl.data() + uu * d;
+          for (int64_t j = 0; j < d; j += 16) {
+            const __mmask16 mk = tail16(d - j);
+            __m512 p = _mm512_maskz_loadu_ps(mk, dyp + o + j);
+            if (relu)
+              p = _mm512_maskz_mov_ps(
+                  _mm512_cmp_ps_mask(_mm512_maskz_loadu_ps(mk, yp + o + j), _mm512_setzero_ps(),
+                                     _CMP_GT_OQ),
+                  p);
+            const __m512 gv = _mm512_maskz_loadu_ps(mk, gp + o + j);
+            const __m512 mv = mp != nullptr ? _mm512_maskz_loadu_ps(mk, mp + o + j)
+                                            : _mm512_set1_ps(1.0f);
+            const __m512 a = _mm512_mul_ps(mv, gv);
+            const __m512 dfv = _mm512_mul_ps(p, a);
+            _mm512_mask_storeu_ps(dfp + o + j, mk, dfv);
+            _mm512_mask_storeu_ps(dbp + j, mk,
+                                  _mm512_add_ps(_mm512_maskz_loadu_ps(mk, dbp + j), dfv));
+            const __m512 fv = _mm512_maskz_loadu_ps(mk, fp + o + j);
+            __m512 da;
+            if (lp != nullptr) {
+              const __m512 lv = _mm512_maskz_loadu_ps(mk, lp + o + j);
+              const __m512 dlv = _mm512_sub_ps(p, dfv);
+              _mm512_mask_storeu_ps(dls + j, mk, dlv);
+              _mm512_mask_storeu_ps(dcp + j, mk,
+                                    _mm512_add_ps(_mm512_maskz_loadu_ps(mk, dcp + j), dlv));
+              da = _mm512_mul_ps(p, _mm512_sub_ps(fv, lv));
+            } else {
+              da = _mm512_mul_ps(p, fv);
+            }
+            // dz = da (m + g) g (1 - g)
+            const __m512 dzv = _mm512_mul_ps(
+                _mm512_mul_ps(da, _mm512_add_ps(mv, gv)),
+                _mm512_mul_ps(gv, _mm512_sub_ps(_mm512_set1_ps(1.0f), gv)));
+            _mm512_mask_storeu_ps(dzs + j, mk, dzv);
+          }
+          thin_cols(dzs, g2, d, rg, dHp + s * hs);
+          if (light) thin_cols(dls, u, d, rl, dHp + s * hs + rg);
+        }
+        const float* vz[4];
+        const float* vl[4];
+        const float* hg[4];
+        const float* hl[4];
+        for (int uu = 0; uu < n; ++uu) {
+          vz[uu] = dz.data() + uu * d;
+          vl[uu] = dl.data() + uu * d;
+          hg[uu] = Hp + (s0 + uu) * hs;
+          hl[uu] = hg[uu] + rg;
+        }
+        outer_acc(vz, hg, n, d, rg, dg2);
+        if (light) outer_acc(vl, hl, n, d, rl, du);
+      }
+    }
+    const at::Tensor dA = at::mm(dH.t(), x);  // (hs, d_in): [dG1; dV]
+    const at::Tensor dW = at::mm(df.t(), x);
+    at::Tensor dx;
+    if (ctx->needs_input_grad(0)) {
+      dx = at::mm(df, W);
+      dx.addmm_(dH.narrow(1, 0, rg), G1);
+      if (light) dx.addmm_(dH.narrow(1, rg, rl), V);
+    }
+    at::Tensor dG1 = dA.narrow(0, 0, rg);
+    at::Tensor dV = light ? dA.narrow(0, rg, rl) : at::Tensor();
+    return {dx, dG1, dG2, dW, has_b ? db : at::Tensor(), dV, dU,
+            has_c ? dc : at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+}  // namespace
+#endif
+
+std::vector<at::Tensor> midl_train(const at::Tensor& x, const at::Tensor& G1,
+                                   const at::Tensor& G2, const at::Tensor& W,
+                                   const c10::optional<at::Tensor>& b,
+                                   const c10::optional<at::Tensor>& V,
+                                   const c10::optional<at::Tensor>& U,
+                                   const c10::optional<at::Tensor>& c, int64_t k, int64_t act) {
+#if defined(__AVX512F__)
+  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat && x.device().is_cpu(),
+              "midl_train: x must be a (B, d_in) float32 CPU tensor");
+  TORCH_CHECK(act == 0 || act == 1, "midl_train: act must be 0 (identity) or 1 (relu)");
+  TORCH_CHECK(k >= 1 && k <= W.size(0), "k must satisfy 1 <= k <= ", W.size(0), ", got ", k);
+  return MidlTrainFn::apply(x, G1, G2, W, opt(b, x), opt(V, x), opt(U, x), opt(c, x), k, act);
+#else
+  TORCH_CHECK(false, "midl_train needs a build with AVX-512");
+  return {};
+#endif
+}
+"""

@@ -77,6 +77,7 @@ def _build() -> ModuleType:
             "midl_mix_backward",
             "midl_blocked_available",
             "midl_blocked_min_batch",
+            "midl_train",
         ],
         extra_cflags=cflags,
         extra_ldflags=ldflags,
