@@ -110,6 +110,7 @@ def _blocked_path(ops: Any, x: torch.Tensor) -> bool:
 
 
 _BLOCKED: tuple[bool, int] | None = None  # (available, min batch) of the loaded kernels
+_BLOCKED_MIN_BATCH = 8  # the kernel's kTileBatch (confirmed by midl_blocked_min_batch)
 
 
 def make_activation(activation: str | nn.Module | None) -> nn.Module:
@@ -455,15 +456,18 @@ class MIDL(nn.Module):
             return "gather"
         batch = x.shape[0]
         d, d_in = self.out_features, self.in_features
+        # the blocked rule is the wider one: no build where neither could pay
+        maybe_blocked = batch >= _BLOCKED_MIN_BATCH and x.dtype == torch.float32
         if (
-            # the blocked rule is the wider one: no build where neither could pay
-            (mode == "kernel" or _kernel_pays(batch, k, d, d_in, blocked=True))
+            (mode == "kernel" or _kernel_pays(batch, k, d, d_in, blocked=maybe_blocked))
             and not torch.is_grad_enabled()
             and x.dtype in (torch.float32, torch.float64)
         ):
             ops = _cpu_ops(x)
             if ops is not None and (
-                mode == "kernel" or _kernel_pays(batch, k, d, d_in, blocked=_blocked_path(ops, x))
+                mode == "kernel"
+                or not maybe_blocked
+                or _kernel_pays(batch, k, d, d_in, blocked=_blocked_path(ops, x))
             ):
                 return "kernel"
         if mode == "kernel":
