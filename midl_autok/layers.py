@@ -19,15 +19,20 @@ Execution paths (all compute the same function; tests hold each to the masked de
 - **training** (grad enabled): masked dense; the mask, the gate product and the mix are one
   autograd function (``_GateMix``: forward ``a ⊙ f + (1 - a) ⊙ l`` with ``a = m ⊙ g``,
   backward with the straight-through gradient ``d a / d g = m + g``), so few ``(B, d)``
-  temporaries are made; at ``k = d`` no top-k runs at all. On CPU, for ``B * d >= 8192``
-  and a ReLU/identity activation, sigmoid, mix and activation run as one compiled pass each
-  way (``_FusedMixCPU``).
+  temporaries are made; at ``k = d`` no top-k runs at all. On CPU (float32, ReLU/identity,
+  a build with AVX-512, ``d * d_in >= 65536`` or ``B * d >= 8192``) the whole layer is one
+  C++ autograd function (``midl_train``: GEMMs for ``W x`` and ``[G1; V] x``, then the thin
+  products, top-k, sigmoid and mix in one pass per sample, and a backward that forms the
+  low-rank gradients without materializing them per neuron); otherwise, for
+  ``B * d >= 8192`` and a ReLU/identity activation, sigmoid, mix and activation run as one
+  compiled pass each way (``_FusedMixCPU``).
 - **eval** (no grad), chosen per call by :meth:`MIDL.eval_path`:
   ``"dense"`` masked dense (best at large batch: one GEMM), ``"gather"`` pure-PyTorch
   sparse (computes only rows some sample selected; any device; what ``FlopCounterMode``
-  sees), ``"kernel"`` a compiled CPU kernel (:mod:`midl_autok.kernels`) that dots only the
-  selected rows of ``W`` in place, without copying them, and fuses gate, selection, light
-  path, mix and activation into one call.
+  sees), ``"kernel"`` a compiled CPU kernel (:mod:`midl_autok.kernels`) that computes only
+  the selected (sample, row) products of the full path -- row-grouped dot products for a few
+  samples, a blocked sampled dense-dense product for float32 batches (AVX-512) -- and fuses
+  gate, selection, light path, mix and activation into one call.
 
 On CPU the exact top-k selection uses the compiled radix-select kernel when it is built
 (``torch.topk`` costs several times more at large k); results are identical except for exact
@@ -65,20 +70,47 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 }
 
 
-def _kernel_pays(batch: int, k: int, d: int, d_in: int) -> bool:
+def _kernel_pays(batch: int, k: int, d: int, d_in: int, *, blocked: bool = False) -> bool:
     """Cost rule for the compiled CPU kernel against the masked dense GEMM.
 
-    The kernel does ``B * k * d_in`` multiply-adds as row-grouped dot products; the GEMM does
-    ``B * d * d_in`` at a much higher rate once the batch is large enough to reuse each row
-    of W. The break-even active fraction k/d falls with the batch; the thresholds were
-    measured by ``experiments/bench_speed.py`` (CPU, float32, 1-2 threads).
+    The kernel does ``B * k * d_in`` multiply-adds as dot products of the selected rows; the
+    GEMM does ``B * d * d_in`` at a higher rate once the batch is large enough to reuse each
+    row of W. The break-even active fraction k/d falls with the batch. ``blocked``: the kernel
+    runs its blocked batch path (float32, AVX-512, ``B >= 8``), which reuses W across samples
+    like a GEMM and so pays up to a much larger fraction. Thresholds measured by
+    ``experiments/bench_speed.py`` and a kernel-vs-masked sweep (CPU, float32, 1-2 threads).
     """
     fraction = k / d
+    if blocked:
+        if batch <= 16:
+            return fraction <= 0.85
+        if batch <= 64:
+            return fraction <= 0.7
+        return fraction <= 0.6
     if batch <= 32:
         return fraction <= 0.75
     if batch <= 128:
         return fraction <= 0.45
     return fraction <= 0.35
+
+
+def _blocked_info(ops: Any) -> tuple[bool, int]:
+    """(the build has the AVX-512 paths, the blocked path's smallest batch)."""
+    global _BLOCKED
+    if _BLOCKED is None:
+        _BLOCKED = (bool(ops.midl_blocked_available()), int(ops.midl_blocked_min_batch()))
+    return _BLOCKED
+
+
+def _blocked_path(ops: Any, x: torch.Tensor) -> bool:
+    """Whether the compiled kernel takes its blocked batch path for ``x`` (float32, a build
+    with AVX-512, at least ``midl_blocked_min_batch()`` samples)."""
+    available, min_batch = _blocked_info(ops)
+    return available and x.dtype == torch.float32 and x.shape[0] >= min_batch
+
+
+_BLOCKED: tuple[bool, int] | None = None  # (available, min batch) of the loaded kernels
+_BLOCKED_MIN_BATCH = 8  # the kernel's kTileBatch (confirmed by midl_blocked_min_batch)
 
 
 def make_activation(activation: str | nn.Module | None) -> nn.Module:
@@ -296,9 +328,11 @@ class MIDL(nn.Module):
         else:
             self.light_in = self.light_out = self.light_bias = None
         self.act = make_activation(activation)
-        # What the last forward selected, kept cheaply: (logits, idx (B, k) or mask (B, d)).
-        # ``last_mask`` / ``last_gate`` are derived from it on first access.
+        # What the last forward selected, kept cheaply: (logits, idx (B, k) or mask (B, d)),
+        # or the gate itself in place of the logits (``_last_is_gate``). ``last_mask`` /
+        # ``last_gate`` are derived from it on first access.
         self._last: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None] | None = None
+        self._last_is_gate = False
         self._last_views: tuple[torch.Tensor, torch.Tensor] | None = None
         self._act_cache: tuple[nn.Module, int | None] | None = None  # (act, kernel code)
         self.reset_parameters()
@@ -349,6 +383,7 @@ class MIDL(nn.Module):
         if _is_exporting() or torch.jit.is_tracing():  # Python state, not part of the graph
             return
         self._last = (logits.detach(), idx, None if mask is None else mask.detach())
+        self._last_is_gate = False
         self._last_views = None
 
     def _views(self) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -362,7 +397,7 @@ class MIDL(nn.Module):
                 sel = mask > 0
             else:  # k = d: every neuron
                 sel = torch.ones_like(logits, dtype=torch.bool)
-            self._last_views = (sel, torch.sigmoid(logits))
+            self._last_views = (sel, logits if self._last_is_gate else torch.sigmoid(logits))
         return self._last_views
 
     @property
@@ -420,13 +455,21 @@ class MIDL(nn.Module):
         if mode in ("always", "gather"):
             return "gather"
         batch = x.shape[0]
+        d, d_in = self.out_features, self.in_features
+        # the blocked rule is the wider one: no build where neither could pay
+        maybe_blocked = batch >= _BLOCKED_MIN_BATCH and x.dtype == torch.float32
         if (
-            (mode == "kernel" or _kernel_pays(batch, k, self.out_features, self.in_features))
+            (mode == "kernel" or _kernel_pays(batch, k, d, d_in, blocked=maybe_blocked))
             and not torch.is_grad_enabled()
             and x.dtype in (torch.float32, torch.float64)
-            and _cpu_ops(x) is not None
         ):
-            return "kernel"
+            ops = _cpu_ops(x)
+            if ops is not None and (
+                mode == "kernel"
+                or not maybe_blocked
+                or _kernel_pays(batch, k, d, d_in, blocked=_blocked_path(ops, x))
+            ):
+                return "kernel"
         if mode == "kernel":
             return "gather"
         return "gather" if batch * k <= self.out_features // 2 else "dense"
@@ -437,6 +480,10 @@ class MIDL(nn.Module):
 
     def _dense_forward(self, x: torch.Tensor, k: int) -> torch.Tensor:
         """Masked dense: every row of W, then the mask (the training path)."""
+        if torch.is_grad_enabled():
+            ops = self._train_ops(x)
+            if ops is not None:
+                return self._train_forward(x, k, ops)
         logits = self.gate_logits(x)  # (B, d)
         f = F.linear(x, self.weight, self.bias)  # (B, d) every row
         light = self.light(x)
@@ -455,6 +502,48 @@ class MIDL(nn.Module):
             mixed = _mix(g if m is None else m * g, f, light)
         self._record(logits, mask=m)
         return self.act(mixed)
+
+    def _train_ops(self, x: torch.Tensor) -> Any:
+        """Compiled kernels for the whole training step of the layer (``midl_train``): CPU,
+        float32 (input and parameters), identity or ReLU, a build with AVX-512, and a layer
+        or batch large enough to be worth a build (``d * d_in >= 65536`` or
+        ``B * d >= 8192``; the rule depends on sizes only)."""
+        if (
+            _tracing()
+            or x.dtype != torch.float32
+            or x.device.type != "cpu"
+            or _act_code(self.act) not in (0, 1)
+            or (
+                self.out_features * self.in_features < 65536
+                and x.shape[0] * self.out_features < _CPP_TOPK_MIN
+            )
+            or any(p.dtype != torch.float32 for p in self._parameters.values() if p is not None)
+        ):
+            return None
+        ops = _cpu_ops(x)
+        return ops if ops is not None and _blocked_info(ops)[0] else None
+
+    def _train_forward(self, x: torch.Tensor, k: int, ops: Any) -> torch.Tensor:
+        """The training step through ``midl_train`` (a C++ autograd function): masked dense,
+        the same function and straight-through gradients as :class:`_FusedMixCPU`."""
+        p = self._parameters
+        y, g, m = ops.midl_train(
+            x,
+            p["gate_in"],
+            p["gate_out"],
+            p["weight"],
+            p.get("bias"),
+            p.get("light_in"),
+            p.get("light_out"),
+            p.get("light_bias"),
+            k,
+            _act_code(self.act),
+        )
+        if not (_is_exporting() or torch.jit.is_tracing()):
+            self._last = (g, None, m if m.numel() else None)
+            self._last_is_gate = True
+            self._last_views = None
+        return y
 
     @staticmethod
     def _fused_ops(logits: torch.Tensor, f: torch.Tensor) -> Any:
@@ -513,6 +602,7 @@ class MIDL(nn.Module):
             0 if code is None else code,
         )
         self._last = (logits, idx, None)
+        self._last_is_gate = False
         self._last_views = None
         return y if code is not None else act(y)
 

@@ -120,19 +120,125 @@ def test_training_gradients_with_the_compiled_kernels(
 def test_kernel_cost_rule() -> None:
     assert _kernel_pays(1, 256, 1024, 1024)  # batch 1, k = d/4: the target case
     assert _kernel_pays(16, 100, 1024, 1024)
-    assert not _kernel_pays(256, 512, 1024, 1024)  # large batch, half active: one GEMM wins
+    # the row-grouped kernel (float64, no AVX-512): at a large batch one GEMM wins
+    assert not _kernel_pays(256, 512, 1024, 1024)
     assert not _kernel_pays(256, 400, 1024, 1024)
+    # the blocked batch kernel reuses W like a GEMM: it pays up to larger fractions
+    assert _kernel_pays(256, 512, 1024, 1024, blocked=True)
+    assert not _kernel_pays(256, 700, 1024, 1024, blocked=True)
+    assert _kernel_pays(16, 800, 1024, 1024, blocked=True)
+    assert not _kernel_pays(16, 1000, 1024, 1024, blocked=True)
 
 
 def test_auto_picks_the_kernel_at_batch_one_and_dense_at_large_batch(ops) -> None:
     layer = MIDL(256, 256, 64).eval()
+    blocked = bool(ops.midl_blocked_available())
     with torch.no_grad():
         assert layer.eval_path(torch.zeros(1, 256)) == "kernel"
         assert layer.eval_path(torch.zeros(512, 256)) == "kernel"  # k/d = 0.25
         layer.k = 128
         assert layer.eval_path(torch.zeros(16, 256)) == "kernel"
-        assert layer.eval_path(torch.zeros(256, 256)) == "dense"  # k/d = 0.5
+        # k/d = 0.5: the blocked kernel where the build has it, else one GEMM
+        assert layer.eval_path(torch.zeros(256, 256)) == ("kernel" if blocked else "dense")
+        assert layer.eval_path(torch.zeros(256, 256, dtype=torch.float64)) == "dense"
+        layer.k = 200  # k/d = 0.78
+        assert layer.eval_path(torch.zeros(256, 256)) == "dense"
+    layer.k = 64
     assert layer.eval_path(torch.zeros(1, 256)) == "gather"  # grad mode on: no kernel
+
+
+# --------------------------------------------------------------------------- blocked batch path
+
+
+def _masked_reference(layer: MIDL, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """DESIGN §2 in float64 from the layer's parameters: (output, mask)."""
+    p = {n: t.detach().double() for n, t in layer.named_parameters()}
+    xd = x.double()
+    logits = xd @ p["gate_in"].T @ p["gate_out"].T
+    k = layer.effective_k
+    m = torch_topk_mask(logits, k)
+    a = m * torch.sigmoid(logits)
+    f = xd @ p["weight"].T + p.get("bias", 0.0)
+    if layer.light_rank:
+        light = xd @ p["light_in"].T @ p["light_out"].T + p.get("light_bias", 0.0)
+        mixed = a * f + (1 - a) * light
+    else:
+        mixed = a * f
+    return layer.act(mixed), m.bool()
+
+
+@pytest.mark.parametrize(
+    ("batch", "d_in", "d"),
+    [(8, 33, 40), (9, 64, 64), (37, 130, 100), (70, 256, 256), (130, 1100, 96), (300, 48, 260)],
+)
+@pytest.mark.parametrize("fraction", [0.01, 0.1, 0.3, 0.5, 0.8, 1.0])
+def test_blocked_kernel_equals_masked_dense(
+    ops, batch: int, d_in: int, d: int, fraction: float
+) -> None:
+    # batches of 8 and more (float32): the blocked path -- tiles of samples, chunks of d_in
+    # (d_in = 1100: several chunks and their partial sums), row blocks, odd sizes (tails)
+    k = max(1, round(fraction * d))
+    torch.manual_seed(batch + d)
+    layer = MIDL(d_in, d, k, gate_rank=16, light_rank=16, sparse_eval="kernel").eval()
+    x = torch.randn(batch, d_in, generator=torch.Generator().manual_seed(d_in))
+    with torch.no_grad():
+        got = layer(x)
+        if k < d:
+            assert layer.eval_path(x) == "kernel"
+        want, mask = _masked_reference(layer, x)
+        assert layer.last_mask is not None
+        assert torch.equal(layer.last_mask, mask)
+        assert layer.last_mask.sum(dim=1).tolist() == [k] * batch
+        layer.sparse_eval = "never"
+        torch.testing.assert_close(got, layer(x), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got, want.float(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("light_rank", [0, 8])
+@pytest.mark.parametrize("activation", ["relu", "identity", "tanh", "gelu", "silu"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_blocked_kernel_options(ops, light_rank: int, activation: str, bias: bool) -> None:
+    torch.manual_seed(4)
+    layer = MIDL(
+        96, 128, 40, gate_rank=8, light_rank=light_rank, activation=activation, bias=bias
+    ).eval()
+    layer.sparse_eval = "kernel"
+    x = torch.randn(50, 96, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        got = layer(x)
+        want, _ = _masked_reference(layer, x)
+    torch.testing.assert_close(got, want.float(), rtol=1e-5, atol=1e-5)
+
+
+def test_blocked_kernel_with_two_threads(ops) -> None:
+    # row blocks split between threads (large enough work for the parallel rule)
+    torch.manual_seed(5)
+    layer = MIDL(512, 512, 200, sparse_eval="kernel").eval()
+    x = torch.randn(64, 512, generator=torch.Generator().manual_seed(7))
+    before = torch.get_num_threads()
+    try:
+        with torch.no_grad():
+            torch.set_num_threads(1)
+            one = layer(x)
+            torch.set_num_threads(2)
+            two = layer(x)
+    finally:
+        torch.set_num_threads(before)
+    torch.testing.assert_close(one, two, rtol=1e-6, atol=1e-6)
+    want, _ = _masked_reference(layer, x)
+    torch.testing.assert_close(two, want.float(), rtol=1e-5, atol=1e-5)
+
+
+def test_blocked_kernel_extreme_logits(ops) -> None:
+    # saturated gates (sigmoid 0 or 1 to float precision) in the blocked path's own sigmoid
+    torch.manual_seed(6)
+    layer = MIDL(32, 64, 20, gate_rank=4, light_rank=4, sparse_eval="kernel").eval()
+    with torch.no_grad():
+        layer.gate_out.mul_(400.0)
+        x = torch.randn(16, 32, generator=torch.Generator().manual_seed(8))
+        got = layer(x)
+        want, _ = _masked_reference(layer, x)
+    torch.testing.assert_close(got, want.float(), rtol=1e-5, atol=1e-5)
 
 
 # --------------------------------------------------------------------------- build and fallback
@@ -271,3 +377,69 @@ def test_compiled_training_without_biases_and_strided_input(ops) -> None:
     torch.testing.assert_close(y_eval, y.detach().float(), rtol=1e-5, atol=1e-5)
     for name, grad in got.items():
         torch.testing.assert_close(grad, p[name].grad.float(), msg=name, rtol=1e-4, atol=1e-4)
+
+
+# --------------------------------------------------------------------------- fused training step
+
+
+@pytest.mark.parametrize(
+    ("batch", "d_in", "d"),
+    [(1, 256, 256), (7, 300, 250), (16, 64, 1100), (70, 300, 220), (130, 40, 70)],
+)
+@pytest.mark.parametrize("fraction", [0.2, 1.0])
+@pytest.mark.parametrize(
+    ("light_rank", "bias", "activation"),
+    [(16, True, "relu"), (0, False, "identity"), (5, False, "relu")],
+)
+def test_fused_training_step_equals_the_autograd_path(
+    ops,
+    batch: int,
+    d_in: int,
+    d: int,
+    fraction: float,
+    light_rank: int,
+    bias: bool,
+    activation: str,
+) -> None:
+    # midl_train (one C++ autograd function, AVX-512 builds) against the PyTorch autograd
+    # path (_GateMix): outputs, mask, gate and every gradient, input gradient included;
+    # k = d (no top-k at all) and k < d; sizes large enough for the build rule
+    if not ops.midl_blocked_available():
+        pytest.skip("the fused training step needs a build with AVX-512")
+    k = max(1, round(fraction * d))
+    torch.manual_seed(batch + d_in)
+    fused = MIDL(d_in, d, k, gate_rank=16, light_rank=light_rank, bias=bias, activation=activation)
+    plain = MIDL(d_in, d, k, gate_rank=16, light_rank=light_rank, bias=bias, activation=activation)
+    plain.load_state_dict(fused.state_dict())
+    plain._train_ops = lambda x: None  # type: ignore[method-assign]
+    x = torch.randn(batch, d_in, generator=torch.Generator().manual_seed(1))
+    upstream = torch.randn(batch, d, generator=torch.Generator().manual_seed(2))
+    results = []
+    for layer in (fused, plain):
+        layer.train()
+        xi = x.clone().requires_grad_()
+        y = layer(xi)
+        (y * upstream).sum().backward()
+        assert layer.last_mask is not None and layer.last_gate is not None
+        grads = {n: p.grad for n, p in layer.named_parameters()}
+        results.append((y.detach(), xi.grad, grads, layer.last_mask, layer.last_gate))
+    assert fused._train_ops(x) is not None
+    (y1, gx1, g1, m1, gate1), (y2, gx2, g2, m2, gate2) = results
+    assert torch.equal(m1, m2)
+    assert m1.sum(dim=1).tolist() == [k] * batch
+    torch.testing.assert_close(y1, y2, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gate1, gate2, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(gx1, gx2, rtol=1e-4, atol=1e-5)
+    assert g1.keys() == g2.keys()
+    for name in g1:
+        torch.testing.assert_close(g1[name], g2[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_fused_training_step_is_skipped_where_it_cannot_run(ops) -> None:
+    layer = MIDL(256, 256, 64).train()
+    x = torch.randn(4, 256)
+    assert layer._train_ops(x.double()) is None  # float32 only
+    layer.act = torch.nn.Tanh()
+    assert layer._train_ops(x) is None  # identity or ReLU only
+    small = MIDL(8, 16, 4).train()
+    assert small._train_ops(torch.randn(3, 8)) is None  # too small to be worth a build

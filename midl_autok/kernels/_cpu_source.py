@@ -11,9 +11,15 @@ for x (B, d_in) and returns ``(y, logits, idx)``:
 3. per sample, the k largest logits (radix selection of the k-th largest key, then one
    scan; exactly k even with ties or NaN) -> ``idx`` (B, k);
 4. ``y = act(light)`` everywhere, then for the selected (sample, row) pairs only
-   ``y = act(light + g * (W[row] . x + b[row] - light))`` with ``g = sigmoid(logit)``: the
-   dot products read the selected rows of W in place, never copying them. With B > 1 the
-   work is grouped by row (each selected row is read once for all samples that chose it).
+   ``y = act(light + g * (W[row] . x + b[row] - light))`` with ``g = sigmoid(logit)``.
+   With a few samples (or float64, or no AVX-512) the dot products read the selected rows of
+   W in place, grouped by row (each selected row read once for all samples that chose it).
+   From 8 float32 samples on, with AVX-512, a blocked sampled dense-dense product: samples in
+   tiles (a bit set of the tile's samples per row), d_in in chunks that keep a tile's inputs
+   in L1, rows in blocks that keep their chunk of W in L2, each row chunk dotted with up to 8
+   of the tile's samples at once (``full_path_tiles_f32``). MKL's sgemm runs its AVX2 code on
+   AMD CPUs, so on those this path also does its multiply-adds at a higher rate than the
+   dense layer it is compared with.
 """
 
 SOURCE = r"""
@@ -42,6 +48,9 @@ namespace {
 
 // Up to this many samples the low-rank products run in plain loops, not GEMM calls.
 constexpr int64_t kSmallBatch = 4;
+
+// From this many samples on, the full path of a float batch runs blocked (AVX-512).
+constexpr int64_t kTileBatch = 8;
 
 // Multiply-adds per thread chunk of the full path (below this, one thread).
 constexpr int64_t kParallelMacs = int64_t(1) << 18;
@@ -215,11 +224,84 @@ struct KeyOf<double> {
 // whatever ties or NaNs occur. The k-th largest key is found by radix selection, 8 bits at
 // a time, keeping only the keys that still share the chosen prefix (a quickselect's
 // data-dependent branches mispredict about every other step and cost several times more).
+#if defined(__AVX512F__)
+// The k-th largest key of d floats by a bitwise binary search on the key (AVX-512): each of
+// at most 32 steps counts the keys >= a candidate with one compare per 16 keys, and it stops
+// as soon as a candidate has exactly k keys at or above it (the usual case without ties).
+// keys[0..d) get the order keys (padded with 0 to a multiple of 16). Returns the threshold;
+// *exact = every key >= threshold is selected (exactly k of them), else the threshold is the
+// k-th largest key itself and the ties at it are taken by lowest index.
+inline uint32_t topk_threshold_f32(const float* z, int64_t d, int64_t k, uint32_t* keys,
+                                   bool* exact) {
+  const __m512i sign = _mm512_set1_epi32(int(0x80000000u));
+  int64_t j = 0;
+  for (; j < d; j += 16) {
+    const __mmask16 m = d - j >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (d - j)) - 1);
+    const __m512i u = _mm512_castps_si512(_mm512_maskz_loadu_ps(m, z + j));
+    const __m512i key = _mm512_xor_si512(u, _mm512_or_si512(_mm512_srai_epi32(u, 31), sign));
+    _mm512_storeu_si512(keys + j, _mm512_maskz_mov_epi32(m, key));
+  }
+  const int64_t nv = j / 16;
+  uint32_t prefix = 0;
+  *exact = false;
+  for (int bit = 31; bit >= 0; --bit) {
+    const uint32_t cand = prefix | (1u << bit);
+    const __m512i c = _mm512_set1_epi32(int(cand));
+    int64_t n0 = 0, n1 = 0;
+    int64_t v = 0;
+    for (; v + 2 <= nv; v += 2) {
+      n0 += _mm_popcnt_u32(_mm512_cmpge_epu32_mask(_mm512_loadu_si512(keys + 16 * v), c));
+      n1 += _mm_popcnt_u32(_mm512_cmpge_epu32_mask(_mm512_loadu_si512(keys + 16 * v + 16), c));
+    }
+    if (v < nv) n0 += _mm_popcnt_u32(_mm512_cmpge_epu32_mask(_mm512_loadu_si512(keys + 16 * v), c));
+    const int64_t n = n0 + n1;  // padding keys are 0 < cand: never counted
+    if (n >= k) {
+      prefix = cand;
+      if (n == k) {
+        *exact = true;
+        break;
+      }
+    }
+  }
+  return prefix;
+}
+
+// select_topk for float with AVX-512: the same set (ties by lowest index); idx ascending
+// except that ties at the k-th key come after the keys above it.
+inline void select_topk_f32(const float* z, int64_t d, int64_t k, int64_t* idx,
+                            std::vector<uint32_t>& keys, std::vector<uint32_t>& scratch) {
+  keys.resize((d + 15) / 16 * 16);
+  bool exact = false;
+  const uint32_t thr = topk_threshold_f32(z, d, k, keys.data(), &exact);
+  scratch.resize(keys.size() + 16);  // int32 indices, compressed 16 at a time
+  int32_t* out = reinterpret_cast<int32_t*>(scratch.data());
+  const __m512i c = _mm512_set1_epi32(int(thr));
+  const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  int64_t t = 0;
+  for (int64_t j = 0; j < d; j += 16) {
+    const __m512i key = _mm512_loadu_si512(keys.data() + j);
+    const __mmask16 m = exact ? _mm512_cmpge_epu32_mask(key, c) : _mm512_cmpgt_epu32_mask(key, c);
+    const __m512i ids = _mm512_add_epi32(iota, _mm512_set1_epi32(int(j)));
+    _mm512_storeu_si512(out + t, _mm512_maskz_compress_epi32(m, ids));
+    t += _mm_popcnt_u32(m);
+  }
+  for (int64_t q = 0; q < t; ++q) idx[q] = out[q];
+  for (int64_t j = 0; j < d && t < k; ++j)  // ties at the k-th largest, by index
+    if (keys[j] == thr) idx[t++] = j;
+}
+#endif
+
 template <typename T>
 void select_topk(const T* z, int64_t d, int64_t k, int64_t* idx,
                  std::vector<typename KeyOf<T>::type>& keys,
                  std::vector<typename KeyOf<T>::type>& cur) {
   using K = typename KeyOf<T>::type;
+#if defined(__AVX512F__)
+  if constexpr (std::is_same<T, float>::value) {
+    select_topk_f32(z, d, k, idx, keys, cur);
+    return;
+  }
+#endif
   keys.resize(d);
   for (int64_t j = 0; j < d; ++j) keys[j] = KeyOf<T>::of(z[j]);
   cur.assign(keys.begin(), keys.end());
@@ -247,10 +329,222 @@ void select_topk(const T* z, int64_t d, int64_t k, int64_t* idx,
     if (keys[j] == prefix) idx[t++] = j;
 }
 
+#if defined(__AVX512F__)
+// sigmoid(z) = 1 / (1 + exp(-z)) for sixteen floats: exp as 2^n e^r (Cephes' expf polynomial,
+// about 1 ulp), z clamped to [-88, 88] (beyond, sigmoid is 0 or 1 to float precision); NaN
+// stays NaN.
+inline __m512 sigmoid16(__m512 z) {
+  __m512 x = _mm512_max_ps(_mm512_set1_ps(-88.0f), _mm512_sub_ps(_mm512_setzero_ps(), z));
+  x = _mm512_min_ps(_mm512_set1_ps(88.0f), x);  // (max/min return x when x is NaN)
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 q = _mm512_set1_ps(1.9875691500e-4f);
+  q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(1.3981999507e-3f));
+  q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(8.3334519073e-3f));
+  q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(4.1665795894e-2f));
+  q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(1.6666665459e-1f));
+  q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(5.0000001201e-1f));
+  q = _mm512_fmadd_ps(_mm512_mul_ps(q, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  const __m512 e = _mm512_scalef_ps(q, n);  // exp(-z)
+  return _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+}
+
+// g[0..n) = sigmoid(z[0..n))
+inline void sigmoid_row_f32(const float* z, float* g, int64_t n) {
+  for (int64_t j = 0; j < n; j += 16) {
+    const __mmask16 m = n - j >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n - j)) - 1);
+    _mm512_mask_storeu_ps(g + j, m, sigmoid16(_mm512_maskz_loadu_ps(m, z + j)));
+  }
+}
+
+// The sums of eight float vectors, in order, as one 8-float vector (a transpose-and-add tree).
+inline __m256 reduce8_ps(const __m512* v) {
+  __m512 a[4];
+  for (int i = 0; i < 4; ++i)
+    a[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]),
+                         _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
+  __m512 b[2];
+  for (int i = 0; i < 2; ++i) {
+    const __m512d x = _mm512_castps_pd(a[2 * i]), y = _mm512_castps_pd(a[2 * i + 1]);
+    b[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(x, y)),
+                         _mm512_castpd_ps(_mm512_unpackhi_pd(x, y)));
+  }
+  const __m512 c = _mm512_add_ps(_mm512_shuffle_f32x4(b[0], b[1], 0x88),
+                                 _mm512_shuffle_f32x4(b[0], b[1], 0xDD));
+  const __m512 e = _mm512_shuffle_f32x4(c, c, 0xD8);
+  return _mm256_add_ps(_mm512_castps512_ps256(e), _mm512_extractf32x8_ps(e, 1));
+}
+
+// w[0..len) . xs[n][0..len) for n < N (N <= 8): each 16 floats of w are loaded once for all
+// N inputs (N + 1 loads per N multiply-adds). Lanes >= N of the result are 0.
+// ``next`` (may be null): a row read next, prefetched 64 bytes per 16 floats.
+template <int N>
+inline __m256 dot_n(const float* __restrict w, const float* const* xs, int64_t len,
+                    const float* next) {
+  __m512 a[8], b[8];
+  for (int n = 0; n < 8; ++n) a[n] = b[n] = _mm512_setzero_ps();
+  int64_t i = 0;
+  if constexpr (N < 8) {  // two accumulators per input: enough independent FMA chains
+    for (; i + 32 <= len; i += 32) {
+      if (next != nullptr) {
+        MIDL_PREFETCH(next + i);
+        MIDL_PREFETCH(next + i + 16);
+      }
+      const __m512 w0 = _mm512_loadu_ps(w + i), w1 = _mm512_loadu_ps(w + i + 16);
+      for (int n = 0; n < N; ++n) {
+        a[n] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(xs[n] + i), a[n]);
+        b[n] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(xs[n] + i + 16), b[n]);
+      }
+    }
+  }
+  for (; i + 16 <= len; i += 16) {
+    if (next != nullptr) MIDL_PREFETCH(next + i);
+    const __m512 w0 = _mm512_loadu_ps(w + i);
+    for (int n = 0; n < N; ++n) a[n] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(xs[n] + i), a[n]);
+  }
+  if (i < len) {
+    const __mmask16 m = __mmask16((1u << (len - i)) - 1);
+    const __m512 w0 = _mm512_maskz_loadu_ps(m, w + i);
+    for (int n = 0; n < N; ++n)
+      a[n] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(m, xs[n] + i), a[n]);
+  }
+  if constexpr (N < 8)
+    for (int n = 0; n < N; ++n) a[n] = _mm512_add_ps(a[n], b[n]);
+  return reduce8_ps(a);
+}
+
+inline __m256 dot_upto8(int n, const float* w, const float* const* xs, int64_t len,
+                        const float* next) {
+  switch (n) {
+    case 1: return dot_n<1>(w, xs, len, next);
+    case 2: return dot_n<2>(w, xs, len, next);
+    case 3: return dot_n<3>(w, xs, len, next);
+    case 4: return dot_n<4>(w, xs, len, next);
+    case 5: return dot_n<5>(w, xs, len, next);
+    case 6: return dot_n<6>(w, xs, len, next);
+    case 7: return dot_n<7>(w, xs, len, next);
+    default: return dot_n<8>(w, xs, len, next);
+  }
+}
+
+// The full path of a batch (float, AVX-512), a sampled dense-dense product: for every selected
+// (sample s, row j), y[s, j] = l + g (W[j] . x[s] + b[j] - l) with l = y[s, j] on entry (the
+// light path, or 0) and g = gate[s, j]; no activation. Blocked like a GEMM so that most loads
+// hit L1: samples in tiles of T (a 64-bit set of the tile's samples per row), d_in in chunks
+// so that a tile's inputs (T x chunk) fit in L1, rows in blocks so that a block's chunk of W
+// stays in L2 while the tiles pass. Each row's chunk is dotted with up to 8 of the tile's
+// samples that selected it at a time.
+void full_path_tiles_f32(const float* xp, const float* wp, const float* bp, const float* gp,
+                         const int64_t* ip, int64_t B, int64_t din, int64_t d, int64_t k,
+                         float* yp) {
+  const double p = double(k) / double(d);
+  int64_t T = 8;  // about 8 or more samples per (tile, row): full 8-wide dots
+  while (T < 64 && double(T) * p < 8.0) T *= 2;
+  const int64_t ntiles = (B + T - 1) / T;
+  std::vector<uint64_t> sel(ntiles * d, 0);
+  for (int64_t s = 0; s < B; ++s) {
+    uint64_t* row = sel.data() + (s / T) * d;
+    const uint64_t bit = uint64_t(1) << (s % T);
+    for (int64_t t = 0; t < k; ++t) row[ip[s * k + t]] |= bit;
+  }
+  std::vector<char> used(d, 0);
+  for (int64_t q = 0; q < B * k; ++q) used[ip[q]] = 1;
+  const bool pack_w = ntiles > 1;
+  const int64_t tile = std::min(T, B);
+  int64_t kc = std::max<int64_t>(128, 8192 / tile);  // tile * kc floats <= 32 KiB
+  const int64_t nch = (din + kc - 1) / kc;
+  kc = ((din + nch - 1) / nch + 15) / 16 * 16;
+  // rb rows: their chunk of W and their partial sums (rb * B floats) share ~384 KiB of L2
+  int64_t rb = std::max<int64_t>(16, (96 * 1024) / (kc + (nch > 1 ? tile * ntiles : 0)));
+  const int64_t nthreads = at::get_num_threads();
+  if (nthreads > 1 && B * k * din >= 4 * kParallelMacs)
+    rb = std::min(rb, ((d + nthreads - 1) / nthreads + 15) / 16 * 16);
+  rb = std::min(rb, d);
+  const int64_t nblocks = (d + rb - 1) / rb;
+  const bool parallel = nthreads > 1 && nblocks > 1 && B * k * din >= 4 * kParallelMacs;
+  auto body = [&](int64_t q0, int64_t q1) {
+    // partial sums over the chunks, [tile][row - j0][sample in tile]: a tile's sums of one
+    // row share cache lines, and a pass over the rows reads them in order
+    std::vector<float> part(nch > 1 ? ntiles * rb * T : 0);
+    std::vector<float> wpk(pack_w ? rb * kc : 0), xpk(T * kc);
+    for (int64_t q = q0; q < q1; ++q) {
+      const int64_t j0 = q * rb, j1 = std::min(d, j0 + rb);
+      for (int64_t c = 0; c < nch; ++c) {
+        const int64_t c0 = c * kc, len = std::min(kc, din - c0);
+        if (len <= 0) break;
+        const bool first = c == 0, last = c0 + len >= din;
+        // Packed copies (a power-of-two d_in would map every row to the same cache sets).
+        // (W only when several tiles reuse it, and only the rows some sample selected)
+        if (pack_w)
+          for (int64_t j = j0; j < j1; ++j)
+            if (used[j])
+              std::memcpy(wpk.data() + (j - j0) * kc, wp + j * din + c0, len * sizeof(float));
+        for (int64_t tt = 0; tt < ntiles; ++tt) {
+          const int64_t s0 = tt * T, s1 = std::min(B, s0 + T);
+          for (int64_t s = s0; s < s1; ++s)
+            std::memcpy(xpk.data() + (s - s0) * kc, xp + s * din + c0, len * sizeof(float));
+          const uint64_t* srow = sel.data() + tt * d;
+          int64_t jn = j0;  // the next row this tile selected (its W is prefetched)
+          for (int64_t j = j0; j < j1; ++j) {
+            uint64_t bits = srow[j];
+            if (bits == 0) continue;
+            const float* next = nullptr;
+            if (!pack_w) {
+              if (jn <= j)
+                for (jn = j + 1; jn < j1 && srow[jn] == 0; ++jn) {
+                }
+              if (jn < j1) next = wp + jn * din + c0;
+            }
+            const float* w = pack_w ? wpk.data() + (j - j0) * kc : wp + j * din + c0;
+            while (bits != 0) {
+              int64_t ss[8];
+              const float* xs[8];
+              // groups of at most 8, as even as possible (11 = 6 + 5, not 8 + 3)
+              const int left = __builtin_popcountll(bits);
+              const int take = left <= 8 ? left : (left + (left + 7) / 8 - 1) / ((left + 7) / 8);
+              int n = 0;
+              for (; n < take; ++n) {
+                ss[n] = tt * T + __builtin_ctzll(bits);
+                bits &= bits - 1;
+                xs[n] = xpk.data() + (ss[n] - s0) * kc;
+              }
+              alignas(32) float v[8];
+              _mm256_store_ps(v, dot_upto8(n, w, xs, len, next));
+              next = nullptr;
+              for (int u = 0; u < n; ++u) {
+                const int64_t s = ss[u];
+                float f = v[u];
+                float* pf = nch > 1 ? part.data() + (tt * rb + (j - j0)) * T + (s - tt * T)
+                                    : nullptr;
+                if (!first) f += *pf;
+                if (!last) {
+                  *pf = f;
+                  continue;
+                }
+                const int64_t o = s * d + j;
+                const float l = yp[o];
+                yp[o] = l + gp[o] * (f + (bp != nullptr ? bp[j] : 0.0f) - l);
+              }
+            }
+          }
+        }
+      }
+    }
+  };
+  if (parallel) {
+    at::parallel_for(0, nblocks, 1, body);
+  } else {
+    body(0, nblocks);
+  }
+}
+#endif
+
 template <typename T>
 void run(const at::Tensor& x, const at::Tensor& logits, const at::Tensor& gate,
          const at::Tensor& light, const at::Tensor& W, const c10::optional<at::Tensor>& b,
-         int64_t k, int64_t act, at::Tensor& out, at::Tensor& idx) {
+         int64_t k, int64_t act, bool tiles, at::Tensor& out, at::Tensor& idx) {
   const int64_t B = x.size(0), din = x.size(1), d = W.size(0);
   const T* xp = x.data_ptr<T>();
   const T* zp = logits.data_ptr<T>();
@@ -260,6 +554,12 @@ void run(const at::Tensor& x, const at::Tensor& logits, const at::Tensor& gate,
   const T* bp = (b.has_value() && b->defined()) ? b->data_ptr<T>() : nullptr;
   T* yp = out.data_ptr<T>();
   int64_t* ip = idx.data_ptr<int64_t>();
+  at::Tensor gbuf;  // the blocked path's gate, written during the selection
+  if (tiles) gbuf = at::empty_like(logits);
+  T* gw = tiles ? gbuf.data_ptr<T>() : nullptr;
+
+  // tiles: the blocked full path (float, AVX-512, a batch); out is the light path on entry
+  // (or anything without one), the activation comes last.
 
   // 1. selection per sample; y = act(light) everywhere (act(0) = 0 without a light path).
   const int64_t sample_grain = std::max<int64_t>(1, (kParallelMacs / 4) / std::max<int64_t>(d, 1));
@@ -267,15 +567,40 @@ void run(const at::Tensor& x, const at::Tensor& logits, const at::Tensor& gate,
     std::vector<typename KeyOf<T>::type> keys, cur;
     for (int64_t s = s0; s < s1; ++s) {
       select_topk<T>(zp + s * d, d, k, ip + s * k, keys, cur);
+#if defined(__AVX512F__)
+      if constexpr (std::is_same<T, float>::value)  // the gate, while this row is in L1
+        if (gw != nullptr) sigmoid_row_f32(zp + s * d, gw + s * d, d);
+#endif
       T* y = yp + s * d;
       if (lp != nullptr) {
         const T* l = lp + s * d;
-        for (int64_t j = 0; j < d; ++j) y[j] = activate<T>(l[j], act);
+        if (tiles) {
+          if (y != l) std::copy(l, l + d, y);
+        } else {
+          for (int64_t j = 0; j < d; ++j) y[j] = activate<T>(l[j], act);
+        }
       } else {
         std::fill(y, y + d, T(0));
       }
     }
   });
+#if defined(__AVX512F__)
+  if constexpr (std::is_same<T, float>::value) {
+    if (tiles) {
+      full_path_tiles_f32(xp, wp, bp, gw, ip, B, din, d, k, yp);
+      if (act != 0) {
+        at::parallel_for(0, B * d, kParallelMacs, [&](int64_t i0, int64_t i1) {
+          if (act == 1) {
+            for (int64_t i = i0; i < i1; ++i) yp[i] = yp[i] > 0.0f ? yp[i] : 0.0f;
+          } else {
+            for (int64_t i = i0; i < i1; ++i) yp[i] = activate<float>(yp[i], act);
+          }
+        });
+      }
+      return;
+    }
+  }
+#endif
 
   auto mix = [&](int64_t s, int64_t j, T f) {
     const T l = lp != nullptr ? lp[s * d + j] : T(0);
@@ -378,14 +703,32 @@ std::vector<at::Tensor> midl_sparse_eval(
   const int64_t B = x.size(0);
   // The gate is read only where selected: a few samples take k scalar exps, a batch one
   // vectorized sigmoid over (B, d).
-  const at::Tensor gate = B <= kSmallBatch ? at::Tensor() : at::sigmoid(logits);
-  at::Tensor out = at::empty({B, d}, x.options());
+  bool tiles = false;  // the blocked full path: float, AVX-512, a batch
+#if defined(__AVX512F__)
+  tiles = x.scalar_type() == at::kFloat && B >= kTileBatch;
+#endif
+  const at::Tensor gate = B <= kSmallBatch || tiles ? at::Tensor() : at::sigmoid(logits);
+  // the blocked path mixes into the light path's buffer in place (a fresh tensor)
+  at::Tensor out = tiles && has_light ? light : at::empty({B, d}, x.options());
   at::Tensor idx = at::empty({B, k}, x.options().dtype(at::kLong));
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "midl_sparse_eval", [&] {
-    run<scalar_t>(x, logits, gate, light, W, b, k, act, out, idx);
+    run<scalar_t>(x, logits, gate, light, W, b, k, act, tiles, out, idx);
   });
   return {out, logits, idx};
 }
+"""
+
+# Appended to SOURCE: whether this build has the blocked batch path (for the cost rule).
+SOURCE += r"""
+bool midl_blocked_available() {
+#if defined(__AVX512F__)
+  return true;
+#else
+  return false;
+#endif
+}
+
+int64_t midl_blocked_min_batch() { return kTileBatch; }
 """
 
 # Appended to SOURCE: the exact top-k mask, used by every CPU path (torch.topk is slow for
@@ -523,5 +866,310 @@ std::vector<at::Tensor> midl_mix_backward(const at::Tensor& grad_in, const at::T
     });
   });
   return {dz, df, dl};
+}
+"""
+
+# Appended to SOURCE: one training step's layer as a C++ autograd function (float32,
+# AVX-512, activation identity or ReLU). Forward: f = x W^T + b and [h_g | h_l] = x [G1; V]^T
+# as two GEMMs, then per sample in one pass the thin products z = G2 h_g, l = U h_l + c, the
+# top-k mask (k < d), g = sigmoid(z) and y = act(a f + (1 - a) l), a = m g. Backward: per
+# sample the mix's gradients (straight-through, d a / d g = m + g), dh_g = G2^T dz and
+# dh_l = U^T dl, and the sums dG2 = dz h_g^T, dU = dl h_l^T, db, dc, without materializing
+# dz or dl; then dW = df^T x, [dG1; dV] = [dh_g | dh_l]^T x and dx as GEMMs.
+SOURCE += r"""
+#if defined(__AVX512F__)
+#include <torch/csrc/autograd/custom_function.h>
+
+namespace {
+
+inline __mmask16 tail16(int64_t n) {
+  return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1);
+}
+
+// o[0..d) = c + sum_q h[q] * BT[q][0..d)  (BT: r x d, the transposed thin matrix), 64 at a time
+inline void thin_rows_t(const float* __restrict h, const float* __restrict BT, int64_t r,
+                        int64_t d, const float* __restrict c, float* __restrict o) {
+  int64_t j = 0;
+  for (; j + 64 <= d; j += 64) {
+    __m512 a0, a1, a2, a3;
+    if (c != nullptr) {
+      a0 = _mm512_loadu_ps(c + j);
+      a1 = _mm512_loadu_ps(c + j + 16);
+      a2 = _mm512_loadu_ps(c + j + 32);
+      a3 = _mm512_loadu_ps(c + j + 48);
+    } else {
+      a0 = a1 = a2 = a3 = _mm512_setzero_ps();
+    }
+    for (int64_t q = 0; q < r; ++q) {
+      const __m512 hq = _mm512_set1_ps(h[q]);
+      const float* b = BT + q * d + j;
+      a0 = _mm512_fmadd_ps(hq, _mm512_loadu_ps(b), a0);
+      a1 = _mm512_fmadd_ps(hq, _mm512_loadu_ps(b + 16), a1);
+      a2 = _mm512_fmadd_ps(hq, _mm512_loadu_ps(b + 32), a2);
+      a3 = _mm512_fmadd_ps(hq, _mm512_loadu_ps(b + 48), a3);
+    }
+    _mm512_storeu_ps(o + j, a0);
+    _mm512_storeu_ps(o + j + 16, a1);
+    _mm512_storeu_ps(o + j + 32, a2);
+    _mm512_storeu_ps(o + j + 48, a3);
+  }
+  for (; j < d; j += 16) {
+    const __mmask16 m = tail16(d - j);
+    __m512 a0 = c != nullptr ? _mm512_maskz_loadu_ps(m, c + j) : _mm512_setzero_ps();
+    for (int64_t q = 0; q < r; ++q)
+      a0 = _mm512_fmadd_ps(_mm512_set1_ps(h[q]), _mm512_maskz_loadu_ps(m, BT + q * d + j), a0);
+    _mm512_mask_storeu_ps(o + j, m, a0);
+  }
+}
+
+// out[0..r) = sum_j v[j] * B[j][0..r)  (B: d x r), lanes over r, four chains over j
+inline void thin_cols(const float* __restrict v, const float* __restrict B, int64_t d,
+                      int64_t r, float* __restrict out) {
+  for (int64_t q0 = 0; q0 < r; q0 += 16) {
+    const __mmask16 m = tail16(r - q0);
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    int64_t j = 0;
+    for (; j + 4 <= d; j += 4) {
+      a0 = _mm512_fmadd_ps(_mm512_set1_ps(v[j]), _mm512_maskz_loadu_ps(m, B + j * r + q0), a0);
+      a1 = _mm512_fmadd_ps(_mm512_set1_ps(v[j + 1]),
+                           _mm512_maskz_loadu_ps(m, B + (j + 1) * r + q0), a1);
+      a2 = _mm512_fmadd_ps(_mm512_set1_ps(v[j + 2]),
+                           _mm512_maskz_loadu_ps(m, B + (j + 2) * r + q0), a2);
+      a3 = _mm512_fmadd_ps(_mm512_set1_ps(v[j + 3]),
+                           _mm512_maskz_loadu_ps(m, B + (j + 3) * r + q0), a3);
+    }
+    for (; j < d; ++j)
+      a0 = _mm512_fmadd_ps(_mm512_set1_ps(v[j]), _mm512_maskz_loadu_ps(m, B + j * r + q0), a0);
+    _mm512_mask_storeu_ps(out + q0, m, _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+  }
+}
+
+// acc[j][0..r) += sum_u v[u][j] * h[u][0..r) for n <= 4 rows v (d) and h (r): one
+// load/store of acc per j for all n (B x r outer-product sums, acc: d x r)
+inline void outer_acc(const float* const* v, const float* const* h, int n, int64_t d,
+                      int64_t r, float* __restrict acc) {
+  for (int64_t q0 = 0; q0 < r; q0 += 16) {
+    const __mmask16 m = tail16(r - q0);
+    __m512 hv[4];
+    for (int u = 0; u < n; ++u) hv[u] = _mm512_maskz_loadu_ps(m, h[u] + q0);
+    for (int64_t j = 0; j < d; ++j) {
+      float* a = acc + j * r + q0;
+      __m512 s = _mm512_maskz_loadu_ps(m, a);
+      for (int u = 0; u < n; ++u) s = _mm512_fmadd_ps(_mm512_set1_ps(v[u][j]), hv[u], s);
+      _mm512_mask_storeu_ps(a, m, s);
+    }
+  }
+}
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// An optional input of the autograd function: an empty tensor stands for None (a custom
+// function cannot take undefined tensors).
+inline at::Tensor opt(const c10::optional<at::Tensor>& t, const at::Tensor& like) {
+  return t.has_value() && t->defined() ? *t : at::empty({0}, like.options());
+}
+inline at::Tensor given(const at::Tensor& t) { return t.numel() > 0 ? t : at::Tensor(); }
+
+struct MidlTrainFn : public torch::autograd::Function<MidlTrainFn> {
+  // inputs: x, G1, G2, W, b, V, U, c (b, V, U, c may be undefined); outputs: y, g, m
+  static variable_list forward(AutogradContext* ctx, at::Tensor x_in, at::Tensor G1,
+                               at::Tensor G2, at::Tensor W, at::Tensor b_in, at::Tensor V_in,
+                               at::Tensor U_in, at::Tensor c_in, int64_t k, int64_t act) {
+    const at::Tensor b = given(b_in), V = given(V_in), U = given(U_in), c = given(c_in);
+    ctx->set_materialize_grads(false);  // g and m get no gradients: no (B, d) zeros for them
+    const at::Tensor x = x_in.contiguous();
+    const int64_t B = x.size(0), d = W.size(0), rg = G1.size(0);
+    const bool light = V.defined();
+    const int64_t rl = light ? V.size(0) : 0;
+    const at::Tensor A = light ? at::cat({G1, V}, 0) : G1;  // (rg + rl, d_in)
+    const at::Tensor H = at::mm(x, A.t());                   // (B, rg + rl): [h_g | h_l]
+    const at::Tensor f = b.defined() ? at::addmm(b, x, W.t()) : at::mm(x, W.t());
+    const at::Tensor G2T = G2.t().contiguous();
+    const at::Tensor UT = light ? U.t().contiguous() : at::Tensor();
+    const at::Tensor cc = c.defined() ? c.contiguous() : at::Tensor();
+    at::Tensor y = at::empty({B, d}, x.options()), g = at::empty({B, d}, x.options());
+    at::Tensor l = light ? at::empty({B, d}, x.options()) : at::Tensor();
+    at::Tensor m = k < d ? at::zeros({B, d}, x.options()) : at::Tensor();
+    const float* Hp = H.data_ptr<float>();
+    const float* fp = f.data_ptr<float>();
+    const float* g2t = G2T.data_ptr<float>();
+    const float* ut = light ? UT.data_ptr<float>() : nullptr;
+    const float* cp = cc.defined() ? cc.data_ptr<float>() : nullptr;
+    float* yp = y.data_ptr<float>();
+    float* gp = g.data_ptr<float>();
+    float* lp = light ? l.data_ptr<float>() : nullptr;
+    float* mp = m.defined() ? m.data_ptr<float>() : nullptr;
+    const int64_t hs = rg + rl;
+    const bool relu = act == 1;
+    const int64_t grain = std::max<int64_t>(1, kParallelMacs / std::max<int64_t>(d * hs, 1));
+    at::parallel_for(0, B, grain, [&](int64_t s0, int64_t s1) {
+      std::vector<float> zrow(d);
+      std::vector<uint32_t> keys, scratch;
+      std::vector<int64_t> idx(k);
+      for (int64_t s = s0; s < s1; ++s) {
+        const float* hg = Hp + s * hs;
+        thin_rows_t(hg, g2t, rg, d, nullptr, zrow.data());  // logits
+        float* ms = mp != nullptr ? mp + s * d : nullptr;
+        if (ms != nullptr) {
+          select_topk_f32(zrow.data(), d, k, idx.data(), keys, scratch);
+          for (int64_t t = 0; t < k; ++t) ms[idx[t]] = 1.0f;
+        }
+        float* ls = lp != nullptr ? lp + s * d : nullptr;
+        if (ls != nullptr) thin_rows_t(hg + rg, ut, rl, d, cp, ls);
+        const float* fs = fp + s * d;
+        float* ys = yp + s * d;
+        float* gs = gp + s * d;
+        for (int64_t j = 0; j < d; j += 16) {
+          const __mmask16 mk = tail16(d - j);
+          const __m512 gv = sigmoid16(_mm512_maskz_loadu_ps(mk, zrow.data() + j));
+          const __m512 av =
+              ms != nullptr ? _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, ms + j), gv) : gv;
+          __m512 v = _mm512_mul_ps(av, _mm512_maskz_loadu_ps(mk, fs + j));
+          if (ls != nullptr)
+            v = _mm512_fmadd_ps(_mm512_sub_ps(_mm512_set1_ps(1.0f), av),
+                                _mm512_maskz_loadu_ps(mk, ls + j), v);
+          if (relu) v = _mm512_max_ps(v, _mm512_setzero_ps());
+          _mm512_mask_storeu_ps(ys + j, mk, v);
+          _mm512_mask_storeu_ps(gs + j, mk, gv);
+        }
+      }
+    });
+    const at::Tensor m_out = m.defined() ? m : at::empty({0}, x.options());  // k = d: none
+    const at::Tensor none = at::empty({0}, x.options());
+    ctx->save_for_backward({x, G1, G2, W, light ? V : none, light ? U : none, H, f,
+                            light ? l : none, y, g, m_out});
+    ctx->saved_data["act"] = act;
+    ctx->saved_data["has_b"] = b.defined();
+    ctx->saved_data["has_c"] = c.defined();
+    ctx->mark_non_differentiable({g, m_out});
+    return {y, g, m_out};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &x = saved[0], &G1 = saved[1], &G2 = saved[2], &W = saved[3];
+    const at::Tensor V = given(saved[4]), U = given(saved[5]);
+    const at::Tensor &H = saved[6], &f = saved[7];
+    const at::Tensor l = given(saved[8]);
+    const at::Tensor &y = saved[9], &g = saved[10], &m = saved[11];
+    const bool relu = ctx->saved_data["act"].toInt() == 1;
+    const bool has_b = ctx->saved_data["has_b"].toBool();
+    const bool has_c = ctx->saved_data["has_c"].toBool();
+    const at::Tensor dy = grads[0].defined() ? grads[0].contiguous() : at::zeros_like(y);
+    const int64_t B = x.size(0), d = W.size(0), rg = G1.size(0);
+    const bool light = V.defined();
+    const int64_t rl = light ? V.size(0) : 0, hs = rg + rl;
+    const at::Tensor G2c = G2.contiguous();
+    const at::Tensor Uc = light ? U.contiguous() : at::Tensor();
+    at::Tensor df = at::empty({B, d}, y.options());
+    at::Tensor dH = at::empty({B, hs}, y.options());
+    at::Tensor dG2 = at::zeros({d, rg}, y.options());
+    at::Tensor dU = light ? at::zeros({d, rl}, y.options()) : at::Tensor();
+    at::Tensor db = at::zeros({d}, y.options()), dc = at::zeros({d}, y.options());
+    const float *dyp = dy.data_ptr<float>(), *yp = y.data_ptr<float>(), *gp = g.data_ptr<float>();
+    const float* mp = m.numel() > 0 ? m.data_ptr<float>() : nullptr;
+    const float* fp = f.data_ptr<float>();
+    const float* lp = light ? l.data_ptr<float>() : nullptr;
+    const float* Hp = H.data_ptr<float>();
+    const float* g2 = G2c.data_ptr<float>();
+    const float* u = light ? Uc.data_ptr<float>() : nullptr;
+    float *dfp = df.data_ptr<float>(), *dHp = dH.data_ptr<float>();
+    float *dg2 = dG2.data_ptr<float>(), *du = light ? dU.data_ptr<float>() : nullptr;
+    float *dbp = db.data_ptr<float>(), *dcp = dc.data_ptr<float>();
+    {
+      // one thread: the sums over samples (dG2, dU, db, dc) accumulate in place
+      std::vector<float> dz(4 * d), dl(4 * d);
+      for (int64_t s0 = 0; s0 < B; s0 += 4) {
+        const int n = int(std::min<int64_t>(4, B - s0));
+        for (int uu = 0; uu < n; ++uu) {
+          const int64_t s = s0 + uu, o = s * d;
+          float* dzs = dz.data() + uu * d;
+          float* dls = dl.data() + uu * d;
+          for (int64_t j = 0; j < d; j += 16) {
+            const __mmask16 mk = tail16(d - j);
+            __m512 p = _mm512_maskz_loadu_ps(mk, dyp + o + j);
+            if (relu)
+              p = _mm512_maskz_mov_ps(
+                  _mm512_cmp_ps_mask(_mm512_maskz_loadu_ps(mk, yp + o + j), _mm512_setzero_ps(),
+                                     _CMP_GT_OQ),
+                  p);
+            const __m512 gv = _mm512_maskz_loadu_ps(mk, gp + o + j);
+            const __m512 mv = mp != nullptr ? _mm512_maskz_loadu_ps(mk, mp + o + j)
+                                            : _mm512_set1_ps(1.0f);
+            const __m512 a = _mm512_mul_ps(mv, gv);
+            const __m512 dfv = _mm512_mul_ps(p, a);
+            _mm512_mask_storeu_ps(dfp + o + j, mk, dfv);
+            _mm512_mask_storeu_ps(dbp + j, mk,
+                                  _mm512_add_ps(_mm512_maskz_loadu_ps(mk, dbp + j), dfv));
+            const __m512 fv = _mm512_maskz_loadu_ps(mk, fp + o + j);
+            __m512 da;
+            if (lp != nullptr) {
+              const __m512 lv = _mm512_maskz_loadu_ps(mk, lp + o + j);
+              const __m512 dlv = _mm512_sub_ps(p, dfv);
+              _mm512_mask_storeu_ps(dls + j, mk, dlv);
+              _mm512_mask_storeu_ps(dcp + j, mk,
+                                    _mm512_add_ps(_mm512_maskz_loadu_ps(mk, dcp + j), dlv));
+              da = _mm512_mul_ps(p, _mm512_sub_ps(fv, lv));
+            } else {
+              da = _mm512_mul_ps(p, fv);
+            }
+            // dz = da (m + g) g (1 - g)
+            const __m512 dzv = _mm512_mul_ps(
+                _mm512_mul_ps(da, _mm512_add_ps(mv, gv)),
+                _mm512_mul_ps(gv, _mm512_sub_ps(_mm512_set1_ps(1.0f), gv)));
+            _mm512_mask_storeu_ps(dzs + j, mk, dzv);
+          }
+          thin_cols(dzs, g2, d, rg, dHp + s * hs);
+          if (light) thin_cols(dls, u, d, rl, dHp + s * hs + rg);
+        }
+        const float* vz[4];
+        const float* vl[4];
+        const float* hg[4];
+        const float* hl[4];
+        for (int uu = 0; uu < n; ++uu) {
+          vz[uu] = dz.data() + uu * d;
+          vl[uu] = dl.data() + uu * d;
+          hg[uu] = Hp + (s0 + uu) * hs;
+          hl[uu] = hg[uu] + rg;
+        }
+        outer_acc(vz, hg, n, d, rg, dg2);
+        if (light) outer_acc(vl, hl, n, d, rl, du);
+      }
+    }
+    const at::Tensor dA = at::mm(dH.t(), x);  // (hs, d_in): [dG1; dV]
+    const at::Tensor dW = at::mm(df.t(), x);
+    at::Tensor dx;
+    if (ctx->needs_input_grad(0)) {
+      dx = at::mm(df, W);
+      dx.addmm_(dH.narrow(1, 0, rg), G1);
+      if (light) dx.addmm_(dH.narrow(1, rg, rl), V);
+    }
+    at::Tensor dG1 = dA.narrow(0, 0, rg);
+    at::Tensor dV = light ? dA.narrow(0, rg, rl) : at::Tensor();
+    return {dx, dG1, dG2, dW, has_b ? db : at::Tensor(), dV, dU,
+            has_c ? dc : at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+}  // namespace
+#endif
+
+std::vector<at::Tensor> midl_train(const at::Tensor& x, const at::Tensor& G1,
+                                   const at::Tensor& G2, const at::Tensor& W,
+                                   const c10::optional<at::Tensor>& b,
+                                   const c10::optional<at::Tensor>& V,
+                                   const c10::optional<at::Tensor>& U,
+                                   const c10::optional<at::Tensor>& c, int64_t k, int64_t act) {
+#if defined(__AVX512F__)
+  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat && x.device().is_cpu(),
+              "midl_train: x must be a (B, d_in) float32 CPU tensor");
+  TORCH_CHECK(act == 0 || act == 1, "midl_train: act must be 0 (identity) or 1 (relu)");
+  TORCH_CHECK(k >= 1 && k <= W.size(0), "k must satisfy 1 <= k <= ", W.size(0), ", got ", k);
+  return MidlTrainFn::apply(x, G1, G2, W, opt(b, x), opt(V, x), opt(U, x), opt(c, x), k, act);
+#else
+  TORCH_CHECK(false, "midl_train needs a build with AVX-512");
+  return {};
+#endif
 }
 """

@@ -70,7 +70,15 @@ def _build() -> ModuleType:
     return ext.load_inline(
         name=f"midl_autok_cpu_{key}",
         cpp_sources=SOURCE,
-        functions=["midl_sparse_eval", "midl_topk_mask", "midl_mix_forward", "midl_mix_backward"],
+        functions=[
+            "midl_sparse_eval",
+            "midl_topk_mask",
+            "midl_mix_forward",
+            "midl_mix_backward",
+            "midl_blocked_available",
+            "midl_blocked_min_batch",
+            "midl_train",
+        ],
         extra_cflags=cflags,
         extra_ldflags=ldflags,
         with_pytorch_error_handling=False,
