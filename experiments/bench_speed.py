@@ -1,7 +1,7 @@
 """Wall-clock speed of MID-L: layer latency and training step vs dense, and trial time.
 
-    python experiments/bench_speed.py                  # full grid (d 256/1024/4096), ~30 min
-    python experiments/bench_speed.py --quick          # reduced grid, a few minutes
+    python experiments/bench_speed.py                  # full grid (d 256/1024/4096), ~2 min here
+    python experiments/bench_speed.py --quick          # reduced grid, under a minute
     python experiments/bench_speed.py --threads 2 --sections eval
 
 Sections (``--sections``, default all):
