@@ -237,12 +237,13 @@ class Tracker:
             ended += 1
         return ended
 
-    def has_running_runs(self) -> bool:
-        """Whether any run of this experiment is RUNNING (a live search or trial somewhere)."""
+    def has_running_parent_runs(self) -> bool:
+        """Whether a top-level run of this experiment is RUNNING: a search that may be live
+        somewhere (call :meth:`end_orphaned_runs` first to end those of dead processes here)."""
         found = self.client.search_runs(
-            [self.experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1
+            [self.experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000
         )
-        return len(found) > 0
+        return any("mlflow.parentRunId" not in run.data.tags for run in found)
 
     def run_status(self, run_id: str) -> str | None:
         try:

@@ -7,6 +7,7 @@ invocation's parent run (hypervolume per trial, Pareto files at the end).
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
 import subprocess
@@ -16,12 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from optuna.trial import TrialState, create_trial
 from searchkit import fresh_store, quiet, runs, tiny_spec
 
 from midl_autok import metrics as M
 from midl_autok.agents import AGENTS, ExternalAgent
 from midl_autok.backends import SearchSummary, default_study_name, open_search, run_search
-from midl_autok.backends.session import SearchSession
+from midl_autok.backends.session import UNOWNED_GRACE_S, SearchSession
 from midl_autok.errors import SpecError
 from midl_autok.schedule import KSchedule
 from midl_autok.spec import load_spec
@@ -290,25 +292,6 @@ def test_trial_orphaned_by_a_dead_process_is_failed_on_resume(tmp_path: Path) ->
     assert store.mlflow_client().get_run(orphan_run).info.status == "KILLED"
 
 
-def test_an_asked_trial_names_its_process_from_the_moment_it_exists(tmp_path: Path) -> None:
-    # a SIGKILL may land anywhere; if it lands right after Optuna created the trial, the
-    # trial must already say which process ran it, or no resume can recognize it as orphaned
-    store = fresh_store(tmp_path / "store")
-    seen: list[dict[str, Any]] = []
-    with open_search(tiny_spec(trials=1), store=store, device="cpu") as session:
-        ask = session.study.ask
-
-        def ask_and_look(*args: Any, **kwargs: Any) -> Any:
-            trial = ask(*args, **kwargs)
-            seen.append(session.storage.get_trial(trial._trial_id).user_attrs)  # as stored
-            return trial
-
-        session.study.ask = ask_and_look  # type: ignore[method-assign]
-        trial = session.ask()
-        session.fail(trial, "test")
-    assert seen == [{"host": session.host, "pid": session.pid}]
-
-
 def test_running_trial_naming_no_process_is_failed_when_no_search_is_live(tmp_path: Path) -> None:
     store = fresh_store(tmp_path / "store")
     spec = tiny_spec(trials=1)
@@ -319,11 +302,20 @@ def test_running_trial_naming_no_process_is_failed_when_no_search_is_live(tmp_pa
             pass
         record = load_study_record(store, live.study_name)
         assert [t.state.name for t in record.trials] == ["RUNNING"]
+        # ... unless it is older than a live search could take to name its trial
+        old = datetime.datetime.now() - datetime.timedelta(seconds=UNOWNED_GRACE_S + 1)
+        template = create_trial(state=TrialState.RUNNING)
+        template.datetime_start = old
+        live.storage.create_new_trial(live.study_id, template_trial=template)
+        with open_search(spec, store=store, device="cpu"):
+            pass
+        record = load_study_record(store, live.study_name)
+        assert [t.state.name for t in record.trials] == ["RUNNING", "FAIL"]
     finally:
         live.close()
     summary = run_search(spec, store=store, device="cpu")  # no search is live any more
     record = load_study_record(store, summary.study)
-    assert [t.state.name for t in record.trials] == ["FAIL", "COMPLETE"]
+    assert [t.state.name for t in record.trials] == ["FAIL", "FAIL", "COMPLETE"]
     assert record.trials[0].user_attrs["fail_reason"].startswith("interrupted: the process")
 
 

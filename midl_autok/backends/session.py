@@ -88,6 +88,9 @@ _FREE_FIELDS = (("budget", "trials"), ("budget", "timeout_s"), ("description",))
 FLOPS_CONSTRAINT = "flops_budget"
 #: Trial user attr: why a PRUNED trial was stopped early.
 ATTR_PRUNED_REASON = "pruned_reason"
+#: A RUNNING trial that names no process and is this old is an orphan even while other
+#: searches on the study are live (a live search names its trial right after asking).
+UNOWNED_GRACE_S = 600.0
 
 
 # --------------------------------------------------------------------------- study identity
@@ -310,16 +313,12 @@ class SearchSession:
         number = self.storage.get_n_trials(self.study_id)
         self.study.sampler = self.agent.create_sampler(self.agent.trial_seed(number))
         started = time.perf_counter()
-        # The trial carries host and pid from the moment it exists: it is enqueued WAITING with
-        # them and popped to RUNNING by ask(). A process killed between ask() and a later
-        # set_user_attr would leave a RUNNING trial that no resume could recognize as orphaned.
-        # A WAITING trial left by a kill between the two calls is simply popped by the next ask.
-        self.study.enqueue_trial({}, user_attrs={"host": self.host, "pid": self.pid})
         trial = self.study.ask()
         self._asked[trial.number] = started
-        if trial.user_attrs.get("pid") != self.pid:  # popped another process's WAITING trial
-            trial.set_user_attr("host", self.host)
-            trial.set_user_attr("pid", self.pid)
+        # A kill between ask() and these two writes leaves a RUNNING trial that names no
+        # process; open_search fails such trials (see _fail_unowned).
+        trial.set_user_attr("host", self.host)
+        trial.set_user_attr("pid", self.pid)
         return trial
 
     def provenance(self, trial_number: int) -> dict[str, Any]:
@@ -760,8 +759,10 @@ def open_search(
     )
     _fail_orphans(storage, study_id, ostudy, tracker)
     tracker.end_orphaned_runs(socket.gethostname(), _alive)
-    if not tracker.has_running_runs():  # no live search on this study, here or elsewhere
-        _fail_unowned(storage, study_id, ostudy)
+    # no live search on this study (here or elsewhere): every trial naming no process is an
+    # orphan; otherwise only those older than a live process could take to name itself
+    grace = UNOWNED_GRACE_S if tracker.has_running_parent_runs() else None
+    _fail_unowned(storage, study_id, ostudy, older_than_s=grace)
     parent = tracker.start_run(
         name,
         tags={
@@ -847,15 +848,24 @@ def _fail_orphans(storage: Any, study_id: int, study: optuna.Study, tracker: Tra
     return count
 
 
-def _fail_unowned(storage: Any, study_id: int, study: optuna.Study) -> int:
-    """Fail RUNNING trials that name no process (``host``/``pid`` missing: written by an older
-    midl-autok killed inside ``ask``, or by another tool). Called only when no MLflow run of
-    the study is RUNNING, i.e. no search anywhere can still be evaluating them."""
+def _fail_unowned(
+    storage: Any, study_id: int, study: optuna.Study, *, older_than_s: float | None = None
+) -> int:
+    """Fail RUNNING trials that name no process (``host``/``pid`` missing: a search killed
+    between Optuna's ``ask`` and the next write, or another tool; only a search driver asks,
+    so only a live search -- a RUNNING parent run -- can still name one). ``older_than_s``: only
+    those started at least that long ago (a live search names its trial within
+    milliseconds); None: all of them (call it so only when no search can still run them)."""
     from optuna.trial import TrialState
 
+    now = datetime.datetime.now()
     count = 0
     for t in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
         if isinstance(t.user_attrs.get("pid"), int):
+            continue
+        if older_than_s is not None and (
+            t.datetime_start is None or (now - t.datetime_start).total_seconds() < older_than_s
+        ):
             continue
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
         reason = "interrupted: the process that started the trial ended before it finished"
