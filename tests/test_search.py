@@ -316,7 +316,7 @@ def test_running_trial_naming_no_process_is_failed_when_no_search_is_live(tmp_pa
     summary = run_search(spec, store=store, device="cpu")  # no search is live any more
     record = load_study_record(store, summary.study)
     assert [t.state.name for t in record.trials] == ["FAIL", "FAIL", "COMPLETE"]
-    assert record.trials[0].user_attrs["fail_reason"].startswith("interrupted: the process")
+    assert record.trials[0].user_attrs["fail_reason"].startswith("interrupted: process unknown")
 
 
 def test_a_study_is_resumed_only_with_the_same_setup(tmp_path: Path) -> None:

@@ -868,7 +868,10 @@ def _fail_unowned(
         ):
             continue
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
-        reason = "interrupted: the process that started the trial ended before it finished"
+        reason = (
+            "interrupted: process unknown ended before the trial finished "
+            "(stopped before the trial recorded its host and pid)"
+        )
         storage.set_trial_user_attr(trial_id, ATTR_FAIL_REASON, reason)
         study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
         count += 1
