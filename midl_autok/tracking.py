@@ -237,6 +237,29 @@ class Tracker:
             ended += 1
         return ended
 
+    def end_runs_of_ended_parents(self, *, keep: Iterable[str] = ()) -> int:
+        """End as KILLED the RUNNING child runs whose parent run has ended (FINISHED, FAILED
+        or KILLED): their search is over, so nothing will end them (e.g. a Ray worker still
+        shutting down when the search that outlived its killed driver opened the study)."""
+        kept = set(keep)
+        found = self.client.search_runs(
+            [self.experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000
+        )
+        parents: dict[str, str | None] = {}
+        ended = 0
+        for run in found:
+            parent = run.data.tags.get("mlflow.parentRunId")
+            if parent is None or run.info.run_id in kept:
+                continue
+            if parent not in parents:
+                parents[parent] = self.run_status(parent)
+            if parents[parent] in ("RUNNING", None):  # live, or unknown: leave it
+                continue
+            why = f"interrupted: its search (parent run {parent}) ended before the trial finished"
+            self.end_run(run.info.run_id, KILLED, reason=why)
+            ended += 1
+        return ended
+
     def has_running_parent_runs(self) -> bool:
         """Whether a top-level run of this experiment is RUNNING: a search that may be live
         somewhere (call :meth:`end_orphaned_runs` first to end those of dead processes here)."""

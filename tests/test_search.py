@@ -292,6 +292,27 @@ def test_trial_orphaned_by_a_dead_process_is_failed_on_resume(tmp_path: Path) ->
     assert store.mlflow_client().get_run(orphan_run).info.status == "KILLED"
 
 
+def test_child_run_of_an_ended_search_is_ended_on_resume(tmp_path: Path) -> None:
+    # a Ray worker may still be shutting down (its process alive) when the rerun opens the
+    # study after the driver was killed: the run's search is over, so nothing else ends it
+    store = fresh_store(tmp_path / "store")
+    spec = tiny_spec(trials=1)
+    with open_search(spec, store=store, device="cpu") as session:
+        child = session.tracker.start_run(
+            "trial-9",
+            parent_run_id=session.parent_run_id,
+            tags={"host": session.host, "pid": session.pid},  # a live process
+        )
+        session.close("KILLED")
+    client = store.mlflow_client()
+    assert client.get_run(child).info.status == "RUNNING"
+    with open_search(spec, store=store, device="cpu"):
+        pass
+    run = client.get_run(child)
+    assert run.info.status == "KILLED"
+    assert run.data.tags["fail_reason"].startswith("interrupted: its search (parent run")
+
+
 def test_running_trial_naming_no_process_is_failed_when_no_search_is_live(tmp_path: Path) -> None:
     store = fresh_store(tmp_path / "store")
     spec = tiny_spec(trials=1)

@@ -594,6 +594,8 @@ class SearchSession:
         """End the parent run (idempotent)."""
         if self._parent_open:
             self._parent_open = False
+            with contextlib.suppress(Exception):  # runs an earlier, killed search left behind
+                self.tracker.end_runs_of_ended_parents()
             self.tracker.end_run(self.parent_run_id, status)
 
     def __enter__(self) -> SearchSession:
@@ -759,6 +761,7 @@ def open_search(
     )
     _fail_orphans(storage, study_id, ostudy, tracker)
     tracker.end_orphaned_runs(socket.gethostname(), _alive)
+    tracker.end_runs_of_ended_parents()
     # no live search on this study (here or elsewhere): every trial naming no process is an
     # orphan; otherwise only those older than a live process could take to name itself
     grace = UNOWNED_GRACE_S if tracker.has_running_parent_runs() else None
