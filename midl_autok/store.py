@@ -20,6 +20,7 @@ MLflow until a storage or client is asked for.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import re
 import tempfile
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from midl_autok.errors import UserError
+from midl_autok.interrupts import deferring
 
 if TYPE_CHECKING:
     import optuna
@@ -317,6 +319,13 @@ def _counting_storage_class() -> type[optuna.storages.RDBStorage]:
                     query = query.filter(models.TrialModel.state.in_(tuple(states)))
                 return int(query.scalar() or 0)
 
+    # every storage call holds a Ctrl-C / SIGTERM until it returns (midl_autok.interrupts):
+    # an interrupt inside one could leave a transaction holding sqlite's write lock. The
+    # private ones too: Optuna's _CachedStorage calls _get_trials, _create_new_trial, ...
+    for attr in dir(CountingRDBStorage):
+        fn = inspect.getattr_static(CountingRDBStorage, attr)
+        if not attr.startswith("__") and inspect.isfunction(fn):
+            setattr(CountingRDBStorage, attr, deferring(fn))
     CountingRDBStorage.__module__ = __name__
     CountingRDBStorage.__qualname__ = "CountingRDBStorage"
     globals()["_COUNTING"] = CountingRDBStorage

@@ -24,6 +24,7 @@ A worker process (e.g. a Ray Tune trial) rebuilds a tracker from a picklable
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import math
 import os
@@ -35,6 +36,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from midl_autok.interrupts import deferring
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -514,3 +517,10 @@ def _json_default(value: Any) -> Any:
     if hasattr(value, "item"):
         return value.item()
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+# Every tracking call holds a Ctrl-C / SIGTERM until it returns (midl_autok.interrupts): an
+# interrupt inside one could leave the sqlite store's transaction open and its lock held.
+for _name, _fn in list(vars(Tracker).items()):
+    if not _name.startswith("_") and inspect.isfunction(_fn):
+        setattr(Tracker, _name, deferring(_fn))

@@ -26,6 +26,7 @@ from midl_autok.agents import ExternalAgent, SamplerAgent
 from midl_autok.backends.evaluate import TrialOutcome, TrialRequest, evaluate_trial
 from midl_autok.backends.session import SearchSession, SearchSummary, open_search
 from midl_autok.errors import system_error_message
+from midl_autok.interrupts import handling_signals
 from midl_autok.store import ATTR_RUN_ID
 
 if TYPE_CHECKING:
@@ -123,9 +124,12 @@ def run_search(
     :class:`SearchSummary`; the Pareto files are in ``summary.files``.
     """
     target = spec.budget.trials
-    with open_search(
-        spec, store=store, study=study, device=device, target=target, threads=threads
-    ) as session:
+    with (
+        handling_signals(),  # Ctrl-C / SIGTERM never in the middle of a storage call
+        open_search(
+            spec, store=store, study=study, device=device, target=target, threads=threads
+        ) as session,
+    ):
         stopped = run_local(
             session,
             target=target,

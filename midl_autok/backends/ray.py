@@ -57,6 +57,7 @@ from midl_autok.backends.evaluate import (
 )
 from midl_autok.backends.session import SearchSession, SearchSummary, open_search
 from midl_autok.errors import SpecError, UserError
+from midl_autok.interrupts import handling_signals
 from midl_autok.store import ATTR_RUN_ID
 from midl_autok.tracking import FAILED, KILLED
 from midl_autok.trainer import TrainHooks
@@ -798,9 +799,18 @@ def run_ray_search(
             f"agent {spec.search.agent!r} evaluates its own schedules; use --backend local"
         )
     target = spec.budget.trials
-    with open_search(
-        spec, store=store, study=study, device="cpu", backend="ray", target=target, threads=threads
-    ) as session:
+    with (
+        handling_signals(),  # Ctrl-C / SIGTERM never in the middle of a storage call
+        open_search(
+            spec,
+            store=store,
+            study=study,
+            device="cpu",
+            backend="ray",
+            target=target,
+            threads=threads,
+        ) as session,
+    ):
         stopped = run_ray(
             session,
             target=target,

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
-import signal
 import sys
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -281,7 +278,9 @@ def search(
     the_store = open_store(store, storage=storage)
     _quiet_libraries()
     progress = _Progress(spec.name)
-    with _sigterm_as_interrupt(), progress:
+    from midl_autok.interrupts import handling_signals
+
+    with handling_signals(), progress:  # Ctrl-C / SIGTERM: trials failed, runs ended
         if ray_options is not None:
             from midl_autok.backends.ray import run_ray_search
 
@@ -448,24 +447,6 @@ def _quiet_libraries() -> None:
 def _drop_greenlet_notice(record: logging.LogRecord) -> bool:
     """GPSampler's "'greenlet' is unavailable" notice: an optional speed-up, not a problem."""
     return "greenlet" not in record.getMessage()
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM ends the search like Ctrl-C: the current trial is failed, runs are ended."""
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 class _Progress:
