@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -297,6 +298,59 @@ def test_no_build_block_never_compiles(fresh_loader, monkeypatch: pytest.MonkeyP
         with torch.no_grad():
             assert layer.eval_path(torch.zeros(1, 32)) == "gather"
     assert fresh_loader.cpu_kernels_status() == "not built"  # a later call may still build
+
+
+def test_a_first_build_is_announced_and_a_cached_one_is_quiet(
+    fresh_loader,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+) -> None:
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    where = fresh_loader.build_directory()
+    assert where.startswith(str(tmp_path))
+
+    def fake_build():  # what load_inline leaves behind: the module file in the directory
+        build = Path(where)
+        build.mkdir(parents=True, exist_ok=True)
+        (build / f"{build.name}.so").write_bytes(b"")
+        return sys.modules[__name__]
+
+    monkeypatch.setattr(fresh_loader, "_build", fake_build)
+    with caplog.at_level(logging.INFO, logger="midl_autok.kernels"):
+        assert cpu_kernels() is not None
+    messages = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert len(messages) == 2, messages
+    assert messages[0].startswith("compiling the MID-L CPU kernels") and where in messages[0]
+    assert messages[1].startswith("MID-L CPU kernels compiled in")
+
+    caplog.clear()  # a new process finds the build: nothing at INFO
+    monkeypatch.setattr(fresh_loader, "_module", None)
+    monkeypatch.setattr(fresh_loader, "_status", "not built")
+    with caplog.at_level(logging.INFO, logger="midl_autok.kernels"):
+        assert cpu_kernels() is not None
+    assert [r for r in caplog.records if r.levelno >= logging.INFO] == []
+
+
+def test_each_python_environment_keeps_its_own_build(monkeypatch: pytest.MonkeyPatch) -> None:
+    # torch rebuilds an extension whose build.ninja changed, and its include paths name the
+    # environment: two venvs under one name rebuilt each other's kernel on every switch
+    here = cpu_mod.build_directory()
+    monkeypatch.setattr(sys, "prefix", "/elsewhere/venv")
+    monkeypatch.setattr(sys, "executable", "/elsewhere/venv/bin/python")
+    assert cpu_mod.build_directory() != here
+    monkeypatch.undo()
+    assert cpu_mod.build_directory() == here  # and the name is stable within one
+
+
+def test_the_cli_prints_the_kernel_build_notice(capsys: pytest.CaptureFixture[str]) -> None:
+    from midl_autok.cli import _show_kernel_build
+
+    _show_kernel_build()
+    _show_kernel_build()  # idempotent: one line per record, not two
+    logging.getLogger("midl_autok.kernels").info("compiling the MID-L CPU kernels (test)")
+    err = capsys.readouterr().err
+    assert err == "midl-autok: compiling the MID-L CPU kernels (test)\n"
 
 
 def test_import_and_small_layers_do_not_build() -> None:

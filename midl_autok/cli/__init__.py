@@ -41,6 +41,27 @@ def _optional(module: Any, name: str) -> tuple[type[BaseException], ...]:
     return (found,) if isinstance(found, type) else ()
 
 
+class _StderrLines(logging.Handler):
+    """``midl-autok: <message>`` on the current ``sys.stderr`` (looked up at each record, so
+    a live progress display that wraps stderr keeps its place)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            print(f"midl-autok: {self.format(record)}", file=sys.stderr, flush=True)
+        except Exception:
+            self.handleError(record)
+
+
+def _show_kernel_build() -> None:
+    """Say so when the first use compiles the CPU kernels (~30 s that would look like a hang);
+    their failure warnings too."""
+    kernels = logging.getLogger("midl_autok.kernels")
+    if not any(isinstance(h, _StderrLines) for h in kernels.handlers):
+        kernels.addHandler(_StderrLines(logging.INFO))  # then no last-resort copy either
+    if kernels.level == logging.NOTSET or kernels.level > logging.INFO:
+        kernels.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI. Every user error -- a bad option value, an unknown name, a malformed
     file -- ends with one line on stderr and exit status 2, never a traceback; a failure of
@@ -57,6 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     # MLflow logs every database error with its traceback before raising it to us
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+    _show_kernel_build()
 
     try:
         code = app(args=argv, prog_name="midl-autok", standalone_mode=False)

@@ -1,15 +1,17 @@
 """Build-on-first-use loader for the CPU sparse-eval kernel (source: :mod:`._cpu_source`).
 
 :func:`cpu_kernels` compiles the extension the first time it is called in a process (or
-loads the cached build: torch keeps it under ``$TORCH_EXTENSIONS_DIR``, default
-``~/.cache/torch_extensions``, and rebuilds only when the source or flags change) and returns
+loads the cached build from :func:`build_directory`, under ``$TORCH_EXTENSIONS_DIR``, default
+``~/.cache/torch_extensions``; a new build is announced as an INFO record of the
+``midl_autok.kernels`` logger, which the CLI prints) and returns
 the loaded module, or ``None`` when it cannot be built (no compiler, a failed build, or
 ``MIDL_AUTOK_NO_EXTENSIONS=1``). A failure is logged once as a warning on the
 ``midl_autok.kernels`` logger; callers then use their pure-PyTorch path.
 
 The build uses ``-O3`` and, on x86-64 with GCC/Clang, ``-march=native``; the module name
-carries a hash of the source and of this CPU's feature flags, so a home folder shared by
-machines with different CPUs keeps one build per CPU kind.
+carries a hash of the source, of this CPU's feature flags and of the Python environment (the
+interpreter and torch), so a home folder shared by machines with different CPUs, or by
+several virtual environments, keeps one build for each instead of rebuilding in turn.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import ModuleType
 
-__all__ = ["cpu_kernels", "cpu_kernels_status", "no_build"]
+__all__ = ["build_directory", "cpu_kernels", "cpu_kernels_status", "no_build"]
 
 log = logging.getLogger("midl_autok.kernels")
 
@@ -48,6 +50,17 @@ def _cpu_flags() -> str:
     return platform.processor() or platform.machine()
 
 
+def _toolchain() -> list[str]:
+    """What else goes into the build besides source and flags: this interpreter and the torch
+    it links against. torch rebuilds an extension whose ``build.ninja`` changed, and the
+    include paths in it name the environment, so without these in the module name two
+    virtual environments sharing ``~/.cache/torch_extensions`` rebuilt each other's kernel
+    (~30 s) on every switch."""
+    import torch
+
+    return [sys.executable, sys.prefix, os.path.dirname(torch.__file__), torch.__version__]
+
+
 def _build_flags() -> list[str]:
     flags = ["-O3"]
     if sys.platform == "win32":
@@ -59,16 +72,43 @@ def _build_flags() -> list[str]:
     return flags
 
 
+def _module_name() -> str:
+    """The extension's name: a hash of everything its build depends on."""
+    from midl_autok.kernels._cpu_source import SOURCE
+
+    parts = [SOURCE, *_build_flags(), _cpu_flags(), *_toolchain()]
+    return f"midl_autok_cpu_{hashlib.sha256(chr(10).join(parts).encode()).hexdigest()[:12]}"
+
+
+def build_directory() -> str:
+    """Where the build lives: ``$TORCH_EXTENSIONS_DIR`` (default
+    ``~/.cache/torch_extensions``) / ``midl_autok`` / the module name."""
+    import torch.utils.cpp_extension as ext
+
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or ext.get_default_build_root()
+    return os.path.join(root, "midl_autok", _module_name())
+
+
+def _is_built(directory: str) -> bool:
+    name = os.path.basename(directory)
+    try:
+        files = os.listdir(directory)
+    except OSError:
+        return False
+    return any(f.startswith(name + ".") and f.endswith((".so", ".pyd", ".dylib")) for f in files)
+
+
 def _build() -> ModuleType:
     import torch.utils.cpp_extension as ext
 
     from midl_autok.kernels._cpu_source import SOURCE
 
     cflags = _build_flags()
-    key = hashlib.sha256("\n".join([SOURCE, *cflags, _cpu_flags()]).encode()).hexdigest()[:12]
+    directory = build_directory()
+    os.makedirs(directory, exist_ok=True)
     ldflags = ["-fopenmp"] if "-fopenmp" in cflags else []
     return ext.load_inline(
-        name=f"midl_autok_cpu_{key}",
+        name=os.path.basename(directory),
         cpp_sources=SOURCE,
         functions=[
             "midl_sparse_eval",
@@ -81,6 +121,7 @@ def _build() -> ModuleType:
         ],
         extra_cflags=cflags,
         extra_ldflags=ldflags,
+        build_directory=directory,
         with_pytorch_error_handling=False,
         verbose=False,
     )
@@ -101,10 +142,19 @@ def cpu_kernels(*, build: bool = True) -> ModuleType | None:
             return _module
         if os.environ.get(DISABLE_ENV, "").strip() not in ("", "0"):
             _status = f"disabled: {DISABLE_ENV} is set"
-            log.info("MID-L CPU kernels %s; using the PyTorch paths", _status)
+            log.debug("MID-L CPU kernels %s; using the PyTorch paths", _status)
             return None
         start = time.perf_counter()
+        compiling = False
         try:
+            where = build_directory()
+            compiling = not _is_built(where)
+            if compiling:  # the CLI shows INFO records of this logger on stderr
+                log.info(
+                    "compiling the MID-L CPU kernels (first use in this environment, "
+                    "about 30 s; cached in %s)",
+                    where,
+                )
             _module = _build()
         except Exception as exc:  # no compiler, failed build, missing headers, ...
             reason = " ".join(str(exc).split())[:300] or type(exc).__name__
@@ -117,7 +167,12 @@ def cpu_kernels(*, build: bool = True) -> ModuleType | None:
             )
             return None
         _status = "ready"
-        log.info("MID-L CPU kernels ready in %.1f s", time.perf_counter() - start)
+        log.log(
+            logging.INFO if compiling else logging.DEBUG,
+            "MID-L CPU kernels %s in %.1f s",
+            "compiled" if compiling else "loaded",
+            time.perf_counter() - start,
+        )
         return _module
 
 
