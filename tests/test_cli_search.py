@@ -142,6 +142,14 @@ def test_studies_pareto_export_and_replay(searched: tuple[Path, str], tmp_path: 
     )
     table = run("studies", "--store", str(store))
     assert study in table.stdout
+    # piped without COLUMNS (a log file, `| tee`): the whole table, not rich's 80 columns
+    bare = {k: v for k, v in env().items() if k != "COLUMNS"}
+    piped = subprocess.run(
+        [*EXE, "studies", "--store", str(store)], capture_output=True, text=True, env=bare
+    )
+    assert piped.returncode == 0, piped.stderr
+    (line,) = [row for row in piped.stdout.splitlines() if study in row]
+    assert line.rstrip().endswith("│") and "best acc" in piped.stdout
     front = run("pareto", "--store", str(store), "--study", study, "--json")
     assert front.returncode == 0, front.stderr
     points = json.loads(front.stdout)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -134,13 +135,27 @@ def experiment_spec(
     return spec
 
 
+PIPE_WIDTH = 160  # columns of tables written to a file or a pipe (no COLUMNS given)
+
+
+def _width(stream: Any) -> int | None:
+    """rich's width for ``stream``: the terminal's (rich finds it) on a terminal or when
+    ``COLUMNS`` says; else :data:`PIPE_WIDTH`. rich would use 80 there and crop the wider
+    tables (``studies | tee log`` lost whole columns)."""
+    try:
+        tty = bool(stream.isatty())
+    except (AttributeError, ValueError):
+        tty = False
+    return None if tty or os.environ.get("COLUMNS", "").strip() else PIPE_WIDTH
+
+
 def stderr_console() -> Any:
     from rich.console import Console
 
-    return Console(stderr=True)
+    return Console(stderr=True, width=_width(sys.stderr))
 
 
 def stdout_console() -> Any:
     from rich.console import Console
 
-    return Console(file=sys.stdout)
+    return Console(file=sys.stdout, width=_width(sys.stdout))
