@@ -2,6 +2,8 @@
 
     python experiments/bench_midl.py                      # digits + MNIST-1D, 3 seeds
     python experiments/bench_midl.py --seeds 1 --experiments digits-mlp --epochs 5
+    python experiments/bench_midl.py --experiments mnist1d-mlp --light-rank 32 --k-fraction 0.3 \
+        --out experiments/results/bench_midl_mnist1d_light32.json
 
 For each experiment and seed, trains the same architecture three ways (MID-L at
 ``--k-fraction`` of every hidden layer's neurons, dense ``nn.Linear``, dense + dropout) and
@@ -48,6 +50,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         spec = load_spec(name)
         if args.epochs:
             spec = spec.override(**{"training.epochs": args.epochs})
+        ranks = {"model.gate_rank": args.gate_rank, "model.light_rank": args.light_rank}
+        spec = spec.override(**{k: v for k, v in ranks.items() if v is not None})
         for seed in range(args.seeds):
             s = spec.override(seed=seed)
             data = dataset_for_spec(s)
@@ -132,6 +136,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=None, help="override the spec's epochs")
     parser.add_argument("--k-fraction", type=float, default=0.45)
+    parser.add_argument("--gate-rank", type=int, default=None, help="override the spec's")
+    parser.add_argument(
+        "--light-rank", type=int, default=None, help="override the spec's (0: pure top-k)"
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--out", type=Path, default=OUT)
