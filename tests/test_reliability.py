@@ -123,6 +123,32 @@ def failed_search(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     return root, summary.study
 
 
+def test_a_log_gets_one_line_per_trial_with_the_failure_reason(tmp_path: Path) -> None:
+    """stderr not a terminal (nohup, a batch job): the search's progress appears as lines
+    while it runs, a failed trial's reason included, not only as a last bar at the end."""
+    from midl_autok.cli.search import _Progress
+
+    quiet()
+    spec = tiny_spec(agent="random", trials=2, epochs=2)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        progress = _Progress(spec.name)
+        with progress:
+            run_search(
+                spec,
+                store=fresh_store(tmp_path / "store"),
+                device="cpu",
+                callbacks=[progress],
+                train_hooks=lambda r: [_Raise()] if r.trial_number == 1 else [],
+            )
+    lines = [line for line in err.getvalue().splitlines() if re.match(r"search \d", line)]
+    tail = r"  front \d+  HV \d\.\d{4}  \d+:\d\d:\d\d$"
+    assert len(lines) == 3, err.getvalue()
+    assert re.match(r"search 1/2  #0: acc \d\.\d{4} FLOPs x\d\.\d{3}" + tail, lines[0]), lines
+    assert re.match(r"search 1/2  #1: failed \(RuntimeError: injected failure\)" + tail, lines[1])
+    assert re.match(r"search 2/2  #2: acc ", lines[2]), lines
+
+
 def test_failed_trials_are_recorded_with_their_reason(failed_search: tuple[Path, str]) -> None:
     root, study = failed_search
     store = open_store(root)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
 import math
 import os
@@ -450,7 +451,11 @@ def _drop_greenlet_notice(record: logging.LogRecord) -> bool:
 
 
 class _Progress:
-    """Rich progress bar on stderr: trials done, front size, hypervolume, last trial."""
+    """Rich progress bar on stderr: trials done, front size, hypervolume, last trial.
+
+    When stderr is not a terminal (``nohup``, a batch job's log, CI) a bar never redraws, so
+    each finished trial is also written as one plain line (with a failure's reason), and a
+    long search shows its progress in the log while it runs."""
 
     def __init__(self, name: str) -> None:
         from rich.progress import (
@@ -494,6 +499,7 @@ class _Progress:
 
         phase = trial.user_attrs.get("phase")  # RL agents: training or rollout
         label = f"#{trial.number}" + (f" {phase}" if phase else "")
+        reason = getattr(outcome, "fail_reason", None) or trial.user_attrs.get("fail_reason")
         if trial.state.name == "COMPLETE":
             m = outcome.metrics
             last = f"{label}: acc {m['val_accuracy']:.4f} FLOPs x{m['inference_flops_ratio']:.3f}"
@@ -506,7 +512,22 @@ class _Progress:
             self.progress.update(self.task, completed=session.counted_trials())
         else:
             self.progress.advance(self.task)
-        self.progress.update(self.task, last=last, **self.fields(session))
+        fields = self.fields(session)
+        self.progress.update(self.task, last=last, **fields)
+        console = self.progress.console
+        if not console.is_terminal:
+            from rich.markup import escape
+
+            task = self.progress.tasks[0]
+            done = f"{int(task.completed)}" + ("" if task.total is None else f"/{int(task.total)}")
+            why = f" ({escape(reason)})" if reason and trial.state.name != "COMPLETE" else ""
+            elapsed = datetime.timedelta(seconds=int(task.elapsed or 0))
+            console.print(
+                f"search {done}  {last}{why}  front {fields['front']}  HV {fields['hv']}  "
+                f"{elapsed}",
+                highlight=False,
+                soft_wrap=True,
+            )
 
     def __enter__(self) -> _Progress:
         return self
