@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from searchkit import quiet, runs
 
-from midl_autok.store import load_study_record, open_store
+from midl_autok.store import list_studies, load_study_record, open_store
 
 EXE = [sys.executable, "-m", "midl_autok"]
 # synthetic-mlp (2 x 64 MLP, 2,000 samples), 2 epochs: well under a second per trial
@@ -127,6 +127,19 @@ def test_killed_search_resumes_without_losing_or_duplicating(searched: tuple[Pat
     assert sorted(c.info.run_id for c in children) == sorted(with_run)
     assert sorted(p.info.status for p in parents) == ["FINISHED", "KILLED"]  # none left RUNNING
     assert all(c.info.status in ("FINISHED", "KILLED") for c in children)
+
+
+def test_rank_options_reach_the_searched_model(tmp_path: Path) -> None:
+    store = tmp_path / "runs"
+    argv = [*SEARCH, "--epochs", "1", "--trials", "1", "--store", str(store)]
+    proc = run(*argv, "--gate-rank", "4", "--light-rank", "0")
+    assert proc.returncode == 0, proc.stderr
+    record = load_study_record(open_store(store))  # the only study
+    assert record.attrs["spec"]["model"]["gate_rank"] == 4
+    assert record.attrs["spec"]["model"]["light_rank"] == 0
+    plain = run(*argv)  # another setup, so another study
+    assert plain.returncode == 0, plain.stderr
+    assert len(list_studies(open_store(store))) == 2
 
 
 def test_studies_pareto_export_and_replay(searched: tuple[Path, str], tmp_path: Path) -> None:

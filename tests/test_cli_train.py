@@ -116,6 +116,26 @@ def test_bad_schedule_files(tmp_path: Path, case: str) -> None:
     assert_user_error(run("synthetic-mlp", "--schedule", str(path), "--json"), pattern)
 
 
+def test_rank_options_change_the_model_and_its_cost() -> None:
+    from midl_autok.flops import cost_model
+    from midl_autok.spec import load_spec
+    from midl_autok.trainer import build_for_spec, dataset_for_spec
+
+    proc = run(*TINY, "--k-fraction", "0.5", "--gate-rank", "4", "--light-rank", "0", "--json")
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)["inference_flops"]
+    default = json.loads(run(*TINY, "--k-fraction", "0.5", "--json").stdout)["inference_flops"]
+    spec = load_spec("synthetic-mlp").override(**{"model.gate_rank": 4, "model.light_rank": 0})
+    data = dataset_for_spec(spec)
+    model = build_for_spec(spec, data).eval()
+    layers = model.midl_layers()
+    assert [(m.gate_rank, m.light_rank) for _, m in layers] == [(4, 0), (4, 0)]
+    expected = cost_model(model, data.x_train[:1]).inference_flops({n: 32 for n, _ in layers})
+    assert got == expected < default
+    assert_user_error(run(*TINY, "--light-rank", "-1"), r"--light-rank")
+    assert_user_error(run(*TINY, "--gate-rank", "0"), r"--gate-rank")
+
+
 def test_bad_command_lines(tmp_path: Path) -> None:
     csv = tmp_path / "t.csv"
     csv.write_text("a,b,label\n1,2,x\n3,4,y\n" * 20)

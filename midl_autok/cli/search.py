@@ -20,6 +20,8 @@ from midl_autok.cli._app import (
     EpochsOpt,
     ExperimentArg,
     ExperimentOpt,
+    GateRankOpt,
+    LightRankOpt,
     SeedOpt,
     TargetOpt,
     app,
@@ -116,6 +118,8 @@ def search(
         ),
     ] = None,
     epochs: EpochsOpt = None,
+    gate_rank: GateRankOpt = None,
+    light_rank: LightRankOpt = None,
     device: DeviceOpt = "auto",
     threads: Annotated[
         int,
@@ -265,6 +269,8 @@ def search(
         target=target,
         epochs=epochs,
         seed=seed,
+        gate_rank=gate_rank,
+        light_rank=light_rank,
         extra={
             "search.agent": agent,
             "search.space": space,

@@ -18,6 +18,8 @@ from midl_autok.cli._app import (
     EpochsOpt,
     ExperimentArg,
     ExperimentOpt,
+    GateRankOpt,
+    LightRankOpt,
     SeedOpt,
     TargetOpt,
     app,
@@ -87,6 +89,8 @@ def train(
         ),
     ] = None,
     epochs: EpochsOpt = None,
+    gate_rank: GateRankOpt = None,
+    light_rank: LightRankOpt = None,
     seed: SeedOpt = None,
     device: DeviceOpt = "auto",
     json_out: Annotated[
@@ -183,6 +187,8 @@ def train(
         target=target,
         epochs=loaded.epochs if loaded is not None else epochs,
         seed=seed if seed is not None else base_seed,
+        gate_rank=gate_rank,
+        light_rank=light_rank,
         extra={"model.variant": variant},
     )
     data = dataset_for_spec(spec)
