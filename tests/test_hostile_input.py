@@ -436,10 +436,11 @@ def test_train_k_fraction_values(value: str) -> None:
 
 
 @settings(EXAMPLES, max_examples=40)
-@given(st.sampled_from(["--epochs", "--seed", "--trials"]), BAD_INTS)
+@given(st.sampled_from(["--epochs", "--seed", "--trials", "--gate-rank", "--light-rank"]), BAD_INTS)
 def test_search_integer_values(flag: str, value: str) -> None:
     code, err = cli("search", "synthetic-mlp", flag, value, "--store", NO_STORE)
-    assert_one_line_exit_2(code, err, re.escape(flag) + "|training.epochs|seed|budget.trials")
+    names = "|training.epochs|seed|budget.trials|model.gate_rank|model.light_rank"
+    assert_one_line_exit_2(code, err, re.escape(flag) + names)
 
 
 @settings(EXAMPLES, max_examples=30)
