@@ -9,8 +9,8 @@ the loaded module, or ``None`` when it cannot be built (no compiler, a failed bu
 ``midl_autok.kernels`` logger; callers then use their pure-PyTorch path.
 
 The build uses ``-O3`` and, on x86-64 with GCC/Clang, ``-march=native``; the module name
-carries a hash of the source, of this CPU's feature flags and of the Python environment (the
-interpreter and torch), so a home folder shared by machines with different CPUs, or by
+carries a hash of the source, of this CPU's feature flags and of the environment (the torch
+installation and Python's headers), so a home folder shared by machines with different CPUs, or by
 several virtual environments, keeps one build for each instead of rebuilding in turn.
 """
 
@@ -51,14 +51,18 @@ def _cpu_flags() -> str:
 
 
 def _toolchain() -> list[str]:
-    """What else goes into the build besides source and flags: this interpreter and the torch
-    it links against. torch rebuilds an extension whose ``build.ninja`` changed, and the
-    include paths in it name the environment, so without these in the module name two
+    """What else goes into the build besides source and flags: the torch it links against and
+    Python's headers. torch rebuilds an extension whose ``build.ninja`` changed, and the
+    include paths in it name the torch installation, so without these in the module name two
     virtual environments sharing ``~/.cache/torch_extensions`` rebuilt each other's kernel
-    (~30 s) on every switch."""
+    (~30 s) on every switch. (Not ``sys.executable``: ``python`` and ``python3`` of one venv
+    are the same build.)"""
+    import sysconfig
+
     import torch
 
-    return [sys.executable, sys.prefix, os.path.dirname(torch.__file__), torch.__version__]
+    include = sysconfig.get_paths().get("include", "")
+    return [os.path.dirname(torch.__file__), torch.__version__, include, sys.version]
 
 
 def _build_flags() -> list[str]:
