@@ -334,7 +334,6 @@ class MIDL(nn.Module):
         self._last: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None] | None = None
         self._last_is_gate = False
         self._last_views: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._act_cache: tuple[nn.Module, int | None] | None = None  # (act, kernel code)
         self.reset_parameters()
 
     # -- parameters -------------------------------------------------------------------------
@@ -378,12 +377,18 @@ class MIDL(nn.Module):
     # -- what the last forward did ----------------------------------------------------------
 
     def _record(
-        self, logits: torch.Tensor, *, idx: torch.Tensor | None = None, mask: Any = None
+        self,
+        logits: torch.Tensor,
+        *,
+        idx: torch.Tensor | None = None,
+        mask: Any = None,
+        is_gate: bool = False,
     ) -> None:
+        """Keep what this forward selected; ``is_gate``: ``logits`` holds the gate values."""
         if _is_exporting() or torch.jit.is_tracing():  # Python state, not part of the graph
             return
         self._last = (logits.detach(), idx, None if mask is None else mask.detach())
-        self._last_is_gate = False
+        self._last_is_gate = is_gate
         self._last_views = None
 
     def _views(self) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -526,9 +531,14 @@ class MIDL(nn.Module):
     def _train_forward(self, x: torch.Tensor, k: int, ops: Any) -> torch.Tensor:
         """The training step through ``midl_train`` (a C++ autograd function): masked dense,
         the same function and straight-through gradients as :class:`_FusedMixCPU`."""
+        y, g, m = ops.midl_train(x, *self._kernel_params(), k, _act_code(self.act))
+        self._record(g, mask=m if m.numel() else None, is_gate=True)
+        return y
+
+    def _kernel_params(self) -> tuple[torch.Tensor | None, ...]:
+        """The parameters in the compiled kernels' order (absent light path: ``None``)."""
         p = self._parameters
-        y, g, m = ops.midl_train(
-            x,
+        return (
             p["gate_in"],
             p["gate_out"],
             p["weight"],
@@ -536,14 +546,7 @@ class MIDL(nn.Module):
             p.get("light_in"),
             p.get("light_out"),
             p.get("light_bias"),
-            k,
-            _act_code(self.act),
         )
-        if not (_is_exporting() or torch.jit.is_tracing()):
-            self._last = (g, None, m if m.numel() else None)
-            self._last_is_gate = True
-            self._last_views = None
-        return y
 
     @staticmethod
     def _fused_ops(logits: torch.Tensor, f: torch.Tensor) -> Any:
@@ -581,29 +584,13 @@ class MIDL(nn.Module):
 
     def _kernel_forward(self, x: torch.Tensor, k: int) -> torch.Tensor:
         """The compiled CPU kernel: one call for gate, selection, rows, light, mix, act."""
-        p = self._parameters
         act: Any = self._modules["act"]
-        cached = self._act_cache
-        if cached is None or cached[0] is not act:
-            cached = (act, _act_code(act))
-            self._act_cache = cached
-        code = cached[1]
+        code = _act_code(act)
         ops: Any = cpu_kernels()
         y, logits, idx = ops.midl_sparse_eval(
-            x,
-            p["gate_in"],
-            p["gate_out"],
-            p["weight"],
-            p.get("bias"),
-            p.get("light_in"),
-            p.get("light_out"),
-            p.get("light_bias"),
-            k,
-            0 if code is None else code,
+            x, *self._kernel_params(), k, 0 if code is None else code
         )
-        self._last = (logits, idx, None)
-        self._last_is_gate = False
-        self._last_views = None
+        self._record(logits, idx=idx)
         return y if code is not None else act(y)
 
     def extra_repr(self) -> str:
