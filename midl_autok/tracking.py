@@ -225,13 +225,8 @@ class Tracker:
         except the runs in ``keep``."""
         kept = set(keep)
         quoted = host.replace("'", "\\'")
-        found = self.client.search_runs(
-            [self.experiment_id],
-            filter_string=f"attributes.status = 'RUNNING' and tags.host = '{quoted}'",
-            max_results=1000,
-        )
         ended = 0
-        for run in found:
+        for run in self._running_runs(f"tags.host = '{quoted}'"):
             pid = run.data.tags.get("pid", "")
             if run.info.run_id in kept or not pid.isdigit() or alive(int(pid)):
                 continue
@@ -245,13 +240,10 @@ class Tracker:
         or KILLED): their search is over, so nothing will end them (e.g. a Ray worker still
         shutting down when the search that outlived its killed driver opened the study)."""
         kept = set(keep)
-        found = self.client.search_runs(
-            [self.experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000
-        )
         parents: dict[str, str | None] = {}
         ended = 0
-        for run in found:
-            parent = run.data.tags.get("mlflow.parentRunId")
+        for run in self._running_runs():
+            parent = run.data.tags.get(PARENT_TAG)
             if parent is None or run.info.run_id in kept:
                 continue
             if parent not in parents:
@@ -266,10 +258,17 @@ class Tracker:
     def has_running_parent_runs(self) -> bool:
         """Whether a top-level run of this experiment is RUNNING: a search that may be live
         somewhere (call :meth:`end_orphaned_runs` first to end those of dead processes here)."""
-        found = self.client.search_runs(
-            [self.experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000
+        return any(PARENT_TAG not in run.data.tags for run in self._running_runs())
+
+    def _running_runs(self, where: str = "") -> list[Any]:
+        """RUNNING runs of this experiment (``where``: more of MLflow's filter, with ``and``)."""
+        return list(
+            self.client.search_runs(
+                [self.experiment_id],
+                filter_string="attributes.status = 'RUNNING'" + (f" and {where}" if where else ""),
+                max_results=1000,
+            )
         )
-        return any("mlflow.parentRunId" not in run.data.tags for run in found)
 
     def run_status(self, run_id: str) -> str | None:
         try:
