@@ -156,7 +156,7 @@ def cpu_kernels(*, build: bool = True) -> ModuleType | None:
             if compiling:  # the CLI shows INFO records of this logger on stderr
                 log.info(
                     "compiling the MID-L CPU kernels (first use in this environment, "
-                    "about 30 s; cached in %s)",
+                    "usually under a minute; cached in %s)",
                     where,
                 )
             _module = _build()
