@@ -6,7 +6,9 @@ import json
 import subprocess
 import sys
 
-HEAVY = ("ray", "stable_baselines3", "mlflow", "optuna_dashboard", "optuna", "plotly")
+# torch too: `import midl_autok` (the CLI's --help, the env registration) needs none of them;
+# public names that need torch load it on first use.
+HEAVY = ("torch", "ray", "stable_baselines3", "mlflow", "optuna_dashboard", "optuna", "plotly")
 
 
 def test_import_is_light() -> None:
