@@ -17,7 +17,8 @@ import pytest
 import scipy.io
 import torch
 
-from midl_autok.data import DATASETS, Dataset, _split, load_dataset
+from midl_autok.data import DATASETS, Dataset, load_dataset
+from midl_autok.data._pipeline import split
 from midl_autok.errors import DataError, UserError
 
 # --------------------------------------------------------------------------- helpers
@@ -266,7 +267,7 @@ def test_path_and_target_rules(tmp_path: Path) -> None:
 def test_split_is_stratified_exact_and_disjoint() -> None:
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(5), [50, 30, 10, 7, 3])
-    first, second = _split(y, 25, rng)
+    first, second = split(y, 25, rng)
     assert len(second) == 25
     assert sorted(np.concatenate([first, second]).tolist()) == list(range(len(y)))
     counts = np.bincount(y[second], minlength=5)
@@ -278,7 +279,7 @@ def test_split_is_stratified_exact_and_disjoint() -> None:
 
 def test_split_falls_back_to_random_when_a_class_has_one_sample() -> None:
     y = np.array([0, 0, 0, 0, 1, 1, 1, 2])
-    first, second = _split(y, 3, np.random.default_rng(0))
+    first, second = split(y, 3, np.random.default_rng(0))
     assert len(first) == 5
     assert len(second) == 3
     assert set(first) | set(second) == set(range(8))
@@ -439,11 +440,11 @@ def test_mnist1d_is_generated_offline_and_cached(
     import mnist1d
     import mnist1d.data
 
-    from midl_autok.data import _MNIST1D_ARGS
+    from midl_autok.data.mnist1d import MNIST1D_ARGS
 
     defaults = mnist1d.get_dataset_args(as_dict=True)
     defaults.pop("url")
-    assert defaults == _MNIST1D_ARGS  # we generate with the package's own defaults
+    assert defaults == MNIST1D_ARGS  # we generate with the package's own defaults
 
     monkeypatch.setenv("MIDL_AUTOK_CACHE", str(tmp_path / "cache"))
     np.random.seed(123)

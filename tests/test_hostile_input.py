@@ -548,7 +548,7 @@ _UNSAFE = {
 }
 # The reviewed exceptions: (file, call) -> why it is safe.
 _ALLOWED = {
-    ("data.py", "pickle.Unpickler"): "CIFAR batches: _SafeUnpickler.find_class allow-lists "
+    ("data/cifar.py", "pickle.Unpickler"): "CIFAR batches: _SafeUnpickler.find_class allow-lists "
     "numpy array reconstruction only; any other global is refused",
     ("deploy.py", "torch.export.load"): "load_program only, which refuses unless called with "
     "trusted=True (a file you wrote); load_model reads the weights with weights_only=True",
