@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import io
 import os
 import secrets
 import stat
@@ -33,7 +34,7 @@ from pathlib import Path
 
 from midl_autok.errors import UserError
 
-__all__ = ["read_regular", "read_text", "write_atomic"]
+__all__ = ["open_regular", "read_regular", "read_text", "write_atomic"]
 
 _READ_CHUNK = 1 << 20
 
@@ -135,6 +136,41 @@ def _write_into(target: Path, payload: bytes, *, fifo: bool, shown: Path) -> Non
 # --------------------------------------------------------------------------- reads
 
 
+def open_regular(
+    path: str | os.PathLike[str],
+    *,
+    limit: int,
+    what: str = "file",
+    error: type[UserError] = UserError,
+) -> io.FileIO:
+    """Open the regular file ``path`` for reading (unbuffered bytes), refusing anything else.
+
+    Errors (``error``, one line): "{what} not found: PATH", "{what} path is a directory, not a
+    file: PATH", "PATH: a {what} must be a regular file, but it is a FIFO (named pipe)",
+    "PATH: file is larger than LIMIT bytes", "cannot read {what} PATH: reason".
+    """
+    source = str(path)
+    try:
+        mode = os.stat(path).st_mode  # refuse special files before opening them
+        if stat.S_ISDIR(mode):
+            raise error(f"{what} path is a directory, not a file: {source}")
+        if not stat.S_ISREG(mode):
+            raise error(f"{source}: a {what} must be a regular file, but it is {_kind(mode)}")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except FileNotFoundError:
+        raise error(f"{what} not found: {source}") from None
+    except OSError as exc:
+        raise error(f"cannot read {what} {source}: {exc.strerror}") from None
+    handle = io.FileIO(fd, "rb")
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_size > limit:  # swapped since the stat, or big
+        handle.close()
+        if st.st_size > limit:
+            raise error(f"{source}: file is larger than {limit} bytes")
+        raise error(f"{source}: a {what} must be a regular file, but it is {_kind(st.st_mode)}")
+    return handle
+
+
 def read_regular(
     path: str | os.PathLike[str],
     *,
@@ -142,32 +178,9 @@ def read_regular(
     what: str = "file",
     error: type[UserError] = UserError,
 ) -> bytes:
-    """The bytes of the regular file ``path``, at most ``limit`` of them.
-
-    Errors (``error``, one line): "{what} not found: PATH", "{what} path is a directory, not a
-    file: PATH", "PATH: a {what} must be a regular file, but it is a FIFO (named pipe)",
-    "PATH: file is larger than LIMIT bytes", "cannot read {what} PATH: reason".
-    """
-    source = str(path)
-    fd = -1
-    try:
-        mode = os.stat(path).st_mode  # refuse special files before opening them
-        if stat.S_ISREG(mode):
-            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
-    except FileNotFoundError:
-        raise error(f"{what} not found: {source}") from None
-    except OSError as exc:
-        raise error(f"cannot read {what} {source}: {exc.strerror}") from None
-    if stat.S_ISDIR(mode):
-        raise error(f"{what} path is a directory, not a file: {source}")
-    if not stat.S_ISREG(mode):
-        raise error(f"{source}: a {what} must be a regular file, but it is {_kind(mode)}")
-    with os.fdopen(fd, "rb", buffering=0) as fh:
-        st = os.fstat(fh.fileno())
-        if not stat.S_ISREG(st.st_mode):  # pragma: no cover - swapped since the stat
-            raise error(f"{source}: a {what} must be a regular file, but it is {_kind(st.st_mode)}")
-        if st.st_size > limit:
-            raise error(f"{source}: file is larger than {limit} bytes")
+    """The bytes of the regular file ``path``, at most ``limit`` of them (checked before
+    reading and while reading: a file that grows meanwhile); errors as :func:`open_regular`."""
+    with open_regular(path, limit=limit, what=what, error=error) as fh:
         chunks: list[bytes] = []
         total = 0
         try:
@@ -175,9 +188,9 @@ def read_regular(
                 chunks.append(chunk)
                 total += len(chunk)
                 if total > limit:
-                    raise error(f"{source}: file is larger than {limit} bytes")
+                    raise error(f"{path}: file is larger than {limit} bytes")
         except OSError as exc:
-            raise error(f"cannot read {what} {source}: {exc.strerror}") from None
+            raise error(f"cannot read {what} {path}: {exc.strerror}") from None
     return b"".join(chunks)
 
 

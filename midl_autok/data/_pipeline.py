@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from midl_autok.data._source import Source
+from midl_autok.data._source import Source, check_same_size
 from midl_autok.data.dataset import Dataset
 from midl_autok.errors import DataError
 
@@ -32,6 +32,7 @@ def assemble(
         x_test, y_test, x, y = x[test], y[test], x[keep], y[keep]
         info.update(official_test_split=False, test_fraction=test_fraction)
     else:
+        check_same_size(name, ("the training split", x), ("the test split", x_test))
         info["official_test_split"] = True
     info.update(pool_size=len(y), test_size_uncapped=len(y_test))
     if max_samples is not None and max_samples < len(y):

@@ -127,3 +127,20 @@ def check_labels(y: np.ndarray, num_classes: int, where: str) -> np.ndarray:
             f"but range over {int(y.min())}..{int(y.max())}"
         )
     return y.astype(np.int64)
+
+
+def check_same_size(dataset: str, *parts: tuple[str, np.ndarray]) -> None:
+    """Refuse image arrays ``(N, C, H, W)`` of different sizes (train, test, extra files)."""
+    (first, x0), *rest = parts
+    for label, x in rest:
+        if x.shape[1:] != x0.shape[1:]:
+            raise DataError(
+                f"dataset '{dataset}': the images of {first} are {_size(x0)} but those of "
+                f"{label} are {_size(x)}; all files must come from the same dataset"
+            )
+
+
+def _size(x: np.ndarray) -> str:
+    if x.ndim != 4:
+        return f"of shape {tuple(x.shape[1:])}"
+    return "x".join(str(n) for n in x.shape[2:]) + f" with {x.shape[1]} channel(s)"

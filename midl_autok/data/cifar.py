@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import io
 import pickle
 from pathlib import Path
 from typing import IO, Any
@@ -11,8 +12,12 @@ from typing import IO, Any
 import numpy as np
 
 from midl_autok.data._pipeline import image_features
-from midl_autok.data._source import Request, Source, check_labels
+from midl_autok.data._source import Request, Source, check_labels, is_int
 from midl_autok.errors import DataError
+from midl_autok.fileio import open_regular
+
+#: Largest CIFAR batch file read (CIFAR-100's ``train`` is 155 MB).
+MAX_PICKLE_BYTES = 1 << 30
 
 
 def _latin1_encode(obj: object, encoding: str = "utf-8", errors: str = "strict") -> bytes:
@@ -71,8 +76,8 @@ class _SafeUnpickler(pickle.Unpickler):
 def _read_cifar_pickle(path: Path) -> dict[Any, Any]:
     """Load one CIFAR python batch with :class:`_SafeUnpickler`; it must be a dict."""
     try:
-        with path.open("rb") as handle:
-            obj = _SafeUnpickler(handle, path).load()
+        with open_regular(path, limit=MAX_PICKLE_BYTES, what="CIFAR batch", error=DataError) as fh:
+            obj = _SafeUnpickler(io.BufferedReader(fh), path).load()
     except DataError:
         raise
     except Exception as exc:  # any unpickling failure means a bad file
@@ -88,6 +93,24 @@ def _field(batch: dict[Any, Any], key: str, path: Path) -> Any:
             return batch[candidate]
     found = ", ".join(k.decode() if isinstance(k, bytes) else str(k) for k in batch)
     raise DataError(f"{path}: missing key '{key}' (found {found or 'no keys'})")
+
+
+def _labels(raw: Any, where: str, key: str) -> np.ndarray:
+    """A batch's labels: a list of integers or a 1-D integer array (checked further by
+    ``check_labels``); anything else (None, a dict, nested lists) is one line."""
+    if isinstance(raw, np.ndarray):
+        return raw
+    bad = next((v for v in raw if not is_int(v)), None) if isinstance(raw, list) else raw
+    if not isinstance(raw, list) or bad is not None:
+        what = f"a list holding {type(bad).__name__}" if isinstance(raw, list) else None
+        raise DataError(
+            f"{where}: '{key}' must be a list of integer labels, but got "
+            f"{what or type(raw).__name__}; the file is damaged, fetch it again"
+        )
+    try:
+        return np.asarray(raw, dtype=np.int64)
+    except OverflowError:
+        raise DataError(f"{where}: '{key}' holds a label too large for an integer") from None
 
 
 _CIFAR = {
@@ -120,7 +143,7 @@ def load(req: Request) -> Source:
         for file in names:
             batch = _read_cifar_pickle(folder / file)
             data = _field(batch, "data", folder / file)
-            labels = np.asarray(_field(batch, label_key, folder / file))
+            labels = _labels(_field(batch, label_key, folder / file), f"{folder / file}", label_key)
             if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2:
                 raise DataError(f"{folder / file}: 'data' must be a uint8 (N, 3072) array")
             if data.shape[1] != 3072 or len(labels) != len(data) or len(data) == 0:
@@ -139,6 +162,8 @@ def load(req: Request) -> Source:
         info["classes"] = list(_CIFAR10_CLASSES)
     elif (folder / "meta").is_file():
         names = _field(_read_cifar_pickle(folder / "meta"), label_key[:-1] + "_names", folder)
+        if not isinstance(names, (list, tuple)):
+            raise DataError(f"{folder / 'meta'}: expected a list of {num_classes} class names")
         classes = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
         if len(classes) != num_classes:
             raise DataError(f"{folder / 'meta'}: expected {num_classes} class names")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import difflib
+import io
 import warnings
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,10 @@ import torch
 from midl_autok.data._pipeline import safe_std
 from midl_autok.data._source import Request, Source
 from midl_autok.errors import DataError
+from midl_autok.fileio import open_regular
+
+#: Largest CSV table read (parsed rows take several times the file's size in memory).
+MAX_CSV_BYTES = 256 << 20
 
 _MISSING = "<missing>"
 
@@ -24,7 +29,8 @@ def _read_csv_rows(path: Path, delimiter: str, columns: list[str] | None) -> lis
         raise DataError(f"option 'delimiter' must be one character, but got {delimiter!r}")
     rows: list[list[str]] = []
     try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
+        raw = open_regular(path, limit=MAX_CSV_BYTES, what="CSV file", error=DataError)
+        with io.TextIOWrapper(io.BufferedReader(raw), encoding="utf-8-sig", newline="") as handle:
             reader = csv.reader(handle, delimiter=delimiter)
             for row in reader:
                 fields = [value.strip() for value in row]

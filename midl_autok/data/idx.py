@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import gzip
 import math
+import os
 import struct
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from midl_autok.data._pipeline import image_features
-from midl_autok.data._source import Request, Source, check_labels
+from midl_autok.data._source import Request, Source, check_labels, check_same_size
 from midl_autok.errors import DataError
+from midl_autok.fileio import open_regular
 
+#: Most data bytes an IDX file may announce (MNIST's training images are 47 MB, EMNIST's
+#: largest split 550 MB); checked before anything is allocated or decompressed.
+MAX_IDX_BYTES = 1 << 30
+#: Most dimensions an IDX header may declare (numpy's limit).
+MAX_DIMS = 64
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 _IDX_FILES = (
     "train-images-idx3-ubyte",
@@ -27,38 +35,68 @@ _FASHION_CLASSES = (
 )  # fmt: skip
 
 
-def _read_bytes(path: Path) -> bytes:
-    """The file's content, decompressed when its name ends in .gz."""
+def read_idx(path: Path) -> np.ndarray:
+    """Parse an IDX file: magic ``00 00 <type> <ndim>``, ndim big-endian uint32 dims, data.
+
+    The header is checked before the body is read: at most :data:`MAX_DIMS` dimensions, at
+    most :data:`MAX_IDX_BYTES` data bytes, and (uncompressed) exactly that many bytes in the
+    file. A ``.gz`` file is decompressed into the announced size and no further, so a small
+    file that would inflate to gigabytes fails after reading at most the announced size.
+    """
+    limit = MAX_IDX_BYTES + 4 + 4 * 255  # the largest header
     try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as handle:
-                return handle.read()
-        return path.read_bytes()
-    except (OSError, EOFError, zlib.error) as exc:
+        with open_regular(path, limit=limit, what="IDX file", error=DataError) as raw:
+            stream: Any = gzip.GzipFile(fileobj=raw) if path.suffix == ".gz" else raw
+            return _parse(path, stream, None if path.suffix == ".gz" else os.fstat(raw.fileno()))
+    except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise DataError(f"cannot read {path}: {exc}; the file is damaged, fetch it again") from exc
 
 
-def _read_idx(path: Path) -> np.ndarray:
-    """Parse an IDX file: magic ``00 00 <type> <ndim>``, ndim big-endian uint32 dims, data."""
-    raw = _read_bytes(path)
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES or raw[3] == 0:
+def _parse(path: Path, stream: Any, st: os.stat_result | None) -> np.ndarray:
+    magic = stream.read(4)
+    if len(magic) < 4 or magic[:2] != b"\0\0" or magic[2] not in _IDX_DTYPES or magic[3] == 0:
         raise DataError(
-            f"{path} is not an IDX file: magic number 0x{raw[:4].hex() or 'empty'} should be "
+            f"{path} is not an IDX file: magic number 0x{magic.hex() or 'empty'} should be "
             f"00 00, a type code (08 09 0b 0c 0d 0e), the number of dimensions"
         )
-    ndim, header = raw[3], 4 + 4 * raw[3]
-    if len(raw) < header:
-        raise DataError(f"{path} is truncated inside its IDX header ({len(raw)} bytes)")
-    dims = struct.unpack(f">{ndim}I", raw[4:header])
-    dtype = np.dtype(_IDX_DTYPES[raw[2]])
-    expected, actual = math.prod(dims) * dtype.itemsize, len(raw) - header
-    if actual != expected:
-        problem = "truncated" if actual < expected else "corrupt (extra bytes)"
+    ndim = magic[3]
+    if ndim > MAX_DIMS:
         raise DataError(
-            f"{path} is {problem}: its header declares shape {dims} ({expected} data bytes) but "
-            f"the file holds {actual}; fetch the file again"
+            f"{path}: its IDX header declares {ndim} dimensions, more than the {MAX_DIMS} an "
+            "array may have; the file is damaged or not an IDX file, fetch it again"
         )
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
+    raw_dims = stream.read(4 * ndim)
+    if len(raw_dims) < 4 * ndim:
+        raise DataError(f"{path} is truncated inside its IDX header ({4 + len(raw_dims)} bytes)")
+    dims = struct.unpack(f">{ndim}I", raw_dims)
+    dtype = np.dtype(_IDX_DTYPES[magic[2]])
+    expected = math.prod(dims) * dtype.itemsize
+    if expected > MAX_IDX_BYTES:
+        raise DataError(
+            f"{path}: its IDX header declares shape {dims} ({expected:,} data bytes), more than "
+            f"the limit of {MAX_IDX_BYTES:,} (midl_autok.data.idx.MAX_IDX_BYTES); the file is "
+            "damaged or not MNIST-sized"
+        )
+    if st is not None and st.st_size - 4 - 4 * ndim != expected:
+        _size_mismatch(path, dims, expected, st.st_size - 4 - 4 * ndim)
+    body = np.empty(expected, dtype=np.uint8)
+    view, filled = body.data, 0
+    while filled < expected and (n := stream.readinto(view[filled:])):
+        filled += n
+    if filled < expected:
+        _size_mismatch(path, dims, expected, filled)
+    if stream.read(1):
+        _size_mismatch(path, dims, expected, None)
+    return body.view(dtype).reshape(dims)
+
+
+def _size_mismatch(path: Path, dims: tuple[int, ...], expected: int, actual: int | None) -> None:
+    problem = "truncated" if actual is not None and actual < expected else "corrupt (extra bytes)"
+    holds = "more" if actual is None else str(actual)
+    raise DataError(
+        f"{path} is {problem}: its header declares shape {dims} ({expected} data bytes) but "
+        f"the file holds {holds}; fetch the file again"
+    )
 
 
 def _find_idx_dir(name: str, root: Path) -> Path:
@@ -85,7 +123,7 @@ def load(req: Request) -> Source:
     files = [_idx_file(folder, base, req.name) for base in _IDX_FILES]
     parts: list[np.ndarray] = []
     for images_file, labels_file in ((files[0], files[1]), (files[2], files[3])):
-        images, labels = _read_idx(images_file), _read_idx(labels_file)
+        images, labels = read_idx(images_file), read_idx(labels_file)
         if images.ndim != 3 or images.dtype != np.uint8:
             raise DataError(
                 f"{images_file}: expected uint8 images of shape (N, H, W), "
@@ -99,6 +137,7 @@ def load(req: Request) -> Source:
         if len(images) == 0:
             raise DataError(f"{images_file} holds no images")
         parts += [images[:, None, :, :], check_labels(labels, 10, str(labels_file))]
+    check_same_size(req.name, (files[0].name, parts[0]), (files[2].name, parts[2]))
     classes = _FASHION_CLASSES if req.name == "fashion-mnist" else [str(c) for c in range(10)]
     return Source(
         kind="image",

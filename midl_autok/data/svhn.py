@@ -7,15 +7,22 @@ from pathlib import Path
 import numpy as np
 
 from midl_autok.data._pipeline import image_features
-from midl_autok.data._source import Request, Source, check_labels
+from midl_autok.data._source import Request, Source, check_labels, check_same_size
 from midl_autok.errors import DataError
+from midl_autok.fileio import open_regular
+
+#: Largest .mat file read (SVHN's extra_32x32.mat is 1.3 GB).
+MAX_MAT_BYTES = 4 << 30
 
 
 def _read_svhn_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:
     from scipy.io import loadmat
 
     try:
-        mat = loadmat(str(path), variable_names=["X", "y"])
+        with open_regular(path, limit=MAX_MAT_BYTES, what="SVHN file", error=DataError) as fh:
+            mat = loadmat(fh, variable_names=["X", "y"])
+    except DataError:
+        raise
     except NotImplementedError as exc:  # MATLAB v7.3 (HDF5)
         raise DataError(f"{path} is a MATLAB v7.3 file; re-save it as v5 (savemat)") from exc
     except Exception as exc:  # scipy raises many types for a bad file
@@ -44,8 +51,10 @@ def load(req: Request) -> Source:
         raise DataError(f"dataset 'svhn': missing {', '.join(missing)} in {req.path}")
     x, y = _read_svhn_mat(req.path / names[0])
     x_test, y_test = _read_svhn_mat(req.path / names[1])
+    check_same_size("svhn", (names[0], x), (names[1], x_test))
     if req.options["extra"]:
         x_extra, y_extra = _read_svhn_mat(req.path / names[2])
+        check_same_size("svhn", (names[0], x), (names[2], x_extra))
         x, y = np.concatenate([x, x_extra]), np.concatenate([y, y_extra])
     info = {"source": str(req.path), "files": names, "classes": [str(c) for c in range(10)]}
     return Source("image", 10, x, y, image_features, x_test, y_test, info=info)
