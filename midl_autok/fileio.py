@@ -53,6 +53,10 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
+def _not_regular(source: str, mode: int, what: str) -> str:
+    return f"{source} is {_kind(mode)}, not a regular file; give the path of the {what}"
+
+
 # --------------------------------------------------------------------------- writes
 
 
@@ -146,7 +150,7 @@ def open_regular(
     """Open the regular file ``path`` for reading (unbuffered bytes), refusing anything else.
 
     Errors (``error``, one line): "{what} not found: PATH", "{what} path is a directory, not a
-    file: PATH", "PATH: a {what} must be a regular file, but it is a FIFO (named pipe)",
+    file: PATH", "PATH is a FIFO (named pipe), not a regular file; give the path of the {what}",
     "PATH: file is larger than LIMIT bytes", "cannot read {what} PATH: reason".
     """
     source = str(path)
@@ -155,7 +159,7 @@ def open_regular(
         if stat.S_ISDIR(mode):
             raise error(f"{what} path is a directory, not a file: {source}")
         if not stat.S_ISREG(mode):
-            raise error(f"{source}: a {what} must be a regular file, but it is {_kind(mode)}")
+            raise error(_not_regular(source, mode, what))
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
     except FileNotFoundError:
         raise error(f"{what} not found: {source}") from None
@@ -167,7 +171,7 @@ def open_regular(
         handle.close()
         if st.st_size > limit:
             raise error(f"{source}: file is larger than {limit} bytes")
-        raise error(f"{source}: a {what} must be a regular file, but it is {_kind(st.st_mode)}")
+        raise error(_not_regular(source, st.st_mode, what))
     return handle
 
 

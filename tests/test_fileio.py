@@ -198,14 +198,20 @@ def test_a_socket_or_a_folder_is_refused(tmp_path: Path) -> None:
 def test_reads_refuse_fifos_and_devices_without_waiting(tmp_path: Path) -> None:
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
-    with pytest.raises(ScheduleError, match=r"pipe: a schedule file must be a regular file, but "):
+    with pytest.raises(
+        ScheduleError,
+        match=r"pipe is a FIFO \(named pipe\), not a regular file; give the path of the sched",
+    ):
         read_text(fifo, limit=100, what="schedule file", error=ScheduleError)
     zero = make_device(tmp_path / "zero", ZERO)
-    with pytest.raises(UserError, match=r"zero: a file must be a regular file, but it is a char"):
+    with pytest.raises(
+        UserError,
+        match=r"zero is a character device, not a regular file; give the path of the file",
+    ):
         read_regular(zero, limit=100)
     link = tmp_path / "link"
     link.symlink_to(zero)
-    with pytest.raises(UserError, match="it is a character device"):
+    with pytest.raises(UserError, match="link is a character device, not a regular file"):
         read_regular(link, limit=100)
 
 
