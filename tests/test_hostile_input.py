@@ -604,6 +604,53 @@ def test_hostile_files_through_the_real_command(tmp_path: Path) -> None:
     assert not sentinel.exists()
 
 
+def test_hostile_input_of_the_hardening_issue_through_the_real_command(tmp_path: Path) -> None:
+    """Issue 17, points 1-3 and 7, through `midl-autok` itself: one line, exit status 2 (a
+    full device: 1, the machine's failure), and no device or FIFO replaced."""
+    fifo = tmp_path / "s.json"
+    os.mkfifo(fifo)
+    deep = _write(tmp_path / "deep.yaml", yaml.safe_dump({"search": {"options": nested(300)}}))
+    wide = _write(tmp_path / "wide.yaml", "model: {hidden: [1048576, 1048576]}\n")
+    mnist = tmp_path / "mnist"
+    mnist.mkdir()
+    for name in ("train-images-idx3", "train-labels-idx1", "t10k-images-idx3", "t10k-labels-idx1"):
+        (mnist / f"{name}-ubyte").write_bytes(bytes([0, 0, 8, 65]) + bytes(4 * 65))
+    for args, pattern in [
+        (["train", "--schedule", str(fifo), "synthetic-mlp"], r"s\.json is a FIFO"),
+        (["search", str(deep), "--store", NO_STORE], r"deep\.yaml: search\.options is nested"),
+        (["train", str(wide)], r"wide\.yaml: model\.hidden: .* more than the limit"),
+        (
+            ["train", "--dataset", "mnist", "--data-path", str(mnist), "synthetic-mlp"],
+            r"declares 65 dimensions",
+        ),
+    ]:
+        proc = run_cli(*args, cwd=tmp_path)
+        assert "Traceback" not in proc.stderr, proc.stderr
+        assert_one_line_exit_2(proc.returncode, proc.stderr, pattern)
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+
+
+@pytest.mark.slow
+def test_train_saves_into_devices_without_replacing_them(tmp_path: Path) -> None:
+    """`--save-schedule` onto a null device discards (exit 0), onto a full one fails with one
+    line (exit 1); both stay devices."""
+    null, full = tmp_path / "null", tmp_path / "full"
+    try:
+        os.mknod(null, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+        os.mknod(full, stat.S_IFCHR | 0o666, os.makedev(1, 7))
+    except PermissionError:
+        pytest.skip("making a device node needs root (CAP_MKNOD)")
+    base = ["train", "synthetic-mlp", "--epochs", "1", "--save-schedule"]
+    ok = run_cli(*base, str(null), cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    failed = run_cli(*base, str(full), cwd=tmp_path)
+    lines = failed.stderr.strip().splitlines()
+    assert failed.returncode == 1, failed.stderr
+    assert lines == [lines[0]] and lines[0].startswith("midl-autok: error: no space left"), lines
+    assert f"({full})" in lines[0]
+    assert stat.S_ISCHR(null.stat().st_mode) and stat.S_ISCHR(full.stat().st_mode)
+
+
 # --------------------------------------------------------------------------- deserializers
 
 # Calls that can run code from a file. ``torch.load`` is allowed with weights_only=True,
