@@ -17,13 +17,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from midl_autok.errors import ScheduleError
+from midl_autok.fileio import read_text, write_atomic
 
 __all__ = ["FORMAT", "VERSION", "KSchedule", "LayerSpec", "k_from_fraction", "write_atomic"]
 
@@ -32,6 +32,9 @@ VERSION = 1
 #: Largest schedule file read (JSON); a YAML file may be smaller: YAML parses much slower.
 _MAX_FILE_BYTES = 16 * 1024 * 1024
 _MAX_YAML_BYTES = 2 * 1024 * 1024
+#: Deepest nesting of lists and objects in ``metrics`` and ``provenance`` (a spec inside
+#: provenance nests a few levels; pydantic and MLflow serializers fail at a few hundred).
+MAX_DEPTH = 64
 
 
 def k_from_fraction(fraction: float, width: int) -> int:
@@ -42,22 +45,6 @@ def k_from_fraction(fraction: float, width: int) -> int:
     if not math.isfinite(fraction):
         raise ScheduleError(f"a k fraction must be a finite number, but got {fraction}")
     return min(width, max(1, round(fraction * width)))
-
-
-def write_atomic(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to ``path`` atomically (temp file in the same folder + ``os.replace``)."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @dataclass(frozen=True)
@@ -348,21 +335,9 @@ class KSchedule:
     def load(cls, path: str | os.PathLike[str]) -> KSchedule:
         """Read a schedule file (JSON, or YAML by extension); errors name the file."""
         source = str(path)
-        p = Path(path)
-        yaml_file = p.suffix.lower() in (".yaml", ".yml")
+        yaml_file = Path(path).suffix.lower() in (".yaml", ".yml")
         limit = _MAX_YAML_BYTES if yaml_file else _MAX_FILE_BYTES
-        try:
-            if p.stat().st_size > limit:
-                raise ScheduleError(f"{source}: file is larger than {limit} bytes")
-            text = p.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ScheduleError(f"schedule file not found: {source}") from None
-        except IsADirectoryError:
-            raise ScheduleError(f"schedule path is a directory, not a file: {source}") from None
-        except UnicodeDecodeError:
-            raise ScheduleError(f"{source}: not a UTF-8 text file") from None
-        except OSError as exc:
-            raise ScheduleError(f"cannot read schedule file {source}: {exc.strerror}") from None
+        text = read_text(path, limit=limit, what="schedule file", error=ScheduleError)
         if yaml_file:
             return cls.from_yaml(text, source=source)
         return cls.from_json(text, source=source)
@@ -376,27 +351,30 @@ def _json_problem(value: Any, where: str) -> str | None:
     """Why ``value`` would not survive the JSON round trip exactly, or None.
 
     YAML gives more than JSON can hold (dates, bytes, NaN, non-string keys); a schedule that
-    loads must also save, so they are refused on reading, naming the place.
+    loads must also save, so they are refused on reading, naming the place. So is nesting
+    deeper than :data:`MAX_DEPTH` (serializers downstream stop at a few hundred levels).
     """
-    stack = [(value, where)]
+    stack = [(value, where, 0)]
     budget = 2_000_000  # values visited (a structure that contains itself never ends)
     while stack:
         budget -= 1
         if budget < 0:
             return f"{where} holds too many values"
-        item, path = stack.pop()
+        item, path, depth = stack.pop()
         if item is None or isinstance(item, (str, bool, int)):
             continue
+        if isinstance(item, (list, dict)) and depth >= MAX_DEPTH:
+            return f"{where} is nested more than {MAX_DEPTH} levels deep; flatten it"
         if isinstance(item, float):
             if not math.isfinite(item):
                 return f"{path} is {item}; only finite numbers are allowed"
         elif isinstance(item, list):
-            stack.extend((v, f"{path}[{i}]") for i, v in enumerate(item))
+            stack.extend((v, f"{path}[{i}]", depth + 1) for i, v in enumerate(item))
         elif isinstance(item, dict):
             for key, v in item.items():
                 if not isinstance(key, str):
                     return f"{path} has the key {key!r}; keys must be strings"
-                stack.append((v, f"{path}.{key}"))
+                stack.append((v, f"{path}.{key}", depth + 1))
         else:
             return (
                 f"{path} must be a JSON value (a finite number, string, boolean, null, list "

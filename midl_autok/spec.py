@@ -9,18 +9,33 @@ YAML file is found by path. Validation errors name the field path::
 
 from __future__ import annotations
 
+import itertools
 import os
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from midl_autok.errors import SpecError
+from midl_autok.fileio import read_text
 
 __all__ = [
     "DEFAULT_EXPERIMENT",
+    "MAX_DEPTH",
+    "MAX_LAYERS",
+    "MAX_SIZE",
+    "MAX_WEIGHTS",
     "BudgetSpec",
     "DatasetSpec",
     "ExperimentSpec",
@@ -40,10 +55,29 @@ _MAX_SPEC_BYTES = 1024 * 1024
 MAX_SIZE = 1 << 20
 #: Most hidden layers (or conv blocks) a model may have.
 MAX_LAYERS = 1024
+#: Most weights between the model's hidden layers that validation accepts (hidden-to-hidden
+#: matrices, 3x3 convolutions between channels, the LSTM's gates): 1e9 float32 weights are
+#: 4 GB, 16 GB with their gradients and Adam's two moments. ``hidden: [1048576, 1048576]``
+#: (1.1e12) is a typo, refused here instead of dying in the allocator.
+MAX_WEIGHTS = 1_000_000_000
+#: Deepest nesting of lists and mappings in a spec document (options included); pydantic's
+#: serializer fails at about 255 levels, long after any real spec.
+MAX_DEPTH = 32
 
 
 class _Strict(BaseModel):
+    """Unknown fields are errors; integers are strict (``epochs: true`` or ``3.5`` is
+    refused, never read as 1 or 3) and a boolean is never read as a number."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields[info.field_name] if info.field_name else None
+        if isinstance(value, bool) and field is not None and field.annotation is not bool:
+            raise ValueError("a boolean is not accepted here; write the value itself")
+        return value
 
 
 class DatasetSpec(_Strict):
@@ -52,43 +86,71 @@ class DatasetSpec(_Strict):
     target: str | None = None
     val_fraction: float = Field(0.2, gt=0, lt=1)
     test_fraction: float = Field(0.2, gt=0, lt=1)
-    max_samples: int | None = Field(None, ge=10)
+    max_samples: StrictInt | None = Field(None, ge=10)
     options: dict[str, Any] = Field(default_factory=dict)
 
 
 class ModelSpec(_Strict):
     arch: str = "mlp"
     variant: Literal["midl", "dense", "dropout"] = "midl"
-    hidden: list[int] | None = Field(None, max_length=MAX_LAYERS)
-    channels: list[int] | None = Field(None, max_length=MAX_LAYERS)
-    embed_dim: int | None = Field(None, ge=1, le=MAX_SIZE)
-    hidden_size: int | None = Field(None, ge=1, le=MAX_SIZE)
-    gate_rank: int = Field(16, ge=1, le=MAX_SIZE)
-    light_rank: int = Field(16, ge=0, le=MAX_SIZE)
+    hidden: list[StrictInt] | None = Field(None, max_length=MAX_LAYERS)
+    channels: list[StrictInt] | None = Field(None, max_length=MAX_LAYERS)
+    embed_dim: StrictInt | None = Field(None, ge=1, le=MAX_SIZE)
+    hidden_size: StrictInt | None = Field(None, ge=1, le=MAX_SIZE)
+    gate_rank: StrictInt = Field(16, ge=1, le=MAX_SIZE)
+    light_rank: StrictInt = Field(16, ge=0, le=MAX_SIZE)
     activation: str = "relu"
     dropout: float = Field(0.5, ge=0, lt=1)
 
     @field_validator("hidden", "channels")
     @classmethod
-    def _positive(cls, value: list[int] | None) -> list[int] | None:
+    def _positive(cls, value: list[int] | None, info: ValidationInfo) -> list[int] | None:
         if value is not None and (not value or any(not 1 <= v <= MAX_SIZE for v in value)):
             raise ValueError(f"must be a non-empty list of integers in [1, {MAX_SIZE}]")
+        if value is not None:
+            per_pair = 9 if info.field_name == "channels" else 1  # 3x3 convolutions
+            _check_weights(
+                sum(a * b * per_pair for a, b in itertools.pairwise(value)),
+                f"the layers {_short(value)}",
+            )
         return value
+
+    @model_validator(mode="after")
+    def _lstm_weights(self) -> ModelSpec:
+        if self.hidden_size is not None:
+            size, embed = self.hidden_size, self.embed_dim or 0
+            _check_weights(
+                4 * size * (embed + size),
+                f"the LSTM gates of hidden_size {size} (embed_dim {embed})",
+            )
+        return self
 
     def options(self) -> dict[str, Any]:
         """Keyword options for :func:`midl_autok.models.build_model` (unset ones omitted)."""
         return {k: v for k, v in self.model_dump(exclude={"arch"}).items() if v is not None}
 
 
+def _short(values: list[int]) -> str:
+    return str(values) if len(values) <= 6 else f"[{values[0]}, {values[1]}, ..., {values[-1]}]"
+
+
+def _check_weights(count: int, what: str) -> None:
+    if count > MAX_WEIGHTS:
+        raise ValueError(
+            f"{what} hold {count:,} weights, more than the limit of {MAX_WEIGHTS:,} "
+            "(midl_autok.spec.MAX_WEIGHTS); use narrower layers"
+        )
+
+
 class TrainingSpec(_Strict):
-    epochs: int = Field(10, ge=1, le=10_000)
-    batch_size: int = Field(64, ge=1, le=MAX_SIZE)
+    epochs: StrictInt = Field(10, ge=1, le=10_000)
+    batch_size: StrictInt = Field(64, ge=1, le=MAX_SIZE)
     lr: float = Field(1e-3, gt=0, le=10)
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     weight_decay: float = Field(0.0, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     grad_clip: float | None = Field(None, gt=0)
-    eval_batch_size: int = Field(4096, ge=1, le=MAX_SIZE)
+    eval_batch_size: StrictInt = Field(4096, ge=1, le=MAX_SIZE)
     # k fraction for every MID-L layer and epoch when no schedule is given (``train``).
     k_fraction: float = Field(1.0, gt=0, le=1)
 
@@ -99,7 +161,7 @@ class Objective(_Strict):
 
 
 class BudgetSpec(_Strict):
-    trials: int = Field(30, ge=1, le=1_000_000)
+    trials: StrictInt = Field(30, ge=1, le=1_000_000)
     flops_budget: float | None = Field(None, gt=0, le=1)
     timeout_s: float | None = Field(None, gt=0)
 
@@ -120,7 +182,7 @@ def _default_objectives() -> list[Objective]:
 class ExperimentSpec(_Strict):
     name: str = Field("custom", min_length=1, max_length=100)
     description: str = ""
-    seed: int = Field(0, ge=0, le=2**32 - 1)
+    seed: StrictInt = Field(0, ge=0, le=2**32 - 1)
     dataset: DatasetSpec = Field(default_factory=DatasetSpec)
     model: ModelSpec = Field(default_factory=ModelSpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
@@ -191,12 +253,35 @@ def validate_spec(data: Any, *, source: str = "spec") -> ExperimentSpec:
         data = {}
     if not isinstance(data, dict):
         raise SpecError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    where = _too_deep(data)
+    if where is not None:
+        raise SpecError(
+            f"{source}: {where} is nested more than {MAX_DEPTH} levels deep; flatten it"
+        )
     try:
         return ExperimentSpec.model_validate(data)
     except ValidationError as exc:
         raise SpecError(_format_validation(exc, source)) from None
     except RecursionError:
         raise SpecError(f"{source}: the document is nested too deeply") from None
+
+
+def _too_deep(data: dict[str, Any]) -> str | None:
+    """Where (the first two levels of the path) the document nests deeper than
+    :data:`MAX_DEPTH`, or None. The walk stops at that depth, so a mapping that contains
+    itself ends too; YAML aliases were bounded by the loader."""
+    stack: list[tuple[Any, str, int]] = [(data, "(top level)", 0)]
+    while stack:
+        item, where, depth = stack.pop()
+        if not isinstance(item, (dict, list)):
+            continue
+        if depth > MAX_DEPTH:
+            return where
+        pairs = item.items() if isinstance(item, dict) else enumerate(item)
+        for key, value in pairs:
+            child = where if depth >= 2 else str(key) if depth == 0 else f"{where}.{key}"
+            stack.append((value, child, depth + 1))
+    return None
 
 
 def list_experiments() -> list[str]:
@@ -220,18 +305,8 @@ def load_spec(name_or_path: str | os.PathLike[str] | None = None) -> ExperimentS
             raise SpecError(f"{err} (or give the path of a YAML file)")
         path = Path(str(resources.files("midl_autok") / "specs" / f"{ref}.yaml"))
         source = f"experiment {ref}"
-    try:
-        if path.stat().st_size > _MAX_SPEC_BYTES:
-            raise SpecError(f"{source}: the file is larger than {_MAX_SPEC_BYTES} bytes")
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError(f"experiment file not found: {ref}") from None
-    except IsADirectoryError:
-        raise SpecError(f"experiment path is a directory, not a YAML file: {ref}") from None
-    except UnicodeDecodeError:
-        raise SpecError(f"{source}: not a UTF-8 text file") from None
-    except OSError as exc:
-        raise SpecError(f"cannot read experiment file {ref}: {exc.strerror}") from None
+    what = "experiment file"
+    text = read_text(path, limit=_MAX_SPEC_BYTES, what=what, error=SpecError)
     from midl_autok._yaml import load_yaml
 
     data = load_yaml(text, source=source, error=SpecError)  # safe loader, bounded

@@ -17,7 +17,8 @@ import pytest
 import scipy.io
 import torch
 
-from midl_autok.data import DATASETS, Dataset, _split, load_dataset
+from midl_autok.data import DATASETS, Dataset, load_dataset
+from midl_autok.data._pipeline import split
 from midl_autok.errors import DataError, UserError
 
 # --------------------------------------------------------------------------- helpers
@@ -266,7 +267,7 @@ def test_path_and_target_rules(tmp_path: Path) -> None:
 def test_split_is_stratified_exact_and_disjoint() -> None:
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(5), [50, 30, 10, 7, 3])
-    first, second = _split(y, 25, rng)
+    first, second = split(y, 25, rng)
     assert len(second) == 25
     assert sorted(np.concatenate([first, second]).tolist()) == list(range(len(y)))
     counts = np.bincount(y[second], minlength=5)
@@ -278,7 +279,7 @@ def test_split_is_stratified_exact_and_disjoint() -> None:
 
 def test_split_falls_back_to_random_when_a_class_has_one_sample() -> None:
     y = np.array([0, 0, 0, 0, 1, 1, 1, 2])
-    first, second = _split(y, 3, np.random.default_rng(0))
+    first, second = split(y, 3, np.random.default_rng(0))
     assert len(first) == 5
     assert len(second) == 3
     assert set(first) | set(second) == set(range(8))
@@ -439,11 +440,11 @@ def test_mnist1d_is_generated_offline_and_cached(
     import mnist1d
     import mnist1d.data
 
-    from midl_autok.data import _MNIST1D_ARGS
+    from midl_autok.data.mnist1d import MNIST1D_ARGS
 
     defaults = mnist1d.get_dataset_args(as_dict=True)
     defaults.pop("url")
-    assert defaults == _MNIST1D_ARGS  # we generate with the package's own defaults
+    assert defaults == MNIST1D_ARGS  # we generate with the package's own defaults
 
     monkeypatch.setenv("MIDL_AUTOK_CACHE", str(tmp_path / "cache"))
     np.random.seed(123)
@@ -694,6 +695,120 @@ def test_svhn_errors(tmp_path: Path) -> None:
     (tmp_path / "train_32x32.mat").unlink()
     with pytest.raises(DataError, match=r"missing train_32x32.mat"):
         load_dataset("svhn", path=tmp_path)
+
+
+# --------------------------------------------------------------------------- hostile files
+
+
+def idx_header(dims: tuple[int, ...], type_code: int = 0x08) -> bytes:
+    return bytes([0, 0, type_code, len(dims)]) + struct.pack(f">{len(dims)}I", *dims)
+
+
+def test_idx_with_more_than_64_dimensions_is_one_line(tmp_path: Path) -> None:
+    make_mnist_dir(tmp_path)
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(idx_header((1,) * 65) + b"\0")
+    with pytest.raises(DataError, match=r"declares 65 dimensions, more than the 64"):
+        load_dataset("mnist", path=tmp_path)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("gz", [False, True])
+def test_idx_announcing_gigabytes_is_refused_from_its_header(tmp_path: Path, gz: bool) -> None:
+    """3.3 GB announced by a 16-byte header: refused before anything is allocated or read."""
+    make_mnist_dir(tmp_path)
+    name = "train-images-idx3-ubyte"
+    (tmp_path / name).unlink()
+    path = tmp_path / (name + (".gz" if gz else ""))
+    header = idx_header((4_200_000, 28, 28))
+    path.write_bytes(gzip.compress(header) if gz else header)
+    with pytest.raises(DataError, match=r"declares shape \(4200000, 28, 28\) \(3,292,800,000 data"):
+        load_dataset("mnist", path=tmp_path)
+
+
+@pytest.mark.timeout(60)
+def test_a_gzip_bomb_is_inflated_no_further_than_its_header_announces(tmp_path: Path) -> None:
+    """A 1.5 MB .gz that inflates to 3.3 GB behind a header announcing 60 images: the reader
+    stops after the announced 47 kB and one byte more; memory stays small."""
+    import time
+    import tracemalloc
+
+    make_mnist_dir(tmp_path)
+    (tmp_path / "train-images-idx3-ubyte").unlink()
+    zeros = gzip.compress(bytes(1 << 20), compresslevel=9)  # one member: 1 MiB of zeros, ~1 kB
+    bomb = tmp_path / "train-images-idx3-ubyte.gz"
+    with bomb.open("wb") as fh:
+        fh.write(gzip.compress(idx_header((60, 28, 28))))
+        for _ in range(3150):  # concatenated members, as gzip allows: 3.3 GB inflated
+            fh.write(zeros)
+    assert bomb.stat().st_size < 4_000_000
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        with pytest.raises(DataError, match=r"corrupt \(extra bytes\).*\(60, 28, 28\)"):
+            load_dataset("mnist", path=tmp_path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert time.perf_counter() - start < 20
+    assert peak < 64 << 20, f"peak {peak:,} bytes: the bomb was inflated"
+
+
+def test_idx_train_and_test_images_of_different_sizes(tmp_path: Path) -> None:
+    make_mnist_dir(tmp_path)
+    write_idx(tmp_path / "t10k-images-idx3-ubyte", np.zeros((20, 20, 20), np.uint8))
+    with pytest.raises(
+        DataError,
+        match=r"images of train-images-idx3-ubyte are 28x28 .* t10k-images-idx3-ubyte are 20x20",
+    ):
+        load_dataset("mnist", path=tmp_path)
+
+
+def test_svhn_train_and_test_images_of_different_sizes(tmp_path: Path) -> None:
+    write_svhn(tmp_path)
+    y = np.ones((3, 1), np.uint8)
+    scipy.io.savemat(tmp_path / "test_32x32.mat", {"X": np.zeros((28, 28, 3, 3), np.uint8), "y": y})
+    with pytest.raises(DataError, match=r"train_32x32.mat are 32x32 .* test_32x32.mat are 28x28"):
+        load_dataset("svhn", path=tmp_path)
+    write_svhn(tmp_path)
+    scipy.io.savemat(
+        tmp_path / "extra_32x32.mat", {"X": np.zeros((28, 28, 3, 3), np.uint8), "y": y}
+    )
+    with pytest.raises(DataError, match=r"extra_32x32.mat are 28x28"):
+        load_dataset("svhn", path=tmp_path, options={"extra": True})
+
+
+@pytest.mark.parametrize(
+    ("labels", "match"),
+    [
+        (None, r"'labels' must be a list of integer labels, but got NoneType"),
+        ({b"a": 1}, r"'labels' must be a list of integer labels, but got dict"),
+        ([[1, 2], [3]], r"'labels' must be a list of integer labels, but got a list holding list"),
+        ([1.5] * 12, r"a list holding float"),
+        ([2**70] * 12, r"too large"),
+        ("0123456789ab", r"but got str"),
+    ],
+)
+def test_malformed_cifar_labels_are_one_line(tmp_path: Path, labels: Any, match: str) -> None:
+    folder = write_cifar10(tmp_path)
+    batch = cifar_batch(np.arange(12) % 10, "labels")
+    batch[b"labels"] = labels
+    (folder / "data_batch_3").write_bytes(pickle.dumps(batch, protocol=2))
+    with pytest.raises(DataError, match=r"data_batch_3: .*" + match):
+        load_dataset("cifar10", path=folder)
+
+
+def test_data_files_must_be_regular_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A FIFO or a device where a data file belongs: one line, never a hang or an endless read."""
+    table = tmp_path / "table.csv"
+    os.mkfifo(table)
+    with pytest.raises(DataError, match=r"is not a file"):
+        load_dataset("csv", path=table, target="y")
+    write_svhn(tmp_path / "svhn")
+    from midl_autok.data import svhn
+
+    monkeypatch.setattr(svhn, "MAX_MAT_BYTES", 100)
+    with pytest.raises(DataError, match=r"train_32x32.mat: file is larger than 100 bytes"):
+        load_dataset("svhn", path=tmp_path / "svhn")
 
 
 # --------------------------------------------------------------------------- CSV

@@ -19,6 +19,7 @@ import json
 import math
 import os
 import re
+import stat
 import subprocess
 import sys
 from collections.abc import Callable
@@ -264,6 +265,53 @@ def test_huge_files_are_refused_unread(tmp_path: Path, name: str, limit: int) ->
         KSchedule.load(path)
 
 
+def nested(levels: int) -> Any:
+    """``{"a": {"a": ... {}}}`` ``levels`` deep."""
+    doc: dict[str, Any] = {}
+    for _ in range(levels):
+        doc = {"a": doc}
+    return doc
+
+
+def make_zero_device(path: Path) -> Path:
+    """A character device like /dev/zero (endless zeros), made in tmp_path."""
+    try:
+        os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, 5))
+    except PermissionError:
+        pytest.skip("making a device node needs root (CAP_MKNOD)")
+    return path
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("name", ["s.json", "s.yaml"])
+def test_schedule_files_must_be_regular_files(tmp_path: Path, name: str) -> None:
+    """A FIFO (which hung forever) or an endless device (read until memory ran out): one line."""
+    fifo = tmp_path / name
+    os.mkfifo(fifo)
+    with pytest.raises(
+        ScheduleError,
+        match=r"s\.(json|yaml) is a FIFO \(named pipe\), not a regular file; give the path",
+    ):
+        KSchedule.load(fifo)
+    zero = make_zero_device(tmp_path / f"zero-{name}")
+    with pytest.raises(ScheduleError, match=r"is a character device, not a regular file"):
+        KSchedule.load(zero)
+
+
+@pytest.mark.parametrize("fmt", ["json", "yaml"])
+def test_deeply_nested_schedule_fields_are_one_line(tmp_path: Path, fmt: str) -> None:
+    """300 levels in provenance used to load, then fail in a serializer with a traceback."""
+    doc = schedule_doc()
+    doc["provenance"] = {"spec": nested(300)}
+    path = tmp_path / f"s.{fmt}"
+    path.write_text(json.dumps(doc) if fmt == "json" else yaml.safe_dump(doc))
+    with pytest.raises(ScheduleError, match=r"provenance is nested more than 64 levels deep"):
+        KSchedule.load(path)
+    doc["provenance"] = {"spec": nested(60)}  # deep, but within the bound: round trips
+    schedule = KSchedule.from_dict(doc)
+    assert KSchedule.from_json(schedule.to_json()) == schedule
+
+
 @pytest.mark.timeout(60)
 def test_json_edge_cases() -> None:
     base = schedule_doc()
@@ -335,6 +383,22 @@ def test_overrides_with_any_value(path: str, value: Any) -> None:
         ("training.lr", math.nan, r"training\.lr: "),
         ("name", "two\nlines", r"name: must not contain control characters"),
         ("name", "x" * 101, r"name: String should have at most 100 characters"),
+        (
+            "model.hidden",
+            [1048576, 1048576],
+            r"model\.hidden: the layers \[1048576, 1048576\] hold 1,099,511,627,776 weights, "
+            r"more than the limit of 1,000,000,000 \(midl_autok\.spec\.MAX_WEIGHTS\)",
+        ),
+        ("model.channels", [30000, 30000], r"model\.channels: .* more than the limit"),
+        ("model.hidden_size", 1 << 20, r"model: the LSTM gates of hidden_size 1048576"),
+        ("training.epochs", True, r"training\.epochs: a boolean is not accepted"),
+        ("training.epochs", 3.0, r"training\.epochs: Input should be a valid integer"),
+        ("training.lr", True, r"training\.lr: a boolean is not accepted"),
+        ("seed", False, r"seed: a boolean is not accepted"),
+        ("budget.trials", "5", r"budget\.trials: Input should be a valid integer"),
+        ("model.hidden", [True, 8], r"model\.hidden\.0: Input should be a valid integer"),
+        ("dataset.options", nested(300), r"dataset\.options is nested more than 32 levels"),
+        ("search.options", nested(40), r"search\.options is nested more than 32 levels"),
     ],
 )
 def test_huge_and_hostile_spec_values(path: str, value: Any, match: str) -> None:
@@ -382,6 +446,28 @@ def test_spec_files_binary_huge_and_special(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match="is a directory"):
         load_spec(tmp_path)
     assert load_spec(_write(tmp_path / "empty.yaml", "")).name == "custom"  # all defaults
+
+
+@pytest.mark.timeout(20)
+def test_spec_files_must_be_regular_files(tmp_path: Path) -> None:
+    fifo = tmp_path / "exp.yaml"
+    os.mkfifo(fifo)
+    with pytest.raises(SpecError, match=r"exp\.yaml is a FIFO \(named pipe\), not a regular file"):
+        load_spec(fifo)
+    zero = make_zero_device(tmp_path / "zero.yaml")
+    with pytest.raises(SpecError, match=r"zero\.yaml is a character device, not a regular file"):
+        load_spec(zero)
+
+
+def test_a_spec_nested_300_deep_is_one_line(tmp_path: Path) -> None:
+    path = _write(tmp_path / "exp.yaml", yaml.safe_dump({"dataset": {"options": nested(300)}}))
+    with pytest.raises(SpecError, match=r"exp\.yaml: dataset\.options is nested more than 32"):
+        load_spec(path)
+    ok = {"dataset": {"name": "synthetic", "options": {"a": nested(20)}}}
+    assert (
+        load_spec(_write(tmp_path / "ok.yaml", yaml.safe_dump(ok))).dataset.options
+        == ok["dataset"]["options"]
+    )
 
 
 def _write(path: Path, text: str) -> Path:
@@ -518,6 +604,53 @@ def test_hostile_files_through_the_real_command(tmp_path: Path) -> None:
     assert not sentinel.exists()
 
 
+def test_hostile_input_of_the_hardening_issue_through_the_real_command(tmp_path: Path) -> None:
+    """Issue 17, points 1-3 and 7, through `midl-autok` itself: one line, exit status 2 (a
+    full device: 1, the machine's failure), and no device or FIFO replaced."""
+    fifo = tmp_path / "s.json"
+    os.mkfifo(fifo)
+    deep = _write(tmp_path / "deep.yaml", yaml.safe_dump({"search": {"options": nested(300)}}))
+    wide = _write(tmp_path / "wide.yaml", "model: {hidden: [1048576, 1048576]}\n")
+    mnist = tmp_path / "mnist"
+    mnist.mkdir()
+    for name in ("train-images-idx3", "train-labels-idx1", "t10k-images-idx3", "t10k-labels-idx1"):
+        (mnist / f"{name}-ubyte").write_bytes(bytes([0, 0, 8, 65]) + bytes(4 * 65))
+    for args, pattern in [
+        (["train", "--schedule", str(fifo), "synthetic-mlp"], r"s\.json is a FIFO"),
+        (["search", str(deep), "--store", NO_STORE], r"deep\.yaml: search\.options is nested"),
+        (["train", str(wide)], r"wide\.yaml: model\.hidden: .* more than the limit"),
+        (
+            ["train", "--dataset", "mnist", "--data-path", str(mnist), "synthetic-mlp"],
+            r"declares 65 dimensions",
+        ),
+    ]:
+        proc = run_cli(*args, cwd=tmp_path)
+        assert "Traceback" not in proc.stderr, proc.stderr
+        assert_one_line_exit_2(proc.returncode, proc.stderr, pattern)
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+
+
+@pytest.mark.slow
+def test_train_saves_into_devices_without_replacing_them(tmp_path: Path) -> None:
+    """`--save-schedule` onto a null device discards (exit 0), onto a full one fails with one
+    line (exit 1); both stay devices."""
+    null, full = tmp_path / "null", tmp_path / "full"
+    try:
+        os.mknod(null, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+        os.mknod(full, stat.S_IFCHR | 0o666, os.makedev(1, 7))
+    except PermissionError:
+        pytest.skip("making a device node needs root (CAP_MKNOD)")
+    base = ["train", "synthetic-mlp", "--epochs", "1", "--save-schedule"]
+    ok = run_cli(*base, str(null), cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    failed = run_cli(*base, str(full), cwd=tmp_path)
+    lines = failed.stderr.strip().splitlines()
+    assert failed.returncode == 1, failed.stderr
+    assert lines == [lines[0]] and lines[0].startswith("midl-autok: error: no space left"), lines
+    assert f"({full})" in lines[0]
+    assert stat.S_ISCHR(null.stat().st_mode) and stat.S_ISCHR(full.stat().st_mode)
+
+
 # --------------------------------------------------------------------------- deserializers
 
 # Calls that can run code from a file. ``torch.load`` is allowed with weights_only=True,
@@ -548,7 +681,7 @@ _UNSAFE = {
 }
 # The reviewed exceptions: (file, call) -> why it is safe.
 _ALLOWED = {
-    ("data.py", "pickle.Unpickler"): "CIFAR batches: _SafeUnpickler.find_class allow-lists "
+    ("data/cifar.py", "pickle.Unpickler"): "CIFAR batches: _SafeUnpickler.find_class allow-lists "
     "numpy array reconstruction only; any other global is refused",
     ("deploy.py", "torch.export.load"): "load_program only, which refuses unless called with "
     "trusted=True (a file you wrote); load_model reads the weights with weights_only=True",
