@@ -5,7 +5,7 @@ they are). Each member names the session attribute it reads."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -64,26 +64,8 @@ class _SessionHost:
     def trials(self) -> list[FrozenTrial]:
         return self._s.study.get_trials(deepcopy=False)  # session.study
 
-    def record(
-        self,
-        schedule: KSchedule,
-        *,
-        metrics: Mapping[str, float],
-        history: Sequence[Mapping[str, float]] = (),
-        params: Mapping[str, float] | None = None,
-        fail_reason: str | None = None,
-        train_s: float = 0.0,
-        user_attrs: Mapping[str, str | int | float | bool | None] | None = None,
-    ) -> FrozenTrial:
-        return self._s.record(  # session.record
-            schedule,
-            metrics=metrics,
-            history=history,
-            params=params,
-            fail_reason=fail_reason,
-            train_s=train_s,
-            user_attrs=user_attrs,
-        )
+    def record(self, schedule: KSchedule, **kwargs: Any) -> FrozenTrial:
+        return self._s.record(schedule, **kwargs)  # session.record
 
     def study_attr(self, key: str) -> Any:
         return self._s.study.user_attrs.get(key)  # session.study
