@@ -57,35 +57,30 @@ import os
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
-from optuna.trial import TrialState
 from stable_baselines3 import A2C, PPO, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
-from midl_autok.agents._sb3_env import (
-    TIMING_KEY,
+from midl_autok.agents._sb3_episodes import (
+    EpisodeOutcome,
     EpisodeRecorder,
     EpisodeRequest,
     HooksFactory,
     _EpisodeCallback,
     _torch_threads,
     make_env,
+    record_episode,
 )
 from midl_autok.agents.base import ExternalAgent, derive_seed
-from midl_autok.env import EPISODE_KEY
 from midl_autok.errors import SpecError, UserError
-from midl_autok.rl import episode_metrics, episode_schedule, load_policy, play, save_policy
-from midl_autok.schedule import KSchedule
+from midl_autok.rl import load_policy, play, save_policy
 
 if TYPE_CHECKING:
-    from optuna.trial import FrozenTrial
-
     from midl_autok.agents.host import SearchHost
     from midl_autok.schedule import LayerSpec
     from midl_autok.search_spaces import SearchSpace
@@ -107,18 +102,6 @@ DEFAULT_LAMBDAS = (0.01, 0.03, 0.1, 0.3, 1.0)
 #: Study user attr holding the trained policy: path (relative to the store), sha256, ...
 ATTR_POLICY = "rl_policy"
 PHASE_TRAINING, PHASE_ROLLOUT = "training", "rollout"
-
-
-@dataclass(frozen=True)
-class EpisodeOutcome:
-    """What a search callback's ``on_trial_end`` gets with an episode's trial."""
-
-    state: str  # complete | fail
-    metrics: dict[str, float]
-    fail_reason: str | None = None
-
-
-Report = Callable[["FrozenTrial", Mapping[str, float]], None]
 
 
 def policy_file(files_root: Path, study: str) -> Path:
@@ -269,22 +252,13 @@ class RLAgent(ExternalAgent):
         for cb in callbacks:
             cb.on_start(host, target=plan, done=plan - len(todo) - (0 if path else episodes))
 
-        def report(frozen: FrozenTrial, metrics: Mapping[str, float]) -> None:
-            outcome = EpisodeOutcome(
-                state="complete" if frozen.state == TrialState.COMPLETE else "fail",
-                metrics=dict(metrics),
-                fail_reason=frozen.user_attrs.get("fail_reason"),
-            )
-            for cb in callbacks:
-                cb.on_trial_end(host, frozen, outcome)
-
         env_kwargs = self.env_kwargs(host)
         if path is None:
-            path = self._train(host, env_kwargs, episodes, train_hooks, report)
+            path = self._train(host, env_kwargs, episodes, train_hooks, callbacks)
         host.log_artifact(path, "policy")
         if todo:
             policy_fn = load_policy(path).policy_fn(deterministic=True)
-            self._rollouts(host, env_kwargs, policy_fn, todo, train_hooks, report)
+            self._rollouts(host, env_kwargs, policy_fn, todo, train_hooks, callbacks)
 
     def _attempt(self, host: SearchHost) -> int:
         attempts = [
@@ -321,45 +295,6 @@ class RLAgent(ExternalAgent):
             if t.user_attrs.get("phase") == PHASE_ROLLOUT and t.user_attrs.get(key) is not None
         }
 
-    def _record(
-        self,
-        host: SearchHost,
-        info: Mapping[str, Any],
-        attrs: Mapping[str, Any],
-        report: Report,
-    ) -> FrozenTrial:
-        """One trial + one MLflow child run for the episode that ended with ``info``: the env's
-        record (schedule, metrics, history, reason) plus the recorder's wall times."""
-        episode, timing = info[EPISODE_KEY], info[TIMING_KEY]
-        schedule = episode_schedule(episode)
-        reason = episode["reason"]
-        if schedule is None:  # failed before any epoch ran: record k = width
-            layers = host.space.layers
-            schedule = KSchedule(layers=layers, epochs=1, k=tuple((s.width,) for s in layers))
-            reason = reason or "the episode ended before any epoch"
-        metrics = episode_metrics(episode)
-        if episode["metrics"]:  # the run trained to its end (or a hook stopped it)
-            metrics["train_time_s"] = float(timing["train_time_s"])
-        history = [
-            {**row, "epoch_time_s": t}
-            for row, t in zip(episode["history"], timing["epoch_time_s"], strict=True)
-        ]
-        frozen = host.record(
-            schedule,
-            metrics=metrics,
-            history=history,
-            fail_reason=reason,
-            train_s=float(timing["train_time_s"]),
-            user_attrs={
-                **attrs,
-                "lam": episode["lam"],
-                "budget": episode["budget"],
-                "run_seed": episode["seed"],
-            },
-        )
-        report(frozen, metrics)
-        return frozen
-
     def _vec_env(
         self,
         host: SearchHost,
@@ -392,7 +327,7 @@ class RLAgent(ExternalAgent):
         env_kwargs: Mapping[str, Any],
         episodes: int,
         train_hooks: HooksFactory | None,
-        report: Report,
+        callbacks: Sequence[Any],
     ) -> Path:
         attempt = self._attempt(host)
         epochs = host.spec.training.epochs
@@ -400,7 +335,7 @@ class RLAgent(ExternalAgent):
 
         def record(info: Mapping[str, Any]) -> None:
             attrs = {"phase": PHASE_TRAINING, "episode": callback.done, "rl_attempt": attempt}
-            self._record(host, info, attrs, report)
+            record_episode(host, info, attrs, callbacks)
 
         callback = _EpisodeCallback(record, episodes)
         with _torch_threads(host.threads or 1):
@@ -445,7 +380,7 @@ class RLAgent(ExternalAgent):
         policy_fn: Callable[[np.ndarray], np.ndarray],
         values: Sequence[float],
         train_hooks: HooksFactory | None,
-        report: Report,
+        callbacks: Sequence[Any],
     ) -> None:
         seed = derive_seed(self.seed, 2)  # one fresh run seed for every sweep value
         with _torch_threads(host.threads or 1):
@@ -467,7 +402,7 @@ class RLAgent(ExternalAgent):
                 except ValueError as exc:
                     raise SpecError(f"agent '{self.name}': {exc}") from None
                 attrs = {"phase": PHASE_ROLLOUT, "episode": None, "rl_attempt": None}
-                self._record(host, info, attrs, report)
+                record_episode(host, info, attrs, callbacks)
 
 
 def _key(value: float) -> str:

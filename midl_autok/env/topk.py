@@ -64,7 +64,8 @@ def _check_range(name: str, value: Any, *, positive: bool) -> tuple[float, float
 
 
 class TopKScheduleEnv(gym.Env[np.ndarray, np.ndarray]):
-    """Choose each MID-L layer's k for the next epoch of a training run (module docstring).
+    """Choose each MID-L layer's k for the next epoch of a training run (the contract: the
+    docstring of :mod:`midl_autok.env`).
 
     Args:
         spec: an :class:`~midl_autok.spec.ExperimentSpec`, or a shipped spec name / YAML path.
@@ -74,7 +75,8 @@ class TopKScheduleEnv(gym.Env[np.ndarray, np.ndarray]):
         min_fraction: the smallest k fraction an action can ask for, in (0, 1].
         epochs: overrides the spec's ``training.epochs`` (the episode length).
         device: ``auto`` | ``cpu`` | ``cuda[:N]``.
-        data: the dataset (default: the spec's, shared through the trainer's in-process cache).
+        data: the dataset (default: the spec's, from the in-process cache of
+            :func:`~midl_autok.experiment.dataset_for_spec`).
         probe_size: training samples in the fixed probe batch of the gate statistics.
         errors: ``end`` turns an exception in an epoch's training or a hook into a failed
             episode (the record has the reason); ``raise`` (default) lets it propagate.

@@ -1,6 +1,7 @@
-"""The SB3 agents' side of the environment: the wrapper that records a search's episodes
-(:class:`EpisodeRecorder`), the picklable env factory of the vectorized envs, and the SB3
-callback that hands finished episodes to the agent in order."""
+"""The SB3 agents' episodes: the wrapper that records a search's episodes
+(:class:`EpisodeRecorder`), the picklable env factory of the vectorized envs, the SB3 callback
+that hands finished episodes to the agent in order, and :func:`record_episode`, which turns a
+finished episode into a trial of the search (through the host)."""
 
 from __future__ import annotations
 
@@ -12,14 +13,28 @@ from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
+from optuna.trial import TrialState
 from stable_baselines3.common.callbacks import BaseCallback
 
 from midl_autok.env import EPISODE_KEY, TopKScheduleEnv
+from midl_autok.rl import episode_metrics, episode_schedule
+from midl_autok.schedule import KSchedule
 
 if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
+
+    from midl_autok.agents.host import SearchHost
     from midl_autok.trainer import TrainHooks
 
-__all__ = ["TIMING_KEY", "EpisodeRecorder", "EpisodeRequest", "HooksFactory", "make_env"]
+__all__ = [
+    "TIMING_KEY",
+    "EpisodeOutcome",
+    "EpisodeRecorder",
+    "EpisodeRequest",
+    "HooksFactory",
+    "make_env",
+    "record_episode",
+]
 
 #: The info key our recorder adds to an episode's last step: its wall times (for tracking).
 TIMING_KEY = "midl_autok/timing"
@@ -35,6 +50,15 @@ class EpisodeRequest:
     trial_number: int
     schedule: dict[str, Any] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EpisodeOutcome:
+    """What a search callback's ``on_trial_end`` gets with an episode's trial."""
+
+    state: str  # complete | fail
+    metrics: dict[str, float]
+    fail_reason: str | None = None
 
 
 HooksFactory = Callable[[EpisodeRequest], Sequence["TrainHooks"]]
@@ -169,3 +193,45 @@ class _EpisodeCallback(BaseCallback):
                 self.record(info)
                 self.done += 1
         return self.done < self.n
+
+
+def record_episode(
+    host: SearchHost,
+    info: Mapping[str, Any],
+    attrs: Mapping[str, Any],
+    callbacks: Sequence[Any] = (),
+) -> FrozenTrial:
+    """One trial + one MLflow child run (``host.record``) for the episode that ended with
+    ``info``: the env's record (schedule, metrics, history, reason) plus the recorder's wall
+    times; then each callback's ``on_trial_end(host, trial, EpisodeOutcome)``."""
+    episode, timing = info[EPISODE_KEY], info[TIMING_KEY]
+    schedule = episode_schedule(episode)
+    reason = episode["reason"]
+    if schedule is None:  # failed before any epoch ran: record k = width
+        layers = host.space.layers
+        schedule = KSchedule(layers=layers, epochs=1, k=tuple((s.width,) for s in layers))
+        reason = reason or "the episode ended before any epoch"
+    metrics = episode_metrics(episode)
+    if episode["metrics"]:  # the run trained to its end (or a hook stopped it)
+        metrics["train_time_s"] = float(timing["train_time_s"])
+    history = [
+        {**row, "epoch_time_s": t}
+        for row, t in zip(episode["history"], timing["epoch_time_s"], strict=True)
+    ]
+    seed, lam, budget = episode["seed"], episode["lam"], episode["budget"]
+    frozen = host.record(
+        schedule,
+        metrics=metrics,
+        history=history,
+        fail_reason=reason,
+        train_s=float(timing["train_time_s"]),
+        user_attrs={**attrs, "lam": lam, "budget": budget, "run_seed": seed},
+    )
+    outcome = EpisodeOutcome(
+        state="complete" if frozen.state == TrialState.COMPLETE else "fail",
+        metrics=metrics,
+        fail_reason=frozen.user_attrs.get("fail_reason"),
+    )
+    for cb in callbacks:
+        cb.on_trial_end(host, frozen, outcome)
+    return frozen
