@@ -59,7 +59,7 @@ def closed_vs_open(
     """Per rollout (lambda): the policy live vs its rollout schedule fixed, on fresh seeds."""
     import torch
 
-    from midl_autok.agents.rl import ATTR_POLICY
+    from midl_autok.agents.sb3 import ATTR_POLICY
     from midl_autok.rl import PolicyController
     from midl_autok.trainer import TrainConfig, build_for_spec, dataset_for_spec, train
 

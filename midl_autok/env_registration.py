@@ -1,7 +1,7 @@
 """Register midl-autok's Gymnasium environments by id, without importing them.
 
 The registry entry names the class by an entry-point string, so registering costs only the
-``gymnasium`` import (torch, the trainer and the env module load on ``gymnasium.make``)::
+``gymnasium`` import (torch, the trainer and the env package load on ``gymnasium.make``)::
 
     import gymnasium as gym
     env = gym.make("midl_autok/TopKSchedule-v0", spec="digits-mlp", epochs=10, lam=0.1)

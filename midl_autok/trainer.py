@@ -18,26 +18,24 @@ pass, evaluation excluded). Final metrics add ``test_accuracy``, ``train_time_s`
 
 from __future__ import annotations
 
-import json
 import math
-import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from midl_autok import metrics as M
-from midl_autok.data import Dataset, load_dataset
+from midl_autok.data import Dataset
 from midl_autok.errors import ScheduleError, SpecError, UserError
+from midl_autok.experiment import build_for_spec, dataset_for_spec, seed_everything
 from midl_autok.flops import CostModel, cost_model
 from midl_autok.kernels import cpu_kernels, no_build
 from midl_autok.layers import _CPP_TOPK_MIN
-from midl_autok.models import MIDLNet, build_model
+from midl_autok.models import MIDLNet
 from midl_autok.schedule import KSchedule, LayerSpec
 
 if TYPE_CHECKING:
@@ -166,14 +164,6 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
             )
         return dev
     raise UserError(f"unknown device {device!r}; valid: auto, cpu, cuda, cuda:N")
-
-
-def seed_everything(seed: int) -> torch.Generator:
-    """Seed Python, NumPy and torch; return a CPU generator for shuffling."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
 
 
 def _make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -346,24 +336,6 @@ class TrainSession:
         n = max(1, x.shape[0])
         return float(loss_sum.item()) / n, float(correct.item()) / n
 
-    def gate_stats(self) -> dict[str, dict[str, float]]:
-        """Per MID-L layer: mean gate value and mean gate of the selected neurons, from the
-        last forward pass (after :meth:`run_epoch` that is the validation pass)."""
-        stats: dict[str, dict[str, float]] = {}
-        if isinstance(self.model, MIDLNet):
-            for name, layer in self.model.midl_layers():
-                gate, mask = getattr(layer, "last_gate", None), getattr(layer, "last_mask", None)
-                if gate is None or mask is None:
-                    continue
-                selected = gate[mask]
-                stats[name] = {
-                    "gate_mean": float(gate.float().mean()),
-                    "selected_gate_mean": float(selected.float().mean())
-                    if selected.numel()
-                    else 0.0,
-                }
-        return stats
-
     def realized_schedule(self) -> KSchedule | None:
         """The k used per layer and epoch so far, as a KSchedule (None without MID-L layers)."""
         if not self.layers or not self.k_used:
@@ -497,41 +469,7 @@ def train(
 
 
 # --------------------------------------------------------------------------- experiments
-
-_DATA_CACHE: dict[str, Dataset] = {}
-_DATA_CACHE_SIZE = 4
-
-
-def dataset_for_spec(spec: ExperimentSpec) -> Dataset:
-    """Load (or reuse from an in-process cache) the dataset of ``spec``, split with its seed."""
-    d = spec.dataset
-    key = json.dumps([d.model_dump(mode="json"), spec.seed], sort_keys=True)
-    if key not in _DATA_CACHE:
-        if len(_DATA_CACHE) >= _DATA_CACHE_SIZE:
-            _DATA_CACHE.pop(next(iter(_DATA_CACHE)))
-        _DATA_CACHE[key] = load_dataset(
-            d.name,
-            path=d.path,
-            target=d.target,
-            val_fraction=d.val_fraction,
-            test_fraction=d.test_fraction,
-            seed=spec.seed,
-            max_samples=d.max_samples,
-            options=dict(d.options) or None,
-        )
-    return _DATA_CACHE[key]
-
-
-def build_for_spec(spec: ExperimentSpec, data: Dataset, *, seed: int | None = None) -> MIDLNet:
-    """Build the spec's model for ``data``, with parameters initialized from ``seed``."""
-    seed_everything(spec.seed if seed is None else seed)
-    return build_model(
-        spec.model.arch,
-        input_shape=data.input_shape,
-        num_classes=data.num_classes,
-        vocab_size=data.vocab_size,
-        **spec.model.options(),
-    )
+# (the spec's dataset and model: midl_autok.experiment, re-exported here)
 
 
 def run_experiment(

@@ -11,7 +11,7 @@ import math
 import pickle
 import warnings
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import gymnasium as gym
@@ -22,6 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from midl_autok.env import (
+    EPISODE_KEY,
     TopKScheduleEnv,
     clip_to_budget,
     decide_k,
@@ -30,8 +31,17 @@ from midl_autok.env import (
 )
 from midl_autok.env_registration import TOPK_SCHEDULE_ID, register_envs
 from midl_autok.errors import SpecError, UserError
+from midl_autok.schedule import KSchedule
 from midl_autok.spec import ExperimentSpec, validate_spec
-from midl_autok.trainer import DivergedError, TrainConfig, build_for_spec, train
+from midl_autok.trainer import (
+    DivergedError,
+    TrainConfig,
+    TrainHooks,
+    TrainResult,
+    TrainSession,
+    build_for_spec,
+    train,
+)
 
 pytest.importorskip("stable_baselines3")
 
@@ -210,7 +220,9 @@ def test_invalid_options_are_rejected_with_the_rule(spec: ExperimentSpec) -> Non
     with pytest.raises(SpecError, match="needs a model with MID-L layers"):
         TopKScheduleEnv(dense, device="cpu")
     env = TopKScheduleEnv(spec, device="cpu", budget=(0.5, 0.9))
-    with pytest.raises(ValueError, match="unknown reset option 'lambda'; valid: budget, lam"):
+    with pytest.raises(
+        ValueError, match="unknown reset option 'lambda'; valid: budget, hooks, lam"
+    ):
         env.reset(seed=0, options={"lambda": 1.0})
     with pytest.raises(ValueError, match=r"reset option budget must be a number in \(0, 0\.9\]"):
         env.reset(seed=0, options={"budget": 0.95})
@@ -280,11 +292,110 @@ def test_diverging_run_ends_the_episode_with_a_flag_and_the_penalty(
     assert obs in env.observation_space
     assert np.all(np.isfinite(obs))
     assert env.last_episode_timing["epochs"] == 0.0  # wall times stay out of info
+    record = info[EPISODE_KEY]
+    assert (record["status"], record["diverged"], record["reason"]) == (
+        "failed",
+        True,
+        info["reason"],
+    )
+    assert record["metrics"] == {}
+    assert record["history"] == []
+    assert record["return"] == reward
+    # the epoch that diverged keeps its k, as a sampler trial has it
+    assert KSchedule.from_dict(record["schedule"]).k == tuple((k,) for k in info["k"].values())
 
     from midl_autok.rl import rollout
 
     with pytest.raises(DivergedError, match="loss became nan"):
         rollout(lambda o: np.zeros(2, np.float32), env, seed=0)
+
+
+def test_the_last_step_publishes_the_episode_record(spec: ExperimentSpec) -> None:
+    """Like SB3's Monitor: the step that ends an episode carries the whole episode, as plain
+    deterministic data (no wall time)."""
+    env = TopKScheduleEnv(spec, device="cpu", lam=(0.0, 0.5), budget=(0.5, 0.9))
+    steps = _episode(env, 5, [np.array([a, -a], np.float32) for a in (0.5, -0.2, 0.9)])
+    start, infos = steps[0][1], [step[4] for step in steps[1:]]
+    assert [EPISODE_KEY in info for info in infos] == [False, False, True]
+    record = infos[-1][EPISODE_KEY]
+    assert json.loads(json.dumps(record, allow_nan=False)) == record  # plain data
+    assert (record["status"], record["reason"], record["diverged"]) == ("completed", None, False)
+    assert (record["lam"], record["budget"], record["seed"]) == (
+        start["lam"],
+        start["budget"],
+        start["seed"],
+    )
+    assert record["return"] == pytest.approx(sum(step[1] for step in steps[1:]))
+    assert record["length"] == 3
+    assert record["metrics"] == infos[-1]["final_metrics"]
+    assert KSchedule.from_dict(record["schedule"]).k == infos[-1]["schedule"].k
+    assert env.session is not None
+    timed = ("epoch_time_s", "train_time_s")
+    assert record["history"] == [
+        {k: v for k, v in row.items() if k not in timed} for row in env.session.history
+    ]
+    assert not any(key in timed for row in record["history"] for key in row)
+    assert "train_time_s" not in record["metrics"]
+    assert len(env.last_episode_timing["epoch_time_s"]) == 3  # the wall times: on the env
+    again = _episode(env, 5, [np.array([a, -a], np.float32) for a in (0.5, -0.2, 0.9)])
+    assert again[-1][4][EPISODE_KEY] == record  # deterministic
+
+
+class _StopAfterFirst(TrainHooks):
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def on_run_start(self, session: TrainSession) -> None:
+        self.calls.append("start")
+
+    def on_epoch_end(self, epoch: int, metrics: Mapping[str, float]) -> bool:
+        self.calls.append(f"epoch {epoch}")
+        return False
+
+    def on_run_end(self, result: TrainResult) -> None:
+        self.calls.append(f"end {result.status}")
+        result.metrics["val_accuracy"] = 0.5  # a hook may change the metrics
+
+
+class _RaiseAtEnd(TrainHooks):
+    def on_run_end(self, result: TrainResult) -> None:
+        raise RuntimeError("injected failure")
+
+
+def test_trainer_hooks_run_at_the_trainers_three_points(spec: ExperimentSpec) -> None:
+    env = TopKScheduleEnv(spec, device="cpu")
+    hook = _StopAfterFirst()
+    env.reset(seed=0, options={"hooks": [hook]})
+    _, _, terminated, truncated, info = env.step(np.zeros(2, np.float32))
+    assert (terminated, truncated) == (False, True)  # the hook stopped the run
+    assert hook.calls == ["start", "epoch 0", "end stopped"]
+    record = info[EPISODE_KEY]
+    assert (record["status"], record["length"], record["metrics"]["val_accuracy"]) == (
+        "stopped",
+        1,
+        0.5,
+    )
+
+    env.reset(seed=0, options={"hooks": [_RaiseAtEnd()]})
+    env.step(np.zeros(2, np.float32))
+    env.step(np.zeros(2, np.float32))
+    with pytest.raises(RuntimeError, match="injected failure"):  # errors="raise" (default)
+        env.step(np.zeros(2, np.float32))
+    ending = TopKScheduleEnv(spec, device="cpu", errors="end")
+    ending.reset(seed=0, options={"hooks": [_RaiseAtEnd()]})
+    for _ in range(3):
+        _, reward, terminated, _, info = ending.step(np.zeros(2, np.float32))
+    assert terminated
+    record = info[EPISODE_KEY]
+    assert (record["status"], record["reason"]) == ("failed", "RuntimeError: injected failure")
+    assert record["metrics"] == info["final_metrics"]  # it trained to the end
+    nan_action = np.full(2, np.nan, np.float32)
+    ending.reset(seed=0)
+    _, reward, terminated, _, info = ending.step(nan_action)
+    assert terminated and info["failed"] and not info["diverged"]
+    assert reward == diverged_penalty(ending.lam, ending.observer.flops_max)
+    assert info[EPISODE_KEY]["schedule"] is None  # no epoch got a k
+    assert info[EPISODE_KEY]["reason"].startswith("ValueError: the action must be finite")
 
 
 # --------------------------------------------------------------------------- SB3 + controller

@@ -22,7 +22,7 @@ pytest.importorskip("stable_baselines3")
 
 from midl_autok import metrics as M
 from midl_autok.agents import make_agent
-from midl_autok.agents.rl import ATTR_POLICY, PHASE_ROLLOUT, PHASE_TRAINING
+from midl_autok.agents.sb3 import ATTR_POLICY, PHASE_ROLLOUT, PHASE_TRAINING
 from midl_autok.backends import run_search
 from midl_autok.errors import SpecError
 from midl_autok.store import Store, load_study_record, open_store
@@ -226,16 +226,24 @@ def test_two_workers_and_a_budget_sweep(tmp_path: Path) -> None:
     assert len(children) == 6
 
 
-def test_the_policy_replays_its_rollout_as_a_controller(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def ppo_search(tmp_path_factory: pytest.TempPathFactory) -> tuple[Store, str]:
+    """A PPO search of the tiny spec: 2 training episodes, one rollout at lambda 0.3."""
+    quiet()
+    store = fresh_store(tmp_path_factory.mktemp("ppo") / "store")
+    spec = tiny_spec(agent="ppo", options={"episodes": 2, "lambdas": [0.3]})
+    summary = run_search(spec, store=store, device="cpu")
+    return store, summary.study
+
+
+def test_the_policy_replays_its_rollout_as_a_controller(ppo_search: tuple[Store, str]) -> None:
     """Same run seed: PolicyController in `train` makes exactly the rollout's schedule."""
     from midl_autok.rl import PolicyController
     from midl_autok.spec import validate_spec
     from midl_autok.trainer import TrainConfig, build_for_spec, dataset_for_spec, train
 
-    store = fresh_store(tmp_path / "store")
-    spec = tiny_spec(agent="ppo", options={"episodes": 2, "lambdas": [0.3]})
-    summary = run_search(spec, store=store, device="cpu")
-    record = load_study_record(store, summary.study)
+    store, study = ppo_search
+    record = load_study_record(store, study)
     rollout = record.trials[-1]
     assert rollout.user_attrs["phase"] == PHASE_ROLLOUT
     policy = store.root / record.attrs[ATTR_POLICY]["path"]
@@ -252,3 +260,52 @@ def test_the_policy_replays_its_rollout_as_a_controller(tmp_path: Path) -> None:
     assert result.schedule is not None
     assert [list(row) for row in result.schedule.k] == rollout.user_attrs["schedule"]["k"]
     assert result.metrics[M.VAL_ACCURACY] == rollout.user_attrs[M.VAL_ACCURACY]
+
+
+def test_the_agent_records_the_envs_episode_record(ppo_search: tuple[Store, str]) -> None:
+    """The env's last info carries the episode record; the rollout trial and its MLflow child
+    run hold exactly that record (schedule, seed, lambda, final metrics, per-epoch history)."""
+    import torch
+
+    from midl_autok.agents import derive_seed
+    from midl_autok.agents.sb3 import make_env
+    from midl_autok.env import EPISODE_KEY
+    from midl_autok.rl import load_policy, play
+
+    store, study = ppo_search
+    record = load_study_record(store, study)
+    trial = record.trials[-1]
+    policy = load_policy(store.root / record.attrs[ATTR_POLICY]["path"])
+    config, spec_dict = policy.env_config, record.attrs["spec"]
+    kwargs = {"lam": tuple(config["lam"]), "min_fraction": config["min_fraction"], "device": "cpu"}
+    env = make_env(spec_dict, kwargs, seed=0, threads=None, log_lam=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the search ran it (--threads 1)
+    try:
+        seed = derive_seed(spec_dict["seed"], 2)  # the agent's rollout seed
+        info = play(policy.policy_fn(), env, seed=seed, options={"lam": 0.3})
+    finally:
+        torch.set_num_threads(threads)
+    episode = info[EPISODE_KEY]
+    assert episode["status"] == "completed"
+    assert trial.state.name == "COMPLETE"
+    assert episode["seed"] == trial.user_attrs["run_seed"]
+    assert (episode["lam"], episode["budget"]) == (
+        trial.user_attrs["lam"],
+        trial.user_attrs["budget"],
+    )
+    assert episode["schedule"]["k"] == trial.user_attrs["schedule"]["k"]
+    for key, value in episode["metrics"].items():
+        assert trial.user_attrs[key] == value, key
+
+    client = store.mlflow_client()
+    run_id = trial.user_attrs["schedule"]["provenance"]["mlflow_run_id"]
+    logged = client.get_run(run_id).data.metrics
+    assert logged["episode_return"] == episode["return"]
+    for key, value in episode["metrics"].items():
+        assert logged[key] == value, key
+    for key in (M.VAL_ACCURACY, M.TRAIN_LOSS, M.INFERENCE_FLOPS):
+        points = sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
+        assert [m.value for m in points] == [row[key] for row in episode["history"]], key
+    assert len(client.get_metric_history(run_id, M.EPOCH_TIME_S)) == 2  # wall times: tracked
+    assert M.EPOCH_TIME_S not in episode["history"][0]  # but not in the env's info

@@ -39,9 +39,9 @@ AGENTS: dict[str, str] = {
     "qmc": "midl_autok.agents.optuna_agent:QMCAgent",
     "random": "midl_autok.agents.baselines:RandomAgent",
     "fixed-k": "midl_autok.agents.baselines:FixedKAgent",
-    "ppo": "midl_autok.agents.rl:PPOAgent",
-    "sac": "midl_autok.agents.rl:SACAgent",
-    "a2c": "midl_autok.agents.rl:A2CAgent",
+    "ppo": "midl_autok.agents.sb3:PPOAgent",
+    "sac": "midl_autok.agents.sb3:SACAgent",
+    "a2c": "midl_autok.agents.sb3:A2CAgent",
 }
 
 

@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from midl_autok.agents import ExternalAgent, SamplerAgent
+from midl_autok.backends._host_adapter import as_host, host_callbacks
 from midl_autok.backends.evaluate import TrialOutcome, TrialRequest, evaluate_trial
 from midl_autok.backends.session import SearchSession, SearchSummary, open_search
 from midl_autok.errors import system_error_message
@@ -66,7 +67,12 @@ def run_local(
     """Evaluate trials until the study counts ``target``; return why it stopped early, if so."""
     agent = session.agent
     if isinstance(agent, ExternalAgent):  # its own loop; it calls the callbacks
-        agent.run_with(session, target=target, callbacks=callbacks, train_hooks=train_hooks)
+        agent.run_with(
+            as_host(session),  # type: ignore[arg-type]  # until the session is a SearchHost
+            target=target,
+            callbacks=host_callbacks(callbacks, session),
+            train_hooks=train_hooks,
+        )
         return None
     for cb in callbacks:
         cb.on_start(session, target=target, done=session.counted_trials())

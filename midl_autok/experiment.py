@@ -1,0 +1,66 @@
+"""What a training run is built from: the spec's dataset (cached in-process) and its model.
+
+:func:`~midl_autok.trainer.run_experiment` trains with them; the environment builds one model
+per episode the same way. Re-exported by :mod:`midl_autok.trainer`, where they used to live.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from midl_autok.data import Dataset, load_dataset
+from midl_autok.models import MIDLNet, build_model
+
+if TYPE_CHECKING:
+    from midl_autok.spec import ExperimentSpec
+
+__all__ = ["build_for_spec", "dataset_for_spec", "seed_everything"]
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch; return a CPU generator for shuffling."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+_DATA_CACHE: dict[str, Dataset] = {}
+_DATA_CACHE_SIZE = 4
+
+
+def dataset_for_spec(spec: ExperimentSpec) -> Dataset:
+    """Load (or reuse from an in-process cache) the dataset of ``spec``, split with its seed."""
+    d = spec.dataset
+    key = json.dumps([d.model_dump(mode="json"), spec.seed], sort_keys=True)
+    if key not in _DATA_CACHE:
+        if len(_DATA_CACHE) >= _DATA_CACHE_SIZE:
+            _DATA_CACHE.pop(next(iter(_DATA_CACHE)))
+        _DATA_CACHE[key] = load_dataset(
+            d.name,
+            path=d.path,
+            target=d.target,
+            val_fraction=d.val_fraction,
+            test_fraction=d.test_fraction,
+            seed=spec.seed,
+            max_samples=d.max_samples,
+            options=dict(d.options) or None,
+        )
+    return _DATA_CACHE[key]
+
+
+def build_for_spec(spec: ExperimentSpec, data: Dataset, *, seed: int | None = None) -> MIDLNet:
+    """Build the spec's model for ``data``, with parameters initialized from ``seed``."""
+    seed_everything(spec.seed if seed is None else seed)
+    return build_model(
+        spec.model.arch,
+        input_shape=data.input_shape,
+        num_classes=data.num_classes,
+        vocab_size=data.vocab_size,
+        **spec.model.options(),
+    )
