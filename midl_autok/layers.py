@@ -49,6 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from midl_autok import ops as _ops  # registers the custom op midl_autok::midl_eval
 from midl_autok.kernels.cpu import cpu_kernels  # light: builds nothing until first called
 
 __all__ = ["ACTIVATIONS", "EVAL_PATHS", "MIDL", "make_activation", "topk_mask"]
@@ -140,6 +141,18 @@ _is_exporting: Callable[[], bool] = getattr(torch.compiler, "is_exporting", lamb
 
 def _tracing() -> bool:
     return bool(torch.compiler.is_compiling() or _is_exporting() or torch.jit.is_tracing())
+
+
+def _op_traceable(x: torch.Tensor) -> bool:
+    """Whether a graph being recorded takes the custom op ``midl_autok::midl_eval`` for ``x``:
+    torch.export / torch.compile, float32/64, no gradient recorded (the op has no backward).
+    ``jit.trace`` records masked dense instead: a TorchScript file runs in libtorch, where
+    the op is not registered."""
+    return (
+        not torch.jit.is_tracing()
+        and not torch.is_grad_enabled()
+        and x.dtype in (torch.float32, torch.float64)
+    )
 
 
 def topk_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -457,6 +470,8 @@ class MIDL(nn.Module):
         mode = self.sparse_eval
         if k >= self.out_features or mode == "never":
             return "dense"
+        if _tracing():  # a graph is being recorded: the custom op, or masked dense
+            return "kernel" if _op_traceable(x) else "dense"
         if mode in ("always", "gather"):
             return "gather"
         batch = x.shape[0]
@@ -583,13 +598,13 @@ class MIDL(nn.Module):
         return self.act(mixed)
 
     def _kernel_forward(self, x: torch.Tensor, k: int) -> torch.Tensor:
-        """The compiled CPU kernel: one call for gate, selection, rows, light, mix, act."""
+        """The compiled CPU kernel: one call for gate, selection, rows, light, mix, act.
+        While a graph is recorded, the custom op ``midl_autok::midl_eval`` (the same kernel
+        at run time, one node in the graph)."""
         act: Any = self._modules["act"]
         code = _act_code(act)
-        ops: Any = cpu_kernels()
-        y, logits, idx = ops.midl_sparse_eval(
-            x, *self._kernel_params(), k, 0 if code is None else code
-        )
+        run: Any = _ops.midl_eval if _tracing() else cpu_kernels().midl_sparse_eval
+        y, logits, idx = run(x, *self._kernel_params(), k, 0 if code is None else code)
         self._record(logits, idx=idx)
         return y if code is not None else act(y)
 
