@@ -139,7 +139,7 @@ def _fake(
 
 
 def _register() -> torch.library.Library:
-    lib = torch.library.Library("midl_autok", "DEF")  # noqa: TOR901 (kept alive below)
+    lib = torch.library.Library("midl_autok", "DEF")  # kept alive in _LIBRARY
     lib.define(SCHEMA)
     lib.impl("midl_eval", _composite, "CompositeExplicitAutograd")
     torch.library.register_fake(OP_NAME, _fake, lib=lib)
