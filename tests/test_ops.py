@@ -278,3 +278,15 @@ with torch.no_grad():
     assert "MIDL_AUTOK_NO_EXTENSIONS is set" in lines[0]
     with torch.no_grad():
         torch.testing.assert_close(load_program(tmp_path / "off.pt2", trusted=True)(x), want)
+
+
+def test_loaded_program_runs_its_graph_directly_and_checks_the_input(model, tmp_path: Path) -> None:
+    path = export_model(model, tmp_path / "m.pt2", example=torch.randn(4, 48))
+    program = load_program(path, trusted=True)
+    x = torch.randn(5, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(program(x), program.unlifted(x))  # type: ignore[operator]
+        with pytest.raises(ValueError, match=r"input of shape \(B, 48\) and dtype torch.float32"):
+            program(torch.randn(5, 47))
+        with pytest.raises(ValueError, match=r"but got \(5, 48\) torch.float64"):
+            program(x.double())
