@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import statistics
 import subprocess
@@ -48,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from bench_speed import _cpu_name  # experiments/ is the script's folder: on sys.path
 
 from midl_autok import deploy
 from midl_autok.flops import cost_model
@@ -187,17 +187,6 @@ def render(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def commit() -> str:
     try:
         out = subprocess.run(
@@ -270,7 +259,7 @@ def main(argv: list[str] | None = None) -> None:
             "commit": commit(),
             "torch": torch.__version__,
             "python": sys.version.split()[0],
-            "cpu": cpu_name(),
+            "cpu": _cpu_name(),
             "cores": os.cpu_count(),
             "kernels": cpu_kernels_status(),
             "blocked_path": bool(blocked.midl_blocked_available()) if blocked else False,

@@ -32,7 +32,11 @@ Execution paths (all compute the same function; tests hold each to the masked de
   sees), ``"kernel"`` a compiled CPU kernel (:mod:`midl_autok.kernels`) that computes only
   the selected (sample, row) products of the full path -- row-grouped dot products for a few
   samples, a blocked sampled dense-dense product for float32 batches (AVX-512) -- and fuses
-  gate, selection, light path, mix and activation into one call.
+  gate, selection, light path, mix and activation into one call. While ``torch.export`` or
+  ``torch.compile`` record a graph (no grad, float32/64), this path is the custom op
+  ``midl_autok::midl_eval`` (:mod:`midl_autok.ops`): one node that runs the same kernel.
+  Decisions are cached per (batch, k, dtype, device, mode, grad) once the kernels'
+  availability is settled.
 
 On CPU the exact top-k selection uses the compiled radix-select kernel when it is built
 (``torch.topk`` costs several times more at large k); results are identical except for exact

@@ -33,6 +33,8 @@ inference path (MID-L trains on its masked dense path).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -55,16 +57,6 @@ _ACTIVATIONS = {
     3: F.silu,
     4: F.gelu,
 }
-
-Params = tuple[
-    torch.Tensor,
-    torch.Tensor,
-    torch.Tensor,
-    torch.Tensor | None,
-    torch.Tensor | None,
-    torch.Tensor | None,
-    torch.Tensor | None,
-]
 
 
 def midl_eval_reference(
@@ -97,40 +89,20 @@ def midl_eval_reference(
     return _ACTIVATIONS[act](y), logits, idx
 
 
-def _composite(
-    x: torch.Tensor,
-    gate_in: torch.Tensor,
-    gate_out: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    light_in: torch.Tensor | None,
-    light_out: torch.Tensor | None,
-    light_bias: torch.Tensor | None,
-    k: int,
-    act: int,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    params = (gate_in, gate_out, weight, bias, light_in, light_out, light_bias)
+def _composite(x: torch.Tensor, *rest: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The op's implementation for every key without a compiled kernel; ``rest`` is the
+    schema's arguments after ``x``: the seven parameters, ``k``, ``act``."""
     if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
         ops = cpu_kernels()  # loading it also registers its CPU kernel for the next calls
         if ops is not None:
-            y, logits, idx = ops.midl_sparse_eval(x, *params, k, act)
+            y, logits, idx = ops.midl_sparse_eval(x, *rest)
             return y, logits, idx
-    return midl_eval_reference(x, *params, k, act)
+    return midl_eval_reference(x, *rest)
 
 
-def _fake(
-    x: torch.Tensor,
-    gate_in: torch.Tensor,
-    gate_out: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    light_in: torch.Tensor | None,
-    light_out: torch.Tensor | None,
-    light_bias: torch.Tensor | None,
-    k: int,
-    act: int,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    batch, d = x.shape[0], weight.shape[0]
+def _fake(x: torch.Tensor, *rest: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Output shapes from input shapes: ``(B, d)``, ``(B, d)``, ``(B, k)`` (int64)."""
+    batch, d, k = x.shape[0], rest[2].shape[0], rest[-2]  # rest[2]: W (d, d_in)
     return (
         x.new_empty((batch, d)),
         x.new_empty((batch, d)),
