@@ -228,6 +228,8 @@ def main(argv: list[str] | None = None) -> None:
             for target in args.ratios:
                 with torch.inference_mode(False):
                     fns, info = build(name, target, Path(tmp))
+                if any(b["model"] == name and b["k"] == info["k"] for b in builds):
+                    continue  # a small model may reach the same k for several targets
                 builds.append(info)
                 for threads in args.threads:
                     torch.set_num_threads(threads)
