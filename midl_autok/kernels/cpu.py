@@ -6,7 +6,9 @@ loads the cached build from :func:`build_directory`, under ``$TORCH_EXTENSIONS_D
 ``midl_autok.kernels`` logger, which the CLI prints) and returns
 the loaded module, or ``None`` when it cannot be built (no compiler, a failed build, or
 ``MIDL_AUTOK_NO_EXTENSIONS=1``). A failure is logged once as a warning on the
-``midl_autok.kernels`` logger; callers then use their pure-PyTorch path.
+``midl_autok.kernels`` logger; callers then use their pure-PyTorch path. Loading the module
+also registers the CPU kernel of the custom op ``midl_autok::midl_eval``
+(``csrc/midl_ops.cpp``; the op itself is defined in :mod:`midl_autok.ops`).
 
 The build uses ``-O3`` and, on x86-64 with GCC/Clang, ``-march=native``; the module name
 carries a hash of the source, of this CPU's feature flags and of the environment (the torch
