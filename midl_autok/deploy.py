@@ -7,16 +7,20 @@
 - ``format="torchscript"``: a traced TorchScript module (``.pt``) for libtorch (C++)
   consumers; upstream has deprecated TorchScript, so it is the second choice.
 
-**Why the exported graph is the masked dense computation.** MID-L's selection is data
-dependent in *which* neurons, not in *how many*: with k fixed, top-k, the mask and the masked
-products all have static shapes, so ``torch.export`` captures them exactly (and the batch size
-stays symbolic). The two sparse paths are not exportable as they are: the pure-PyTorch gather
-path needs ``unique()`` over the batch's selections, whose size depends on the data (an
-unbacked dimension ``torch.export`` rejects or must specialize), and the compiled CPU kernel
-is a C++ extension opaque to tracing. The exported file therefore computes the same outputs
-as the trained model (tests check it) at masked dense cost; the row-skipping speed-up is what
-the model itself delivers in Python on CPU (``eval()`` picks the compiled kernel at small
-batches). :func:`latency_report` measures both against the dense model.
+**Two programs.** By default the exported graph calls the custom op
+``midl_autok::midl_eval`` (:mod:`midl_autok.ops`) once per MID-L layer: at run time that is
+the compiled CPU kernel, which computes only the selected rows of W (the sparse program, as
+fast as the model in Python). It needs midl-autok installed where it runs (``import
+midl_autok.ops`` registers the op; on a machine without a compiler, or with
+``MIDL_AUTOK_NO_EXTENSIONS=1``, the op runs its PyTorch implementation: same outputs, masked
+dense cost). ``portable=True`` (``export --model ... --portable``) writes the masked dense
+computation in plain ATen ops instead: it runs with torch alone (any machine, any
+torch.export consumer) at dense cost. Both capture the selection exactly: with k fixed,
+top-k and the masked products have static shapes, and the batch size stays symbolic. Without
+the compiled kernels (no compiler, or ``MIDL_AUTOK_NO_EXTENSIONS=1``) export writes the
+portable program and logs one line saying that the fast path is off. TorchScript files are
+always masked dense (libtorch has no ``midl_autok`` op). :func:`latency_report` measures the
+model and the program against the dense model.
 
 The file records its provenance (k per layer, architecture, signature, midl-autok version)
 as an extra file ``midl_autok.json``, and the weights once more as a plain state dict.
@@ -35,13 +39,14 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
 import os
 import statistics
 import time
 import warnings
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -49,6 +54,7 @@ import torch
 from torch import nn
 
 from midl_autok.errors import UserError
+from midl_autok.kernels.cpu import cpu_kernels, cpu_kernels_status
 from midl_autok.layers import MIDL
 from midl_autok.models import MIDLNet, build_model
 
@@ -69,9 +75,12 @@ __all__ = [
 
 Format = Literal["export", "torchscript"]
 FORMATS: tuple[Format, ...] = ("export", "torchscript")
+Program = Literal["sparse", "portable"]  # the custom op midl_autok::midl_eval, or masked dense
 META_NAME = "midl_autok.json"
 WEIGHTS_NAME = "midl_autok_weights.b64"  # torch.save(state_dict), base64 (extra files are text)
 MAX_BATCH = 1 << 20  # upper bound of the exported program's symbolic batch size
+
+log = logging.getLogger("midl_autok.kernels")  # the CLI prints its records
 
 
 @contextmanager
@@ -88,13 +97,16 @@ def _masked_dense(model: nn.Module) -> Iterator[None]:
             m.sparse_eval = mode
 
 
-def _metadata(model: nn.Module, fmt: Format, example: torch.Tensor) -> dict[str, Any]:
+def _metadata(
+    model: nn.Module, fmt: Format, example: torch.Tensor, program: Program
+) -> dict[str, Any]:
     from midl_autok import __version__
 
     meta: dict[str, Any] = {
         "format": "midl-autok/model",
         "version": 1,
         "export_format": fmt,
+        "program": program,
         "input_shape": list(example.shape[1:]),
         "input_dtype": str(example.dtype).replace("torch.", ""),
         "midl_autok_version": __version__,
@@ -124,13 +136,16 @@ def export_model(
     example: torch.Tensor,
     k: Mapping[str, int] | None = None,
     format: Format = "export",
+    portable: bool = False,
     info: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``model`` (eval mode, MID-L layers at ``k`` or their current k) to ``path``.
 
     ``example`` is one input batch (any batch size; its other dimensions are fixed in the
-    file); ``info`` is merged into the file's metadata (e.g. metrics, provenance). Returns
-    the path written. The model's training mode and k are restored.
+    file); ``portable``: the masked dense program (torch alone runs it) instead of the one
+    that calls the sparse kernel (see the module docstring); ``info`` is merged into the
+    file's metadata (e.g. metrics, provenance). Returns the path written. The model's
+    training mode and k are restored.
     """
     if format not in FORMATS:
         raise UserError(f"unknown export format {format!r}; valid: {', '.join(FORMATS)}")
@@ -144,11 +159,13 @@ def export_model(
     example = example.detach()
     try:
         model.eval()
-        meta = {**_metadata(model, format, example), **dict(info or {})}
+        program = _program(format, portable, example)
+        meta = {**_metadata(model, format, example, program), **dict(info or {})}
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # same suffix: .pt2 expected
         files = {META_NAME: json.dumps(meta), WEIGHTS_NAME: _weights_text(model)}
-        with _masked_dense(model), torch.no_grad():
+        layout = _masked_dense(model) if program == "portable" else nullcontext()
+        with layout, torch.no_grad():
             if format == "export":
                 _save_export(model, example, tmp, files)
             else:
@@ -159,6 +176,36 @@ def export_model(
             model.set_k(previous)
         model.train(was_training)
     return path
+
+
+def _program(fmt: Format, portable: bool, example: torch.Tensor) -> Program:
+    """Which program to write: sparse (the custom op) unless asked for a portable one, writing
+    TorchScript, or on CPU without the compiled kernels (then one log line says so)."""
+    if portable or fmt == "torchscript":
+        return "portable"
+    if example.device.type == "cpu" and fast_path_off():
+        return "portable"
+    return "sparse"
+
+
+def fast_path_off() -> bool:
+    """Whether the compiled CPU kernels are unavailable (loading or building them now); if
+    so, log once per process that MID-L programs run at masked dense cost."""
+    global _FAST_PATH_NOTICE
+    if cpu_kernels() is not None:
+        return False
+    if not _FAST_PATH_NOTICE:
+        _FAST_PATH_NOTICE = True
+        log.warning(
+            "MID-L fast path off (CPU kernels %s): export writes the portable masked dense "
+            "program, and programs run midl_autok::midl_eval in PyTorch (same outputs, dense "
+            "cost)",
+            cpu_kernels_status(),
+        )
+    return True
+
+
+_FAST_PATH_NOTICE = False
 
 
 def _save_export(model: nn.Module, example: torch.Tensor, path: Path, files: dict) -> None:
@@ -184,10 +231,12 @@ def export_schedule_model(
     path: str | os.PathLike[str],
     *,
     format: Format = "export",
+    portable: bool = False,
     device: str = "cpu",
 ) -> tuple[Path, TrainResult]:
     """Replay an exported schedule (its recorded experiment spec and seed, as
-    ``midl-autok train --schedule`` does) and write the trained model at its final k.
+    ``midl-autok train --schedule`` does) and write the trained model at its final k
+    (``portable``: see :func:`export_model`).
 
     Returns the path written and the training result (its metrics are the replay's).
     """
@@ -215,7 +264,9 @@ def export_schedule_model(
         "provenance": {k: v for k, v in prov.items() if k != "spec"},
         "experiment": spec.name,
     }
-    written = export_model(model, path, example=data.x_test[:2].cpu(), format=format, info=info)
+    written = export_model(
+        model, path, example=data.x_test[:2].cpu(), format=format, portable=portable, info=info
+    )
     return written, result
 
 
@@ -260,21 +311,89 @@ def load_model(path: str | os.PathLike[str]) -> MIDLNet:
 
 
 def load_program(path: str | os.PathLike[str], *, trusted: bool = False) -> nn.Module:
-    """The exported graph itself (``torch.export`` program or TorchScript module), for a file
-    you wrote yourself: these loaders may unpickle parts of the file, so ``trusted=True`` is
-    required. :func:`load_model` is the safe way to load a file from elsewhere."""
+    """The exported graph itself (a :class:`ProgramModule` running the ``torch.export``
+    program, or the TorchScript module), for a file you wrote yourself: these loaders may
+    unpickle parts of the file, so ``trusted=True`` is required. :func:`load_model` is the
+    safe way to load a file from elsewhere. A sparse program needs the op registered
+    (this module imports :mod:`midl_autok.ops`) and loads the compiled kernels here."""
     if not trusted:
         raise UserError(
             "load_program runs torch.export.load / torch.jit.load, which can execute code "
             "from the file; pass trusted=True for a file you wrote, or use load_model"
         )
     path = Path(path)
-    fmt = read_metadata(path).get("export_format", "export")
+    meta = read_metadata(path)
+    fmt = meta.get("export_format", "export")
     if fmt == "export":
-        return torch.export.load(path).module()
+        if meta.get("program") == "sparse":  # its op: registered (midl_autok.ops), kernel loaded
+            fast_path_off()
+        return ProgramModule(torch.export.load(path), meta)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         return torch.jit.load(str(path)).eval()
+
+
+class ProgramModule(nn.Module):
+    """An exported program, run as its graph with the weights passed in directly.
+
+    ``ExportedProgram.module()`` (still available as :attr:`unlifted`) wraps the graph in
+    per-call pytree flattening, input-constraint hooks, guard checks and one
+    ``Module.__getattr__`` per weight: on a MID-L MLP at batch 1 that cost more than the
+    layers themselves. Here a call checks the input's trailing shape and dtype (what the
+    program was exported for; the batch size is free) and calls the graph module with the
+    program's parameters, buffers and constants in its signature's order. Programs whose
+    signature needs more (several inputs, mutated buffers) run through ``module()``."""
+
+    def __init__(self, program: Any, meta: Mapping[str, Any]) -> None:
+        from torch.export.graph_signature import InputKind, OutputKind
+
+        super().__init__()
+        self.program = program
+        self.unlifted = program.module()
+        signature = program.graph_signature
+        state = {**program.state_dict, **program.constants}
+        users = [
+            i for i, spec in enumerate(signature.input_specs) if spec.kind == InputKind.USER_INPUT
+        ]
+        direct = (
+            len(users) == 1
+            and all(spec.kind == OutputKind.USER_OUTPUT for spec in signature.output_specs)
+            and all(
+                spec.kind == InputKind.USER_INPUT or spec.target in state
+                for spec in signature.input_specs
+            )
+        )
+        self._direct = direct
+        self._before: list[Any] = []
+        self._after: list[Any] = []
+        if direct:
+            args = [
+                state.get(spec.target) if spec.target else None for spec in signature.input_specs
+            ]
+            self._before, self._after = args[: users[0]], args[users[0] + 1 :]
+        self._graph_module = program.graph_module
+        tensors = [a for a in self._before + self._after if isinstance(a, torch.Tensor)]
+        self._device = tensors[0].device if tensors else torch.device("cpu")
+        self._shape = tuple(meta.get("input_shape", ()))
+        self._dtype = getattr(torch, str(meta.get("input_dtype", "float32")), None)
+
+    @property
+    def graph(self) -> Any:
+        """The graph that runs (the program's, with its weights as inputs)."""
+        return self._graph_module.graph
+
+    def forward(self, x: torch.Tensor) -> Any:
+        if not self._direct or x.device != self._device:  # e.g. after .to("cuda")
+            return self.unlifted(x)
+        if tuple(x.shape[1:]) != self._shape or (
+            self._dtype is not None and x.dtype != self._dtype
+        ):
+            raise ValueError(
+                f"the program takes input of shape (B, {', '.join(map(str, self._shape))}) and "
+                f"dtype {self._dtype}, but got {tuple(x.shape)} {x.dtype}"
+            )
+        out = self._graph_module(*self._before, x, *self._after)
+        return out[0] if len(out) == 1 else out
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:

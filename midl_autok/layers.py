@@ -32,7 +32,11 @@ Execution paths (all compute the same function; tests hold each to the masked de
   sees), ``"kernel"`` a compiled CPU kernel (:mod:`midl_autok.kernels`) that computes only
   the selected (sample, row) products of the full path -- row-grouped dot products for a few
   samples, a blocked sampled dense-dense product for float32 batches (AVX-512) -- and fuses
-  gate, selection, light path, mix and activation into one call.
+  gate, selection, light path, mix and activation into one call. While ``torch.export`` or
+  ``torch.compile`` record a graph (no grad, float32/64), this path is the custom op
+  ``midl_autok::midl_eval`` (:mod:`midl_autok.ops`): one node that runs the same kernel.
+  Decisions are cached per (batch, k, dtype, device, mode, grad) once the kernels'
+  availability is settled.
 
 On CPU the exact top-k selection uses the compiled radix-select kernel when it is built
 (``torch.topk`` costs several times more at large k); results are identical except for exact
@@ -49,7 +53,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from midl_autok.kernels.cpu import cpu_kernels  # light: builds nothing until first called
+from midl_autok import ops as _ops  # registers the custom op midl_autok::midl_eval
+from midl_autok.kernels.cpu import cpu_kernels, cpu_kernels_status  # light: builds nothing yet
 
 __all__ = ["ACTIVATIONS", "EVAL_PATHS", "MIDL", "make_activation", "topk_mask"]
 
@@ -57,6 +62,9 @@ SparseMode = Literal["auto", "always", "never", "gather", "kernel"]
 EvalPath = Literal["dense", "gather", "kernel"]
 EVAL_PATHS: tuple[EvalPath, ...] = ("dense", "gather", "kernel")
 SPARSE_MODES = ("auto", "always", "never", "gather", "kernel")
+
+# Eval path decisions a layer remembers (one per batch size, k, dtype, ...).
+_MAX_CACHED_PATHS = 64
 
 # Below this many scores (B * d), torch.topk beats a call into the compiled kernel.
 _CPP_TOPK_MIN = 8192
@@ -140,6 +148,18 @@ _is_exporting: Callable[[], bool] = getattr(torch.compiler, "is_exporting", lamb
 
 def _tracing() -> bool:
     return bool(torch.compiler.is_compiling() or _is_exporting() or torch.jit.is_tracing())
+
+
+def _op_traceable(x: torch.Tensor) -> bool:
+    """Whether a graph being recorded takes the custom op ``midl_autok::midl_eval`` for ``x``:
+    torch.export / torch.compile, float32/64, no gradient recorded (the op has no backward).
+    ``jit.trace`` records masked dense instead: a TorchScript file runs in libtorch, where
+    the op is not registered."""
+    return (
+        not torch.jit.is_tracing()
+        and not torch.is_grad_enabled()
+        and x.dtype in (torch.float32, torch.float64)
+    )
 
 
 def topk_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -384,12 +404,15 @@ class MIDL(nn.Module):
         mask: Any = None,
         is_gate: bool = False,
     ) -> None:
-        """Keep what this forward selected; ``is_gate``: ``logits`` holds the gate values."""
+        """Keep what this forward selected; ``is_gate``: ``logits`` holds the gate values.
+        (Plain attributes written to ``__dict__`` directly: ``nn.Module.__setattr__`` costs
+        microseconds per call, which shows on a whole model at batch 1.)"""
         if _is_exporting() or torch.jit.is_tracing():  # Python state, not part of the graph
             return
-        self._last = (logits.detach(), idx, None if mask is None else mask.detach())
-        self._last_is_gate = is_gate
-        self._last_views = None
+        state = self.__dict__
+        state["_last"] = (logits.detach(), idx, None if mask is None else mask.detach())
+        state["_last_is_gate"] = is_gate
+        state["_last_views"] = None
 
     def _views(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         if self._last is None:
@@ -435,7 +458,7 @@ class MIDL(nn.Module):
         if not flat:
             x = x.reshape(-1, self.in_features)  # (B, d_in)
         k = self.out_features if self._k is None else self._k
-        path = "dense" if self.training else self.eval_path(x, k)
+        path = "dense" if self.training else self._cached_eval_path(x, k)
         if path == "kernel":
             y = self._kernel_forward(x, k)
         elif path == "gather":
@@ -443,6 +466,24 @@ class MIDL(nn.Module):
         else:
             y = self._dense_forward(x, k)
         return y if flat else y.reshape(*lead, self.out_features)
+
+    def _cached_eval_path(self, x: torch.Tensor, k: int) -> EvalPath:
+        """:meth:`eval_path`, remembered per (batch, k, dtype, device, mode, grad) once the
+        kernels' availability is settled (it is what the rule depends on), so a model called
+        again on the same shapes pays a dict lookup instead of the rule. Never cached while
+        a graph is recorded."""
+        if _tracing():
+            return self.eval_path(x, k)
+        key = (x.shape[0], k, x.dtype, x.device, self.sparse_eval, torch.is_grad_enabled())
+        paths: dict[tuple[Any, ...], EvalPath] = self.__dict__.setdefault("_eval_paths", {})
+        path = paths.get(key)
+        if path is None:
+            path = self.eval_path(x, k)
+            if cpu_kernels_status() != "not built":  # built, disabled or failed: settled
+                if len(paths) >= _MAX_CACHED_PATHS:
+                    paths.clear()
+                paths[key] = path
+        return path
 
     def eval_path(self, x: torch.Tensor, k: int | None = None) -> EvalPath:
         """The path an ``eval()`` forward takes for the (B, d_in) input ``x`` at ``k``.
@@ -457,6 +498,8 @@ class MIDL(nn.Module):
         mode = self.sparse_eval
         if k >= self.out_features or mode == "never":
             return "dense"
+        if _tracing():  # a graph is being recorded: the custom op, or masked dense
+            return "kernel" if _op_traceable(x) else "dense"
         if mode in ("always", "gather"):
             return "gather"
         batch = x.shape[0]
@@ -583,13 +626,14 @@ class MIDL(nn.Module):
         return self.act(mixed)
 
     def _kernel_forward(self, x: torch.Tensor, k: int) -> torch.Tensor:
-        """The compiled CPU kernel: one call for gate, selection, rows, light, mix, act."""
+        """The compiled CPU kernel: one call for gate, selection, rows, light, mix, act.
+        While a graph is recorded, the custom op ``midl_autok::midl_eval`` (the same kernel
+        at run time, one node in the graph)."""
         act: Any = self._modules["act"]
         code = _act_code(act)
-        ops: Any = cpu_kernels()
-        y, logits, idx = ops.midl_sparse_eval(
-            x, *self._kernel_params(), k, 0 if code is None else code
-        )
+        ops: Any = None if _tracing() else cpu_kernels()
+        run: Any = _ops.midl_eval if ops is None else ops.midl_sparse_eval
+        y, logits, idx = run(x, *self._kernel_params(), k, 0 if code is None else code)
         self._record(logits, idx=idx)
         return y if code is not None else act(y)
 

@@ -18,6 +18,7 @@ from midl_autok.deploy import (
     read_metadata,
 )
 from midl_autok.errors import UserError
+from midl_autok.kernels import cpu_kernels
 from midl_autok.models import build_model
 from midl_autok.spec import validate_spec
 from midl_autok.trainer import dataset_for_spec, run_experiment
@@ -60,6 +61,9 @@ def test_exported_model_gives_the_trained_outputs(trained, fmt: str, tmp_path: P
             torch.testing.assert_close(program(x), want, msg=f"program, batch {batch}")
     meta = read_metadata(path)
     assert meta["export_format"] == fmt
+    assert meta["program"] == (
+        "portable" if fmt == "torchscript" or cpu_kernels() is None else "sparse"
+    )
     assert meta["k"] == final_k
     assert meta["arch"] == "mlp"
     assert meta["signature"] == model.signature()
@@ -159,6 +163,10 @@ def test_a_searched_schedule_replays_into_an_exported_model(tmp_path: Path) -> N
     replay.model.eval()
     with torch.no_grad():
         torch.testing.assert_close(load_model(path)(x), replay.model(x))
+    portable, _ = export_schedule_model(schedule, tmp_path / "portable.pt2", portable=True)
+    assert read_metadata(portable)["program"] == "portable"  # export --model ... --portable
+    with torch.no_grad():
+        torch.testing.assert_close(load_program(portable, trusted=True)(x), replay.model(x))
     with pytest.raises(UserError, match="does not record its experiment"):
         export_schedule_model(first.schedule, tmp_path / "other.pt2")
 

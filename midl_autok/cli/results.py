@@ -171,6 +171,15 @@ def export(
             "architecture built dense, at batch 1, 16 and 256.",
         ),
     ] = True,
+    portable: Annotated[
+        bool,
+        typer.Option(
+            "--portable",
+            help="With --model: write the masked dense program, which runs with torch alone "
+            "(no midl-autok, any machine) at dense cost, instead of the one that calls the "
+            "sparse kernel (op midl_autok::midl_eval; needs midl-autok where it runs).",
+        ),
+    ] = False,
 ) -> None:
     """Write a Pareto schedule (KSchedule JSON/YAML with metrics and provenance).
 
@@ -214,7 +223,7 @@ def export(
     if model_out is not None:
         from midl_autok.deploy import export_schedule_model
 
-        written, result = export_schedule_model(schedule, model_out)
+        written, result = export_schedule_model(schedule, model_out, portable=portable)
         stdout_console().print(
             f"wrote {written}: the replayed model at its final k (test acc "
             f"{result.metrics['test_accuracy']:.4f}); load it with "

@@ -1,4 +1,4 @@
-"""Build-on-first-use loader for the CPU sparse-eval kernel (source: :mod:`._cpu_source`).
+"""Build-on-first-use loader for the CPU kernels (source: ``csrc/*.cpp``, shipped as package data).
 
 :func:`cpu_kernels` compiles the extension the first time it is called in a process (or
 loads the cached build from :func:`build_directory`, under ``$TORCH_EXTENSIONS_DIR``, default
@@ -6,7 +6,9 @@ loads the cached build from :func:`build_directory`, under ``$TORCH_EXTENSIONS_D
 ``midl_autok.kernels`` logger, which the CLI prints) and returns
 the loaded module, or ``None`` when it cannot be built (no compiler, a failed build, or
 ``MIDL_AUTOK_NO_EXTENSIONS=1``). A failure is logged once as a warning on the
-``midl_autok.kernels`` logger; callers then use their pure-PyTorch path.
+``midl_autok.kernels`` logger; callers then use their pure-PyTorch path. Loading the module
+also registers the CPU kernel of the custom op ``midl_autok::midl_eval``
+(``csrc/midl_ops.cpp``; the op itself is defined in :mod:`midl_autok.ops`).
 
 The build uses ``-O3`` and, on x86-64 with GCC/Clang, ``-march=native``; the module name
 carries a hash of the source, of this CPU's feature flags and of the environment (the torch
@@ -25,6 +27,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from types import ModuleType
 
 __all__ = ["build_directory", "cpu_kernels", "cpu_kernels_status", "no_build"]
@@ -32,6 +35,9 @@ __all__ = ["build_directory", "cpu_kernels", "cpu_kernels_status", "no_build"]
 log = logging.getLogger("midl_autok.kernels")
 
 DISABLE_ENV = "MIDL_AUTOK_NO_EXTENSIONS"
+
+# The C++ sources, shipped as package data (pyproject: kernels/csrc/*).
+SOURCES = tuple(sorted((Path(__file__).parent / "csrc").glob("*.cpp")))
 
 _lock = threading.Lock()
 _module: ModuleType | None = None
@@ -78,9 +84,8 @@ def _build_flags() -> list[str]:
 
 def _module_name() -> str:
     """The extension's name: a hash of everything its build depends on."""
-    from midl_autok.kernels._cpu_source import SOURCE
-
-    parts = [SOURCE, *_build_flags(), _cpu_flags(), *_toolchain()]
+    parts = [*(p.read_text(encoding="utf-8") for p in SOURCES), *_build_flags(), _cpu_flags()]
+    parts += _toolchain()
     return f"midl_autok_cpu_{hashlib.sha256(chr(10).join(parts).encode()).hexdigest()[:12]}"
 
 
@@ -105,28 +110,16 @@ def _is_built(directory: str) -> bool:
 def _build() -> ModuleType:
     import torch.utils.cpp_extension as ext
 
-    from midl_autok.kernels._cpu_source import SOURCE
-
     cflags = _build_flags()
     directory = build_directory()
     os.makedirs(directory, exist_ok=True)
     ldflags = ["-fopenmp"] if "-fopenmp" in cflags else []
-    return ext.load_inline(
+    return ext.load(
         name=os.path.basename(directory),
-        cpp_sources=SOURCE,
-        functions=[
-            "midl_sparse_eval",
-            "midl_topk_mask",
-            "midl_mix_forward",
-            "midl_mix_backward",
-            "midl_blocked_available",
-            "midl_blocked_min_batch",
-            "midl_train",
-        ],
+        sources=[str(p) for p in SOURCES],
         extra_cflags=cflags,
         extra_ldflags=ldflags,
         build_directory=directory,
-        with_pytorch_error_handling=False,
         verbose=False,
     )
 

@@ -1,28 +1,25 @@
-"""C++ source of the CPU sparse-eval kernel (compiled on first use by :mod:`.cpu`).
+// MID-L CPU kernels, compiled on first use by midl_autok/kernels/cpu.py (shipped as package data).
+//
+// ``midl_sparse_eval(x, G1, G2, W, b, V, U, c, k, act)`` computes one MID-L layer in eval mode
+// for x (B, d_in) and returns ``(y, logits, idx)``:
+//
+// 1. ``logits = linear(linear(x, G1), G2)`` with the same ATen calls as the Python path, so the
+//    selection is identical to the masked dense computation;
+// 2. ``light = linear(linear(x, V), U, c)`` (or 0 without a light path);
+// 3. per sample, the k largest logits (radix selection of the k-th largest key, then one
+//    scan; exactly k even with ties or NaN) -> ``idx`` (B, k);
+// 4. ``y = act(light)`` everywhere, then for the selected (sample, row) pairs only
+//    ``y = act(light + g * (W[row] . x + b[row] - light))`` with ``g = sigmoid(logit)``.
+//    With a few samples (or float64, or no AVX-512) the dot products read the selected rows of
+//    W in place, grouped by row (each selected row read once for all samples that chose it).
+//    From 8 float32 samples on, with AVX-512, a blocked sampled dense-dense product: samples in
+//    tiles (a bit set of the tile's samples per row), d_in in chunks that keep a tile's inputs
+//    in L1, rows in blocks that keep their chunk of W in L2, each row chunk dotted with up to 8
+//    of the tile's samples at once (``full_path_tiles_f32``). MKL's sgemm runs its AVX2 code on
+//    AMD CPUs, so on those this path also does its multiply-adds at a higher rate than the
+//    dense layer it is compared with.
+//
 
-Kept as a Python string so that it ships inside the package without package-data rules.
-
-``midl_sparse_eval(x, G1, G2, W, b, V, U, c, k, act)`` computes one MID-L layer in eval mode
-for x (B, d_in) and returns ``(y, logits, idx)``:
-
-1. ``logits = linear(linear(x, G1), G2)`` with the same ATen calls as the Python path, so the
-   selection is identical to the masked dense computation;
-2. ``light = linear(linear(x, V), U, c)`` (or 0 without a light path);
-3. per sample, the k largest logits (radix selection of the k-th largest key, then one
-   scan; exactly k even with ties or NaN) -> ``idx`` (B, k);
-4. ``y = act(light)`` everywhere, then for the selected (sample, row) pairs only
-   ``y = act(light + g * (W[row] . x + b[row] - light))`` with ``g = sigmoid(logit)``.
-   With a few samples (or float64, or no AVX-512) the dot products read the selected rows of
-   W in place, grouped by row (each selected row read once for all samples that chose it).
-   From 8 float32 samples on, with AVX-512, a blocked sampled dense-dense product: samples in
-   tiles (a bit set of the tile's samples per row), d_in in chunks that keep a tile's inputs
-   in L1, rows in blocks that keep their chunk of W in L2, each row chunk dotted with up to 8
-   of the tile's samples at once (``full_path_tiles_f32``). MKL's sgemm runs its AVX2 code on
-   AMD CPUs, so on those this path also does its multiply-adds at a higher rate than the
-   dense layer it is compared with.
-"""
-
-SOURCE = r"""
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
@@ -716,10 +713,8 @@ std::vector<at::Tensor> midl_sparse_eval(
   });
   return {out, logits, idx};
 }
-"""
 
-# Appended to SOURCE: whether this build has the blocked batch path (for the cost rule).
-SOURCE += r"""
+// Appended to SOURCE: whether this build has the blocked batch path (for the cost rule).
 bool midl_blocked_available() {
 #if defined(__AVX512F__)
   return true;
@@ -729,11 +724,9 @@ bool midl_blocked_available() {
 }
 
 int64_t midl_blocked_min_batch() { return kTileBatch; }
-"""
 
-# Appended to SOURCE: the exact top-k mask, used by every CPU path (torch.topk is slow for
-# large k on CPU: ~5 us per row of 512 at k = 230, against well under 1 us here).
-SOURCE += r"""
+// Appended to SOURCE: the exact top-k mask, used by every CPU path (torch.topk is slow for
+// large k on CPU: ~5 us per row of 512 at k = 230, against well under 1 us here).
 at::Tensor midl_topk_mask(const at::Tensor& scores_in, int64_t k) {
   TORCH_CHECK(scores_in.dim() == 2, "scores must be (B, d)");
   TORCH_CHECK(scores_in.device().is_cpu(), "midl_topk_mask runs on CPU tensors only");
@@ -757,13 +750,11 @@ at::Tensor midl_topk_mask(const at::Tensor& scores_in, int64_t k) {
   });
   return mask;
 }
-"""
 
-# Appended to SOURCE: the training step's elementwise work, fused into one pass each way.
-# Forward:  g = sigmoid(logits), a = m g, y = act(a f + (1 - a) l)          (act: identity|relu)
-# Backward: p = dy act'(y), df = p a, dl = p - df, da = p (f - l),
-#           dlogits = da (m + g) g (1 - g)       (straight-through: d a / d g = m + g)
-SOURCE += r"""
+// Appended to SOURCE: the training step's elementwise work, fused into one pass each way.
+// Forward:  g = sigmoid(logits), a = m g, y = act(a f + (1 - a) l)          (act: identity|relu)
+// Backward: p = dy act'(y), df = p a, dl = p - df, da = p (f - l),
+//           dlogits = da (m + g) g (1 - g)       (straight-through: d a / d g = m + g)
 namespace {
 // One pass each way; the cases are template parameters so that every loop body is
 // branch-free and vectorizes (the sigmoid itself is ATen's vectorized one).
@@ -867,16 +858,14 @@ std::vector<at::Tensor> midl_mix_backward(const at::Tensor& grad_in, const at::T
   });
   return {dz, df, dl};
 }
-"""
 
-# Appended to SOURCE: one training step's layer as a C++ autograd function (float32,
-# AVX-512, activation identity or ReLU). Forward: f = x W^T + b and [h_g | h_l] = x [G1; V]^T
-# as two GEMMs, then per sample in one pass the thin products z = G2 h_g, l = U h_l + c, the
-# top-k mask (k < d), g = sigmoid(z) and y = act(a f + (1 - a) l), a = m g. Backward: per
-# sample the mix's gradients (straight-through, d a / d g = m + g), dh_g = G2^T dz and
-# dh_l = U^T dl, and the sums dG2 = dz h_g^T, dU = dl h_l^T, db, dc, without materializing
-# dz or dl; then dW = df^T x, [dG1; dV] = [dh_g | dh_l]^T x and dx as GEMMs.
-SOURCE += r"""
+// Appended to SOURCE: one training step's layer as a C++ autograd function (float32,
+// AVX-512, activation identity or ReLU). Forward: f = x W^T + b and [h_g | h_l] = x [G1; V]^T
+// as two GEMMs, then per sample in one pass the thin products z = G2 h_g, l = U h_l + c, the
+// top-k mask (k < d), g = sigmoid(z) and y = act(a f + (1 - a) l), a = m g. Backward: per
+// sample the mix's gradients (straight-through, d a / d g = m + g), dh_g = G2^T dz and
+// dh_l = U^T dl, and the sums dG2 = dz h_g^T, dU = dl h_l^T, db, dc, without materializing
+// dz or dl; then dW = df^T x, [dG1; dV] = [dh_g | dh_l]^T x and dx as GEMMs.
 #if defined(__AVX512F__)
 #include <torch/csrc/autograd/custom_function.h>
 
@@ -1172,4 +1161,14 @@ std::vector<at::Tensor> midl_train(const at::Tensor& x, const at::Tensor& G1,
   return {};
 #endif
 }
-"""
+
+// The Python bindings, registered once, here.
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("midl_sparse_eval", &midl_sparse_eval, "MID-L eval: (y, logits, idx)");
+  m.def("midl_topk_mask", &midl_topk_mask, "exact top-k mask per row");
+  m.def("midl_mix_forward", &midl_mix_forward, "fused gate mix, forward");
+  m.def("midl_mix_backward", &midl_mix_backward, "fused gate mix, backward");
+  m.def("midl_blocked_available", &midl_blocked_available, "whether the blocked path is built");
+  m.def("midl_blocked_min_batch", &midl_blocked_min_batch, "the blocked path's tile batch");
+  m.def("midl_train", &midl_train, "one training step of the layer (autograd function)");
+}
