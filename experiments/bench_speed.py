@@ -44,6 +44,7 @@ from torch import nn
 
 from midl_autok.flops import dense_flops, midl_flops
 from midl_autok.kernels import cpu_kernels, cpu_kernels_status
+from midl_autok.kernels.cpu import _cpu_flags
 from midl_autok.layers import MIDL
 
 OUT = Path(__file__).parent / "results" / "bench_speed.json"
@@ -363,6 +364,7 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "machine": platform.machine(),
         "processor": _cpu_name(),
+        "simd": _simd(),
         "cpus": os.cpu_count(),
         "kernels": cpu_kernels_status(),
         "load_average_before": load_before,
@@ -381,11 +383,22 @@ def main() -> None:
 
 def machine_line(c: dict[str, Any]) -> str:
     return (
-        f"\n{c['processor']}, {c['cpus']} CPUs, {c['threads']} torch thread(s), torch "
-        f"{c['torch']}, kernels: {c['kernels']}; load average (1 min) before "
+        f"\n{c['processor']} ({c.get('simd', 'SIMD level not recorded')}), {c['cpus']} CPUs, "
+        f"{c['threads']} torch thread(s), torch {c['torch']}, kernels: {c['kernels']}; "
+        f"load average (1 min) before "
         f"{c['load_average_before'][0]:.2f}, after {c['load_average_after'][0]:.2f}; "
         f"benchmark wall time {c['wall_s']:.0f} s"
     )
+
+
+def _simd() -> str:
+    """The SIMD level the kernels were built for (``-march=native``: this CPU's)."""
+    flags = set(_cpu_flags().split())
+    if "avx512f" in flags:
+        return "AVX-512"
+    if {"avx2", "fma"} <= flags:
+        return "AVX2 + FMA, no AVX-512"
+    return "no AVX2: generic loops"
 
 
 def _cpu_name() -> str:

@@ -1192,64 +1192,8 @@ inline void mix_backward_row(const float* dy, const float* y, const float* g, co
   }
 }
 #else
-// AVX2 + FMA: the same helpers with 8-float lanes (tails: load8/store8).
-
-// o[0..d) = c + sum_q h[q] * BT[q][0..d)  (BT: r x d, the transposed thin matrix), 32 at a time
-inline void thin_rows_t(const float* __restrict h, const float* __restrict BT, int64_t r,
-                        int64_t d, const float* __restrict c, float* __restrict o) {
-  int64_t j = 0;
-  for (; j + 32 <= d; j += 32) {
-    __m256 a[4];
-    for (int u = 0; u < 4; ++u)
-      a[u] = c != nullptr ? _mm256_loadu_ps(c + j + 8 * u) : _mm256_setzero_ps();
-    for (int64_t q = 0; q < r; ++q) {
-      const __m256 hq = _mm256_set1_ps(h[q]);
-      const float* b = BT + q * d + j;
-      for (int u = 0; u < 4; ++u) a[u] = _mm256_fmadd_ps(hq, _mm256_loadu_ps(b + 8 * u), a[u]);
-    }
-    for (int u = 0; u < 4; ++u) _mm256_storeu_ps(o + j + 8 * u, a[u]);
-  }
-  for (; j < d; j += 8) {
-    __m256 a0 = c != nullptr ? load8(c + j, d - j) : _mm256_setzero_ps();
-    for (int64_t q = 0; q < r; ++q)
-      a0 = _mm256_fmadd_ps(_mm256_set1_ps(h[q]), load8(BT + q * d + j, d - j), a0);
-    store8(o + j, a0, d - j);
-  }
-}
-
-// out[0..r) = sum_j v[j] * B[j][0..r)  (B: d x r), lanes over r, four chains over j
-inline void thin_cols(const float* __restrict v, const float* __restrict B, int64_t d,
-                      int64_t r, float* __restrict out) {
-  for (int64_t q0 = 0; q0 < r; q0 += 8) {
-    const int64_t n = r - q0;
-    __m256 a[4];
-    for (int u = 0; u < 4; ++u) a[u] = _mm256_setzero_ps();
-    int64_t j = 0;
-    for (; j + 4 <= d; j += 4)
-      for (int u = 0; u < 4; ++u)
-        a[u] = _mm256_fmadd_ps(_mm256_set1_ps(v[j + u]), load8(B + (j + u) * r + q0, n), a[u]);
-    for (; j < d; ++j)
-      a[0] = _mm256_fmadd_ps(_mm256_set1_ps(v[j]), load8(B + j * r + q0, n), a[0]);
-    store8(out + q0, _mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3])), n);
-  }
-}
-
-// acc[j][0..r) += sum_u v[u][j] * h[u][0..r) for n <= 4 rows v (d) and h (r): one
-// load/store of acc per j for all n (B x r outer-product sums, acc: d x r)
-inline void outer_acc(const float* const* v, const float* const* h, int n, int64_t d,
-                      int64_t r, float* __restrict acc) {
-  for (int64_t q0 = 0; q0 < r; q0 += 8) {
-    const int64_t len = r - q0;
-    __m256 hv[4];
-    for (int u = 0; u < n; ++u) hv[u] = load8(h[u] + q0, len);
-    for (int64_t j = 0; j < d; ++j) {
-      float* a = acc + j * r + q0;
-      __m256 s = load8(a, len);
-      for (int u = 0; u < n; ++u) s = _mm256_fmadd_ps(_mm256_set1_ps(v[u][j]), hv[u], s);
-      store8(a, s, len);
-    }
-  }
-}
+// AVX2 + FMA: the mix rows with 8-float lanes (tails: load8/store8); the thin products
+// are GEMMs (kThinGemm).
 
 // One sample of the forward mix (as the AVX-512 mix_forward_row).
 inline void mix_forward_row(const float* z, const float* ms, const float* fs, const float* ls,
@@ -1267,7 +1211,8 @@ inline void mix_forward_row(const float* z, const float* ms, const float* fs, co
   }
 }
 
-// One sample of the backward mix (as the AVX-512 mix_backward_row).
+// One sample of the backward mix (as the AVX-512 mix_backward_row, except that db and dc
+// may be null: the sums over samples are then left to the caller).
 inline void mix_backward_row(const float* dy, const float* y, const float* g, const float* m,
                              const float* f, const float* l, float* df, float* db, float* dc,
                              float* dl, float* dz, int64_t d, bool relu) {
@@ -1281,13 +1226,13 @@ inline void mix_backward_row(const float* dy, const float* y, const float* g, co
     const __m256 mv = m != nullptr ? load8(m + j, n) : one;
     const __m256 dfv = _mm256_mul_ps(p, _mm256_mul_ps(mv, gv));
     store8(df + j, dfv, n);
-    store8(db + j, _mm256_add_ps(load8(db + j, n), dfv), n);
+    if (db != nullptr) store8(db + j, _mm256_add_ps(load8(db + j, n), dfv), n);
     const __m256 fv = load8(f + j, n);
     __m256 da;
     if (l != nullptr) {
       const __m256 dlv = _mm256_sub_ps(p, dfv);
       store8(dl + j, dlv, n);
-      store8(dc + j, _mm256_add_ps(load8(dc + j, n), dlv), n);
+      if (dc != nullptr) store8(dc + j, _mm256_add_ps(load8(dc + j, n), dlv), n);
       da = _mm256_mul_ps(p, _mm256_sub_ps(fv, load8(l + j, n)));
     } else {
       da = _mm256_mul_ps(p, fv);
@@ -1309,6 +1254,10 @@ inline at::Tensor opt(const c10::optional<at::Tensor>& t, const at::Tensor& like
 }
 inline at::Tensor given(const at::Tensor& t) { return t.numel() > 0 ? t : at::Tensor(); }
 
+// AVX2 builds form the thin products of the gate and light path as GEMMs on (B, d) matrices
+// (forward z = h_g G2^T, l = h_l U^T + c; backward dh = dz G2, dG2 = dz^T h_g, ...): MKL's
+// thin GEMMs run them faster than 8-lane loops, and the elementwise passes then split
+// across threads. AVX-512 builds run them per sample inside the passes.
 struct MidlTrainFn : public torch::autograd::Function<MidlTrainFn> {
   // inputs: x, G1, G2, W, b, V, U, c (b, V, U, c may be undefined); outputs: y, g, m
   static variable_list forward(AutogradContext* ctx, at::Tensor x_in, at::Tensor G1,
@@ -1323,17 +1272,28 @@ struct MidlTrainFn : public torch::autograd::Function<MidlTrainFn> {
     const at::Tensor A = light ? at::cat({G1, V}, 0) : G1;  // (rg + rl, d_in)
     const at::Tensor H = at::mm(x, A.t());                   // (B, rg + rl): [h_g | h_l]
     const at::Tensor f = b.defined() ? at::addmm(b, x, W.t()) : at::mm(x, W.t());
+    at::Tensor y = at::empty({B, d}, x.options()), g = at::empty({B, d}, x.options());
+#if MIDL_AVX2
+    // the thin products as GEMMs: logits Z = h_g G2^T and l = h_l U^T + c, (B, d) each
+    const at::Tensor Z = at::mm(H.narrow(1, 0, rg), G2.t());
+    at::Tensor l;
+    if (light) {
+      const at::Tensor hl = H.narrow(1, rg, rl);
+      l = c.defined() ? at::addmm(c, hl, U.t()) : at::mm(hl, U.t());
+    }
+    const float* zp = Z.data_ptr<float>();
+#else
     const at::Tensor G2T = G2.t().contiguous();
     const at::Tensor UT = light ? U.t().contiguous() : at::Tensor();
     const at::Tensor cc = c.defined() ? c.contiguous() : at::Tensor();
-    at::Tensor y = at::empty({B, d}, x.options()), g = at::empty({B, d}, x.options());
     at::Tensor l = light ? at::empty({B, d}, x.options()) : at::Tensor();
-    at::Tensor m = k < d ? at::zeros({B, d}, x.options()) : at::Tensor();
     const float* Hp = H.data_ptr<float>();
-    const float* fp = f.data_ptr<float>();
     const float* g2t = G2T.data_ptr<float>();
     const float* ut = light ? UT.data_ptr<float>() : nullptr;
     const float* cp = cc.defined() ? cc.data_ptr<float>() : nullptr;
+#endif
+    at::Tensor m = k < d ? at::zeros({B, d}, x.options()) : at::Tensor();
+    const float* fp = f.data_ptr<float>();
     float* yp = y.data_ptr<float>();
     float* gp = g.data_ptr<float>();
     float* lp = light ? l.data_ptr<float>() : nullptr;
@@ -1342,23 +1302,30 @@ struct MidlTrainFn : public torch::autograd::Function<MidlTrainFn> {
     const bool relu = act == 1;
     const int64_t grain = std::max<int64_t>(1, kParallelMacs / std::max<int64_t>(d * hs, 1));
     at::parallel_for(0, B, grain, [&](int64_t s0, int64_t s1) {
-      std::vector<float> zrow(d);
       std::vector<uint32_t> keys, scratch;
       std::vector<int64_t> idx(k);
+#if !MIDL_AVX2
+      std::vector<float> zrow(d);
+#endif
       for (int64_t s = s0; s < s1; ++s) {
+        float* ls = lp != nullptr ? lp + s * d : nullptr;
+#if MIDL_AVX2
+        const float* z = zp + s * d;  // logits
+#else
         const float* hg = Hp + s * hs;
         thin_rows_t(hg, g2t, rg, d, nullptr, zrow.data());  // logits
+        const float* z = zrow.data();
+        if (ls != nullptr) thin_rows_t(hg + rg, ut, rl, d, cp, ls);
+#endif
         float* ms = mp != nullptr ? mp + s * d : nullptr;
         if (ms != nullptr) {
-          select_topk_f32(zrow.data(), d, k, idx.data(), keys, scratch);
+          select_topk_f32(z, d, k, idx.data(), keys, scratch);
           for (int64_t t = 0; t < k; ++t) ms[idx[t]] = 1.0f;
         }
-        float* ls = lp != nullptr ? lp + s * d : nullptr;
-        if (ls != nullptr) thin_rows_t(hg + rg, ut, rl, d, cp, ls);
         const float* fs = fp + s * d;
         float* ys = yp + s * d;
         float* gs = gp + s * d;
-        mix_forward_row(zrow.data(), ms, fs, ls, ys, gs, d, relu);
+        mix_forward_row(z, ms, fs, ls, ys, gs, d, relu);
       }
     });
     const at::Tensor m_out = m.defined() ? m : at::empty({0}, x.options());  // k = d: none
@@ -1385,22 +1352,54 @@ struct MidlTrainFn : public torch::autograd::Function<MidlTrainFn> {
     const at::Tensor dy = grads[0].defined() ? grads[0].contiguous() : at::zeros_like(y);
     const int64_t B = x.size(0), d = W.size(0), rg = G1.size(0);
     const bool light = V.defined();
-    const int64_t rl = light ? V.size(0) : 0, hs = rg + rl;
+    const int64_t rl = light ? V.size(0) : 0;
     const at::Tensor G2c = G2.contiguous();
     const at::Tensor Uc = light ? U.contiguous() : at::Tensor();
     at::Tensor df = at::empty({B, d}, y.options());
-    at::Tensor dH = at::empty({B, hs}, y.options());
-    at::Tensor dG2 = at::zeros({d, rg}, y.options());
-    at::Tensor dU = light ? at::zeros({d, rl}, y.options()) : at::Tensor();
-    at::Tensor db = at::zeros({d}, y.options()), dc = at::zeros({d}, y.options());
     const float *dyp = dy.data_ptr<float>(), *yp = y.data_ptr<float>(), *gp = g.data_ptr<float>();
     const float* mp = m.numel() > 0 ? m.data_ptr<float>() : nullptr;
     const float* fp = f.data_ptr<float>();
     const float* lp = light ? l.data_ptr<float>() : nullptr;
+    float* dfp = df.data_ptr<float>();
+#if MIDL_AVX2
+    // per sample (any thread) dz and dl into (B, d) matrices; then the sums over samples
+    // and dh as GEMMs
+    at::Tensor dZ = at::empty({B, d}, y.options());
+    at::Tensor dL = light ? at::empty({B, d}, y.options()) : at::Tensor();
+    float* dzp = dZ.data_ptr<float>();
+    float* dlp = light ? dL.data_ptr<float>() : nullptr;
+    at::parallel_for(0, B, std::max<int64_t>(1, kParallelMacs / (16 * d)),
+                     [&](int64_t s0, int64_t s1) {
+      for (int64_t s = s0; s < s1; ++s) {
+        const int64_t o = s * d;
+        mix_backward_row(dyp + o, yp + o, gp + o, mp != nullptr ? mp + o : nullptr, fp + o,
+                         lp != nullptr ? lp + o : nullptr, dfp + o, nullptr, nullptr,
+                         dlp != nullptr ? dlp + o : nullptr, dzp + o, d, relu);
+      }
+    });
+    const at::Tensor hg = H.narrow(1, 0, rg);
+    const at::Tensor dG2 = at::mm(dZ.t(), hg);
+    const at::Tensor db = df.sum(0);
+    at::Tensor dU, dc, dH;
+    if (light) {
+      const at::Tensor hl = H.narrow(1, rg, rl);
+      dU = at::mm(dL.t(), hl);
+      dc = dL.sum(0);
+      dH = at::cat({at::mm(dZ, G2c), at::mm(dL, Uc)}, 1);
+    } else {
+      dc = at::zeros({d}, y.options());
+      dH = at::mm(dZ, G2c);
+    }
+#else
+    const int64_t hs = rg + rl;
+    at::Tensor dH = at::empty({B, hs}, y.options());
+    at::Tensor dG2 = at::zeros({d, rg}, y.options());
+    at::Tensor dU = light ? at::zeros({d, rl}, y.options()) : at::Tensor();
+    at::Tensor db = at::zeros({d}, y.options()), dc = at::zeros({d}, y.options());
     const float* Hp = H.data_ptr<float>();
     const float* g2 = G2c.data_ptr<float>();
     const float* u = light ? Uc.data_ptr<float>() : nullptr;
-    float *dfp = df.data_ptr<float>(), *dHp = dH.data_ptr<float>();
+    float* dHp = dH.data_ptr<float>();
     float *dg2 = dG2.data_ptr<float>(), *du = light ? dU.data_ptr<float>() : nullptr;
     float *dbp = db.data_ptr<float>(), *dcp = dc.data_ptr<float>();
     {
@@ -1432,6 +1431,7 @@ struct MidlTrainFn : public torch::autograd::Function<MidlTrainFn> {
         if (light) outer_acc(vl, hl, n, d, rl, du);
       }
     }
+#endif
     const at::Tensor dA = at::mm(dH.t(), x);  // (hs, d_in): [dG1; dV]
     const at::Tensor dW = at::mm(df.t(), x);
     at::Tensor dx;
