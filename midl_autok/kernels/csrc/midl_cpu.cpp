@@ -153,6 +153,31 @@ inline void thin16_avx512(const float* __restrict Bm, const float* __restrict h,
   _mm512_storeu_ps(o + j, _mm512_add_ps(_mm512_shuffle_f32x4(c0, c1, 0x88),
                                         _mm512_shuffle_f32x4(c0, c1, 0xDD)));
 }
+#elif MIDL_AVX2
+// The sums of eight float vectors, in order, as one 8-float vector (horizontal adds, then
+// the two 128-bit halves).
+inline __m256 reduce8_ps(const __m256* v) {
+  const __m256 b0 = _mm256_hadd_ps(_mm256_hadd_ps(v[0], v[1]), _mm256_hadd_ps(v[2], v[3]));
+  const __m256 b1 = _mm256_hadd_ps(_mm256_hadd_ps(v[4], v[5]), _mm256_hadd_ps(v[6], v[7]));
+  return _mm256_add_ps(_mm256_permute2f128_ps(b0, b1, 0x20),
+                       _mm256_permute2f128_ps(b0, b1, 0x31));
+}
+
+// Sixteen rows of a float (d, r) matrix with r % 8 == 0 against h (as thin16_avx512): eight
+// FMA chains per eight rows, then one horizontal-add tree per eight rows.
+inline void thin16_avx2(const float* __restrict Bm, const float* __restrict h, int64_t r,
+                        int64_t j, float* __restrict o) {
+  for (int64_t j8 = j; j8 < j + 16; j8 += 8) {
+    __m256 v[8];
+    for (int i = 0; i < 8; ++i) v[i] = _mm256_setzero_ps();
+    for (int64_t q = 0; q < r; q += 8) {
+      const __m256 hv = _mm256_loadu_ps(h + q);
+      for (int i = 0; i < 8; ++i)
+        v[i] = _mm256_fmadd_ps(_mm256_loadu_ps(Bm + (j8 + i) * r + q), hv, v[i]);
+    }
+    _mm256_storeu_ps(o + j8, reduce8_ps(v));
+  }
+}
 #endif
 
 // o[j] = Bm[j, :] . h + bias[j] for every row of a thin (d, r) matrix (r = a low rank).
@@ -165,6 +190,11 @@ inline void thin_matvec(const T* __restrict Bm, const T* __restrict h, int64_t r
   if constexpr (std::is_same<T, float>::value) {
     if (r % 16 == 0)
       for (; j + J <= d; j += J) thin16_avx512(Bm, h, r, j, o);
+  }
+#elif MIDL_AVX2
+  if constexpr (std::is_same<T, float>::value) {
+    if (r % 8 == 0)
+      for (; j + J <= d; j += J) thin16_avx2(Bm, h, r, j, o);
   }
 #endif
   for (; j + J <= d; j += J) {  // 16 independent sums vectorize across rows
@@ -548,15 +578,6 @@ inline __m256 sigmoid8(__m256 z) {
 // g[0..n) = sigmoid(z[0..n))
 inline void sigmoid_row_f32(const float* z, float* g, int64_t n) {
   for (int64_t j = 0; j < n; j += 8) store8(g + j, sigmoid8(load8(z + j, n - j)), n - j);
-}
-
-// The sums of eight float vectors, in order, as one 8-float vector (horizontal adds, then
-// the two 128-bit halves).
-inline __m256 reduce8_ps(const __m256* v) {
-  const __m256 b0 = _mm256_hadd_ps(_mm256_hadd_ps(v[0], v[1]), _mm256_hadd_ps(v[2], v[3]));
-  const __m256 b1 = _mm256_hadd_ps(_mm256_hadd_ps(v[4], v[5]), _mm256_hadd_ps(v[6], v[7]));
-  return _mm256_add_ps(_mm256_permute2f128_ps(b0, b1, 0x20),
-                       _mm256_permute2f128_ps(b0, b1, 0x31));
 }
 
 // w[0..len) . xs[n][0..len) for n < N (N <= 8), as the AVX-512 dot_n with 8-float lanes:
