@@ -225,9 +225,7 @@ def test_blocked_kernel_equals_masked_dense(
 @pytest.mark.parametrize("light_rank", [0, 8])
 @pytest.mark.parametrize("activation", ["relu", "identity", "tanh", "gelu", "silu"])
 @pytest.mark.parametrize("bias", [True, False])
-def test_blocked_kernel_options(
-    blocked_ops, light_rank: int, activation: str, bias: bool
-) -> None:
+def test_blocked_kernel_options(blocked_ops, light_rank: int, activation: str, bias: bool) -> None:
     torch.manual_seed(4)
     layer = MIDL(
         96, 128, 40, gate_rank=8, light_rank=light_rank, activation=activation, bias=bias

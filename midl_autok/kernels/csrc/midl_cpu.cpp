@@ -266,6 +266,29 @@ struct KeyOf<double> {
 // whatever ties or NaNs occur. The k-th largest key is found by radix selection, 8 bits at
 // a time, keeping only the keys that still share the chosen prefix (a quickselect's
 // data-dependent branches mispredict about every other step and cost several times more).
+#if MIDL_SIMD
+// The bitwise binary search of the SIMD versions below: the largest 32-bit key with at least
+// k keys >= it (count_ge(cand): how many keys are >= cand), stopping as soon as a candidate
+// has exactly k (then *exact).
+template <typename CountGe>
+inline uint32_t bisect_kth_key(int64_t k, CountGe count_ge, bool* exact) {
+  uint32_t prefix = 0;
+  *exact = false;
+  for (int bit = 31; bit >= 0; --bit) {
+    const uint32_t cand = prefix | (1u << bit);
+    const int64_t n = count_ge(cand);
+    if (n >= k) {
+      prefix = cand;
+      if (n == k) {
+        *exact = true;
+        break;
+      }
+    }
+  }
+  return prefix;
+}
+#endif
+
 #if defined(__AVX512F__)
 // The k-th largest key of d floats by a bitwise binary search on the key (AVX-512): each of
 // at most 32 steps counts the keys >= a candidate with one compare per 16 keys, and it stops
@@ -284,10 +307,7 @@ inline uint32_t topk_threshold_f32(const float* z, int64_t d, int64_t k, uint32_
     _mm512_storeu_si512(keys + j, _mm512_maskz_mov_epi32(m, key));
   }
   const int64_t nv = j / 16;
-  uint32_t prefix = 0;
-  *exact = false;
-  for (int bit = 31; bit >= 0; --bit) {
-    const uint32_t cand = prefix | (1u << bit);
+  return bisect_kth_key(k, [&](uint32_t cand) {
     const __m512i c = _mm512_set1_epi32(int(cand));
     int64_t n0 = 0, n1 = 0;
     int64_t v = 0;
@@ -296,16 +316,8 @@ inline uint32_t topk_threshold_f32(const float* z, int64_t d, int64_t k, uint32_
       n1 += _mm_popcnt_u32(_mm512_cmpge_epu32_mask(_mm512_loadu_si512(keys + 16 * v + 16), c));
     }
     if (v < nv) n0 += _mm_popcnt_u32(_mm512_cmpge_epu32_mask(_mm512_loadu_si512(keys + 16 * v), c));
-    const int64_t n = n0 + n1;  // padding keys are 0 < cand: never counted
-    if (n >= k) {
-      prefix = cand;
-      if (n == k) {
-        *exact = true;
-        break;
-      }
-    }
-  }
-  return prefix;
+    return n0 + n1;  // padding keys are 0 < cand: never counted
+  }, exact);
 }
 
 // select_topk for float with AVX-512: the same set (ties by lowest index); idx ascending
@@ -366,20 +378,8 @@ inline uint32_t topk_threshold_f32(const float* z, int64_t d, int64_t k, uint32_
   for (; j < d; ++j) keys[j] = order_key(z[j]);
   const int64_t nv = (d + 7) / 8;
   for (; j < 8 * nv; ++j) keys[j] = 0;
-  uint32_t prefix = 0;
-  *exact = false;
-  for (int bit = 31; bit >= 0; --bit) {
-    const uint32_t cand = prefix | (1u << bit);
-    const int64_t n = count_above(keys, nv, cand - 1);  // keys >= cand (padding: never)
-    if (n >= k) {
-      prefix = cand;
-      if (n == k) {
-        *exact = true;
-        break;
-      }
-    }
-  }
-  return prefix;
+  // keys >= cand (cand >= 1; padding: never)
+  return bisect_kth_key(k, [&](uint32_t cand) { return count_above(keys, nv, cand - 1); }, exact);
 }
 
 // select_topk for float with AVX2: the same set (ties by lowest index); idx ascending except
