@@ -21,8 +21,10 @@ thread is the least disturbed); inputs rotate through a pool of distinct batches
 reuse of one input's rows); variants are interleaved in random order within each round, and
 the reported time is the median over rounds of the per-call mean; ratios are medians of the
 per-round ratios (each round times all variants back to back). The load average before and
-after is recorded. Prints markdown tables and writes ``experiments/results/bench_speed.json``
-and ``.md`` (``--render FILE.json`` prints the tables of an earlier run).
+after is recorded, and the SIMD level the kernels were built for (AVX-512, or AVX2 + FMA: on
+an AVX2-only CPU MKL's dense code and the kernels use the same instruction set). Prints
+markdown tables and writes ``experiments/results/bench_speed.json`` and ``.md``
+(``--render FILE.json`` prints the tables of an earlier run).
 """
 
 from __future__ import annotations
