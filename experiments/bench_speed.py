@@ -21,8 +21,10 @@ thread is the least disturbed); inputs rotate through a pool of distinct batches
 reuse of one input's rows); variants are interleaved in random order within each round, and
 the reported time is the median over rounds of the per-call mean; ratios are medians of the
 per-round ratios (each round times all variants back to back). The load average before and
-after is recorded. Prints markdown tables and writes ``experiments/results/bench_speed.json``
-and ``.md`` (``--render FILE.json`` prints the tables of an earlier run).
+after is recorded, and the SIMD level the kernels were built for (AVX-512, or AVX2 + FMA: on
+an AVX2-only CPU MKL's dense code and the kernels use the same instruction set). Prints
+markdown tables and writes ``experiments/results/bench_speed.json`` and ``.md``
+(``--render FILE.json`` prints the tables of an earlier run).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from torch import nn
 
 from midl_autok.flops import dense_flops, midl_flops
 from midl_autok.kernels import cpu_kernels, cpu_kernels_status
+from midl_autok.kernels.cpu import _cpu_flags
 from midl_autok.layers import MIDL
 
 OUT = Path(__file__).parent / "results" / "bench_speed.json"
@@ -363,6 +366,7 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "machine": platform.machine(),
         "processor": _cpu_name(),
+        "simd": _simd(),
         "cpus": os.cpu_count(),
         "kernels": cpu_kernels_status(),
         "load_average_before": load_before,
@@ -381,11 +385,22 @@ def main() -> None:
 
 def machine_line(c: dict[str, Any]) -> str:
     return (
-        f"\n{c['processor']}, {c['cpus']} CPUs, {c['threads']} torch thread(s), torch "
-        f"{c['torch']}, kernels: {c['kernels']}; load average (1 min) before "
+        f"\n{c['processor']} ({c.get('simd', 'SIMD level not recorded')}), {c['cpus']} CPUs, "
+        f"{c['threads']} torch thread(s), torch {c['torch']}, kernels: {c['kernels']}; "
+        f"load average (1 min) before "
         f"{c['load_average_before'][0]:.2f}, after {c['load_average_after'][0]:.2f}; "
         f"benchmark wall time {c['wall_s']:.0f} s"
     )
+
+
+def _simd() -> str:
+    """The SIMD level the kernels were built for (``-march=native``: this CPU's)."""
+    flags = set(_cpu_flags().split())
+    if "avx512f" in flags:
+        return "AVX-512"
+    if {"avx2", "fma"} <= flags:
+        return "AVX2 + FMA, no AVX-512"
+    return "no AVX2: generic loops"
 
 
 def _cpu_name() -> str:

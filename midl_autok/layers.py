@@ -20,10 +20,10 @@ Execution paths (all compute the same function; tests hold each to the masked de
   autograd function (``_GateMix``: forward ``a ⊙ f + (1 - a) ⊙ l`` with ``a = m ⊙ g``,
   backward with the straight-through gradient ``d a / d g = m + g``), so few ``(B, d)``
   temporaries are made; at ``k = d`` no top-k runs at all. On CPU (float32, ReLU/identity,
-  a build with AVX-512, ``d * d_in >= 65536`` or ``B * d >= 8192``) the whole layer is one
-  C++ autograd function (``midl_train``: GEMMs for ``W x`` and ``[G1; V] x``, then the thin
-  products, top-k, sigmoid and mix in one pass per sample, and a backward that forms the
-  low-rank gradients without materializing them per neuron); otherwise, for
+  a build with AVX-512 or AVX2 + FMA, ``d * d_in >= 65536`` or ``B * d >= 8192``) the whole
+  layer is one C++ autograd function (``midl_train``: GEMMs for ``W x`` and ``[G1; V] x``,
+  then top-k, sigmoid and mix in one pass per sample; the thin products of gate and light
+  path run per sample inside the passes with AVX-512, as GEMMs with AVX2); otherwise, for
   ``B * d >= 8192`` and a ReLU/identity activation, sigmoid, mix and activation run as one
   compiled pass each way (``_FusedMixCPU``).
 - **eval** (no grad), chosen per call by :meth:`MIDL.eval_path`:
@@ -31,11 +31,11 @@ Execution paths (all compute the same function; tests hold each to the masked de
   sparse (computes only rows some sample selected; any device; what ``FlopCounterMode``
   sees), ``"kernel"`` a compiled CPU kernel (:mod:`midl_autok.kernels`) that computes only
   the selected (sample, row) products of the full path -- row-grouped dot products for a few
-  samples, a blocked sampled dense-dense product for float32 batches (AVX-512) -- and fuses
-  gate, selection, light path, mix and activation into one call. While ``torch.export`` or
-  ``torch.compile`` record a graph (no grad, float32/64), this path is the custom op
-  ``midl_autok::midl_eval`` (:mod:`midl_autok.ops`): one node that runs the same kernel.
-  Decisions are cached per (batch, k, dtype, device, mode, grad) once the kernels'
+  samples, a blocked sampled dense-dense product for float32 batches (AVX-512 or AVX2 +
+  FMA) -- and fuses gate, selection, light path, mix and activation into one call. While
+  ``torch.export`` or ``torch.compile`` record a graph (no grad, float32/64), this path is the
+  custom op ``midl_autok::midl_eval`` (:mod:`midl_autok.ops`): one node that runs the same
+  kernel. Decisions are cached per (batch, k, dtype, device, mode, grad) once the kernels'
   availability is settled.
 
 On CPU the exact top-k selection uses the compiled radix-select kernel when it is built
@@ -84,9 +84,11 @@ def _kernel_pays(batch: int, k: int, d: int, d_in: int, *, blocked: bool = False
     The kernel does ``B * k * d_in`` multiply-adds as dot products of the selected rows; the
     GEMM does ``B * d * d_in`` at a higher rate once the batch is large enough to reuse each
     row of W. The break-even active fraction k/d falls with the batch. ``blocked``: the kernel
-    runs its blocked batch path (float32, AVX-512, ``B >= 8``), which reuses W across samples
-    like a GEMM and so pays up to a much larger fraction. Thresholds measured by
-    ``experiments/bench_speed.py`` and a kernel-vs-masked sweep (CPU, float32, 1-2 threads).
+    runs its blocked batch path (float32, AVX-512 or AVX2 + FMA, ``B >= 8``), which reuses W
+    across samples like a GEMM and so pays up to a much larger fraction. Thresholds measured
+    by ``experiments/bench_speed.py`` and a kernel-vs-masked sweep (CPU, float32, 1-2
+    threads; they hold for the AVX2 build too: there it beats masked dense up to k/d ~0.6-0.7
+    at batch 64-256, and beyond 0.75 at batch 16).
     """
     fraction = k / d
     if blocked:
@@ -103,7 +105,8 @@ def _kernel_pays(batch: int, k: int, d: int, d_in: int, *, blocked: bool = False
 
 
 def _blocked_info(ops: Any) -> tuple[bool, int]:
-    """(the build has the AVX-512 paths, the blocked path's smallest batch)."""
+    """(the build has the SIMD paths -- AVX-512 or AVX2 + FMA: the blocked batch product
+    and the fused training step --, the blocked path's smallest batch)."""
     global _BLOCKED
     if _BLOCKED is None:
         _BLOCKED = (bool(ops.midl_blocked_available()), int(ops.midl_blocked_min_batch()))
@@ -112,7 +115,7 @@ def _blocked_info(ops: Any) -> tuple[bool, int]:
 
 def _blocked_path(ops: Any, x: torch.Tensor) -> bool:
     """Whether the compiled kernel takes its blocked batch path for ``x`` (float32, a build
-    with AVX-512, at least ``midl_blocked_min_batch()`` samples)."""
+    with AVX-512 or AVX2 + FMA, at least ``midl_blocked_min_batch()`` samples)."""
     available, min_batch = _blocked_info(ops)
     return available and x.dtype == torch.float32 and x.shape[0] >= min_batch
 
@@ -553,9 +556,9 @@ class MIDL(nn.Module):
 
     def _train_ops(self, x: torch.Tensor) -> Any:
         """Compiled kernels for the whole training step of the layer (``midl_train``): CPU,
-        float32 (input and parameters), identity or ReLU, a build with AVX-512, and a layer
-        or batch large enough to be worth a build (``d * d_in >= 65536`` or
-        ``B * d >= 8192``; the rule depends on sizes only)."""
+        float32 (input and parameters), identity or ReLU, a build with AVX-512 or AVX2 + FMA
+        (``midl_blocked_available()``), and a layer or batch large enough to be worth a build
+        (``d * d_in >= 65536`` or ``B * d >= 8192``; the rule depends on sizes only)."""
         if (
             _tracing()
             or x.dtype != torch.float32

@@ -7,6 +7,7 @@ fast path to the plain PyTorch result.
 from __future__ import annotations
 
 import logging
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ import torch
 
 from midl_autok.kernels import cpu as cpu_mod
 from midl_autok.kernels import cpu_kernels, no_build
-from midl_autok.layers import MIDL, _kernel_pays, topk_mask
+from midl_autok.layers import MIDL, _blocked_path, _kernel_pays, topk_mask
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +26,28 @@ def ops():
     if module is None:
         pytest.skip(f"CPU kernels unavailable: {cpu_mod.cpu_kernels_status()}")
     return module
+
+
+def cpu_simd() -> str | None:
+    """The SIMD level the kernels build for on this CPU (``-march=native``), or None."""
+    flags = set(cpu_mod._cpu_flags().split())
+    if "avx512f" in flags:
+        return "AVX-512"
+    if {"avx2", "fma"} <= flags:
+        return "AVX2 + FMA"
+    return None
+
+
+@pytest.fixture(scope="module")
+def blocked_ops(ops):
+    """The kernels with the blocked batch path and the fused training step: built on every
+    CPU with AVX-512 or AVX2 + FMA (a build there without them fails the test); skipped only
+    on a CPU with neither."""
+    simd = cpu_simd()
+    if simd is None:
+        pytest.skip("this CPU has neither AVX-512 nor AVX2 + FMA: no blocked path, no fused step")
+    assert ops.midl_blocked_available(), f"the build on a CPU with {simd} lacks the blocked path"
+    return ops
 
 
 def torch_topk_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -174,18 +197,22 @@ def _masked_reference(layer: MIDL, x: torch.Tensor) -> tuple[torch.Tensor, torch
 )
 @pytest.mark.parametrize("fraction", [0.01, 0.1, 0.3, 0.5, 0.8, 1.0])
 def test_blocked_kernel_equals_masked_dense(
-    ops, batch: int, d_in: int, d: int, fraction: float
+    blocked_ops, batch: int, d_in: int, d: int, fraction: float
 ) -> None:
     # batches of 8 and more (float32): the blocked path -- tiles of samples, chunks of d_in
-    # (d_in = 1100: several chunks and their partial sums), row blocks, odd sizes (tails)
+    # (d_in = 1100: several chunks and their partial sums), row blocks, odd sizes (tails);
+    # at k = d the layer itself runs dense, so the kernel is called directly
     k = max(1, round(fraction * d))
     torch.manual_seed(batch + d)
     layer = MIDL(d_in, d, k, gate_rank=16, light_rank=16, sparse_eval="kernel").eval()
     x = torch.randn(batch, d_in, generator=torch.Generator().manual_seed(d_in))
+    assert _blocked_path(blocked_ops, x)
     with torch.no_grad():
-        got = layer(x)
         if k < d:
             assert layer.eval_path(x) == "kernel"
+            got = layer(x)
+        else:
+            got = layer._kernel_forward(x, k)
         want, mask = _masked_reference(layer, x)
         assert layer.last_mask is not None
         assert torch.equal(layer.last_mask, mask)
@@ -198,24 +225,27 @@ def test_blocked_kernel_equals_masked_dense(
 @pytest.mark.parametrize("light_rank", [0, 8])
 @pytest.mark.parametrize("activation", ["relu", "identity", "tanh", "gelu", "silu"])
 @pytest.mark.parametrize("bias", [True, False])
-def test_blocked_kernel_options(ops, light_rank: int, activation: str, bias: bool) -> None:
+def test_blocked_kernel_options(blocked_ops, light_rank: int, activation: str, bias: bool) -> None:
     torch.manual_seed(4)
     layer = MIDL(
         96, 128, 40, gate_rank=8, light_rank=light_rank, activation=activation, bias=bias
     ).eval()
     layer.sparse_eval = "kernel"
     x = torch.randn(50, 96, generator=torch.Generator().manual_seed(6))
+    assert _blocked_path(blocked_ops, x)
     with torch.no_grad():
+        assert layer.eval_path(x) == "kernel"
         got = layer(x)
         want, _ = _masked_reference(layer, x)
     torch.testing.assert_close(got, want.float(), rtol=1e-5, atol=1e-5)
 
 
-def test_blocked_kernel_with_two_threads(ops) -> None:
+def test_blocked_kernel_with_two_threads(blocked_ops) -> None:
     # row blocks split between threads (large enough work for the parallel rule)
     torch.manual_seed(5)
     layer = MIDL(512, 512, 200, sparse_eval="kernel").eval()
     x = torch.randn(64, 512, generator=torch.Generator().manual_seed(7))
+    assert _blocked_path(blocked_ops, x)
     before = torch.get_num_threads()
     try:
         with torch.no_grad():
@@ -230,13 +260,14 @@ def test_blocked_kernel_with_two_threads(ops) -> None:
     torch.testing.assert_close(two, want.float(), rtol=1e-5, atol=1e-5)
 
 
-def test_blocked_kernel_extreme_logits(ops) -> None:
+def test_blocked_kernel_extreme_logits(blocked_ops) -> None:
     # saturated gates (sigmoid 0 or 1 to float precision) in the blocked path's own sigmoid
     torch.manual_seed(6)
     layer = MIDL(32, 64, 20, gate_rank=4, light_rank=4, sparse_eval="kernel").eval()
     with torch.no_grad():
         layer.gate_out.mul_(400.0)
         x = torch.randn(16, 32, generator=torch.Generator().manual_seed(8))
+        assert _blocked_path(blocked_ops, x)
         got = layer(x)
         want, _ = _masked_reference(layer, x)
     torch.testing.assert_close(got, want.float(), rtol=1e-5, atol=1e-5)
@@ -454,7 +485,7 @@ def test_compiled_training_without_biases_and_strided_input(ops) -> None:
     [(16, True, "relu"), (0, False, "identity"), (5, False, "relu")],
 )
 def test_fused_training_step_equals_the_autograd_path(
-    ops,
+    blocked_ops,
     batch: int,
     d_in: int,
     d: int,
@@ -463,11 +494,9 @@ def test_fused_training_step_equals_the_autograd_path(
     bias: bool,
     activation: str,
 ) -> None:
-    # midl_train (one C++ autograd function, AVX-512 builds) against the PyTorch autograd
-    # path (_GateMix): outputs, mask, gate and every gradient, input gradient included;
-    # k = d (no top-k at all) and k < d; sizes large enough for the build rule
-    if not ops.midl_blocked_available():
-        pytest.skip("the fused training step needs a build with AVX-512")
+    # midl_train (one C++ autograd function, AVX-512 or AVX2 + FMA builds) against the
+    # PyTorch autograd path (_GateMix): outputs, mask, gate and every gradient, input gradient
+    # included; k = d (no top-k at all) and k < d; sizes large enough for the build rule
     k = max(1, round(fraction * d))
     torch.manual_seed(batch + d_in)
     fused = MIDL(d_in, d, k, gate_rank=16, light_rank=light_rank, bias=bias, activation=activation)
@@ -485,7 +514,7 @@ def test_fused_training_step_equals_the_autograd_path(
         assert layer.last_mask is not None and layer.last_gate is not None
         grads = {n: p.grad for n, p in layer.named_parameters()}
         results.append((y.detach(), xi.grad, grads, layer.last_mask, layer.last_gate))
-    assert fused._train_ops(x) is not None
+    assert fused._train_ops(x) is blocked_ops  # the fused step ran
     (y1, gx1, g1, m1, gate1), (y2, gx2, g2, m2, gate2) = results
     assert torch.equal(m1, m2)
     assert m1.sum(dim=1).tolist() == [k] * batch
@@ -505,3 +534,22 @@ def test_fused_training_step_is_skipped_where_it_cannot_run(ops) -> None:
     assert layer._train_ops(x) is None  # identity or ReLU only
     small = MIDL(8, 16, 4).train()
     assert small._train_ops(torch.randn(3, 8)) is None  # too small to be worth a build
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("march", ["skylake-avx512", "haswell", "x86-64"])
+def test_every_simd_variant_of_the_kernels_compiles(march: str, tmp_path: Path) -> None:
+    # the kernels pick AVX-512, AVX2 + FMA or the generic loops at build time; this machine
+    # builds one of them, so the others are checked here by a compile-only pass
+    import sysconfig
+
+    from torch.utils.cpp_extension import include_paths
+
+    compiler = shutil.which("c++") or shutil.which("g++")
+    if compiler is None:
+        pytest.skip("no C++ compiler")
+    includes = [f"-I{p}" for p in [*include_paths(), sysconfig.get_paths()["include"]]]
+    cmd = [compiler, "-std=c++17", "-fsyntax-only", f"-march={march}", "-fopenmp"]
+    cmd += ["-DTORCH_EXTENSION_NAME=midl_check", *includes, *map(str, cpu_mod.SOURCES)]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]

@@ -31,9 +31,24 @@
 #include <type_traits>
 #include <vector>
 
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
 #include <immintrin.h>
 #endif
+
+// The SIMD paths, picked at build time from the CPU (-march=native): AVX-512 where the build
+// has it, else AVX2 + FMA (8-float lanes, tails through vector masks), else none (the
+// generic loops, which the compiler vectorizes as it can).
+#if defined(__AVX512F__)
+#define MIDL_AVX512 1
+#define MIDL_AVX2 0
+#elif defined(__AVX2__) && defined(__FMA__)
+#define MIDL_AVX512 0
+#define MIDL_AVX2 1
+#else
+#define MIDL_AVX512 0
+#define MIDL_AVX2 0
+#endif
+#define MIDL_SIMD (MIDL_AVX512 || MIDL_AVX2)
 
 #if defined(__GNUC__) || defined(__clang__)
 #define MIDL_PREFETCH(p) __builtin_prefetch((p), 0, 3)
@@ -138,6 +153,31 @@ inline void thin16_avx512(const float* __restrict Bm, const float* __restrict h,
   _mm512_storeu_ps(o + j, _mm512_add_ps(_mm512_shuffle_f32x4(c0, c1, 0x88),
                                         _mm512_shuffle_f32x4(c0, c1, 0xDD)));
 }
+#elif MIDL_AVX2
+// The sums of eight float vectors, in order, as one 8-float vector (horizontal adds, then
+// the two 128-bit halves).
+inline __m256 reduce8_ps(const __m256* v) {
+  const __m256 b0 = _mm256_hadd_ps(_mm256_hadd_ps(v[0], v[1]), _mm256_hadd_ps(v[2], v[3]));
+  const __m256 b1 = _mm256_hadd_ps(_mm256_hadd_ps(v[4], v[5]), _mm256_hadd_ps(v[6], v[7]));
+  return _mm256_add_ps(_mm256_permute2f128_ps(b0, b1, 0x20),
+                       _mm256_permute2f128_ps(b0, b1, 0x31));
+}
+
+// Sixteen rows of a float (d, r) matrix with r % 8 == 0 against h (as thin16_avx512): eight
+// FMA chains per eight rows, then one horizontal-add tree per eight rows.
+inline void thin16_avx2(const float* __restrict Bm, const float* __restrict h, int64_t r,
+                        int64_t j, float* __restrict o) {
+  for (int64_t j8 = j; j8 < j + 16; j8 += 8) {
+    __m256 v[8];
+    for (int i = 0; i < 8; ++i) v[i] = _mm256_setzero_ps();
+    for (int64_t q = 0; q < r; q += 8) {
+      const __m256 hv = _mm256_loadu_ps(h + q);
+      for (int i = 0; i < 8; ++i)
+        v[i] = _mm256_fmadd_ps(_mm256_loadu_ps(Bm + (j8 + i) * r + q), hv, v[i]);
+    }
+    _mm256_storeu_ps(o + j8, reduce8_ps(v));
+  }
+}
 #endif
 
 // o[j] = Bm[j, :] . h + bias[j] for every row of a thin (d, r) matrix (r = a low rank).
@@ -150,6 +190,11 @@ inline void thin_matvec(const T* __restrict Bm, const T* __restrict h, int64_t r
   if constexpr (std::is_same<T, float>::value) {
     if (r % 16 == 0)
       for (; j + J <= d; j += J) thin16_avx512(Bm, h, r, j, o);
+  }
+#elif MIDL_AVX2
+  if constexpr (std::is_same<T, float>::value) {
+    if (r % 8 == 0)
+      for (; j + J <= d; j += J) thin16_avx2(Bm, h, r, j, o);
   }
 #endif
   for (; j + J <= d; j += J) {  // 16 independent sums vectorize across rows
@@ -221,6 +266,29 @@ struct KeyOf<double> {
 // whatever ties or NaNs occur. The k-th largest key is found by radix selection, 8 bits at
 // a time, keeping only the keys that still share the chosen prefix (a quickselect's
 // data-dependent branches mispredict about every other step and cost several times more).
+#if MIDL_SIMD
+// The bitwise binary search of the SIMD versions below: the largest 32-bit key with at least
+// k keys >= it (count_ge(cand): how many keys are >= cand), stopping as soon as a candidate
+// has exactly k (then *exact).
+template <typename CountGe>
+inline uint32_t bisect_kth_key(int64_t k, CountGe count_ge, bool* exact) {
+  uint32_t prefix = 0;
+  *exact = false;
+  for (int bit = 31; bit >= 0; --bit) {
+    const uint32_t cand = prefix | (1u << bit);
+    const int64_t n = count_ge(cand);
+    if (n >= k) {
+      prefix = cand;
+      if (n == k) {
+        *exact = true;
+        break;
+      }
+    }
+  }
+  return prefix;
+}
+#endif
+
 #if defined(__AVX512F__)
 // The k-th largest key of d floats by a bitwise binary search on the key (AVX-512): each of
 // at most 32 steps counts the keys >= a candidate with one compare per 16 keys, and it stops
@@ -239,10 +307,7 @@ inline uint32_t topk_threshold_f32(const float* z, int64_t d, int64_t k, uint32_
     _mm512_storeu_si512(keys + j, _mm512_maskz_mov_epi32(m, key));
   }
   const int64_t nv = j / 16;
-  uint32_t prefix = 0;
-  *exact = false;
-  for (int bit = 31; bit >= 0; --bit) {
-    const uint32_t cand = prefix | (1u << bit);
+  return bisect_kth_key(k, [&](uint32_t cand) {
     const __m512i c = _mm512_set1_epi32(int(cand));
     int64_t n0 = 0, n1 = 0;
     int64_t v = 0;
@@ -251,16 +316,8 @@ inline uint32_t topk_threshold_f32(const float* z, int64_t d, int64_t k, uint32_
       n1 += _mm_popcnt_u32(_mm512_cmpge_epu32_mask(_mm512_loadu_si512(keys + 16 * v + 16), c));
     }
     if (v < nv) n0 += _mm_popcnt_u32(_mm512_cmpge_epu32_mask(_mm512_loadu_si512(keys + 16 * v), c));
-    const int64_t n = n0 + n1;  // padding keys are 0 < cand: never counted
-    if (n >= k) {
-      prefix = cand;
-      if (n == k) {
-        *exact = true;
-        break;
-      }
-    }
-  }
-  return prefix;
+    return n0 + n1;  // padding keys are 0 < cand: never counted
+  }, exact);
 }
 
 // select_topk for float with AVX-512: the same set (ties by lowest index); idx ascending
@@ -286,6 +343,68 @@ inline void select_topk_f32(const float* z, int64_t d, int64_t k, int64_t* idx,
   for (int64_t j = 0; j < d && t < k; ++j)  // ties at the k-th largest, by index
     if (keys[j] == thr) idx[t++] = j;
 }
+#elif MIDL_AVX2
+// The same search with AVX2 + FMA (8 keys per compare, no mask registers): an unsigned
+// ``key > below`` is the signed compare of both with the sign bit flipped, and the count the
+// popcount of the compare's sign bits. keys: nv * 8 keys.
+inline int64_t count_above(const uint32_t* keys, int64_t nv, uint32_t below) {
+  const __m256i sign = _mm256_set1_epi32(int(0x80000000u));
+  const __m256i c = _mm256_set1_epi32(int(below ^ 0x80000000u));
+  auto count8 = [&](int64_t v) {
+    const __m256i key = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(keys + 8 * v));
+    const __m256i gt = _mm256_cmpgt_epi32(_mm256_xor_si256(key, sign), c);
+    return int64_t(__builtin_popcount(unsigned(_mm256_movemask_ps(_mm256_castsi256_ps(gt)))));
+  };
+  int64_t n0 = 0, n1 = 0, v = 0;
+  for (; v + 2 <= nv; v += 2) {
+    n0 += count8(v);
+    n1 += count8(v + 1);
+  }
+  if (v < nv) n0 += count8(v);
+  return n0 + n1;
+}
+
+// The k-th largest key of d floats (see the AVX-512 version): keys[0..d) get the order keys,
+// padded with 0 to a multiple of 8.
+inline uint32_t topk_threshold_f32(const float* z, int64_t d, int64_t k, uint32_t* keys,
+                                   bool* exact) {
+  const __m256i sign = _mm256_set1_epi32(int(0x80000000u));
+  int64_t j = 0;
+  for (; j + 8 <= d; j += 8) {
+    const __m256i u = _mm256_castps_si256(_mm256_loadu_ps(z + j));
+    const __m256i key = _mm256_xor_si256(u, _mm256_or_si256(_mm256_srai_epi32(u, 31), sign));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(keys + j), key);
+  }
+  for (; j < d; ++j) keys[j] = order_key(z[j]);
+  const int64_t nv = (d + 7) / 8;
+  for (; j < 8 * nv; ++j) keys[j] = 0;
+  // keys >= cand (cand >= 1; padding: never)
+  return bisect_kth_key(k, [&](uint32_t cand) { return count_above(keys, nv, cand - 1); }, exact);
+}
+
+// select_topk for float with AVX2: the same set (ties by lowest index); idx ascending except
+// that ties at the k-th key come after the keys above it.
+inline void select_topk_f32(const float* z, int64_t d, int64_t k, int64_t* idx,
+                            std::vector<uint32_t>& keys, std::vector<uint32_t>& /*scratch*/) {
+  keys.resize((d + 7) / 8 * 8);
+  bool exact = false;
+  const uint32_t thr = topk_threshold_f32(z, d, k, keys.data(), &exact);
+  // selected: key >= thr (exact; thr >= 1 then) or key > thr
+  const __m256i sign = _mm256_set1_epi32(int(0x80000000u));
+  const __m256i c = _mm256_set1_epi32(int((exact ? thr - 1 : thr) ^ 0x80000000u));
+  int64_t t = 0;
+  for (int64_t j = 0; j < d; j += 8) {
+    const __m256i key = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(keys.data() + j));
+    unsigned m = unsigned(_mm256_movemask_ps(
+        _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_xor_si256(key, sign), c))));
+    while (m != 0) {
+      idx[t++] = j + __builtin_ctz(m);
+      m &= m - 1;
+    }
+  }
+  for (int64_t j = 0; j < d && t < k; ++j)  // ties at the k-th largest, by index
+    if (keys[j] == thr) idx[t++] = j;
+}
 #endif
 
 template <typename T>
@@ -293,7 +412,7 @@ void select_topk(const T* z, int64_t d, int64_t k, int64_t* idx,
                  std::vector<typename KeyOf<T>::type>& keys,
                  std::vector<typename KeyOf<T>::type>& cur) {
   using K = typename KeyOf<T>::type;
-#if defined(__AVX512F__)
+#if MIDL_SIMD
   if constexpr (std::is_same<T, float>::value) {
     select_topk_f32(z, d, k, idx, keys, cur);
     return;
@@ -412,6 +531,89 @@ inline __m256 dot_n(const float* __restrict w, const float* const* xs, int64_t l
   return reduce8_ps(a);
 }
 
+
+#elif MIDL_AVX2
+// Lanes [0, min(n, 8)) set: the mask of a partial load or store.
+inline __m256i tail8(int64_t n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(int(std::min<int64_t>(n, 8))),
+                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+// min(n, 8) floats (the rest 0), and the store of as many: whole vectors take plain loads
+// and stores (masked stores are slow on some CPUs).
+inline __m256 load8(const float* p, int64_t n) {
+  return n >= 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, tail8(n));
+}
+inline void store8(float* p, __m256 v, int64_t n) {
+  if (n >= 8) {
+    _mm256_storeu_ps(p, v);
+  } else {
+    _mm256_maskstore_ps(p, tail8(n), v);
+  }
+}
+
+// sigmoid(z) for eight floats, as sigmoid16 (Cephes' expf polynomial, z clamped to
+// [-88, 88], NaN stays NaN); 2^n is built in the exponent field (n in [-127, 127]; 2^-127
+// flushes to 0, where the sigmoid is 1 to float precision anyway).
+inline __m256 sigmoid8(__m256 z) {
+  const __m256 one = _mm256_set1_ps(1.0f);
+  __m256 x = _mm256_max_ps(_mm256_set1_ps(-88.0f), _mm256_sub_ps(_mm256_setzero_ps(), z));
+  x = _mm256_min_ps(_mm256_set1_ps(88.0f), x);  // (max/min return x when x is NaN)
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 q = _mm256_set1_ps(1.9875691500e-4f);
+  q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(1.3981999507e-3f));
+  q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(8.3334519073e-3f));
+  q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(4.1665795894e-2f));
+  q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(1.6666665459e-1f));
+  q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(5.0000001201e-1f));
+  q = _mm256_fmadd_ps(_mm256_mul_ps(q, r), r, _mm256_add_ps(r, one));
+  const __m256i p2 =
+      _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  const __m256 e = _mm256_mul_ps(q, _mm256_castsi256_ps(p2));  // exp(-z)
+  return _mm256_div_ps(one, _mm256_add_ps(one, e));
+}
+
+// g[0..n) = sigmoid(z[0..n))
+inline void sigmoid_row_f32(const float* z, float* g, int64_t n) {
+  for (int64_t j = 0; j < n; j += 8) store8(g + j, sigmoid8(load8(z + j, n - j)), n - j);
+}
+
+// w[0..len) . xs[n][0..len) for n < N (N <= 8), as the AVX-512 dot_n with 8-float lanes:
+// each 8 floats of w loaded once for all N inputs. Lanes >= N of the result are 0.
+template <int N>
+inline __m256 dot_n(const float* __restrict w, const float* const* xs, int64_t len,
+                    const float* next) {
+  __m256 a[8], b[8];
+  for (int n = 0; n < 8; ++n) a[n] = b[n] = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= len; i += 16) {
+    if (next != nullptr) MIDL_PREFETCH(next + i);
+    const __m256 w0 = _mm256_loadu_ps(w + i), w1 = _mm256_loadu_ps(w + i + 8);
+    for (int n = 0; n < N; ++n) {
+      if constexpr (N <= 4) {  // two accumulators per input: enough independent FMA chains
+        a[n] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xs[n] + i), a[n]);
+        b[n] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xs[n] + i + 8), b[n]);
+      } else {  // (16 registers: one accumulator each)
+        a[n] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xs[n] + i), a[n]);
+        a[n] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xs[n] + i + 8), a[n]);
+      }
+    }
+  }
+  for (; i < len; i += 8) {
+    const __m256i m = tail8(len - i);
+    const __m256 w0 = _mm256_maskload_ps(w + i, m);
+    for (int n = 0; n < N; ++n)
+      a[n] = _mm256_fmadd_ps(w0, _mm256_maskload_ps(xs[n] + i, m), a[n]);
+  }
+  if constexpr (N <= 4)
+    for (int n = 0; n < N; ++n) a[n] = _mm256_add_ps(a[n], b[n]);
+  return reduce8_ps(a);
+}
+#endif
+
+#if MIDL_SIMD
 inline __m256 dot_upto8(int n, const float* w, const float* const* xs, int64_t len,
                         const float* next) {
   switch (n) {
@@ -426,7 +628,7 @@ inline __m256 dot_upto8(int n, const float* w, const float* const* xs, int64_t l
   }
 }
 
-// The full path of a batch (float, AVX-512), a sampled dense-dense product: for every selected
+// The full path of a batch (float, AVX-512 or AVX2 + FMA), a sampled dense-dense product: for every selected
 // (sample s, row j), y[s, j] = l + g (W[j] . x[s] + b[j] - l) with l = y[s, j] on entry (the
 // light path, or 0) and g = gate[s, j]; no activation. Blocked like a GEMM so that most loads
 // hit L1: samples in tiles of T (a 64-bit set of the tile's samples per row), d_in in chunks
@@ -564,7 +766,7 @@ void run(const at::Tensor& x, const at::Tensor& logits, const at::Tensor& gate,
     std::vector<typename KeyOf<T>::type> keys, cur;
     for (int64_t s = s0; s < s1; ++s) {
       select_topk<T>(zp + s * d, d, k, ip + s * k, keys, cur);
-#if defined(__AVX512F__)
+#if MIDL_SIMD
       if constexpr (std::is_same<T, float>::value)  // the gate, while this row is in L1
         if (gw != nullptr) sigmoid_row_f32(zp + s * d, gw + s * d, d);
 #endif
@@ -581,7 +783,7 @@ void run(const at::Tensor& x, const at::Tensor& logits, const at::Tensor& gate,
       }
     }
   });
-#if defined(__AVX512F__)
+#if MIDL_SIMD
   if constexpr (std::is_same<T, float>::value) {
     if (tiles) {
       full_path_tiles_f32(xp, wp, bp, gw, ip, B, din, d, k, yp);
@@ -700,8 +902,8 @@ std::vector<at::Tensor> midl_sparse_eval(
   const int64_t B = x.size(0);
   // The gate is read only where selected: a few samples take k scalar exps, a batch one
   // vectorized sigmoid over (B, d).
-  bool tiles = false;  // the blocked full path: float, AVX-512, a batch
-#if defined(__AVX512F__)
+  bool tiles = false;  // the blocked full path: float, AVX-512 or AVX2 + FMA, a batch
+#if MIDL_SIMD
   tiles = x.scalar_type() == at::kFloat && B >= kTileBatch;
 #endif
   const at::Tensor gate = B <= kSmallBatch || tiles ? at::Tensor() : at::sigmoid(logits);
@@ -716,7 +918,7 @@ std::vector<at::Tensor> midl_sparse_eval(
 
 // Appended to SOURCE: whether this build has the blocked batch path (for the cost rule).
 bool midl_blocked_available() {
-#if defined(__AVX512F__)
+#if MIDL_SIMD
   return true;
 #else
   return false;
@@ -866,11 +1068,12 @@ std::vector<at::Tensor> midl_mix_backward(const at::Tensor& grad_in, const at::T
 // sample the mix's gradients (straight-through, d a / d g = m + g), dh_g = G2^T dz and
 // dh_l = U^T dl, and the sums dG2 = dz h_g^T, dU = dl h_l^T, db, dc, without materializing
 // dz or dl; then dW = df^T x, [dG1; dV] = [dh_g | dh_l]^T x and dx as GEMMs.
-#if defined(__AVX512F__)
+#if MIDL_SIMD
 #include <torch/csrc/autograd/custom_function.h>
 
 namespace {
 
+#if MIDL_AVX512
 inline __mmask16 tail16(int64_t n) {
   return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1);
 }
@@ -950,6 +1153,118 @@ inline void outer_acc(const float* const* v, const float* const* h, int n, int64
   }
 }
 
+// One sample of the forward mix: g = sigmoid(z), a = m g, y = act(a f + (1 - a) l) (m, l may
+// be null: k = d, no light path).
+inline void mix_forward_row(const float* z, const float* ms, const float* fs, const float* ls,
+                            float* ys, float* gs, int64_t d, bool relu) {
+  for (int64_t j = 0; j < d; j += 16) {
+    const __mmask16 mk = tail16(d - j);
+    const __m512 gv = sigmoid16(_mm512_maskz_loadu_ps(mk, z + j));
+    const __m512 av =
+        ms != nullptr ? _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, ms + j), gv) : gv;
+    __m512 v = _mm512_mul_ps(av, _mm512_maskz_loadu_ps(mk, fs + j));
+    if (ls != nullptr)
+      v = _mm512_fmadd_ps(_mm512_sub_ps(_mm512_set1_ps(1.0f), av),
+                          _mm512_maskz_loadu_ps(mk, ls + j), v);
+    if (relu) v = _mm512_max_ps(v, _mm512_setzero_ps());
+    _mm512_mask_storeu_ps(ys + j, mk, v);
+    _mm512_mask_storeu_ps(gs + j, mk, gv);
+  }
+}
+
+// One sample of the backward mix: df, dl = p - df, dz = da (m + g) g (1 - g) with p = dy act'(y)
+// and da = p (f - l); db += df and dc += dl (m, l may be null).
+inline void mix_backward_row(const float* dy, const float* y, const float* g, const float* m,
+                             const float* f, const float* l, float* df, float* db, float* dc,
+                             float* dl, float* dz, int64_t d, bool relu) {
+  for (int64_t j = 0; j < d; j += 16) {
+    const __mmask16 mk = tail16(d - j);
+    __m512 p = _mm512_maskz_loadu_ps(mk, dy + j);
+    if (relu)
+      p = _mm512_maskz_mov_ps(
+          _mm512_cmp_ps_mask(_mm512_maskz_loadu_ps(mk, y + j), _mm512_setzero_ps(),
+                             _CMP_GT_OQ),
+          p);
+    const __m512 gv = _mm512_maskz_loadu_ps(mk, g + j);
+    const __m512 mv = m != nullptr ? _mm512_maskz_loadu_ps(mk, m + j)
+                                    : _mm512_set1_ps(1.0f);
+    const __m512 a = _mm512_mul_ps(mv, gv);
+    const __m512 dfv = _mm512_mul_ps(p, a);
+    _mm512_mask_storeu_ps(df + j, mk, dfv);
+    _mm512_mask_storeu_ps(db + j, mk,
+                          _mm512_add_ps(_mm512_maskz_loadu_ps(mk, db + j), dfv));
+    const __m512 fv = _mm512_maskz_loadu_ps(mk, f + j);
+    __m512 da;
+    if (l != nullptr) {
+      const __m512 lv = _mm512_maskz_loadu_ps(mk, l + j);
+      const __m512 dlv = _mm512_sub_ps(p, dfv);
+      _mm512_mask_storeu_ps(dl + j, mk, dlv);
+      _mm512_mask_storeu_ps(dc + j, mk,
+                            _mm512_add_ps(_mm512_maskz_loadu_ps(mk, dc + j), dlv));
+      da = _mm512_mul_ps(p, _mm512_sub_ps(fv, lv));
+    } else {
+      da = _mm512_mul_ps(p, fv);
+    }
+    // dz = da (m + g) g (1 - g)
+    const __m512 dzv = _mm512_mul_ps(
+        _mm512_mul_ps(da, _mm512_add_ps(mv, gv)),
+        _mm512_mul_ps(gv, _mm512_sub_ps(_mm512_set1_ps(1.0f), gv)));
+    _mm512_mask_storeu_ps(dz + j, mk, dzv);
+  }
+}
+#else
+// AVX2 + FMA: the mix rows with 8-float lanes (tails: load8/store8); the thin products
+// are GEMMs (kThinGemm).
+
+// One sample of the forward mix (as the AVX-512 mix_forward_row).
+inline void mix_forward_row(const float* z, const float* ms, const float* fs, const float* ls,
+                            float* ys, float* gs, int64_t d, bool relu) {
+  const __m256 one = _mm256_set1_ps(1.0f);
+  for (int64_t j = 0; j < d; j += 8) {
+    const int64_t n = d - j;
+    const __m256 gv = sigmoid8(load8(z + j, n));
+    const __m256 av = ms != nullptr ? _mm256_mul_ps(load8(ms + j, n), gv) : gv;
+    __m256 v = _mm256_mul_ps(av, load8(fs + j, n));
+    if (ls != nullptr) v = _mm256_fmadd_ps(_mm256_sub_ps(one, av), load8(ls + j, n), v);
+    if (relu) v = _mm256_max_ps(v, _mm256_setzero_ps());
+    store8(ys + j, v, n);
+    store8(gs + j, gv, n);
+  }
+}
+
+// One sample of the backward mix (as the AVX-512 mix_backward_row, except that db and dc
+// may be null: the sums over samples are then left to the caller).
+inline void mix_backward_row(const float* dy, const float* y, const float* g, const float* m,
+                             const float* f, const float* l, float* df, float* db, float* dc,
+                             float* dl, float* dz, int64_t d, bool relu) {
+  const __m256 one = _mm256_set1_ps(1.0f);
+  for (int64_t j = 0; j < d; j += 8) {
+    const int64_t n = d - j;
+    __m256 p = load8(dy + j, n);
+    if (relu)
+      p = _mm256_and_ps(_mm256_cmp_ps(load8(y + j, n), _mm256_setzero_ps(), _CMP_GT_OQ), p);
+    const __m256 gv = load8(g + j, n);
+    const __m256 mv = m != nullptr ? load8(m + j, n) : one;
+    const __m256 dfv = _mm256_mul_ps(p, _mm256_mul_ps(mv, gv));
+    store8(df + j, dfv, n);
+    if (db != nullptr) store8(db + j, _mm256_add_ps(load8(db + j, n), dfv), n);
+    const __m256 fv = load8(f + j, n);
+    __m256 da;
+    if (l != nullptr) {
+      const __m256 dlv = _mm256_sub_ps(p, dfv);
+      store8(dl + j, dlv, n);
+      if (dc != nullptr) store8(dc + j, _mm256_add_ps(load8(dc + j, n), dlv), n);
+      da = _mm256_mul_ps(p, _mm256_sub_ps(fv, load8(l + j, n)));
+    } else {
+      da = _mm256_mul_ps(p, fv);
+    }
+    // dz = da (m + g) g (1 - g)
+    store8(dz + j, _mm256_mul_ps(_mm256_mul_ps(da, _mm256_add_ps(mv, gv)),
+                                 _mm256_mul_ps(gv, _mm256_sub_ps(one, gv))), n);
+  }
+}
+#endif  // MIDL_AVX512
+
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
@@ -960,6 +1275,10 @@ inline at::Tensor opt(const c10::optional<at::Tensor>& t, const at::Tensor& like
 }
 inline at::Tensor given(const at::Tensor& t) { return t.numel() > 0 ? t : at::Tensor(); }
 
+// AVX2 builds form the thin products of the gate and light path as GEMMs on (B, d) matrices
+// (forward z = h_g G2^T, l = h_l U^T + c; backward dh = dz G2, dG2 = dz^T h_g, ...): MKL's
+// thin GEMMs run them faster than 8-lane loops, and the elementwise passes then split
+// across threads. AVX-512 builds run them per sample inside the passes.
 struct MidlTrainFn : public torch::autograd::Function<MidlTrainFn> {
   // inputs: x, G1, G2, W, b, V, U, c (b, V, U, c may be undefined); outputs: y, g, m
   static variable_list forward(AutogradContext* ctx, at::Tensor x_in, at::Tensor G1,
@@ -974,17 +1293,28 @@ struct MidlTrainFn : public torch::autograd::Function<MidlTrainFn> {
     const at::Tensor A = light ? at::cat({G1, V}, 0) : G1;  // (rg + rl, d_in)
     const at::Tensor H = at::mm(x, A.t());                   // (B, rg + rl): [h_g | h_l]
     const at::Tensor f = b.defined() ? at::addmm(b, x, W.t()) : at::mm(x, W.t());
+    at::Tensor y = at::empty({B, d}, x.options()), g = at::empty({B, d}, x.options());
+#if MIDL_AVX2
+    // the thin products as GEMMs: logits Z = h_g G2^T and l = h_l U^T + c, (B, d) each
+    const at::Tensor Z = at::mm(H.narrow(1, 0, rg), G2.t());
+    at::Tensor l;
+    if (light) {
+      const at::Tensor hl = H.narrow(1, rg, rl);
+      l = c.defined() ? at::addmm(c, hl, U.t()) : at::mm(hl, U.t());
+    }
+    const float* zp = Z.data_ptr<float>();
+#else
     const at::Tensor G2T = G2.t().contiguous();
     const at::Tensor UT = light ? U.t().contiguous() : at::Tensor();
     const at::Tensor cc = c.defined() ? c.contiguous() : at::Tensor();
-    at::Tensor y = at::empty({B, d}, x.options()), g = at::empty({B, d}, x.options());
     at::Tensor l = light ? at::empty({B, d}, x.options()) : at::Tensor();
-    at::Tensor m = k < d ? at::zeros({B, d}, x.options()) : at::Tensor();
     const float* Hp = H.data_ptr<float>();
-    const float* fp = f.data_ptr<float>();
     const float* g2t = G2T.data_ptr<float>();
     const float* ut = light ? UT.data_ptr<float>() : nullptr;
     const float* cp = cc.defined() ? cc.data_ptr<float>() : nullptr;
+#endif
+    at::Tensor m = k < d ? at::zeros({B, d}, x.options()) : at::Tensor();
+    const float* fp = f.data_ptr<float>();
     float* yp = y.data_ptr<float>();
     float* gp = g.data_ptr<float>();
     float* lp = light ? l.data_ptr<float>() : nullptr;
@@ -993,35 +1323,30 @@ struct MidlTrainFn : public torch::autograd::Function<MidlTrainFn> {
     const bool relu = act == 1;
     const int64_t grain = std::max<int64_t>(1, kParallelMacs / std::max<int64_t>(d * hs, 1));
     at::parallel_for(0, B, grain, [&](int64_t s0, int64_t s1) {
-      std::vector<float> zrow(d);
       std::vector<uint32_t> keys, scratch;
       std::vector<int64_t> idx(k);
+#if !MIDL_AVX2
+      std::vector<float> zrow(d);
+#endif
       for (int64_t s = s0; s < s1; ++s) {
+        float* ls = lp != nullptr ? lp + s * d : nullptr;
+#if MIDL_AVX2
+        const float* z = zp + s * d;  // logits
+#else
         const float* hg = Hp + s * hs;
         thin_rows_t(hg, g2t, rg, d, nullptr, zrow.data());  // logits
+        const float* z = zrow.data();
+        if (ls != nullptr) thin_rows_t(hg + rg, ut, rl, d, cp, ls);
+#endif
         float* ms = mp != nullptr ? mp + s * d : nullptr;
         if (ms != nullptr) {
-          select_topk_f32(zrow.data(), d, k, idx.data(), keys, scratch);
+          select_topk_f32(z, d, k, idx.data(), keys, scratch);
           for (int64_t t = 0; t < k; ++t) ms[idx[t]] = 1.0f;
         }
-        float* ls = lp != nullptr ? lp + s * d : nullptr;
-        if (ls != nullptr) thin_rows_t(hg + rg, ut, rl, d, cp, ls);
         const float* fs = fp + s * d;
         float* ys = yp + s * d;
         float* gs = gp + s * d;
-        for (int64_t j = 0; j < d; j += 16) {
-          const __mmask16 mk = tail16(d - j);
-          const __m512 gv = sigmoid16(_mm512_maskz_loadu_ps(mk, zrow.data() + j));
-          const __m512 av =
-              ms != nullptr ? _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, ms + j), gv) : gv;
-          __m512 v = _mm512_mul_ps(av, _mm512_maskz_loadu_ps(mk, fs + j));
-          if (ls != nullptr)
-            v = _mm512_fmadd_ps(_mm512_sub_ps(_mm512_set1_ps(1.0f), av),
-                                _mm512_maskz_loadu_ps(mk, ls + j), v);
-          if (relu) v = _mm512_max_ps(v, _mm512_setzero_ps());
-          _mm512_mask_storeu_ps(ys + j, mk, v);
-          _mm512_mask_storeu_ps(gs + j, mk, gv);
-        }
+        mix_forward_row(z, ms, fs, ls, ys, gs, d, relu);
       }
     });
     const at::Tensor m_out = m.defined() ? m : at::empty({0}, x.options());  // k = d: none
@@ -1048,22 +1373,54 @@ struct MidlTrainFn : public torch::autograd::Function<MidlTrainFn> {
     const at::Tensor dy = grads[0].defined() ? grads[0].contiguous() : at::zeros_like(y);
     const int64_t B = x.size(0), d = W.size(0), rg = G1.size(0);
     const bool light = V.defined();
-    const int64_t rl = light ? V.size(0) : 0, hs = rg + rl;
+    const int64_t rl = light ? V.size(0) : 0;
     const at::Tensor G2c = G2.contiguous();
     const at::Tensor Uc = light ? U.contiguous() : at::Tensor();
     at::Tensor df = at::empty({B, d}, y.options());
-    at::Tensor dH = at::empty({B, hs}, y.options());
-    at::Tensor dG2 = at::zeros({d, rg}, y.options());
-    at::Tensor dU = light ? at::zeros({d, rl}, y.options()) : at::Tensor();
-    at::Tensor db = at::zeros({d}, y.options()), dc = at::zeros({d}, y.options());
     const float *dyp = dy.data_ptr<float>(), *yp = y.data_ptr<float>(), *gp = g.data_ptr<float>();
     const float* mp = m.numel() > 0 ? m.data_ptr<float>() : nullptr;
     const float* fp = f.data_ptr<float>();
     const float* lp = light ? l.data_ptr<float>() : nullptr;
+    float* dfp = df.data_ptr<float>();
+#if MIDL_AVX2
+    // per sample (any thread) dz and dl into (B, d) matrices; then the sums over samples
+    // and dh as GEMMs
+    at::Tensor dZ = at::empty({B, d}, y.options());
+    at::Tensor dL = light ? at::empty({B, d}, y.options()) : at::Tensor();
+    float* dzp = dZ.data_ptr<float>();
+    float* dlp = light ? dL.data_ptr<float>() : nullptr;
+    at::parallel_for(0, B, std::max<int64_t>(1, kParallelMacs / (16 * d)),
+                     [&](int64_t s0, int64_t s1) {
+      for (int64_t s = s0; s < s1; ++s) {
+        const int64_t o = s * d;
+        mix_backward_row(dyp + o, yp + o, gp + o, mp != nullptr ? mp + o : nullptr, fp + o,
+                         lp != nullptr ? lp + o : nullptr, dfp + o, nullptr, nullptr,
+                         dlp != nullptr ? dlp + o : nullptr, dzp + o, d, relu);
+      }
+    });
+    const at::Tensor hg = H.narrow(1, 0, rg);
+    const at::Tensor dG2 = at::mm(dZ.t(), hg);
+    const at::Tensor db = df.sum(0);
+    at::Tensor dU, dc, dH;
+    if (light) {
+      const at::Tensor hl = H.narrow(1, rg, rl);
+      dU = at::mm(dL.t(), hl);
+      dc = dL.sum(0);
+      dH = at::cat({at::mm(dZ, G2c), at::mm(dL, Uc)}, 1);
+    } else {
+      dc = at::zeros({d}, y.options());
+      dH = at::mm(dZ, G2c);
+    }
+#else
+    const int64_t hs = rg + rl;
+    at::Tensor dH = at::empty({B, hs}, y.options());
+    at::Tensor dG2 = at::zeros({d, rg}, y.options());
+    at::Tensor dU = light ? at::zeros({d, rl}, y.options()) : at::Tensor();
+    at::Tensor db = at::zeros({d}, y.options()), dc = at::zeros({d}, y.options());
     const float* Hp = H.data_ptr<float>();
     const float* g2 = G2c.data_ptr<float>();
     const float* u = light ? Uc.data_ptr<float>() : nullptr;
-    float *dfp = df.data_ptr<float>(), *dHp = dH.data_ptr<float>();
+    float* dHp = dH.data_ptr<float>();
     float *dg2 = dG2.data_ptr<float>(), *du = light ? dU.data_ptr<float>() : nullptr;
     float *dbp = db.data_ptr<float>(), *dcp = dc.data_ptr<float>();
     {
@@ -1075,40 +1432,9 @@ struct MidlTrainFn : public torch::autograd::Function<MidlTrainFn> {
           const int64_t s = s0 + uu, o = s * d;
           float* dzs = dz.data() + uu * d;
           float* dls = dl.data() + uu * d;
-          for (int64_t j = 0; j < d; j += 16) {
-            const __mmask16 mk = tail16(d - j);
-            __m512 p = _mm512_maskz_loadu_ps(mk, dyp + o + j);
-            if (relu)
-              p = _mm512_maskz_mov_ps(
-                  _mm512_cmp_ps_mask(_mm512_maskz_loadu_ps(mk, yp + o + j), _mm512_setzero_ps(),
-                                     _CMP_GT_OQ),
-                  p);
-            const __m512 gv = _mm512_maskz_loadu_ps(mk, gp + o + j);
-            const __m512 mv = mp != nullptr ? _mm512_maskz_loadu_ps(mk, mp + o + j)
-                                            : _mm512_set1_ps(1.0f);
-            const __m512 a = _mm512_mul_ps(mv, gv);
-            const __m512 dfv = _mm512_mul_ps(p, a);
-            _mm512_mask_storeu_ps(dfp + o + j, mk, dfv);
-            _mm512_mask_storeu_ps(dbp + j, mk,
-                                  _mm512_add_ps(_mm512_maskz_loadu_ps(mk, dbp + j), dfv));
-            const __m512 fv = _mm512_maskz_loadu_ps(mk, fp + o + j);
-            __m512 da;
-            if (lp != nullptr) {
-              const __m512 lv = _mm512_maskz_loadu_ps(mk, lp + o + j);
-              const __m512 dlv = _mm512_sub_ps(p, dfv);
-              _mm512_mask_storeu_ps(dls + j, mk, dlv);
-              _mm512_mask_storeu_ps(dcp + j, mk,
-                                    _mm512_add_ps(_mm512_maskz_loadu_ps(mk, dcp + j), dlv));
-              da = _mm512_mul_ps(p, _mm512_sub_ps(fv, lv));
-            } else {
-              da = _mm512_mul_ps(p, fv);
-            }
-            // dz = da (m + g) g (1 - g)
-            const __m512 dzv = _mm512_mul_ps(
-                _mm512_mul_ps(da, _mm512_add_ps(mv, gv)),
-                _mm512_mul_ps(gv, _mm512_sub_ps(_mm512_set1_ps(1.0f), gv)));
-            _mm512_mask_storeu_ps(dzs + j, mk, dzv);
-          }
+          mix_backward_row(dyp + o, yp + o, gp + o, mp != nullptr ? mp + o : nullptr, fp + o,
+                           lp != nullptr ? lp + o : nullptr, dfp + o, dbp, dcp, dls, dzs, d,
+                           relu);
           thin_cols(dzs, g2, d, rg, dHp + s * hs);
           if (light) thin_cols(dls, u, d, rl, dHp + s * hs + rg);
         }
@@ -1126,6 +1452,7 @@ struct MidlTrainFn : public torch::autograd::Function<MidlTrainFn> {
         if (light) outer_acc(vl, hl, n, d, rl, du);
       }
     }
+#endif
     const at::Tensor dA = at::mm(dH.t(), x);  // (hs, d_in): [dG1; dV]
     const at::Tensor dW = at::mm(df.t(), x);
     at::Tensor dx;
@@ -1150,14 +1477,14 @@ std::vector<at::Tensor> midl_train(const at::Tensor& x, const at::Tensor& G1,
                                    const c10::optional<at::Tensor>& V,
                                    const c10::optional<at::Tensor>& U,
                                    const c10::optional<at::Tensor>& c, int64_t k, int64_t act) {
-#if defined(__AVX512F__)
+#if MIDL_SIMD
   TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat && x.device().is_cpu(),
               "midl_train: x must be a (B, d_in) float32 CPU tensor");
   TORCH_CHECK(act == 0 || act == 1, "midl_train: act must be 0 (identity) or 1 (relu)");
   TORCH_CHECK(k >= 1 && k <= W.size(0), "k must satisfy 1 <= k <= ", W.size(0), ", got ", k);
   return MidlTrainFn::apply(x, G1, G2, W, opt(b, x), opt(V, x), opt(U, x), opt(c, x), k, act);
 #else
-  TORCH_CHECK(false, "midl_train needs a build with AVX-512");
+  TORCH_CHECK(false, "midl_train needs a build with AVX-512 or AVX2 + FMA");
   return {};
 #endif
 }
