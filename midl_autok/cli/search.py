@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import datetime
-import logging
 import math
-import os
 import sys
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -31,7 +28,7 @@ from midl_autok.cli._app import (
 )
 
 if TYPE_CHECKING:
-    from midl_autok.backends.session import SearchSession, SearchSummary
+    from midl_autok.search.session import SearchSession, SearchSummary
     from midl_autok.store import Store
 
 # Options shared by the commands that read or write a store (search, studies, pareto, export).
@@ -279,36 +276,26 @@ def search(
         },
     )
     spec = _with_agent_options(spec, rl_options, trials_given=trials is not None)
-    from midl_autok.backends.local import run_search
+    from midl_autok.interrupts import handling_signals
+    from midl_autok.search import get_backend
+    from midl_autok.search.quiet import quiet
     from midl_autok.store import open_store
 
+    run = get_backend(backend)
     the_store = open_store(store, storage=storage)
-    _quiet_libraries()
+    quiet()
     progress = _Progress(spec.name)
-    from midl_autok.interrupts import handling_signals
-
+    options = {} if ray_options is None else {"options": ray_options}
     with handling_signals(), progress:  # Ctrl-C / SIGTERM: trials failed, runs ended
-        if ray_options is not None:
-            from midl_autok.backends.ray import run_ray_search
-
-            summary = run_ray_search(
-                spec,
-                store=the_store,
-                study=study,
-                device=device,
-                threads=threads,
-                options=ray_options,
-                callbacks=[progress],
-            )
-        else:
-            summary = run_search(
-                spec,
-                store=the_store,
-                study=study,
-                device=device,
-                threads=threads,
-                callbacks=[progress],
-            )
+        summary = run(
+            spec,
+            store=the_store,
+            study=study,
+            device=device,
+            threads=threads,
+            callbacks=[progress],
+            **options,
+        )
     _print_summary(summary, the_store, overhead=ray_options is None)
     _print_policy(summary, the_store)
     if summary.stopped:
@@ -345,8 +332,8 @@ def _ray_options(
 ) -> Any:
     """The Ray backend's options (checked), or None for the local backend; the Ray-only
     options given with the local backend are errors."""
-    from midl_autok.backends import BACKENDS
     from midl_autok.errors import SpecError, unknown_name
+    from midl_autok.search import BACKENDS
 
     if backend not in BACKENDS:
         raise unknown_name("backend", backend, BACKENDS, error=SpecError)
@@ -361,7 +348,8 @@ def _ray_options(
             if value is not None:
                 raise SpecError(f"{flag} applies to --backend ray, not to --backend {backend}")
         return None
-    from midl_autok.backends.ray import RayOptions, worker_device
+    from midl_autok.search.devices import trial_device
+    from midl_autok.search.ray.options import RayOptions
 
     options = RayOptions(
         workers=workers,
@@ -371,7 +359,7 @@ def _ray_options(
         early_stop=early_stop or "none",
     )
     options.check()
-    worker_device(device, options.gpus_per_trial)
+    trial_device(device, gpus_per_trial=options.gpus_per_trial)
     return options
 
 
@@ -418,7 +406,7 @@ def _with_agent_options(spec: Any, options: dict[str, Any], *, trials_given: boo
 
 def _print_policy(summary: SearchSummary, store: Store) -> None:
     """Where an RL search's policy is, and how to train with it as a controller."""
-    from midl_autok.store import load_study_record
+    from midl_autok.results.record import load_study_record
 
     policy = load_study_record(store, summary.study).attrs.get("rl_policy")
     if not isinstance(policy, dict):
@@ -435,25 +423,6 @@ def _print_policy(summary: SearchSummary, store: Store) -> None:
         highlight=False,
         soft_wrap=True,
     )
-
-
-def _quiet_libraries() -> None:
-    """Optuna's per-trial INFO lines and MLflow's database messages would break the bar."""
-    import optuna
-
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is imported
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    for handler in logging.getLogger("optuna").handlers:  # records of child loggers, too
-        handler.addFilter(_drop_greenlet_notice)
-    for name in ("mlflow", "alembic"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
-
-
-def _drop_greenlet_notice(record: logging.LogRecord) -> bool:
-    """GPSampler's "'greenlet' is unavailable" notice: an optional speed-up, not a problem."""
-    return "greenlet" not in record.getMessage()
 
 
 class _Progress:
@@ -567,8 +536,8 @@ def _fmt(value: Any, pattern: str) -> str:
 
 
 def _print_summary(summary: SearchSummary, store: Store, *, overhead: bool = True) -> None:
-    from midl_autok.store import load_study_record
-    from midl_autok.tracking import pareto_summary
+    from midl_autok.results.files import pareto_summary
+    from midl_autok.results.record import load_study_record
 
     console = stdout_console()
     record = load_study_record(store, summary.study)
