@@ -22,12 +22,15 @@ from searchkit import fresh_store, quiet, runs, tiny_spec
 
 from midl_autok import metrics as M
 from midl_autok.agents import AGENTS, ExternalAgent
-from midl_autok.backends import SearchSummary, default_study_name, open_search, run_search
-from midl_autok.backends.session import UNOWNED_GRACE_S, SearchSession
 from midl_autok.errors import SpecError
+from midl_autok.results.record import load_study_record
 from midl_autok.schedule import KSchedule
+from midl_autok.search import SearchSummary, default_study_name, open_search, run_search
+from midl_autok.search.recording import start_run
+from midl_autok.search.recovery import UNOWNED_GRACE_S
+from midl_autok.search.session import SearchSession
 from midl_autok.spec import load_spec
-from midl_autok.store import Store, StoreError, load_study_record, open_store
+from midl_autok.store import Store, StoreError, open_store
 from midl_autok.trainer import TrainHooks, run_experiment
 
 
@@ -275,7 +278,7 @@ def test_trial_orphaned_by_a_dead_process_is_failed_on_resume(tmp_path: Path) ->
     spec = tiny_spec(trials=1)
     with open_search(spec, store=store, device="cpu") as session:
         trial = session.ask()
-        orphan_run = session.tracker.start_run("trial-0", parent_run_id=session.parent_run_id)
+        orphan_run = start_run(session.tracker, "trial-0", parent_run_id=session.parent_run_id)
         dead = subprocess.run(
             [sys.executable, "-c", "import os; print(os.getpid())"],
             capture_output=True,
@@ -298,7 +301,8 @@ def test_child_run_of_an_ended_search_is_ended_on_resume(tmp_path: Path) -> None
     store = fresh_store(tmp_path / "store")
     spec = tiny_spec(trials=1)
     with open_search(spec, store=store, device="cpu") as session:
-        child = session.tracker.start_run(
+        child = start_run(
+            session.tracker,
             "trial-9",
             parent_run_id=session.parent_run_id,
             tags={"host": session.host, "pid": session.pid},  # a live process

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from midl_autok.cli._app import app, stdout_console
-from midl_autok.cli.search import StorageOpt, StoreOpt, StudyOpt, front_table
+from midl_autok.cli._search_output import front_table
+from midl_autok.cli.search import StorageOpt, StoreOpt, StudyOpt
 
 if TYPE_CHECKING:
     from midl_autok.results.record import StudyRecord
