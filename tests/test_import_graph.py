@@ -153,17 +153,19 @@ _PENDING = {
 }
 
 
-def _agent_modules() -> list[object]:
+def _params(modules: list[str], pending: dict[str, str]) -> list[object]:
+    """``modules`` as parameters, those in ``pending`` as strict xfails with their reason."""
     return [
-        pytest.param(m, marks=pytest.mark.xfail(strict=True, reason=_PENDING[m]))
-        if m in _PENDING
+        pytest.param(m, marks=pytest.mark.xfail(strict=True, reason=pending[m]))
+        if m in pending
         else m
-        for m in sorted(MODULES)
-        if m.startswith("midl_autok.agents")
+        for m in modules
     ]
 
 
-@pytest.mark.parametrize("module", _agent_modules())
+@pytest.mark.parametrize(
+    "module", _params([m for m in sorted(MODULES) if m.startswith("midl_autok.agents")], _PENDING)
+)
 def test_agents_import_nothing_from_the_search_package(module: str) -> None:
     searchy = ("midl_autok.search.", "midl_autok.backends")
     targets = import_graph()[module]
@@ -261,17 +263,10 @@ _LONG_PENDING = {
 }
 
 
-def _sized_modules() -> list[object]:
-    return [
-        pytest.param(m, marks=pytest.mark.xfail(strict=True, reason=_LONG_PENDING[m]))
-        if m in _LONG_PENDING
-        else m
-        for m in sorted(MODULES)
-        if not m.startswith(_LONG_BY_DESIGN)
-    ]
-
-
-@pytest.mark.parametrize("module", _sized_modules())
+@pytest.mark.parametrize(
+    "module",
+    _params([m for m in sorted(MODULES) if not m.startswith(_LONG_BY_DESIGN)], _LONG_PENDING),
+)
 def test_module_is_under_500_lines(module: str) -> None:
     lines = MODULES[module].read_text().count("\n")
     assert lines < 500, f"{MODULES[module]} has {lines} lines"

@@ -16,8 +16,9 @@ writes to a study.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from midl_autok._lazy import lazy_getattr
 
 __all__ = [
     "PICKS",
@@ -58,10 +59,4 @@ if TYPE_CHECKING:
     from midl_autok.results.report import build_report, write_report
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'midl_autok.results' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from midl_autok._lazy import lazy_getattr
 
 __all__ = [
     "BACKENDS",
@@ -92,10 +94,4 @@ def get_backend(name: str) -> Callable[..., SearchSummary]:
     return function
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'midl_autok.search' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

@@ -20,14 +20,13 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from midl_autok.agents import ExternalAgent, SamplerAgent
 from midl_autok.errors import system_error_message
-from midl_autok.interrupts import handling_signals
 from midl_autok.results.record import ATTR_RUN_ID
 from midl_autok.search.evaluate import evaluate_trial
-from midl_autok.search.opening import open_search
+from midl_autok.search.opening import search_to_the_end
 from midl_autok.search.outcome import TrialOutcome, TrialRequest
 from midl_autok.search.session import SearchSession, SearchSummary
 from midl_autok.search.stopping import StopRule
@@ -123,19 +122,24 @@ def run_search(
     ``threads``: torch CPU threads per trial (see :func:`open_search`). Returns a
     :class:`SearchSummary`; the Pareto files are in ``summary.files``.
     """
-    target = spec.budget.trials
-    with (
-        handling_signals(),  # Ctrl-C / SIGTERM never in the middle of a storage call
-        open_search(
-            spec, store=store, study=study, device=device, target=target, threads=threads
-        ) as session,
-    ):
-        stopped = run_local(
-            session,
-            target=target,
-            timeout_s=spec.budget.timeout_s,
-            callbacks=callbacks,
-            train_hooks=train_hooks,
-            max_consecutive_failures=max_consecutive_failures,
-        )
-        return session.finish(target=target, stopped=stopped, plotlyjs=plotlyjs)
+    drive = functools.partial(
+        _drive,
+        timeout_s=spec.budget.timeout_s,
+        callbacks=callbacks,
+        train_hooks=train_hooks,
+        max_consecutive_failures=max_consecutive_failures,
+    )
+    return search_to_the_end(
+        spec,
+        drive,
+        store=store,
+        study=study,
+        device=device,
+        threads=threads,
+        backend="local",
+        plotlyjs=plotlyjs,
+    )
+
+
+def _drive(session: SearchSession, target: int, **options: Any) -> str | None:
+    return run_local(session, target=target, **options)

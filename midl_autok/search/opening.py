@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from midl_autok import __version__
 from midl_autok.agents import SamplerAgent, get_agent
 from midl_autok.errors import SpecError
+from midl_autok.interrupts import handling_signals
 from midl_autok.results.hypervolume import ideal_point
 from midl_autok.results.record import STUDY_FORMAT
 from midl_autok.search.devices import trial_device
@@ -35,14 +36,14 @@ from midl_autok.search.identity import (
 )
 from midl_autok.search.recording import start_run
 from midl_autok.search.recovery import recover_on_open
-from midl_autok.search.session import SearchSession
+from midl_autok.search.session import SearchSession, SearchSummary
 from midl_autok.store import Store, open_store
 from midl_autok.tracking import Tracker, git_sha, package_versions
 
 if TYPE_CHECKING:
     from midl_autok.spec import ExperimentSpec
 
-__all__ = ["open_search"]
+__all__ = ["open_search", "search_to_the_end"]
 
 
 def open_search(
@@ -192,6 +193,38 @@ def open_search(
         device=device,
         threads=threads,
     )
+
+
+def search_to_the_end(
+    spec: ExperimentSpec,
+    drive: Callable[[SearchSession, int], str | None],
+    *,
+    store: Store | str | os.PathLike[str] | None,
+    study: str | None,
+    device: str,
+    threads: int | None,
+    backend: str,
+    plotlyjs: str | bool,
+) -> SearchSummary:
+    """One whole search invocation, whatever the backend: open the study (``budget.trials``
+    is the target), let ``drive(session, target)`` run the trials (it returns why it stopped
+    early, if it did), write the Pareto files and end the parent run. Ctrl-C and SIGTERM are
+    held while a storage call runs; an interruption fails the live trials and ends the runs."""
+    target = spec.budget.trials
+    with (
+        handling_signals(),  # Ctrl-C / SIGTERM never in the middle of a storage call
+        open_search(
+            spec,
+            store=store,
+            study=study,
+            device=device,
+            backend=backend,
+            target=target,
+            threads=threads,
+        ) as session,
+    ):
+        stopped = drive(session, target)
+        return session.finish(target=target, stopped=stopped, plotlyjs=plotlyjs)
 
 
 def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

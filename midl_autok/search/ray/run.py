@@ -21,18 +21,18 @@ would rerun the interrupted trials under Optuna trials that were already failed.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ray import tune
 
 from midl_autok.agents import ExternalAgent, SamplerAgent, get_agent
 from midl_autok.errors import SpecError
-from midl_autok.interrupts import handling_signals
 from midl_autok.search.devices import trial_device
-from midl_autok.search.opening import open_search
+from midl_autok.search.opening import search_to_the_end
 from midl_autok.search.ray.options import RayOptions
 from midl_autok.search.ray.runtime import (
     check_reachable,
@@ -175,29 +175,28 @@ def run_ray_search(
         raise SpecError(
             f"agent {spec.search.agent!r} evaluates its own schedules; use --backend local"
         )
-    target = spec.budget.trials
-    with (
-        handling_signals(),  # Ctrl-C / SIGTERM never in the middle of a storage call
-        open_search(
-            spec,
-            store=store,
-            study=study,
-            device="cpu",
-            backend="ray",
-            target=target,
-            threads=threads,
-        ) as session,
-    ):
-        stopped = run_ray(
-            session,
-            target=target,
-            timeout_s=spec.budget.timeout_s,
-            callbacks=callbacks,
-            options=options,
-            device=trials_on,
-            max_consecutive_failures=max_consecutive_failures,
-        )
-        return session.finish(target=target, stopped=stopped, plotlyjs=plotlyjs)
+    drive = functools.partial(
+        _drive,
+        timeout_s=spec.budget.timeout_s,
+        callbacks=callbacks,
+        options=options,
+        device=trials_on,
+        max_consecutive_failures=max_consecutive_failures,
+    )
+    return search_to_the_end(
+        spec,
+        drive,
+        store=store,
+        study=study,
+        device="cpu",  # the driver's; trials train on trials_on
+        threads=threads,
+        backend="ray",
+        plotlyjs=plotlyjs,
+    )
+
+
+def _drive(session: SearchSession, target: int, **options: Any) -> str | None:
+    return run_ray(session, target=target, **options)
 
 
 def node_ids(store: Store, study: str) -> dict[int, str]:
