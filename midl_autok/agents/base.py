@@ -4,7 +4,7 @@ Two kinds of agents exist; a search driver (a backend) handles both:
 
 * :class:`SamplerAgent`: an Optuna sampler plus a define-by-run proposal. The backend owns
   the loop (``ask`` -> :meth:`SamplerAgent.propose` -> train -> ``tell``), so the same agent
-  runs in-process (``backends.local``) or with trials spread over Ray workers.
+  runs in-process (``search.local``) or with trials spread over Ray workers.
 * :class:`ExternalAgent`: an agent that evaluates schedules itself (e.g. an RL policy that
   drives training epoch by epoch). It sees the search only through the
   :class:`~midl_autok.agents.host.SearchHost` protocol: its :meth:`ExternalAgent.run` records

@@ -82,15 +82,17 @@ class Progress:
         self.progress.start()  # only now: setup errors print without a bar
 
     def on_trial_end(self, session: SearchSession, trial: Any, outcome: Any) -> None:
+        from optuna.trial import TrialState
+
         from midl_autok.agents import SamplerAgent
 
         phase = trial.user_attrs.get("phase")  # RL agents: training or rollout
         label = f"#{trial.number}" + (f" {phase}" if phase else "")
         reason = getattr(outcome, "fail_reason", None) or trial.user_attrs.get("fail_reason")
-        if trial.state.name == "COMPLETE":
+        if trial.state == TrialState.COMPLETE:
             m = outcome.metrics
             last = f"{label}: acc {m['val_accuracy']:.4f} FLOPs x{m['inference_flops_ratio']:.3f}"
-        elif trial.state.name == "PRUNED":
+        elif trial.state == TrialState.PRUNED:
             last = f"{label}: [yellow]stopped early[/]"
         else:
             last = f"{label}: [red]failed[/]"
@@ -107,7 +109,7 @@ class Progress:
 
             task = self.progress.tasks[0]
             done = f"{int(task.completed)}" + ("" if task.total is None else f"/{int(task.total)}")
-            why = f" ({escape(reason)})" if reason and trial.state.name != "COMPLETE" else ""
+            why = f" ({escape(reason)})" if reason and trial.state != TrialState.COMPLETE else ""
             elapsed = datetime.timedelta(seconds=int(task.elapsed or 0))
             console.print(
                 f"search {done}  {last}{why}  front {fields['front']}  HV {fields['hv']}  "
