@@ -70,7 +70,8 @@ def write_pareto_files(
     study = study_data(record)
     fig = front_figure([study], export=export_command)
     hv = summary["hypervolume_normalized"]
-    title = f"{record.name}: {int(study.front.sum())} Pareto trials of {len(study.points)} done"
+    front, completed = int(study.front.sum()), len(study.points)
+    title = f"{record.name}: {front} Pareto trials of {completed} completed"
     if hv is not None:
         title += f" (normalized hypervolume {hv:.4f})"
     fig.update_layout(title=title)
