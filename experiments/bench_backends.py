@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import platform
 import shutil
@@ -50,13 +49,10 @@ OVERHEAD_TARGET = 0.15
 
 
 def quiet() -> None:
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    import optuna
+    """:func:`midl_autok.search.quiet.quiet`, and no DeprecationWarning of any library."""
+    from midl_autok.search.quiet import quiet as quiet_libraries
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    for name in ("mlflow", "alembic"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    quiet_libraries()
     warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 

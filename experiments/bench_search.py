@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import platform
 import time
@@ -59,13 +58,10 @@ CHECKPOINTS = (10, 25)
 
 
 def quiet() -> None:
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    import optuna
+    """:func:`midl_autok.search.quiet.quiet`, and no FutureWarning of any library."""
+    from midl_autok.search.quiet import quiet as quiet_libraries
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    for name in ("mlflow", "alembic"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    quiet_libraries()
     warnings.filterwarnings("ignore", category=FutureWarning)
 
 

@@ -34,6 +34,7 @@ __all__ = [
     "dense_flops",
     "lstm_flops",
     "midl_flops",
+    "training_flops",
 ]
 
 
@@ -61,6 +62,18 @@ def lstm_flops(input_size: int, hidden_size: int, seq_len: int, *, num_layers: i
         d_in = input_size if layer == 0 else hidden_size
         total += 2 * 4 * hidden_size * (d_in + hidden_size) * seq_len
     return total
+
+
+def training_flops(forward_flops: float, samples: int) -> float:
+    """Training FLOPs of ``samples`` samples at ``forward_flops`` per sample::
+
+        training = 3 * samples * forward
+
+    (the forward pass, and a backward pass of about twice its cost). The one copy of this
+    rule: the trainer's count, the search's reference point and the Ray trainable's
+    per-epoch objective use it.
+    """
+    return 3 * samples * forward_flops
 
 
 @dataclass(frozen=True)
@@ -121,7 +134,8 @@ class CostModel:
                     f"samples_per_epoch must have one entry per epoch ({schedule.epochs}), "
                     f"but got {len(samples)}"
                 )
-        return sum(3 * n * self.inference_flops(schedule.at(e)) for e, n in enumerate(samples))
+        per_epoch = [self.inference_flops(schedule.at(e)) for e in range(schedule.epochs)]
+        return int(sum(training_flops(f, n) for f, n in zip(per_epoch, samples, strict=True)))
 
     def per_layer(self, k: Mapping[str, int] | None = None) -> dict[str, int]:
         k = k or {}

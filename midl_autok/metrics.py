@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
+from typing import Any
+
 __all__ = [
     "ACTIVE_FRACTION",
     "EPOCH_TIME_S",
@@ -16,6 +20,7 @@ __all__ = [
     "VAL_LOSS",
     "active_fraction_key",
     "k_key",
+    "public_metrics",
 ]
 
 VAL_ACCURACY = "val_accuracy"
@@ -49,6 +54,24 @@ OBJECTIVE_METRICS = (
     TRAINING_FLOPS,
     ACTIVE_FRACTION,
 )
+
+
+#: Final metrics a schedule file carries (``KSchedule.metrics``): the named metrics except the
+#: wall-clock epoch time, plus the dense model's FLOPs.
+PUBLIC_METRICS = (*(m for m in METRICS if m != EPOCH_TIME_S), "dense_inference_flops")
+
+
+def public_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """The finite :data:`PUBLIC_METRICS` of ``metrics``, in their order: what a schedule's
+    ``metrics`` block holds (trainer results, trial records, exports)."""
+    out: dict[str, float] = {}
+    for key in PUBLIC_METRICS:
+        value = metrics.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if math.isfinite(value):
+            out[key] = value
+    return out
 
 
 def active_fraction_key(layer: str) -> str:

@@ -42,7 +42,9 @@ __all__ = [
     "SQLITE_TIMEOUT_S",
     "Store",
     "StoreError",
+    "make_client",
     "open_store",
+    "redact_url",
     "sqlite_init_lock",
     "store_root",
 ]
@@ -119,6 +121,16 @@ def _sqlite_path(url: str) -> Path | None:
     if not rest or rest == ":memory:":
         return None
     return Path(rest)
+
+
+def make_client(tracking_uri: str) -> MlflowClient:
+    """An ``MlflowClient`` for ``tracking_uri`` (MLflow's own telemetry off unless the user
+    opted in through ``MLFLOW_DISABLE_TELEMETRY``)."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    from mlflow import MlflowClient
+
+    with sqlite_init_lock(tracking_uri):  # the client builds the tables of a new database
+        return MlflowClient(tracking_uri=tracking_uri)
 
 
 def _check_url(url: str, what: str) -> str:
@@ -218,12 +230,12 @@ class Store:
                     storage = _counting_storage_class()(self.storage_url, engine_kwargs=kwargs)
             except ImportError as exc:
                 raise StoreError(
-                    f"the Optuna storage {_redact(self.storage_url)} needs a database driver "
+                    f"the Optuna storage {redact_url(self.storage_url)} needs a database driver "
                     f"that is not installed ({exc}); e.g. pip install 'midl-autok[postgres]'"
                 ) from None
             except Exception as exc:
                 raise StoreError(
-                    f"cannot open the Optuna storage {_redact(self.storage_url)}: "
+                    f"cannot open the Optuna storage {redact_url(self.storage_url)}: "
                     f"{_first_line(exc)}"
                 ) from None
             _STORAGES[self.storage_url] = storage
@@ -232,8 +244,6 @@ class Store:
     def mlflow_client(self) -> MlflowClient:
         client = self._cache.get("mlflow")
         if client is None:
-            from midl_autok.tracking import make_client
-
             client = make_client(self.tracking_uri)
             self._cache["mlflow"] = client
         return client
@@ -243,15 +253,15 @@ class Store:
     def describe(self) -> dict[str, str]:
         return {
             "store": str(self.root),
-            "optuna_storage": _redact(self.storage_url),
-            "mlflow_tracking_uri": _redact(self.tracking_uri),
+            "optuna_storage": redact_url(self.storage_url),
+            "mlflow_tracking_uri": redact_url(self.tracking_uri),
         }
 
     def dashboard_commands(self) -> list[str]:
         """Shell commands that open the dashboards over this store."""
         lines = [f"midl-autok dashboard --store {_quote(str(self.root))}"]
-        lines.append(f"optuna-dashboard {_quote(_redact(self.storage_url))}")
-        mlflow_ui = f"mlflow ui --backend-store-uri {_quote(_redact(self.tracking_uri))}"
+        lines.append(f"optuna-dashboard {_quote(redact_url(self.storage_url))}")
+        mlflow_ui = f"mlflow ui --backend-store-uri {_quote(redact_url(self.tracking_uri))}"
         if self.embedded_mlflow:
             mlflow_ui += f" --default-artifact-root {_quote(str(self.root / 'mlartifacts'))}"
         lines.append(mlflow_ui)
@@ -332,13 +342,34 @@ def _counting_storage_class() -> type[optuna.storages.RDBStorage]:
     return CountingRDBStorage
 
 
+#: Names this module had before the read side moved to :mod:`midl_autok.results` (the
+#: study record, picks, hypervolume); still importable from here.
+_MOVED = {
+    "STUDY_FORMAT": "midl_autok.results.record",
+    "ATTR_SCHEDULE": "midl_autok.results.record",
+    "ATTR_RUN_ID": "midl_autok.results.record",
+    "ATTR_FAIL_REASON": "midl_autok.results.record",
+    "POINT_KEYS": "midl_autok.results.record",
+    "StudyRecord": "midl_autok.results.record",
+    "list_studies": "midl_autok.results.record",
+    "load_study_record": "midl_autok.results.record",
+    "PICKS": "midl_autok.results.picks",
+    "hypervolume": "midl_autok.results.hypervolume",
+}
+
+
 def __getattr__(name: str) -> Any:  # PEP 562: pickle finds CountingRDBStorage lazily
     if name == "CountingRDBStorage":
         return _counting_storage_class()
+    module = _MOVED.get(name)
+    if module is not None:  # by name, so that the read side may import this module
+        import importlib
+
+        return getattr(importlib.import_module(module), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _redact(url: str) -> str:
+def redact_url(url: str) -> str:
     """Hide a password in ``scheme://user:password@host``."""
     return re.sub(r"(://[^/:@]+):[^/@]*@", r"\1:***@", url)
 
@@ -352,254 +383,3 @@ def _quote(text: str) -> str:
     import shlex
 
     return shlex.quote(text)
-
-
-# =========================================================================== reading studies
-
-#: Study user attrs written by a search before its first trial (see backends.session).
-STUDY_FORMAT = 1
-#: Trial user attr keys with a meaning beyond "a metric".
-ATTR_SCHEDULE = "schedule"
-ATTR_RUN_ID = "mlflow_run_id"
-ATTR_FAIL_REASON = "fail_reason"
-_NON_METRIC_ATTRS = {ATTR_SCHEDULE, ATTR_RUN_ID, ATTR_FAIL_REASON, "host", "pid", "origin"}
-
-PICKS = ("knee", "max-accuracy", "min-flops")
-
-#: Columns of a Pareto point (``midl-autok pareto --json``), in order.
-POINT_KEYS = (
-    "trial",
-    "val_accuracy",
-    "test_accuracy",
-    "inference_flops",
-    "inference_flops_ratio",
-    "active_fraction",
-    "training_flops",
-)
-
-
-def hypervolume(values: Any, reference: Any, directions: list[str]) -> float:
-    """Hypervolume of objective vectors (rows) against a fixed reference point.
-
-    Two objectives use the exact sweep of :func:`midl_autok.pareto.hypervolume_2d`; more use
-    Optuna's WFG implementation. Points no better than the reference in every objective add
-    nothing.
-    """
-    import numpy as np
-
-    from midl_autok import pareto
-
-    points = np.asarray(values, dtype=float).reshape(-1, len(directions))
-    if points.shape[0] == 0:
-        return 0.0
-    if len(directions) == 2:
-        return pareto.hypervolume_2d(points, reference, directions)
-    from optuna._hypervolume import compute_hypervolume  # m > 2 only
-
-    signs = np.array([1.0 if d == "minimize" else -1.0 for d in directions])
-    loss, ref = points * signs, np.asarray(reference, dtype=float) * signs
-    inside = loss[np.all(loss < ref, axis=1)]
-    return float(compute_hypervolume(inside, ref)) if inside.shape[0] else 0.0
-
-
-@dataclass
-class StudyRecord:
-    """One study of a store as written by ``midl-autok search``: its attrs and trials."""
-
-    name: str
-    attrs: dict[str, Any]
-    directions: list[str]
-    trials: list[Any]  # optuna.trial.FrozenTrial, in trial-number order
-
-    # -- what the search recorded ----------------------------------------------------------
-
-    @property
-    def objectives(self) -> list[str]:
-        return list(self.attrs.get("objectives") or [f"objective_{i}" for i in self.directions])
-
-    @property
-    def reference_point(self) -> list[float] | None:
-        ref = self.attrs.get("reference_point")
-        return [float(v) for v in ref] if ref else None
-
-    def get(self, key: str, default: Any = "-") -> Any:
-        return self.attrs.get(key, default)
-
-    # -- trials ------------------------------------------------------------------------------
-
-    def counts(self) -> dict[str, int]:
-        """Number of trials per state name (``COMPLETE``, ``FAIL``, ``RUNNING``, ...)."""
-        out: dict[str, int] = {}
-        for t in self.trials:
-            out[t.state.name] = out.get(t.state.name, 0) + 1
-        return out
-
-    def completed(self) -> list[Any]:
-        return [t for t in self.trials if t.state.name == "COMPLETE" and t.values is not None]
-
-    def feasible(self) -> list[Any]:
-        """Completed trials that meet every constraint (e.g. the FLOPs budget)."""
-        return [t for t in self.completed() if all(v <= 0 for v in t.constraints.values())]
-
-    def front(self, trials: list[Any] | None = None) -> list[Any]:
-        """The non-dominated feasible trials, cheapest (lowest inference FLOPs) first."""
-        import numpy as np
-
-        from midl_autok import pareto
-
-        pool = self.feasible() if trials is None else trials
-        if not pool:
-            return []
-        mask = pareto.non_dominated(np.array([t.values for t in pool]), self.directions)
-        front = [t for t, keep in zip(pool, mask, strict=True) if keep]
-        return sorted(front, key=lambda t: (_metric(t, "inference_flops"), t.number))
-
-    def hypervolume(self, trials: list[Any] | None = None) -> float | None:
-        """Hypervolume of the feasible trials against the study's fixed reference point."""
-        ref = self.reference_point
-        if ref is None:
-            return None
-        pool = self.feasible() if trials is None else trials
-        return hypervolume([t.values for t in pool], ref, self.directions)
-
-    def normalized_hypervolume(self, trials: list[Any] | None = None) -> float | None:
-        """Hypervolume divided by the box between the reference and the ideal point (0..1)."""
-        hv, ref, ideal = self.hypervolume(trials), self.reference_point, self.attrs.get("ideal")
-        if hv is None or ref is None or not ideal:
-            return None
-        box = 1.0
-        for r, i in zip(ref, ideal, strict=True):
-            box *= abs(float(r) - float(i))
-        return hv / box if box > 0 else None
-
-    def point(self, trial: Any) -> dict[str, Any]:
-        """The trial as a Pareto point (:data:`POINT_KEYS` + the MLflow run id)."""
-        out: dict[str, Any] = {"trial": trial.number}
-        for key in POINT_KEYS[1:]:
-            out[key] = trial.user_attrs.get(key)
-        out[ATTR_RUN_ID] = trial.user_attrs.get(ATTR_RUN_ID)
-        return out
-
-    def metrics(self, trial: Any) -> dict[str, float]:
-        """All final metrics recorded on a trial."""
-        return {
-            k: v
-            for k, v in trial.user_attrs.items()
-            if k not in _NON_METRIC_ATTRS
-            and isinstance(v, (int, float))
-            and not isinstance(v, bool)
-        }
-
-    # -- choosing and exporting --------------------------------------------------------------
-
-    def pick(self, how: str = "knee", *, max_flops_ratio: float | None = None) -> Any:
-        """One Pareto trial: the ``knee``, the ``max-accuracy`` one or the ``min-flops`` one.
-
-        ``max_flops_ratio`` keeps only trials with ``inference_flops_ratio <= R`` first.
-        """
-        import numpy as np
-
-        from midl_autok import pareto
-
-        if how not in PICKS:
-            from midl_autok.errors import unknown_name
-
-            raise unknown_name("pick", how, PICKS, error=StoreError)
-        completed = self.completed()
-        if not completed:
-            raise StoreError(f"study {self.name!r} has no completed trials yet")
-        pool = self.feasible()
-        if not pool:
-            lowest = min(_metric(t, "inference_flops_ratio") for t in completed)
-            raise StoreError(
-                f"no trial of study {self.name!r} meets its FLOPs budget "
-                f"{self.attrs.get('flops_budget')} (lowest inference_flops_ratio found: "
-                f"{lowest:.4g})"
-            )
-        if max_flops_ratio is not None:
-            eligible = [t for t in pool if _metric(t, "inference_flops_ratio") <= max_flops_ratio]
-            if not eligible:
-                lowest = min(_metric(t, "inference_flops_ratio") for t in pool)
-                raise StoreError(
-                    f"no trial of study {self.name!r} has inference_flops_ratio <= "
-                    f"{max_flops_ratio}; the lowest is {lowest:.4g}"
-                )
-            pool = eligible
-        front = self.front(pool)
-        if how == "knee":
-            return front[pareto.knee_point(np.array([t.values for t in front]), self.directions)]
-        if how == "max-accuracy":
-            return min(
-                front,
-                key=lambda t: (
-                    -_metric(t, "val_accuracy"),
-                    _metric(t, "inference_flops"),
-                    t.number,
-                ),
-            )
-        return min(
-            front,
-            key=lambda t: (_metric(t, "inference_flops"), -_metric(t, "val_accuracy"), t.number),
-        )
-
-    def schedule(self, trial: Any, *, pick: str | None = None) -> Any:
-        """The trial's KSchedule with its metrics and full provenance (spec included)."""
-        from midl_autok.schedule import KSchedule
-
-        raw = trial.user_attrs.get(ATTR_SCHEDULE)
-        if raw is None:
-            raise StoreError(f"trial {trial.number} of study {self.name!r} has no schedule")
-        schedule = KSchedule.from_dict(raw, source=f"study {self.name} trial {trial.number}")
-        provenance: dict[str, Any] = {
-            "study": self.name,
-            "trial": trial.number,
-            ATTR_RUN_ID: trial.user_attrs.get(ATTR_RUN_ID),
-            "experiment": self.attrs.get("experiment"),
-            "agent": self.attrs.get("agent"),
-            "space": self.attrs.get("space"),
-            "seed": self.attrs.get("seed"),
-            "spec": self.attrs.get("spec"),
-        }
-        if pick is not None:
-            provenance["pick"] = pick
-        return schedule.with_info(metrics=self.metrics(trial), provenance=provenance)
-
-
-def _metric(trial: Any, key: str) -> float:
-    value = trial.user_attrs.get(key)
-    return float(value) if isinstance(value, (int, float)) else float("nan")
-
-
-def list_studies(store: Store) -> list[str]:
-    """Names of the studies in the store's Optuna storage (sorted)."""
-    import optuna
-
-    store.require_studies()
-    return sorted(optuna.study.get_all_study_names(store.optuna_storage()))
-
-
-def load_study_record(store: Store, name: str | None = None) -> StudyRecord:
-    """Read one study; ``name=None`` works when the store holds exactly one study.
-
-    An unknown name raises :class:`StoreError` with a "did you mean".
-    """
-    names = list_studies(store)
-    if not names:
-        raise StoreError(f"the store {store.root} holds no studies yet; run `midl-autok search`")
-    if name is None:
-        if len(names) > 1:
-            raise StoreError(
-                f"the store {store.root} holds {len(names)} studies; choose one with --study "
-                f"NAME ({', '.join(names[:8])}{', ...' if len(names) > 8 else ''})"
-            )
-        name = names[0]
-    if name not in names:
-        from midl_autok.errors import unknown_name
-
-        raise unknown_name(f"study in {store.root}", name, names, error=StoreError)
-    storage = store.optuna_storage()
-    study_id = storage.get_study_id_from_name(name)
-    directions = [d.name.lower() for d in storage.get_study_directions(study_id)]
-    trials = storage.get_all_trials(study_id, deepcopy=False)
-    attrs = dict(storage.get_study_user_attrs(study_id))
-    return StudyRecord(name=name, attrs=attrs, directions=directions, trials=list(trials))

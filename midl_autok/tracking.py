@@ -18,7 +18,9 @@ Metric names are the project's (:mod:`midl_autok.metrics`); MLflow accepts them 
 so a layer with an unusual name still logs.
 
 A worker process (e.g. a Ray Tune trial) rebuilds a tracker from a picklable
-:class:`TrackingRef` and logs its child run under the same parent.
+:class:`TrackingRef` and logs its child run under the same parent. Runs are created only by
+:mod:`midl_autok.search.recording` and orphaned ones ended only by
+:mod:`midl_autok.search.recovery`; this module logs values into runs and ends them.
 """
 
 from __future__ import annotations
@@ -27,17 +29,17 @@ import functools
 import inspect
 import json
 import math
-import os
 import platform
 import re
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from midl_autok.interrupts import deferring
+from midl_autok.store import make_client, redact_url
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -46,12 +48,15 @@ __all__ = [
     "FAILED",
     "FINISHED",
     "KILLED",
+    "PARENT_TAG",
     "Tracker",
     "TrackingRef",
     "git_sha",
     "make_client",
     "metric_key",
     "package_versions",
+    "refused",
+    "tag_value",
 ]
 
 FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
@@ -70,18 +75,6 @@ def metric_key(name: str) -> str:
     return "/".join(parts) or "_"
 
 
-def make_client(tracking_uri: str) -> MlflowClient:
-    """An ``MlflowClient`` for ``tracking_uri`` (MLflow's own telemetry off unless the user
-    opted in through ``MLFLOW_DISABLE_TELEMETRY``)."""
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    from mlflow import MlflowClient
-
-    from midl_autok.store import sqlite_init_lock
-
-    with sqlite_init_lock(tracking_uri):  # the client builds the tables of a new database
-        return MlflowClient(tracking_uri=tracking_uri)
-
-
 @functools.cache
 def package_versions() -> dict[str, str]:
     """Versions of the packages a search result depends on."""
@@ -97,10 +90,10 @@ def package_versions() -> dict[str, str]:
 
 
 @functools.cache
-def git_sha() -> str | None:
-    """The git commit of the midl-autok source tree (``+dirty`` when it has local changes),
-    or None when it is not a git checkout."""
-    here = Path(__file__).resolve().parent
+def git_sha(root: Path | None = None) -> str | None:
+    """The git commit of the midl-autok source tree (or of ``root``), ``+dirty`` when it has
+    local changes to tracked files; None when it is not a git checkout."""
+    here = root if root is not None else Path(__file__).resolve().parent
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
@@ -152,7 +145,7 @@ class Tracker:
         try:
             exp = client.get_experiment_by_name(name)
         except MlflowException as exc:
-            raise _refused(exc, str(client.tracking_uri)) or exc from None
+            raise refused(exc, str(client.tracking_uri)) or exc from None
         if exp is None:
             try:
                 return cls(client, client.create_experiment(name, artifact_location))
@@ -184,83 +177,13 @@ class Tracker:
 
     # -- runs --------------------------------------------------------------------------------
 
-    def start_run(
-        self,
-        name: str,
-        *,
-        parent_run_id: str | None = None,
-        tags: Mapping[str, Any] | None = None,
-        params: Mapping[str, Any] | None = None,
-    ) -> str:
-        """Create a run (a child when ``parent_run_id`` is given); return its id."""
-        from mlflow.exceptions import MlflowException
-
-        all_tags = {k: _tag(v) for k, v in (tags or {}).items() if v is not None}
-        if parent_run_id is not None:
-            all_tags[PARENT_TAG] = parent_run_id
-        try:
-            run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
-        except MlflowException as exc:
-            raise _refused(exc, self.tracking_uri) or exc from None
-        if params:
-            self.log_params(run.info.run_id, params)
-        return str(run.info.run_id)
-
     def end_run(self, run_id: str, status: str = FINISHED, *, reason: str | None = None) -> None:
         """Finish a run with FINISHED / FAILED / KILLED (``reason`` as tag ``fail_reason``)."""
         if reason:
-            self.client.set_tag(run_id, "fail_reason", _tag(reason))
+            self.client.set_tag(run_id, "fail_reason", tag_value(reason))
         self.client.set_terminated(run_id, status)
 
-    def end_orphaned_runs(
-        self,
-        host: str,
-        alive: Callable[[int], bool],
-        *,
-        keep: Iterable[str] = (),
-        reason: str | None = None,
-    ) -> int:
-        """End as KILLED the RUNNING runs of this experiment started on ``host`` by a process
-        that no longer exists (tags ``host`` and ``pid``; e.g. a search killed with SIGKILL),
-        except the runs in ``keep``."""
-        kept = set(keep)
-        quoted = host.replace("'", "\\'")
-        ended = 0
-        for run in self._running_runs(f"tags.host = '{quoted}'"):
-            pid = run.data.tags.get("pid", "")
-            if run.info.run_id in kept or not pid.isdigit() or alive(int(pid)):
-                continue
-            why = reason or f"interrupted: process {pid} ended before the run finished"
-            self.end_run(run.info.run_id, KILLED, reason=why)
-            ended += 1
-        return ended
-
-    def end_runs_of_ended_parents(self, *, keep: Iterable[str] = ()) -> int:
-        """End as KILLED the RUNNING child runs whose parent run has ended (FINISHED, FAILED
-        or KILLED): their search is over, so nothing will end them (e.g. a Ray worker still
-        shutting down when the search that outlived its killed driver opened the study)."""
-        kept = set(keep)
-        parents: dict[str, str | None] = {}
-        ended = 0
-        for run in self._running_runs():
-            parent = run.data.tags.get(PARENT_TAG)
-            if parent is None or run.info.run_id in kept:
-                continue
-            if parent not in parents:
-                parents[parent] = self.run_status(parent)
-            if parents[parent] in ("RUNNING", None):  # live, or unknown: leave it
-                continue
-            why = f"interrupted: its search (parent run {parent}) ended before the trial finished"
-            self.end_run(run.info.run_id, KILLED, reason=why)
-            ended += 1
-        return ended
-
-    def has_running_parent_runs(self) -> bool:
-        """Whether a top-level run of this experiment is RUNNING: a search that may be live
-        somewhere (call :meth:`end_orphaned_runs` first to end those of dead processes here)."""
-        return any(PARENT_TAG not in run.data.tags for run in self._running_runs())
-
-    def _running_runs(self, where: str = "") -> list[Any]:
+    def running_runs(self, where: str = "") -> list[Any]:
         """RUNNING runs of this experiment (``where``: more of MLflow's filter, with ``and``)."""
         return list(
             self.client.search_runs(
@@ -329,18 +252,18 @@ class Tracker:
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
         self.client.log_text(run_id, text, artifact_file)
 
-    def log_files(self, run_id: str, paths: Iterable[Path]) -> None:
+    def log_files(self, run_id: str, paths: Iterable[Path], folder: str | None = None) -> None:
         for path in paths:
-            self.client.log_artifact(run_id, str(path))
+            self.client.log_artifact(run_id, str(path), folder)
 
 
-def _refused(exc: Any, uri: str) -> Exception | None:
+def refused(exc: Any, uri: str) -> Exception | None:
     """A :class:`~midl_autok.errors.UserError` for an MLflow server that refuses us (no or
     wrong credentials, no permission) or cannot be reached; None for anything else."""
     from midl_autok.errors import UserError
 
     code = getattr(exc, "error_code", "")
-    where = _redact_uri(uri)
+    where = redact_url(uri)
     if code == "UNAUTHENTICATED":
         return UserError(
             f"the MLflow server {where} refused the request: not authenticated (401); set "
@@ -357,10 +280,6 @@ def _refused(exc: Any, uri: str) -> Exception | None:
     return None
 
 
-def _redact_uri(uri: str) -> str:
-    return re.sub(r"(://[^/:@]+):[^/@]*@", r"\1:***@", uri)
-
-
 def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -373,149 +292,10 @@ def _param(value: Any) -> str:
     return str(value)
 
 
-def _tag(value: Any) -> str:
+def tag_value(value: Any) -> str:
+    """A tag value MLflow accepts (long text is truncated, not rejected)."""
     text = str(value)
     return text if len(text) <= _MAX_TAG else text[: _MAX_TAG - 3] + "..."
-
-
-# --------------------------------------------------------------------------- Pareto files
-
-
-def pareto_summary(record: Any) -> dict[str, Any]:
-    """The Pareto front of a study (a :class:`~midl_autok.store.StudyRecord`) as JSON data."""
-    import numpy as np
-
-    from midl_autok import pareto
-
-    front = record.front()
-    knee = None
-    if front:
-        knee = front[pareto.knee_point(np.array([t.values for t in front]), record.directions)]
-    return {
-        "study": record.name,
-        "experiment": record.get("experiment", None),
-        "agent": record.get("agent", None),
-        "space": record.get("space", None),
-        "objectives": record.objectives,
-        "directions": record.directions,
-        "reference_point": record.reference_point,
-        "flops_budget": record.get("flops_budget", None),
-        "trials": record.counts(),
-        "hypervolume": record.hypervolume(),
-        "hypervolume_normalized": record.normalized_hypervolume(),
-        "knee_trial": None if knee is None else knee.number,
-        "points": [record.point(t) for t in front],
-    }
-
-
-def write_pareto_files(record: Any, folder: Path, *, plotlyjs: str | bool = True) -> list[Path]:
-    """Write ``pareto.json``, ``pareto.csv`` and ``pareto.html`` for a study into ``folder``
-    (atomically); ``plotlyjs`` is plotly's ``include_plotlyjs`` (True: self-contained)."""
-    import csv
-    import io
-
-    from midl_autok.schedule import write_atomic
-
-    summary = pareto_summary(record)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = [folder / "pareto.json", folder / "pareto.csv", folder / "pareto.html"]
-    write_atomic(paths[0], json.dumps(summary, indent=2, default=_json_default) + "\n")
-    buf = io.StringIO()
-    columns = [*summary["points"][0].keys()] if summary["points"] else ["trial"]
-    writer = csv.DictWriter(buf, fieldnames=[*columns, "knee"], lineterminator="\n")
-    writer.writeheader()
-    for point in summary["points"]:
-        writer.writerow({**point, "knee": int(point["trial"] == summary["knee_trial"])})
-    write_atomic(paths[1], buf.getvalue())
-    fig = pareto_figure(record, summary)
-    write_atomic(paths[2], fig.to_html(include_plotlyjs=plotlyjs, full_html=True))
-    return paths
-
-
-def pareto_figure(record: Any, summary: Mapping[str, Any] | None = None) -> Any:
-    """A plotly figure: every completed trial, the front and its knee, accuracy vs FLOPs."""
-    import plotly.graph_objects as go
-
-    summary = summary or pareto_summary(record)
-    front_ids = {p["trial"] for p in summary["points"]}
-    feasible = {t.number for t in record.feasible()}
-
-    def xy(trials: Iterable[Any]) -> tuple[list[float], list[float], list[str]]:
-        xs, ys, text = [], [], []
-        for t in trials:
-            ratio, acc = t.user_attrs.get("inference_flops_ratio"), t.user_attrs.get("val_accuracy")
-            if _number(ratio) and _number(acc):
-                xs.append(float(ratio))
-                ys.append(float(acc))
-                text.append(f"trial {t.number}")
-        return xs, ys, text
-
-    completed = record.completed()
-    fig = go.Figure()
-    groups = (
-        ("dominated", [t for t in completed if t.number in feasible - front_ids], "#9aa5b1"),
-        ("over budget", [t for t in completed if t.number not in feasible], "#e8a09a"),
-    )
-    for label, trials, color in groups:
-        xs, ys, text = xy(trials)
-        if xs:
-            fig.add_trace(
-                go.Scatter(
-                    x=xs,
-                    y=ys,
-                    text=text,
-                    mode="markers",
-                    name=label,
-                    marker={"color": color, "size": 7},
-                )
-            )
-    front = sorted(
-        (t for t in completed if t.number in front_ids),
-        key=lambda t: t.user_attrs.get("inference_flops_ratio", 0.0),
-    )
-    xs, ys, text = xy(front)
-    fig.add_trace(
-        go.Scatter(
-            x=xs,
-            y=ys,
-            text=text,
-            mode="lines+markers",
-            name="Pareto front",
-            line={"shape": "hv", "color": "#1f77b4"},
-            marker={"size": 9},
-        )
-    )
-    knee = [t for t in front if t.number == summary["knee_trial"]]
-    if knee:
-        xs, ys, text = xy(knee)
-        fig.add_trace(
-            go.Scatter(
-                x=xs,
-                y=ys,
-                text=text,
-                mode="markers",
-                name="knee",
-                marker={"symbol": "star", "size": 16, "color": "#d62728"},
-            )
-        )
-    hv = summary.get("hypervolume_normalized")
-    title = f"{record.name}: {len(front)} Pareto trials of {len(completed)} completed"
-    if hv is not None:
-        title += f" (normalized hypervolume {hv:.4f})"
-    fig.update_layout(
-        title=title,
-        xaxis_title="inference FLOPs / dense model's",
-        yaxis_title="validation accuracy",
-        template="plotly_white",
-        hovermode="closest",
-    )
-    return fig
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "item"):
-        return value.item()
-    raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
 # Every tracking call holds a Ctrl-C / SIGTERM until it returns (midl_autok.interrupts): an
@@ -523,3 +303,19 @@ def _json_default(value: Any) -> Any:
 for _name, _fn in list(vars(Tracker).items()):
     if not _name.startswith("_") and inspect.isfunction(_fn):
         setattr(Tracker, _name, deferring(_fn))
+
+
+#: Names this module had before the Pareto files moved to :mod:`midl_autok.results.files`.
+_MOVED = {
+    "pareto_summary": "midl_autok.results.files",
+    "write_pareto_files": "midl_autok.results.files",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _MOVED.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)

@@ -381,16 +381,7 @@ class TrainSession:
 
 
 def _public_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
-    keys = (
-        M.VAL_ACCURACY,
-        M.TEST_ACCURACY,
-        M.VAL_LOSS,
-        M.INFERENCE_FLOPS,
-        M.INFERENCE_FLOPS_RATIO,
-        M.TRAINING_FLOPS,
-        M.ACTIVE_FRACTION,
-    )
-    return {k: metrics[k] for k in keys if k in metrics}
+    return M.public_metrics(metrics)
 
 
 def _active_fraction(used: Mapping[str, int], layers: Sequence[LayerSpec]) -> float:

@@ -6,29 +6,16 @@ per process: MLflow builds its tables with ~40 Alembic migrations, which costs s
 
 from __future__ import annotations
 
-import logging
-import os
 import shutil
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Any
 
+from midl_autok.search.quiet import quiet
 from midl_autok.spec import ExperimentSpec, validate_spec
 from midl_autok.store import Store, open_store
 
 _TEMPLATE: Path | None = None
-
-
-def quiet() -> None:
-    """No per-trial INFO lines from Optuna, no database chatter from MLflow."""
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    for name in ("mlflow", "alembic"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
 def tiny_spec(
@@ -62,7 +49,7 @@ def _template() -> Path:
     global _TEMPLATE
     if _TEMPLATE is None:
         quiet()
-        from midl_autok.tracking import make_client
+        from midl_autok.store import make_client
 
         folder = Path(tempfile.mkdtemp(prefix="midl-autok-mlflow-template-"))
         make_client(f"sqlite:///{folder / 'mlflow.db'}").search_experiments()

@@ -25,11 +25,11 @@ from midl_autok.agents import (
     make_agent,
 )
 from midl_autok.agents.baselines import coarse_to_fine, fixed_k_grid
-from midl_autok.backends import run_search
-from midl_autok.backends.evaluate import TrialRequest
 from midl_autok.errors import SpecError
+from midl_autok.results.record import load_study_record
+from midl_autok.search import run_search
+from midl_autok.search.outcome import TrialRequest
 from midl_autok.search_spaces import make_space
-from midl_autok.store import load_study_record
 from midl_autok.trainer import TrainHooks, TrainResult
 
 # Options that make the model-based samplers leave their random start within 3 trials, and

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 from searchkit import quiet, runs
 
-from midl_autok.store import list_studies, load_study_record, open_store
+from midl_autok.results.record import list_studies, load_study_record
+from midl_autok.store import open_store
 
 EXE = [sys.executable, "-m", "midl_autok"]
 # synthetic-mlp (2 x 64 MLP, 2,000 samples), 2 epochs: well under a second per trial

@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 from searchkit import quiet, runs
 
-from midl_autok.store import load_study_record, open_store
+from midl_autok.results.record import load_study_record
+from midl_autok.store import open_store
 
 EXE = [sys.executable, "-m", "midl_autok"]
 SEARCH = ["search", "synthetic-mlp", "--epochs", "2", "--agent", "random", "--space", "cubic"]

@@ -103,11 +103,12 @@ def test_an_interrupted_optuna_write_commits_and_leaves_no_lock(tmp_path: Path) 
 
 
 def test_tracking_calls_hold_signals_too(tmp_path: Path) -> None:
+    from midl_autok.search.recording import start_run
     from midl_autok.tracking import Tracker
 
     store = fresh_store(tmp_path / "store")
     tracker = Tracker.for_experiment(store.mlflow_client(), "e")
-    run = tracker.start_run("r")
+    run = start_run(tracker, "r")
     steps: list[str] = []
     original = tracker.client.set_terminated
 

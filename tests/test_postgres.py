@@ -24,7 +24,8 @@ import pytest
 from raykit import env, ray_lock, ray_spec
 from searchkit import quiet
 
-from midl_autok.store import load_study_record, open_store
+from midl_autok.results.record import load_study_record
+from midl_autok.store import open_store
 
 pytestmark = [pytest.mark.xdist_group("ray"), pytest.mark.slow]
 

@@ -22,19 +22,20 @@ from searchkit import fresh_store, quiet, runs
 
 from midl_autok import metrics as M
 from midl_autok.agents import AGENTS, SamplerAgent
-from midl_autok.backends import SearchSummary, run_search
-from midl_autok.backends.ray import NODE_TAG, RayOptions, run_ray_search, worker_device
-from midl_autok.backends.schedulers import (
+from midl_autok.errors import SpecError
+from midl_autok.results.record import load_study_record
+from midl_autok.schedule import KSchedule
+from midl_autok.search import SearchSummary, run_search
+from midl_autok.search.ray import NODE_TAG, RayOptions, run_ray_search, worker_device
+from midl_autok.search.ray.schedulers import (
     ParetoSuccessiveHalving,
     crowding_distance,
     promotable,
     rung_epochs,
     scalarize,
 )
-from midl_autok.errors import SpecError
-from midl_autok.schedule import KSchedule
 from midl_autok.search_spaces import SearchSpace
-from midl_autok.store import Store, load_study_record
+from midl_autok.store import Store
 
 pytestmark = pytest.mark.xdist_group("ray")
 
@@ -273,7 +274,7 @@ def test_fractional_gpus_share_one_gpu(ray_local: Any, tmp_path: Path) -> None:
 
 
 def test_a_trial_that_fits_no_node_is_a_clear_error(ray_local: Any, tmp_path: Path) -> None:
-    from midl_autok.backends.ray import check_resources
+    from midl_autok.search.ray.runtime import check_resources
 
     with pytest.raises(SpecError, match=r"no Ray node has 4 CPU\(s\).*largest has 2 CPU"):
         check_resources(RayOptions(cpus_per_trial=4), local=True)

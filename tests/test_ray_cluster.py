@@ -23,8 +23,9 @@ import pytest
 from raykit import env, kill_session_of, ray_lock, ray_spec
 from searchkit import quiet, runs
 
-from midl_autok.backends.ray import node_ids
-from midl_autok.store import load_study_record, open_store
+from midl_autok.results.record import load_study_record
+from midl_autok.search.ray import node_ids
+from midl_autok.store import open_store
 
 pytestmark = [pytest.mark.xdist_group("ray"), pytest.mark.slow]
 

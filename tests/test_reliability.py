@@ -41,11 +41,12 @@ import pytest
 from searchkit import fresh_store, quiet, runs, tiny_spec
 
 from midl_autok import metrics as M
-from midl_autok.backends import run_search
-from midl_autok.backends.evaluate import TrialRequest
 from midl_autok.cli import main
+from midl_autok.results.record import load_study_record
 from midl_autok.schedule import KSchedule
-from midl_autok.store import SQLITE_TIMEOUT_S, StoreError, load_study_record, open_store
+from midl_autok.search import run_search
+from midl_autok.search.outcome import TrialRequest
+from midl_autok.store import SQLITE_TIMEOUT_S, StoreError, open_store
 from midl_autok.trainer import TrainHooks, TrainResult, TrainSession
 
 ROOT = os.geteuid() == 0 if hasattr(os, "geteuid") else False
@@ -126,13 +127,13 @@ def failed_search(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 def test_a_log_gets_one_line_per_trial_with_the_failure_reason(tmp_path: Path) -> None:
     """stderr not a terminal (nohup, a batch job): the search's progress appears as lines
     while it runs, a failed trial's reason included, not only as a last bar at the end."""
-    from midl_autok.cli.search import _Progress
+    from midl_autok.cli._search_output import Progress
 
     quiet()
     spec = tiny_spec(agent="random", trials=2, epochs=2)
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
-        progress = _Progress(spec.name)
+        progress = Progress(spec.name)
         with progress:
             run_search(
                 spec,
@@ -498,6 +499,7 @@ def test_an_mlflow_server_that_refuses_is_one_clear_line(code: str, text: str, m
     from mlflow.protos import databricks_pb2
 
     from midl_autok.errors import UserError
+    from midl_autok.search.recording import start_run
     from midl_autok.tracking import Tracker
 
     exc = MlflowException(text, error_code=getattr(databricks_pb2, code))
@@ -507,7 +509,7 @@ def test_an_mlflow_server_that_refuses_is_one_clear_line(code: str, text: str, m
     assert "secret" not in str(info.value)
     assert "user:***@mlflow.example" in str(info.value)
     with pytest.raises(UserError, match=match):
-        Tracker(client, "1").start_run("trial-0")
+        start_run(Tracker(client, "1"), "trial-0")
     other: Any = _FakeClient(
         MlflowException("something else", error_code=databricks_pb2.INTERNAL_ERROR)
     )

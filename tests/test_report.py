@@ -147,8 +147,9 @@ def completed(root: Path) -> dict[str, int]:
 
 
 def test_studies_agree_with_the_store(store: Path) -> None:
-    from midl_autok.report import load_studies
-    from midl_autok.store import load_study_record, open_store
+    from midl_autok.results.record import load_study_record
+    from midl_autok.results.studies import load_studies
+    from midl_autok.store import open_store
 
     for study in load_studies(storage_url(store)):
         record = load_study_record(open_store(store), study.name)
@@ -160,8 +161,10 @@ def test_studies_agree_with_the_store(store: Path) -> None:
 
 
 def test_hypervolume_curves_end_at_the_store_hypervolume(store: Path) -> None:
-    from midl_autok.report import hypervolume_figures, load_studies
-    from midl_autok.store import load_study_record, open_store
+    from midl_autok.results.figures import hypervolume_figures
+    from midl_autok.results.record import load_study_record
+    from midl_autok.results.studies import load_studies
+    from midl_autok.store import open_store
 
     studies = load_studies(open_store(store))
     by_trials, by_time = hypervolume_figures(studies)

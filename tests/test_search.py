@@ -22,12 +22,15 @@ from searchkit import fresh_store, quiet, runs, tiny_spec
 
 from midl_autok import metrics as M
 from midl_autok.agents import AGENTS, ExternalAgent
-from midl_autok.backends import SearchSummary, default_study_name, open_search, run_search
-from midl_autok.backends.session import UNOWNED_GRACE_S, SearchSession
+from midl_autok.agents.host import SearchHost
 from midl_autok.errors import SpecError
+from midl_autok.results.record import load_study_record
 from midl_autok.schedule import KSchedule
+from midl_autok.search import SearchSummary, default_study_name, open_search, run_search
+from midl_autok.search.recording import start_run
+from midl_autok.search.recovery import UNOWNED_GRACE_S
 from midl_autok.spec import load_spec
-from midl_autok.store import Store, StoreError, load_study_record, open_store
+from midl_autok.store import Store, StoreError, open_store
 from midl_autok.trainer import TrainHooks, run_experiment
 
 
@@ -275,7 +278,7 @@ def test_trial_orphaned_by_a_dead_process_is_failed_on_resume(tmp_path: Path) ->
     spec = tiny_spec(trials=1)
     with open_search(spec, store=store, device="cpu") as session:
         trial = session.ask()
-        orphan_run = session.tracker.start_run("trial-0", parent_run_id=session.parent_run_id)
+        orphan_run = start_run(session.tracker, "trial-0", parent_run_id=session.parent_run_id)
         dead = subprocess.run(
             [sys.executable, "-c", "import os; print(os.getpid())"],
             capture_output=True,
@@ -298,7 +301,8 @@ def test_child_run_of_an_ended_search_is_ended_on_resume(tmp_path: Path) -> None
     store = fresh_store(tmp_path / "store")
     spec = tiny_spec(trials=1)
     with open_search(spec, store=store, device="cpu") as session:
-        child = session.tracker.start_run(
+        child = start_run(
+            session.tracker,
             "trial-9",
             parent_run_id=session.parent_run_id,
             tags={"host": session.host, "pid": session.pid},  # a live process
@@ -435,13 +439,57 @@ class ReplayAgent(ExternalAgent):
 
     name = "replay"
 
-    def run(self, session: SearchSession, *, target: int) -> None:
+    def run(self, host: SearchHost, *, target: int) -> None:
         fraction = 1.0
-        while session.counted_trials() < target:
-            result = run_experiment(session.spec, k_fraction=fraction, device="cpu")
+        while host.counted_trials() < target:
+            result = run_experiment(host.spec, k_fraction=fraction, device="cpu")
             assert result.schedule is not None
-            session.record(result.schedule, metrics=result.metrics, history=result.history)
+            host.record(result.schedule, metrics=result.metrics, history=result.history)
             fraction /= 2
+
+
+def test_the_session_is_the_search_host_agents_see(tmp_path: Path) -> None:
+    store = fresh_store(tmp_path / "store")
+    spec = tiny_spec(agent="replay", trials=1).override(**{"budget.flops_budget": 0.9})
+    with AgentRegistered("replay"), open_search(spec, store=store, device="cpu") as session:
+        host: SearchHost = session
+        assert isinstance(host, SearchHost)
+        assert host.study_name == session.study_name
+        assert host.spec_dict == spec.model_dump(mode="json")
+        assert (host.device, host.threads, host.flops_budget) == ("cpu", 1, 0.9)
+        assert host.files_root == store.root
+        assert host.next_trial_number() == 0 and host.trials() == []
+        result = run_experiment(host.spec, k_fraction=0.5, device="cpu")
+        assert result.schedule is not None
+        frozen = host.record(result.schedule, metrics=result.metrics, history=result.history)
+        assert frozen.number == 0 and host.next_trial_number() == 1
+        assert [t.number for t in host.trials()] == [0]
+        assert host.counted_trials() == 1
+        assert host.study_attr("policy") is None
+        host.set_study_attr("policy", {"path": "policies/x.zip"})
+        assert host.study_attr("policy") == {"path": "policies/x.zip"}
+        note = tmp_path / "note.txt"
+        note.write_text("kept with the search\n")
+        host.log_artifact(note, "policy")
+        parent = session.parent_run_id
+    assert load_study_record(store, session.study_name).attrs["policy"] == {
+        "path": "policies/x.zip"
+    }
+    listed = store.mlflow_client().list_artifacts(parent, "policy")
+    assert [a.path for a in listed] == ["policy/note.txt"]
+
+
+class AgentRegistered:
+    """Registers :class:`ReplayAgent` under ``name`` for the block."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __enter__(self) -> None:
+        AGENTS[self.name] = f"{__name__}:ReplayAgent"
+
+    def __exit__(self, *exc: object) -> None:
+        AGENTS.pop(self.name, None)
 
 
 def test_an_external_agent_plugs_in_through_the_registry(

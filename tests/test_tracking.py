@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 from searchkit import fresh_store, quiet
 
-from midl_autok.store import StudyRecord
+from midl_autok.results.files import write_pareto_files
+from midl_autok.results.record import StudyRecord
+from midl_autok.search.recording import start_run
 from midl_autok.tracking import (
     FAILED,
     Tracker,
@@ -16,7 +21,6 @@ from midl_autok.tracking import (
     git_sha,
     metric_key,
     package_versions,
-    write_pareto_files,
 )
 
 
@@ -49,8 +53,8 @@ def test_runs_metrics_and_artifacts(tmp_path: Path) -> None:
     assert Tracker.for_experiment(store.mlflow_client(), "exp").experiment_id == (
         tracker.experiment_id
     )
-    parent = tracker.start_run("search", tags={"agent": "tpe"}, params={"a": 1.5, "b": [1, 2]})
-    child = tracker.start_run("trial-0", parent_run_id=parent, params={"x": 0.25})
+    parent = start_run(tracker, "search", tags={"agent": "tpe"}, params={"a": 1.5, "b": [1, 2]})
+    child = start_run(tracker, "trial-0", parent_run_id=parent, params={"x": 0.25})
     # 30 epochs x 40 keys = 1200 points: more than one MLflow batch
     history = [{"epoch": e, **{f"k/layer.{i}": float(e * i) for i in range(40)}} for e in range(30)]
     final = {"k/layer.1": 29.0, "test_accuracy": 0.5}
@@ -74,11 +78,44 @@ def test_runs_metrics_and_artifacts(tmp_path: Path) -> None:
     assert tracker.run_status("no-such-run") is None
 
 
-def test_versions_and_git_sha() -> None:
+def test_versions() -> None:
     versions = package_versions()
     assert {"python", "torch", "optuna", "mlflow"} <= set(versions)
-    sha = git_sha()
-    assert sha is None or len(sha.split("+")[0]) == 40
+
+
+def _git(folder: Path, *args: str) -> str:
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.org",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.org",
+        "GIT_CONFIG_GLOBAL": os.devnull,
+        "GIT_CONFIG_SYSTEM": os.devnull,
+    }
+    done = subprocess.run(
+        ["git", *args], cwd=folder, env=env, capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip()
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs the git command")
+def test_git_sha_of_a_checkout_clean_dirty_and_none(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    (repo / "code.py").write_text("x = 1\n")
+    _git(repo, "add", "code.py")
+    _git(repo, "commit", "-q", "-m", "first")
+    head = _git(repo, "rev-parse", "HEAD")
+    assert len(head) == 40
+    assert git_sha(repo) == head
+    (repo / "code.py").write_text("x = 2\n")  # a local change to a tracked file
+    git_sha.cache_clear()
+    assert git_sha(repo) == head + "+dirty"
+    outside = tmp_path / "not-a-checkout"
+    outside.mkdir()
+    assert git_sha(outside) is None
 
 
 def test_pareto_files_of_a_study_without_completed_trials(tmp_path: Path) -> None:

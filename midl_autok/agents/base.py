@@ -4,11 +4,14 @@ Two kinds of agents exist; a search driver (a backend) handles both:
 
 * :class:`SamplerAgent`: an Optuna sampler plus a define-by-run proposal. The backend owns
   the loop (``ask`` -> :meth:`SamplerAgent.propose` -> train -> ``tell``), so the same agent
-  runs in-process (``backends.local``) or with trials spread over Ray workers.
+  runs in-process (``search.local``) or with trials spread over Ray workers.
 * :class:`ExternalAgent`: an agent that evaluates schedules itself (e.g. an RL policy that
-  drives training epoch by epoch). Its :meth:`ExternalAgent.run` records every evaluated
-  schedule with :meth:`~midl_autok.backends.session.SearchSession.record`, which makes it one
-  Optuna trial and one MLflow child run like any other.
+  drives training epoch by epoch). It sees the search only through the
+  :class:`~midl_autok.agents.host.SearchHost` protocol: its :meth:`ExternalAgent.run` records
+  every evaluated schedule with :meth:`SearchHost.record`, which makes it one Optuna trial and
+  one MLflow child run like any other.
+
+Agents import nothing from :mod:`midl_autok.search`: a search hands itself to the agent.
 
 Options come from the experiment spec's ``search.options`` (the keys a search space does not
 take); each agent lists the ones it accepts with their defaults in :attr:`Agent.defaults`.
@@ -25,7 +28,7 @@ from midl_autok.errors import SpecError, unknown_name
 if TYPE_CHECKING:
     import optuna
 
-    from midl_autok.backends.session import SearchSession
+    from midl_autok.agents.host import SearchHost
     from midl_autok.schedule import KSchedule, LayerSpec
     from midl_autok.search_spaces import SearchSpace
 
@@ -121,17 +124,17 @@ class SamplerAgent(Agent):
 class ExternalAgent(Agent):
     """An agent that trains and evaluates schedules itself.
 
-    :meth:`run` must call ``session.record(schedule, metrics=..., history=...)`` (or
-    ``session.record_failure(...)``) once per evaluated schedule, and stop when
-    ``session.counted_trials() >= target`` (or earlier when it has nothing more to try).
+    :meth:`run` must call ``host.record(schedule, metrics=..., history=...)`` (with
+    ``fail_reason=`` for a failed evaluation) once per evaluated schedule, and stop when
+    ``host.counted_trials() >= target`` (or earlier when it has nothing more to try).
     """
 
-    def run(self, session: SearchSession, *, target: int) -> None:
+    def run(self, host: SearchHost, *, target: int) -> None:
         raise NotImplementedError
 
     def run_with(
         self,
-        session: SearchSession,
+        host: SearchHost,
         *,
         target: int,
         callbacks: Sequence[Any] = (),
@@ -140,13 +143,13 @@ class ExternalAgent(Agent):
         """What a backend calls: :meth:`run`, after the callbacks' ``on_start``.
 
         An agent that reports progress per trial and applies ``train_hooks`` (a factory of
-        trainer hooks per :class:`~midl_autok.backends.evaluate.TrialRequest`; tests inject
-        failures that way) overrides this instead: it calls each callback's ``on_start`` once
-        with the size of its plan and ``on_trial_end`` after every record.
+        trainer hooks per trial request; tests inject failures that way) overrides this
+        instead: it calls each callback's ``on_start`` once with the size of its plan and
+        ``on_trial_end`` after every record.
         """
         for cb in callbacks:
-            cb.on_start(session, target=target, done=session.counted_trials())
-        self.run(session, target=target)
+            cb.on_start(host, target=target, done=host.counted_trials())
+        self.run(host, target=target)
 
 
 def _coerce(agent: str, key: str, value: Any, default: Any) -> Any:

@@ -50,7 +50,8 @@ def report(
     """Write an HTML report: Pareto fronts of several studies overlaid, hypervolume vs trials
     and vs time, each Pareto schedule as a layers x epochs heatmap, and a table of the Pareto
     points with the command that exports each. Works offline (plotly.js is embedded)."""
-    from midl_autok.report import export_command, write_report
+    from midl_autok.results.figures import export_command
+    from midl_autok.results.report import write_report
     from midl_autok.store import open_store
 
     opened = open_store(store, storage=storage)

@@ -10,10 +10,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from midl_autok.cli._app import app, stdout_console
-from midl_autok.cli.search import StorageOpt, StoreOpt, StudyOpt, front_table
+from midl_autok.cli._search_output import front_table
+from midl_autok.cli.search import StorageOpt, StoreOpt, StudyOpt
 
 if TYPE_CHECKING:
-    from midl_autok.store import Store, StudyRecord
+    from midl_autok.results.record import StudyRecord
+    from midl_autok.store import Store
     from midl_autok.trainer import TrainResult
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout instead of a table.")]
@@ -31,7 +33,7 @@ def _open(store: Path | None, storage: str | None) -> Store:
 def studies(store: StoreOpt = None, storage: StorageOpt = None, json_out: JsonOpt = False) -> None:
     """List the store's studies: agent, space, seed, trials, front size, normalized
     hypervolume (HV) and best validation accuracy."""
-    from midl_autok.store import list_studies, load_study_record
+    from midl_autok.results.record import list_studies, load_study_record
 
     opened = _open(store, storage)
     rows = []
@@ -93,8 +95,8 @@ def pareto(
     json_out: JsonOpt = False,
 ) -> None:
     """The Pareto front of a study (feasible trials only), cheapest first; * marks the knee."""
-    from midl_autok.store import load_study_record
-    from midl_autok.tracking import pareto_summary
+    from midl_autok.results.files import pareto_summary
+    from midl_autok.results.record import load_study_record
 
     record = load_study_record(_open(store, storage), study)
     summary = pareto_summary(record)
@@ -187,7 +189,8 @@ def export(
     validation accuracy on CPU. With --model, the replayed model is written too.
     """
     from midl_autok.errors import SpecError, unknown_name
-    from midl_autok.store import PICKS, load_study_record
+    from midl_autok.results.picks import PICKS
+    from midl_autok.results.record import load_study_record
 
     if pick not in PICKS:
         raise unknown_name("--pick", pick, PICKS, error=SpecError)

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import datetime
-import logging
 import math
-import os
 import sys
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -26,13 +22,10 @@ from midl_autok.cli._app import (
     TargetOpt,
     app,
     experiment_spec,
-    stderr_console,
-    stdout_console,
 )
 
 if TYPE_CHECKING:
-    from midl_autok.backends.session import SearchSession, SearchSummary
-    from midl_autok.store import Store
+    pass
 
 # Options shared by the commands that read or write a store (search, studies, pareto, export).
 StoreOpt = Annotated[
@@ -279,38 +272,29 @@ def search(
         },
     )
     spec = _with_agent_options(spec, rl_options, trials_given=trials is not None)
-    from midl_autok.backends.local import run_search
+    from midl_autok.cli._search_output import Progress, print_policy, print_summary
+    from midl_autok.interrupts import handling_signals
+    from midl_autok.search import get_backend
+    from midl_autok.search.quiet import quiet
     from midl_autok.store import open_store
 
+    run = get_backend(backend)
     the_store = open_store(store, storage=storage)
-    _quiet_libraries()
-    progress = _Progress(spec.name)
-    from midl_autok.interrupts import handling_signals
-
+    quiet()
+    progress = Progress(spec.name)
+    options = {} if ray_options is None else {"options": ray_options}
     with handling_signals(), progress:  # Ctrl-C / SIGTERM: trials failed, runs ended
-        if ray_options is not None:
-            from midl_autok.backends.ray import run_ray_search
-
-            summary = run_ray_search(
-                spec,
-                store=the_store,
-                study=study,
-                device=device,
-                threads=threads,
-                options=ray_options,
-                callbacks=[progress],
-            )
-        else:
-            summary = run_search(
-                spec,
-                store=the_store,
-                study=study,
-                device=device,
-                threads=threads,
-                callbacks=[progress],
-            )
-    _print_summary(summary, the_store, overhead=ray_options is None)
-    _print_policy(summary, the_store)
+        summary = run(
+            spec,
+            store=the_store,
+            study=study,
+            device=device,
+            threads=threads,
+            callbacks=[progress],
+            **options,
+        )
+    print_summary(summary, the_store, overhead=ray_options is None)
+    print_policy(summary, the_store)
     if summary.stopped:
         print(f"midl-autok: search stopped early: {summary.stopped}", file=sys.stderr)
         raise typer.Exit(1)
@@ -345,8 +329,8 @@ def _ray_options(
 ) -> Any:
     """The Ray backend's options (checked), or None for the local backend; the Ray-only
     options given with the local backend are errors."""
-    from midl_autok.backends import BACKENDS
     from midl_autok.errors import SpecError, unknown_name
+    from midl_autok.search import BACKENDS
 
     if backend not in BACKENDS:
         raise unknown_name("backend", backend, BACKENDS, error=SpecError)
@@ -361,7 +345,8 @@ def _ray_options(
             if value is not None:
                 raise SpecError(f"{flag} applies to --backend ray, not to --backend {backend}")
         return None
-    from midl_autok.backends.ray import RayOptions, worker_device
+    from midl_autok.search.devices import trial_device
+    from midl_autok.search.ray.options import RayOptions
 
     options = RayOptions(
         workers=workers,
@@ -371,7 +356,7 @@ def _ray_options(
         early_stop=early_stop or "none",
     )
     options.check()
-    worker_device(device, options.gpus_per_trial)
+    trial_device(device, gpus_per_trial=options.gpus_per_trial)
     return options
 
 
@@ -414,199 +399,3 @@ def _with_agent_options(spec: Any, options: dict[str, Any], *, trials_given: boo
     if not options:
         return spec
     return spec.override(**{f"search.options.{k}": v for k, v in options.items()})
-
-
-def _print_policy(summary: SearchSummary, store: Store) -> None:
-    """Where an RL search's policy is, and how to train with it as a controller."""
-    from midl_autok.store import load_study_record
-
-    policy = load_study_record(store, summary.study).attrs.get("rl_policy")
-    if not isinstance(policy, dict):
-        return
-    path = store.root / str(policy.get("path", ""))
-    sweep = policy.get("sweep", {})
-    values = sweep.get("values") or [None]
-    choose = "" if values[0] is None else f" --{sweep.get('key', 'lam')} {values[0]:g}"
-    experiment = policy.get("env", {}).get("spec", "")
-    console = stdout_console()
-    console.print(f"policy: {path}", highlight=False, soft_wrap=True)
-    console.print(
-        f"controller: midl-autok train {experiment} --controller {path}{choose}",
-        highlight=False,
-        soft_wrap=True,
-    )
-
-
-def _quiet_libraries() -> None:
-    """Optuna's per-trial INFO lines and MLflow's database messages would break the bar."""
-    import optuna
-
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is imported
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    for handler in logging.getLogger("optuna").handlers:  # records of child loggers, too
-        handler.addFilter(_drop_greenlet_notice)
-    for name in ("mlflow", "alembic"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
-
-
-def _drop_greenlet_notice(record: logging.LogRecord) -> bool:
-    """GPSampler's "'greenlet' is unavailable" notice: an optional speed-up, not a problem."""
-    return "greenlet" not in record.getMessage()
-
-
-class _Progress:
-    """Rich progress bar on stderr: trials done, front size, hypervolume, last trial.
-
-    When stderr is not a terminal (``nohup``, a batch job's log, CI) a bar never redraws, so
-    each finished trial is also written as one plain line (with a failure's reason), and a
-    long search shows its progress in the log while it runs."""
-
-    def __init__(self, name: str) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
-
-        self.progress = Progress(
-            TextColumn("[bold]search[/] {task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("front {task.fields[front]}  HV {task.fields[hv]}  {task.fields[last]}"),
-            TimeElapsedColumn(),
-            console=stderr_console(),
-            transient=False,
-        )
-        self.task = self.progress.add_task(name, total=None, front=0, hv="-", last="", start=False)
-
-    def fields(self, session: SearchSession) -> dict[str, Any]:
-        hv = session.normalized_hypervolume
-        return {"front": session.front_size, "hv": "-" if hv is None else f"{hv:.4f}"}
-
-    # the SearchCallback protocol
-
-    def on_start(self, session: SearchSession, *, target: int, done: int) -> None:
-        self.progress.update(
-            self.task,
-            description=session.study_name,
-            total=target,
-            completed=done,
-            **self.fields(session),
-        )
-        self.progress.start_task(self.task)
-        self.progress.start()  # only now: setup errors print without a bar
-
-    def on_trial_end(self, session: SearchSession, trial: Any, outcome: Any) -> None:
-        from midl_autok.agents import SamplerAgent
-
-        phase = trial.user_attrs.get("phase")  # RL agents: training or rollout
-        label = f"#{trial.number}" + (f" {phase}" if phase else "")
-        reason = getattr(outcome, "fail_reason", None) or trial.user_attrs.get("fail_reason")
-        if trial.state.name == "COMPLETE":
-            m = outcome.metrics
-            last = f"{label}: acc {m['val_accuracy']:.4f} FLOPs x{m['inference_flops_ratio']:.3f}"
-        elif trial.state.name == "PRUNED":
-            last = f"{label}: [yellow]stopped early[/]"
-        else:
-            last = f"{label}: [red]failed[/]"
-        # a sampler's target counts completed trials; an external agent's plan, every episode
-        if isinstance(session.agent, SamplerAgent):
-            self.progress.update(self.task, completed=session.counted_trials())
-        else:
-            self.progress.advance(self.task)
-        fields = self.fields(session)
-        self.progress.update(self.task, last=last, **fields)
-        console = self.progress.console
-        if not console.is_terminal:
-            from rich.markup import escape
-
-            task = self.progress.tasks[0]
-            done = f"{int(task.completed)}" + ("" if task.total is None else f"/{int(task.total)}")
-            why = f" ({escape(reason)})" if reason and trial.state.name != "COMPLETE" else ""
-            elapsed = datetime.timedelta(seconds=int(task.elapsed or 0))
-            console.print(
-                f"search {done}  {last}{why}  front {fields['front']}  HV {fields['hv']}  "
-                f"{elapsed}",
-                highlight=False,
-                soft_wrap=True,
-            )
-
-    def __enter__(self) -> _Progress:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
-
-
-def front_table(title: str, points: list[dict[str, Any]], knee: int | None = None) -> Any:
-    """A rich table of Pareto points (knee marked)."""
-    from rich.table import Table
-
-    table = Table(title=title, title_justify="left")
-    for header in ("trial", "val acc", "test acc", "inference FLOPs", "FLOPs ratio", "active"):
-        table.add_column(header, justify="right")
-    for p in points:
-        mark = " *" if p["trial"] == knee else ""
-        table.add_row(
-            f"{p['trial']}{mark}",
-            _fmt(p.get("val_accuracy"), "{:.4f}"),
-            _fmt(p.get("test_accuracy"), "{:.4f}"),
-            _fmt(p.get("inference_flops"), "{:,.0f}"),
-            _fmt(p.get("inference_flops_ratio"), "{:.3f}"),
-            _fmt(p.get("active_fraction"), "{:.3f}"),
-        )
-    return table
-
-
-def _fmt(value: Any, pattern: str) -> str:
-    return "-" if not isinstance(value, (int, float)) else pattern.format(value)
-
-
-def _print_summary(summary: SearchSummary, store: Store, *, overhead: bool = True) -> None:
-    from midl_autok.store import load_study_record
-    from midl_autok.tracking import pareto_summary
-
-    console = stdout_console()
-    record = load_study_record(store, summary.study)
-    knee = pareto_summary(record)["knee_trial"]
-    hv = summary.hypervolume_normalized
-    title = (
-        f"Pareto front of {summary.study}: {len(summary.front)} of {summary.completed} "
-        f"completed trials"
-        + (f", normalized hypervolume {hv:.4f}" if hv is not None else "")
-        + ("  (* = knee)" if knee is not None else "")
-    )
-    console.print(front_table(title, summary.front, knee))
-    new = f"{summary.new_trials} new trial(s)"
-    if summary.failed:
-        new += f", {summary.failed} failed"
-    if summary.pruned:
-        new += f", {summary.pruned} stopped early (pruned)"
-    per_trial = summary.overhead_per_trial_s if overhead else None
-    timing = f" in {summary.wall_s:.1f} s"
-    if per_trial is not None:
-        timing += f" (tracking overhead {per_trial * 1000:.0f} ms/trial)"
-    console.print(f"{new}{timing}")
-    console.print(f"store: {store.root}", highlight=False, soft_wrap=True)
-    if summary.files:
-        console.print(f"pareto files: {summary.files[0].parent}", highlight=False, soft_wrap=True)
-    console.print("dashboards:", highlight=False)
-    for line in store.dashboard_commands():
-        console.print(f"  {line}", highlight=False, soft_wrap=True)
-    store_arg = (
-        ""
-        if store.embedded_optuna and store.root == Path("midl_runs").absolute()
-        else (
-            f" --store {store.root}" if store.embedded_optuna else f" --storage {store.storage_url}"
-        )
-    )
-    console.print(
-        f"export: midl-autok export --study {summary.study}{store_arg} --pick knee "
-        "-o schedule.json",
-        highlight=False,
-        soft_wrap=True,
-    )

@@ -1,0 +1,85 @@
+"""The Pareto files of a study: ``pareto.json``, ``pareto.csv`` and ``pareto.html``.
+
+A search writes them to ``reports/<study>/`` (and its MLflow parent run) when it ends;
+``midl-autok pareto --json`` prints :func:`pareto_summary`. The figure in ``pareto.html`` is
+the report's front figure (:func:`midl_autok.results.figures.front_figure`) for this one study.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from midl_autok.results.record import StudyRecord
+
+__all__ = ["pareto_summary", "write_pareto_files"]
+
+
+def pareto_summary(record: StudyRecord) -> dict[str, Any]:
+    """The Pareto front of a study as JSON data."""
+    import numpy as np
+
+    from midl_autok import pareto
+
+    front = record.front()
+    knee = None
+    if front:
+        knee = front[pareto.knee_point(np.array([t.values for t in front]), record.directions)]
+    return {
+        "study": record.name,
+        "experiment": record.get("experiment", None),
+        "agent": record.get("agent", None),
+        "space": record.get("space", None),
+        "objectives": record.objectives,
+        "directions": record.directions,
+        "reference_point": record.reference_point,
+        "flops_budget": record.get("flops_budget", None),
+        "trials": record.counts(),
+        "hypervolume": record.hypervolume(),
+        "hypervolume_normalized": record.normalized_hypervolume(),
+        "knee_trial": None if knee is None else knee.number,
+        "points": [record.point(t) for t in front],
+    }
+
+
+def write_pareto_files(
+    record: StudyRecord, folder: Path, *, plotlyjs: str | bool = True
+) -> list[Path]:
+    """Write ``pareto.json``, ``pareto.csv`` and ``pareto.html`` for a study into ``folder``
+    (atomically); ``plotlyjs`` is plotly's ``include_plotlyjs`` (True: self-contained)."""
+    import csv
+    import io
+
+    from midl_autok.results.figures import export_command, front_figure
+    from midl_autok.results.studies import study_data
+    from midl_autok.schedule import write_atomic
+
+    summary = pareto_summary(record)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / "pareto.json", folder / "pareto.csv", folder / "pareto.html"]
+    write_atomic(paths[0], json.dumps(summary, indent=2, default=_json_default) + "\n")
+    buf = io.StringIO()
+    columns = [*summary["points"][0].keys()] if summary["points"] else ["trial"]
+    writer = csv.DictWriter(buf, fieldnames=[*columns, "knee"], lineterminator="\n")
+    writer.writeheader()
+    for point in summary["points"]:
+        writer.writerow({**point, "knee": int(point["trial"] == summary["knee_trial"])})
+    write_atomic(paths[1], buf.getvalue())
+    study = study_data(record)
+    fig = front_figure([study], export=export_command)
+    hv = summary["hypervolume_normalized"]
+    front, completed = int(study.front.sum()), len(study.points)
+    title = f"{record.name}: {front} Pareto trials of {completed} completed"
+    if hv is not None:
+        title += f" (normalized hypervolume {hv:.4f})"
+    fig.update_layout(title=title)
+    write_atomic(paths[2], fig.to_html(include_plotlyjs=plotlyjs, full_html=True))
+    return paths
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")

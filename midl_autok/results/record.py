@@ -1,0 +1,213 @@
+"""The study record: one study of a store as ``midl-autok search`` wrote it (read side).
+
+:func:`load_study_record` reads a study's user attrs and trials once; :class:`StudyRecord`
+answers from them: trial counts, completed and feasible trials
+(:mod:`~midl_autok.results.feasibility`), the Pareto front, the hypervolume
+(:mod:`~midl_autok.results.hypervolume`), a trial as a Pareto point, its metrics and its
+schedule with full provenance. Choosing one Pareto trial is :mod:`~midl_autok.results.picks`.
+
+Study user attrs written by a search before its first trial: ``format``
+(:data:`STUDY_FORMAT`), ``spec``, ``experiment``, ``agent``, ``space``, ``seed``,
+``objectives``, ``reference_point``, ``ideal``, ``dense_inference_flops``, ``flops_budget``,
+``layers``, ``epochs`` and versions. Trial user attrs: ``schedule`` (:data:`ATTR_SCHEDULE`),
+``mlflow_run_id`` (:data:`ATTR_RUN_ID`), every final metric by name, ``fail_reason``
+(:data:`ATTR_FAIL_REASON`), ``host``/``pid`` of the process that ran it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from midl_autok.results.feasibility import is_feasible
+from midl_autok.results.hypervolume import hypervolume, normalized_hypervolume
+from midl_autok.results.picks import PICKS, metric_of, pick
+from midl_autok.store import StoreError
+
+if TYPE_CHECKING:
+    from midl_autok.store import Store
+
+__all__ = [
+    "ATTR_FAIL_REASON",
+    "ATTR_PRUNED_REASON",
+    "ATTR_RUN_ID",
+    "ATTR_SCHEDULE",
+    "PICKS",
+    "POINT_KEYS",
+    "STUDY_FORMAT",
+    "StudyRecord",
+    "list_studies",
+    "load_study_record",
+    "metric_of",
+]
+
+#: Version of the study user attrs a search writes before its first trial.
+STUDY_FORMAT = 1
+#: Trial user attr keys with a meaning beyond "a metric".
+ATTR_SCHEDULE = "schedule"
+ATTR_RUN_ID = "mlflow_run_id"
+ATTR_FAIL_REASON = "fail_reason"
+#: Trial user attr: why a PRUNED trial was stopped early.
+ATTR_PRUNED_REASON = "pruned_reason"
+_NON_METRIC_ATTRS = {ATTR_SCHEDULE, ATTR_RUN_ID, ATTR_FAIL_REASON, "host", "pid", "origin"}
+
+#: Columns of a Pareto point (``midl-autok pareto --json``), in order.
+POINT_KEYS = (
+    "trial",
+    "val_accuracy",
+    "test_accuracy",
+    "inference_flops",
+    "inference_flops_ratio",
+    "active_fraction",
+    "training_flops",
+)
+
+
+@dataclass
+class StudyRecord:
+    """One study of a store as written by ``midl-autok search``: its attrs and trials."""
+
+    name: str
+    attrs: dict[str, Any]
+    directions: list[str]
+    trials: list[Any]  # optuna.trial.FrozenTrial, in trial-number order
+
+    # -- what the search recorded ----------------------------------------------------------
+
+    @property
+    def objectives(self) -> list[str]:
+        return list(self.attrs.get("objectives") or [f"objective_{i}" for i in self.directions])
+
+    @property
+    def reference_point(self) -> list[float] | None:
+        ref = self.attrs.get("reference_point")
+        return [float(v) for v in ref] if ref else None
+
+    def get(self, key: str, default: Any = "-") -> Any:
+        return self.attrs.get(key, default)
+
+    # -- trials ------------------------------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        """Number of trials per state name (``COMPLETE``, ``FAIL``, ``RUNNING``, ...)."""
+        out: dict[str, int] = {}
+        for t in self.trials:
+            out[t.state.name] = out.get(t.state.name, 0) + 1
+        return out
+
+    def completed(self) -> list[Any]:
+        from optuna.trial import TrialState
+
+        return [t for t in self.trials if t.state == TrialState.COMPLETE and t.values is not None]
+
+    def feasible(self) -> list[Any]:
+        """Completed trials that meet every constraint (e.g. the FLOPs budget)."""
+        return [t for t in self.trials if is_feasible(t)]
+
+    def front(self, trials: list[Any] | None = None) -> list[Any]:
+        """The non-dominated feasible trials, cheapest (lowest inference FLOPs) first."""
+        import numpy as np
+
+        from midl_autok import pareto
+
+        pool = self.feasible() if trials is None else trials
+        if not pool:
+            return []
+        mask = pareto.non_dominated(np.array([t.values for t in pool]), self.directions)
+        front = [t for t, keep in zip(pool, mask, strict=True) if keep]
+        return sorted(front, key=lambda t: (metric_of(t, "inference_flops"), t.number))
+
+    def hypervolume(self, trials: list[Any] | None = None) -> float | None:
+        """Hypervolume of the feasible trials against the study's fixed reference point."""
+        ref = self.reference_point
+        if ref is None:
+            return None
+        pool = self.feasible() if trials is None else trials
+        return hypervolume([t.values for t in pool], ref, self.directions)
+
+    def normalized_hypervolume(self, trials: list[Any] | None = None) -> float | None:
+        """Hypervolume divided by the box between the reference and the ideal point (0..1)."""
+        return normalized_hypervolume(
+            self.hypervolume(trials), self.reference_point, self.attrs.get("ideal")
+        )
+
+    def point(self, trial: Any) -> dict[str, Any]:
+        """The trial as a Pareto point (:data:`POINT_KEYS` + the MLflow run id)."""
+        out: dict[str, Any] = {"trial": trial.number}
+        for key in POINT_KEYS[1:]:
+            out[key] = trial.user_attrs.get(key)
+        out[ATTR_RUN_ID] = trial.user_attrs.get(ATTR_RUN_ID)
+        return out
+
+    def metrics(self, trial: Any) -> dict[str, float]:
+        """All final metrics recorded on a trial."""
+        return {
+            k: v
+            for k, v in trial.user_attrs.items()
+            if k not in _NON_METRIC_ATTRS
+            and isinstance(v, (int, float))
+            and not isinstance(v, bool)
+        }
+
+    # -- choosing and exporting --------------------------------------------------------------
+
+    def pick(self, how: str = "knee", *, max_flops_ratio: float | None = None) -> Any:
+        """One Pareto trial (:func:`midl_autok.results.picks.pick`)."""
+        return pick(self, how, max_flops_ratio=max_flops_ratio)
+
+    def schedule(self, trial: Any, *, pick: str | None = None) -> Any:
+        """The trial's KSchedule with its metrics and full provenance (spec included)."""
+        from midl_autok.schedule import KSchedule
+
+        raw = trial.user_attrs.get(ATTR_SCHEDULE)
+        if raw is None:
+            raise StoreError(f"trial {trial.number} of study {self.name!r} has no schedule")
+        schedule = KSchedule.from_dict(raw, source=f"study {self.name} trial {trial.number}")
+        provenance: dict[str, Any] = {
+            "study": self.name,
+            "trial": trial.number,
+            ATTR_RUN_ID: trial.user_attrs.get(ATTR_RUN_ID),
+            "experiment": self.attrs.get("experiment"),
+            "agent": self.attrs.get("agent"),
+            "space": self.attrs.get("space"),
+            "seed": self.attrs.get("seed"),
+            "spec": self.attrs.get("spec"),
+        }
+        if pick is not None:
+            provenance["pick"] = pick
+        return schedule.with_info(metrics=self.metrics(trial), provenance=provenance)
+
+
+def list_studies(store: Store) -> list[str]:
+    """Names of the studies in the store's Optuna storage (sorted)."""
+    import optuna
+
+    store.require_studies()
+    return sorted(optuna.study.get_all_study_names(store.optuna_storage()))
+
+
+def load_study_record(store: Store, name: str | None = None) -> StudyRecord:
+    """Read one study; ``name=None`` works when the store holds exactly one study.
+
+    An unknown name raises :class:`StoreError` with a "did you mean".
+    """
+    names = list_studies(store)
+    if not names:
+        raise StoreError(f"the store {store.root} holds no studies yet; run `midl-autok search`")
+    if name is None:
+        if len(names) > 1:
+            raise StoreError(
+                f"the store {store.root} holds {len(names)} studies; choose one with --study "
+                f"NAME ({', '.join(names[:8])}{', ...' if len(names) > 8 else ''})"
+            )
+        name = names[0]
+    if name not in names:
+        from midl_autok.errors import unknown_name
+
+        raise unknown_name(f"study in {store.root}", name, names, error=StoreError)
+    storage = store.optuna_storage()
+    study_id = storage.get_study_id_from_name(name)
+    directions = [d.name.lower() for d in storage.get_study_directions(study_id)]
+    trials = storage.get_all_trials(study_id, deepcopy=False)
+    attrs = dict(storage.get_study_user_attrs(study_id))
+    return StudyRecord(name=name, attrs=attrs, directions=directions, trials=list(trials))

@@ -1,0 +1,238 @@
+"""Opening a search: :func:`open_search` creates or resumes the study and starts the parent run.
+
+In order: resolve the agent and the search space from the spec; learn the dense model's FLOPs
+(for the fixed hypervolume reference point); create or resume the Optuna study, checking that
+a resumed study was made for the same setup (:mod:`~midl_autok.search.identity`); write the
+study user attrs before the first trial; recover what killed searches left behind
+(:func:`~midl_autok.search.recovery.recover_on_open`); start this invocation's MLflow parent
+run (:func:`~midl_autok.search.recording.start_run`).
+
+The dense FLOPs come from the cost model, which traces one forward pass of the spec's model;
+the model's input shape, class count and vocabulary, and the training-set size of the
+reference's training FLOPs, are the dataset's, so the dataset is loaded here (once per
+process: :func:`~midl_autok.trainer.dataset_for_spec` caches it for the trials that follow).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from midl_autok import __version__
+from midl_autok.agents import SamplerAgent, get_agent
+from midl_autok.errors import SpecError
+from midl_autok.interrupts import handling_signals
+from midl_autok.results.hypervolume import ideal_point
+from midl_autok.results.record import STUDY_FORMAT
+from midl_autok.search.devices import trial_device
+from midl_autok.search.identity import (
+    default_study_name,
+    first_difference,
+    identity_of,
+    spec_identity,
+    split_options,
+)
+from midl_autok.search.recording import start_run
+from midl_autok.search.recovery import recover_on_open
+from midl_autok.search.session import SearchSession, SearchSummary
+from midl_autok.store import Store, open_store
+from midl_autok.tracking import Tracker, git_sha, package_versions
+
+if TYPE_CHECKING:
+    from midl_autok.spec import ExperimentSpec
+
+__all__ = ["open_search", "search_to_the_end"]
+
+
+def open_search(
+    spec: ExperimentSpec,
+    *,
+    store: Store | str | os.PathLike[str] | None = None,
+    study: str | None = None,
+    device: str = "auto",
+    backend: str = "local",
+    target: int | None = None,
+    threads: int | None = 1,
+) -> SearchSession:
+    """Open (create or resume) the study for ``spec`` and start an MLflow parent run.
+
+    The agent, space, seed, FLOPs budget and trial target come from the spec
+    (``search.agent``, ``search.space``, ``search.options``, ``seed``,
+    ``budget.flops_budget``, ``budget.trials``); ``study`` defaults to
+    :func:`default_study_name`. Raises :class:`~midl_autok.errors.UserError` for a bad
+    setup (unknown agent or space, unwritable store, a study made for another setup).
+
+    ``threads`` is the number of torch CPU threads each trial trains with (default 1: the
+    small models of a search train fastest on one thread, and several threads collapse when
+    the machine is shared; None leaves torch's setting).
+    """
+    import optuna
+
+    from midl_autok.flops import cost_model, training_flops
+    from midl_autok.pareto import reference_point
+    from midl_autok.trainer import build_for_spec, dataset_for_spec
+
+    agent_cls = get_agent(spec.search.agent)
+    space_opts, agent_opts = split_options(spec.search.options, spec.search.space, agent_cls)
+    agent = agent_cls(seed=spec.seed, **agent_opts)
+    trial_device(device)  # CUDA asked for but missing: fail before any trial
+
+    data = dataset_for_spec(spec)
+    model = build_for_spec(spec, data)
+    layers = model.layer_specs()
+    if not layers:
+        raise SpecError(
+            f"a search needs MID-L layers, but the experiment's model (variant "
+            f"{spec.model.variant!r}) has none; use model.variant: midl"
+        )
+    space = agent.make_space(spec.search.space, layers, spec.training.epochs, space_opts)
+    model.eval()
+    import torch
+
+    with torch.no_grad():
+        dense = float(cost_model(model, data.x_train[:1]).dense_flops())
+    objectives = [o.metric for o in spec.objectives]
+    epochs = spec.training.epochs
+    try:
+        ref: list[float] | None = reference_point(
+            objectives,
+            dense_inference_flops=dense,
+            dense_training_flops=training_flops(dense, epochs * data.x_train.shape[0]),
+        )
+    except ValueError:
+        ref = None  # e.g. val_loss: no fixed reference, no hypervolume
+    ideal = ideal_point(objectives)
+
+    store = store if isinstance(store, Store) else open_store(store)
+    store.ensure_writable()
+    name = study or default_study_name(spec)
+    spec_dict = spec.model_dump(mode="json")
+    attrs: dict[str, Any] = {
+        "format": STUDY_FORMAT,
+        "experiment": spec.name,
+        "spec": spec_dict,
+        "agent": agent.name,
+        "space": agent.space_label(spec.search.space),
+        "space_options": space.options if agent.uses_space else {},
+        "agent_options": agent.options,
+        "seed": spec.seed,
+        "objectives": objectives,
+        "reference_point": ref,
+        "ideal": ideal,
+        "dense_inference_flops": dense,
+        "flops_budget": spec.budget.flops_budget,
+        "layers": [[s.name, s.width] for s in layers],
+        "epochs": spec.training.epochs,
+        "midl_autok_version": __version__,
+        "git_sha": git_sha(),
+    }
+    storage = store.optuna_storage()
+    ostudy = optuna.create_study(
+        storage=storage,
+        study_name=name,
+        directions=[o.direction for o in spec.objectives],
+        load_if_exists=True,
+    )
+    study_id = storage.get_study_id_from_name(name)
+    existing = storage.get_study_user_attrs(study_id)
+    if existing.get("spec") is not None:
+        old_spec = identity_of(existing["spec"])
+        diff = first_difference(old_spec, spec_identity(spec))
+        if diff is not None:
+            raise SpecError(
+                f"study {name!r} in {store.root} was made for another setup: {diff}; "
+                "give a new --study name (or leave --study out for an automatic one)"
+            )
+        attrs = {**existing, "spec": spec_dict}
+        storage.set_study_user_attr(study_id, "spec", spec_dict)  # latest budget.trials
+    elif storage.get_n_trials(study_id) > 0:
+        raise SpecError(
+            f"study {name!r} in {store.root} exists but was not made by midl-autok search; "
+            "choose another --study name"
+        )
+    else:
+        for key, value in attrs.items():
+            storage.set_study_user_attr(study_id, key, value)
+
+    if isinstance(agent, SamplerAgent):
+        agent.prepare(target=target or spec.budget.trials, space=space)
+    tracker = Tracker.for_experiment(
+        store.mlflow_client(), name, artifact_location=store.artifact_location
+    )
+    recover_on_open(storage, study_id, ostudy, tracker)
+    parent = start_run(
+        tracker,
+        name,
+        tags={
+            "study": name,
+            "experiment": spec.name,
+            "agent": agent.name,
+            "space": attrs["space"],
+            "seed": spec.seed,
+            "backend": backend,
+            "git_sha": git_sha(),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            **{f"version.{k}": v for k, v in package_versions().items()},
+        },
+        params={**_flatten(spec_dict), **{f"agent.{k}": v for k, v in agent.options.items()}},
+    )
+    tracker.log_text(parent, spec.to_yaml(), "spec.yaml")
+    return SearchSession(
+        spec=spec,
+        store=store,
+        study=ostudy,
+        storage=storage,
+        agent=agent,
+        space=space,
+        tracker=tracker,
+        parent_run_id=parent,
+        attrs=attrs,
+        device=device,
+        threads=threads,
+    )
+
+
+def search_to_the_end(
+    spec: ExperimentSpec,
+    drive: Callable[[SearchSession, int], str | None],
+    *,
+    store: Store | str | os.PathLike[str] | None,
+    study: str | None,
+    device: str,
+    threads: int | None,
+    backend: str,
+    plotlyjs: str | bool,
+) -> SearchSummary:
+    """One whole search invocation, whatever the backend: open the study (``budget.trials``
+    is the target), let ``drive(session, target)`` run the trials (it returns why it stopped
+    early, if it did), write the Pareto files and end the parent run. Ctrl-C and SIGTERM are
+    held while a storage call runs; an interruption fails the live trials and ends the runs."""
+    target = spec.budget.trials
+    with (
+        handling_signals(),  # Ctrl-C / SIGTERM never in the middle of a storage call
+        open_search(
+            spec,
+            store=store,
+            study=study,
+            device=device,
+            backend=backend,
+            target=target,
+            threads=threads,
+        ) as session,
+    ):
+        stopped = drive(session, target)
+        return session.finish(target=target, stopped=stopped, plotlyjs=plotlyjs)
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(_flatten(value, f"{name}."))
+        elif value is not None and value != {}:
+            out[name] = value
+    return out
