@@ -41,11 +41,9 @@ import io
 import json
 import logging
 import os
-import statistics
-import time
 import warnings
 import zipfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -54,7 +52,9 @@ import torch
 from torch import nn
 
 from midl_autok.errors import UserError
+from midl_autok.fileio import write_atomic
 from midl_autok.kernels.cpu import cpu_kernels, cpu_kernels_status
+from midl_autok.latency import example_input, latency_report  # re-exported
 from midl_autok.layers import MIDL
 from midl_autok.models import MIDLNet, build_model
 
@@ -162,15 +162,15 @@ def export_model(
         program = _program(format, portable, example)
         meta = {**_metadata(model, format, example, program), **dict(info or {})}
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # same suffix: .pt2 expected
+        buffer = io.BytesIO()  # then one safe write (devices, FIFOs, symlinks, umask: fileio)
         files = {META_NAME: json.dumps(meta), WEIGHTS_NAME: _weights_text(model)}
         layout = _masked_dense(model) if program == "portable" else nullcontext()
         with layout, torch.no_grad():
             if format == "export":
-                _save_export(model, example, tmp, files)
+                _save_export(model, example, buffer, files)
             else:
-                _save_torchscript(model, example, tmp, files)
-        os.replace(tmp, path)
+                _save_torchscript(model, example, buffer, files)
+        write_atomic(path, buffer.getvalue())
     finally:
         if isinstance(model, MIDLNet) and previous:
             model.set_k(previous)
@@ -208,22 +208,24 @@ def fast_path_off() -> bool:
 _FAST_PATH_NOTICE = False
 
 
-def _save_export(model: nn.Module, example: torch.Tensor, path: Path, files: dict) -> None:
+def _save_export(model: nn.Module, example: torch.Tensor, out: io.BytesIO, files: dict) -> None:
     from torch.export import Dim, export
 
     batch = Dim("batch", min=1, max=MAX_BATCH)
     # Trace with two samples (a batch of 1 would be specialized to a constant 1).
     sample = example[:1].expand(2, *example.shape[1:]).contiguous()
     program = export(model, (sample,), dynamic_shapes=({0: batch},))
-    torch.export.save(program, path, extra_files=files)
+    torch.export.save(program, out, extra_files=files)
 
 
-def _save_torchscript(model: nn.Module, example: torch.Tensor, path: Path, files: dict) -> None:
+def _save_torchscript(
+    model: nn.Module, example: torch.Tensor, out: io.BytesIO, files: dict
+) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         traced = torch.jit.trace(model, (example,), check_trace=False)
-        torch.jit.save(traced, str(path), _extra_files=files)
+        torch.jit.save(traced, out, _extra_files=files)
 
 
 def export_schedule_model(
@@ -415,116 +417,3 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(meta, dict) or meta.get("format") != "midl-autok/model":
         raise UserError(f"{path} is not a model written by midl-autok export")
     return meta
-
-
-# --------------------------------------------------------------------------- latency
-
-
-def _time_call(fn: Any, x: torch.Tensor, *, repeats: int, rounds: int) -> list[float]:
-    per_round = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(repeats):
-            fn(x)
-        if x.device.type == "cuda":
-            torch.cuda.synchronize(x.device)
-        per_round.append((time.perf_counter() - start) / repeats)
-    return per_round
-
-
-def example_input(model: MIDLNet, batch: int = 2, *, seed: int = 0) -> torch.Tensor:
-    """A random input of the shape ``model`` was built for (tokens for a token model):
-    enough to time it, since each MID-L layer selects exactly k neurons whatever the input."""
-    cfg = model.config
-    gen = torch.Generator().manual_seed(seed)
-    shape = (batch, *cfg["input_shape"])
-    if cfg.get("vocab_size"):
-        return torch.randint(0, int(cfg["vocab_size"]), shape, generator=gen)
-    return torch.randn(shape, generator=gen)
-
-
-def latency_report(
-    model: MIDLNet,
-    *,
-    example: torch.Tensor,
-    exported: nn.Module | None = None,
-    batches: Sequence[int] = (1, 16, 256),
-    rounds: int = 15,
-    target_s: float = 0.01,
-) -> dict[str, Any]:
-    """Median latency per batch size of: the same architecture with dense layers
-    (``variant="dense"``, its own random weights: latency only), the MID-L model in eval mode
-    (each layer picks its path: the compiled CPU kernel at small batches), and the exported
-    graph when given (e.g. ``load_program(path, trusted=True)``). Variants are interleaved
-    per round; returns a dict with ``rows`` and a ``markdown`` table."""
-    was_training = model.training
-    model.eval()
-    cfg = dict(model.config)
-    options = {
-        key: cfg[key]
-        for key in ("hidden", "channels", "embed_dim", "hidden_size", "activation")
-        if key in cfg
-    }
-    dense = build_model(
-        model.arch,
-        input_shape=cfg["input_shape"],
-        num_classes=cfg["num_classes"],
-        vocab_size=cfg.get("vocab_size"),
-        variant="dense",
-        **options,
-    ).eval()
-    device = next(model.parameters()).device
-    dense.to(device)
-    candidates: dict[str, Any] = {"dense": dense, "midl": model}
-    if exported is not None:
-        candidates["exported"] = exported
-    rows = []
-    try:
-        with torch.inference_mode():
-            for batch in batches:
-                reps = example[:1].expand(batch, *example.shape[1:]).contiguous().to(device)
-                x = reps + 0.01 * torch.randn_like(reps) if reps.is_floating_point() else reps
-                repeats = {}
-                for name, fn in candidates.items():
-                    fn(x)  # warm-up (and any kernel build) outside the timing
-                    t = _time_call(fn, x, repeats=1, rounds=1)[0]
-                    repeats[name] = max(1, min(1000, int(target_s / max(t, 1e-7))))
-                times: dict[str, list[float]] = {name: [] for name in candidates}
-                for _ in range(rounds):
-                    for name, fn in candidates.items():
-                        times[name] += _time_call(fn, x, repeats=repeats[name], rounds=1)
-                row: dict[str, Any] = {"batch": batch}
-                for name, values in times.items():
-                    row[f"{name}_ms"] = 1e3 * statistics.median(values)
-                row["midl_vs_dense"] = row["midl_ms"] / row["dense_ms"]
-                if "exported_ms" in row:
-                    row["exported_vs_dense"] = row["exported_ms"] / row["dense_ms"]
-                rows.append(row)
-    finally:
-        model.train(was_training)
-    return {
-        "rows": rows,
-        "k": model.current_k(),
-        "threads": torch.get_num_threads(),
-        "device": str(device),
-        "markdown": _latency_table(rows),
-    }
-
-
-def _latency_table(rows: list[dict[str, Any]]) -> str:
-    exported = any("exported_ms" in r for r in rows)
-    head = "| batch | dense ms | MID-L ms | MID-L / dense |"
-    rule = "|---|---|---|---|"
-    if exported:
-        head += " exported ms | exported / dense |"
-        rule += "---|---|"
-    lines = [head, rule]
-    for r in rows:
-        line = (
-            f"| {r['batch']} | {r['dense_ms']:.3f} | {r['midl_ms']:.3f} | "
-            f"{r['midl_vs_dense']:.2f}x |"
-        )
-        if exported:
-            line += f" {r['exported_ms']:.3f} | {r['exported_vs_dense']:.2f}x |"
-        lines.append(line)
-    return "\n".join(lines)

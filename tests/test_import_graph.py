@@ -148,9 +148,7 @@ def test_midl_autok_has_no_import_cycle() -> None:
 
 #: Modules another branch reworks at the same time (issue 14): each is a strict xfail, so the
 #: test fails (XPASS) as soon as the rework lands and the entry must go.
-_PENDING = {
-    "midl_autok.agents.rl": "rewritten against SearchHost on the rlsplit branch",
-}
+_PENDING: dict[str, str] = {}
 
 
 def _params(modules: list[str], pending: dict[str, str]) -> list[object]:
@@ -255,12 +253,7 @@ def test_the_orphan_rules_live_in_one_module() -> None:
 #: Over 500 lines by design (issue 14): the MID-L layer and the compiled kernels' source.
 _LONG_BY_DESIGN = ("midl_autok.layers", "midl_autok.kernels")
 #: Over 500 lines today, split by another branch at the same time (strict xfail: see _PENDING).
-_LONG_PENDING = {
-    "midl_autok.data": "becomes a package with one reader per format (safe branch)",
-    "midl_autok.env": "split by concept (rlsplit branch)",
-    "midl_autok.agents.rl": "split by concept (rlsplit branch)",
-    "midl_autok.trainer": "not this branch's file (only _public_metrics is)",
-}
+_LONG_PENDING: dict[str, str] = {}
 
 
 @pytest.mark.parametrize(

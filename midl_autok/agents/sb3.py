@@ -228,10 +228,10 @@ class RLAgent(ExternalAgent):
 
     # -- running -------------------------------------------------------------------------------
 
-    def run(self, host: SearchHost, *, target: int) -> None:  # type: ignore[override]
+    def run(self, host: SearchHost, *, target: int) -> None:
         self.run_with(host, target=target)
 
-    def run_with(  # type: ignore[override]
+    def run_with(
         self,
         host: SearchHost,
         *,

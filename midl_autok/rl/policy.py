@@ -19,7 +19,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ import numpy as np
 import torch
 
 from midl_autok.errors import UserError
+from midl_autok.fileio import write_atomic
 
 __all__ = [
     "POLICY_FORMAT",
@@ -152,14 +152,7 @@ def save_policy(
         archive.writestr(POLICY_META, json.dumps(meta, indent=2))
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(buffer.getvalue())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(target, buffer.getvalue())  # devices, FIFOs, symlinks, umask: see fileio
     return target
 
 
