@@ -284,6 +284,15 @@ def test_a_target_below_the_floor_is_one_line_naming_it() -> None:
     ), message
 
 
+def test_without_a_cost_model_the_floor_is_the_lowest_active_fraction() -> None:
+    with pytest.raises(
+        SpecError,
+        match=r"^min_budget must be >= 0\.05, the active fraction of this model with every "
+        r"MID-L layer at its lowest k \(min_fraction=0\.05\), but got 0\.01$",
+    ):
+        BudgetSpace([("a", 100), ("b", 200)], 3, min_budget=0.01)
+
+
 def test_budget_range_errors() -> None:
     with pytest.raises(SpecError, match=r"max_budget must be <= 1\.171, .* but got 2\.0"):
         BudgetSpace(DIGITS_LAYERS, 10, cost=DIGITS, max_budget=2.0)

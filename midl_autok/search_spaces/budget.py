@@ -205,11 +205,15 @@ class BudgetSpace(SearchSpace):
         high = ceiling if self.max_budget is None else self.max_budget
         label = "active fraction" if self.cost is None else "inference-FLOPs ratio"
         if low < floor - 1e-12:
+            at_k1 = (
+                ""
+                if self.cost is None
+                else f"; the gate and light paths and the non-MID-L layers cost "
+                f"{self.floor(k1=True):.4g} with k = 1 everywhere"
+            )
             raise SpecError(
                 f"min_budget must be >= {floor:.4g}, the {label} of this model with every MID-L "
-                f"layer at its lowest k (min_fraction={self.min_fraction}; the gate and light "
-                f"paths and the non-MID-L layers cost {self.floor(k1=True):.4g} with k = 1 "
-                f"everywhere), but got {low}"
+                f"layer at its lowest k (min_fraction={self.min_fraction}{at_k1}), but got {low}"
             )
         if high > ceiling + 1e-12:
             raise SpecError(
