@@ -2,6 +2,11 @@
 
     python experiments/bench_search.py                          # full: 50 trials, 3 seeds
     python experiments/bench_search.py --trials 20 --seeds 1 --datasets digits --epochs 5
+    python experiments/bench_search.py --agents fixed-k,tpe,tpe:budget,gp:budget --trials 30 \
+        --checkpoints 10,20 --out experiments/results/bench_search_budget
+
+``--agents`` takes ``agent`` or ``agent:space`` (e.g. ``tpe:budget``: TPE in the budget space;
+a plain name searches ``--space``); each entry is one row of the tables.
 
 For every dataset, agent and seed this runs a real search (``run_search``: one Optuna trial and
 one MLflow child run per schedule, in the store ``--store``, default
@@ -15,6 +20,9 @@ Reported, per dataset (mean over seeds):
   completed trials, and the first trial count at which each agent's mean curve reaches
   random search's value at ``--trials`` trials.
   Target (issue 3): the best sampler reaches random@50 within 25 trials.
+* the cheapest schedule at the best accuracy: per seed, the best validation accuracy any
+  agent reached is the reference; per agent, the lowest inference-FLOPs ratio among its
+  schedules within 0.5 points of it (mean over seeds; "-" when an agent has none on a seed).
 * the best fixed-k schedule (highest validation accuracy of the fixed-k grid) against the
   searched schedules (all other agents) of the same seed: the largest FLOPs reduction
   ``fixed FLOPs / searched FLOPs`` among searched schedules whose validation accuracy is within
@@ -54,6 +62,7 @@ RL_AGENTS = ("ppo", "sac", "a2c")  # accepted by --agents; closed vs open loop: 
 RL_LAMBDAS = [0.01, 0.1, 1.0]
 OUT = Path(__file__).parent / "results"
 ACC_TOLERANCE = 0.003  # "within 0.3 points"
+BEST_TOLERANCE = 0.005  # "within 0.5 points of the best validation accuracy"
 CHECKPOINTS = (10, 25)
 
 
@@ -97,7 +106,15 @@ def trial_points(record: StudyRecord) -> list[dict[str, Any]]:
     return out
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def write_json(out: Path, result: dict[str, Any]) -> None:
+    """``<out>.json``, written atomically (a partial benchmark is readable at any time)."""
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=1) + "\n")
+    os.replace(tmp, out.with_suffix(".json"))
+
+
+def run(args: argparse.Namespace, out: Path | None = None) -> dict[str, Any]:
+    """Every search of ``args``; after each one, the results so far go to ``<out>.json``."""
     quiet()
     store = open_store(args.store)
     runs: list[dict[str, Any]] = []
@@ -107,13 +124,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         changes: dict[str, Any] = {
             "training.epochs": args.epochs,
             "dataset.max_samples": args.max_samples,
-            "search.space": args.space,
             "budget.trials": args.trials,
         }
         base = base.override(**changes)
         for seed in range(args.seeds):
-            for agent in args.agents:
-                changes = {"seed": seed, "search.agent": agent}
+            for label in args.agents:
+                agent, _, space = label.partition(":")
+                changes = {"seed": seed, "search.agent": agent, "search.space": space or args.space}
                 if agent in RL_AGENTS:  # equal training runs: episodes + one rollout per lambda
                     episodes = args.trials - len(RL_LAMBDAS)
                     changes["search.options"] = {"episodes": episodes, "lambdas": RL_LAMBDAS}
@@ -125,7 +142,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 record = load_study_record(store, summary.study)
                 row = {
                     "dataset": dataset,
-                    "agent": agent,
+                    "agent": label,
+                    "space": space or args.space,
                     "seed": seed,
                     "study": summary.study,
                     "completed": summary.completed,
@@ -137,19 +155,33 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 }
                 runs.append(row)
                 print(
-                    f"{dataset:8s} seed {seed} {agent:8s} HV {row['hv_curve'][-1]:.4f} "
+                    f"{dataset:8s} seed {seed} {label:10s} HV {row['hv_curve'][-1]:.4f} "
                     f"({row['completed']} trials, {row['wall_s']:.0f} s)",
                     flush=True,
                 )
+                if out is not None:
+                    write_json(out, snapshot(args, store, started, runs))
+    return snapshot(args, store, started, runs)
+
+
+def snapshot(
+    args: argparse.Namespace, store: Any, started: float, runs: list[dict[str, Any]]
+) -> dict[str, Any]:
     result = {
         "config": {**vars(args), "store": str(store.root)},
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
         "wall_s": time.perf_counter() - started,
         "runs": runs,
     }
-    result["hypervolume"] = hv_table(runs)
-    result["fixed_k_vs_searched"] = fixed_k_table(runs)
+    add_tables(result, args.checkpoints)
     return result
+
+
+def add_tables(result: dict[str, Any], checkpoints: tuple[int, ...] = CHECKPOINTS) -> None:
+    runs = result["runs"]
+    result["hypervolume"] = hv_table(runs, checkpoints)
+    result["cheapest_at_best"] = cheapest_at_best(runs)
+    result["fixed_k_vs_searched"] = fixed_k_table(runs)
 
 
 def merge(files: list[str]) -> dict[str, Any]:
@@ -166,12 +198,13 @@ def merge(files: list[str]) -> dict[str, Any]:
         "wall_s": sum(p["wall_s"] for p in parts),
         "runs": runs,
     }
-    result["hypervolume"] = hv_table(runs)
-    result["fixed_k_vs_searched"] = fixed_k_table(runs)
+    add_tables(result, tuple(parts[0]["config"].get("checkpoints", CHECKPOINTS)))
     return result
 
 
-def hv_table(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def hv_table(
+    runs: list[dict[str, Any]], checkpoints: tuple[int, ...] = CHECKPOINTS
+) -> list[dict[str, Any]]:
     """Per dataset and agent: mean HV at 10, 25 and N trials (N = that dataset's --trials),
     and the first trial count whose mean HV reaches random search's mean HV at N."""
     rows = []
@@ -196,10 +229,52 @@ def hv_table(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "agent": agent,
                     "seeds": int(curves[agent].shape[0]),
                     "trials": n,
-                    **{f"hv@{k}": float(mean[k - 1]) for k in CHECKPOINTS if k <= n},
+                    **{f"hv@{k}": float(mean[k - 1]) for k in checkpoints if k <= n},
+                    **{
+                        f"hv_std@{k}": float(curves[agent][:, k - 1].std())
+                        for k in checkpoints
+                        if k <= n
+                    },
                     "hv_final": float(mean[-1]),
                     "hv_std_final": float(curves[agent][:, -1].std()),
                     "trials_to_random_final": reach,
+                }
+            )
+    return rows
+
+
+def cheapest_at_best(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per dataset and agent: the cheapest schedule within 0.5 points of the best validation
+    accuracy of its seed (best over all agents), mean over the seeds where it has one."""
+    rows = []
+    for dataset in dict.fromkeys(r["dataset"] for r in runs):
+        mine = [r for r in runs if r["dataset"] == dataset]
+        best = {
+            seed: max(p["val_accuracy"] for r in mine if r["seed"] == seed for p in r["points"])
+            for seed in {r["seed"] for r in mine}
+        }
+        for agent in dict.fromkeys(r["agent"] for r in mine):
+            per_seed = []
+            for r in (r for r in mine if r["agent"] == agent):
+                near = [
+                    p
+                    for p in r["points"]
+                    if p["val_accuracy"] >= best[r["seed"]] - BEST_TOLERANCE - 1e-12
+                ]
+                if near:
+                    top = min(near, key=lambda p: (p["inference_flops"], -p["val_accuracy"]))
+                    per_seed.append({**top, "seed": r["seed"], "best": best[r["seed"]]})
+            ratios = [p["inference_flops_ratio"] for p in per_seed]
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "agent": agent,
+                    "seeds_with_one": len(per_seed),
+                    "seeds": sum(1 for r in mine if r["agent"] == agent),
+                    "flops_ratio_mean": float(np.mean(ratios)) if ratios else None,
+                    "flops_ratio_min": min(ratios) if ratios else None,
+                    "flops_ratio_max": max(ratios) if ratios else None,
+                    "per_seed": per_seed,
                 }
             )
     return rows
@@ -244,18 +319,43 @@ def fixed_k_table(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def markdown(result: dict[str, Any]) -> str:
+    checkpoints = tuple(result["config"].get("checkpoints", CHECKPOINTS))
+    heads = " | ".join(f"HV@{k}" for k in checkpoints)
     lines = [
         "Normalized hypervolume (mean over seeds) after k completed trials; N = trials per "
         "search; 'reach' = first k where the mean curve reaches random search's HV at N.",
         "",
-        "| dataset | agent | seeds | HV@10 | HV@25 | HV@N (std) | N | reach random@N |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| dataset | agent | seeds | {heads} | HV@N (std) | N | reach random@N |",
+        "|---|---|---|" + "---|" * len(checkpoints) + "---|---|---|",
     ]
     for r in result["hypervolume"]:
+        cells = " | ".join(f"{r.get(f'hv@{k}', float('nan')):.4f}" for k in checkpoints)
         lines.append(
-            f"| {r['dataset']} | {r['agent']} | {r['seeds']} | {r.get('hv@10', float('nan')):.4f}"
-            f" | {r.get('hv@25', float('nan')):.4f} | {r['hv_final']:.4f} "
+            f"| {r['dataset']} | {r['agent']} | {r['seeds']} | {cells} | {r['hv_final']:.4f} "
             f"({r['hv_std_final']:.4f}) | {r['trials']} | {r['trials_to_random_final'] or '-'} |"
+        )
+    lines += [
+        "",
+        "Cheapest schedule within 0.5 points of the best validation accuracy of its seed (best "
+        "over all agents): inference-FLOPs ratio, mean [min, max] over the seeds that have one.",
+        "",
+        "| dataset | agent | seeds with one | FLOPs ratio mean [min, max] | per seed (val acc) |",
+        "|---|---|---|---|---|",
+    ]
+    for r in result.get("cheapest_at_best", []):
+        ratio = (
+            "-"
+            if r["flops_ratio_mean"] is None
+            else f"{r['flops_ratio_mean']:.3f} [{r['flops_ratio_min']:.3f}, "
+            f"{r['flops_ratio_max']:.3f}]"
+        )
+        seeds = ", ".join(
+            f"s{p['seed']}: {p['inference_flops_ratio']:.3f} ({p['val_accuracy']:.4f})"
+            for p in r["per_seed"]
+        )
+        lines.append(
+            f"| {r['dataset']} | {r['agent']} | {r['seeds_with_one']}/{r['seeds']} | {ratio} "
+            f"| {seeds} |"
         )
     lines += [
         "",
@@ -355,8 +455,19 @@ def main() -> None:
         default=list(EXPERIMENTS),
         help="comma-separated: digits,mnist1d",
     )
-    p.add_argument("--agents", type=lambda s: s.split(","), default=list(AGENTS))
-    p.add_argument("--space", default="cosine")
+    p.add_argument(
+        "--agents",
+        type=lambda s: s.split(","),
+        default=list(AGENTS),
+        help="comma-separated agent or agent:space (e.g. tpe:budget)",
+    )
+    p.add_argument("--space", default="cosine", help="the space of agents given without one")
+    p.add_argument(
+        "--checkpoints",
+        type=lambda s: tuple(int(x) for x in s.split(",")),
+        default=CHECKPOINTS,
+        help="trial counts of the HV@k columns (comma-separated)",
+    )
     p.add_argument("--epochs", type=int, default=None, help="default: the experiment's")
     p.add_argument("--max-samples", type=int, default=None, help="subsample the dataset")
     p.add_argument("--threads", type=int, default=1, help="torch threads per trial")
@@ -378,10 +489,10 @@ def main() -> None:
     for name in args.datasets:
         if name not in EXPERIMENTS:
             p.error(f"unknown dataset {name!r}; valid: {', '.join(EXPERIMENTS)}")
-    result = merge(args.merge) if args.merge else run(args)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    result = merge(args.merge) if args.merge else run(args, out)
+    write_json(out, result)
     fig = figure(result)
     fig.write_html(out.with_suffix(".html"), include_plotlyjs="cdn")
     try:

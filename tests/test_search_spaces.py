@@ -45,6 +45,8 @@ CASES: list[tuple[str, dict[str, Any]]] = [(name, {}) for name in SEARCH_SPACES]
     ("knots", {"n_knots": 2}),
     ("knots", {"n_knots": 5, "search_times": True}),
     ("free", {"min_fraction": 0.5, "max_fraction": 0.5}),
+    ("budget", {"ramp": "none"}),
+    ("budget", {"ramp": "cubic", "min_fraction": 0.2, "max_fraction": 0.8}),
 ]
 CASE_IDS = [name + "".join(f"-{k}={v}" for k, v in opts.items()) for name, opts in CASES]
 

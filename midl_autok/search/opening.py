@@ -72,6 +72,7 @@ def open_search(
 
     from midl_autok.flops import cost_model, training_flops
     from midl_autok.pareto import reference_point
+    from midl_autok.search_spaces import SEARCH_SPACES
     from midl_autok.trainer import build_for_spec, dataset_for_spec
 
     agent_cls = get_agent(spec.search.agent)
@@ -87,12 +88,15 @@ def open_search(
             f"a search needs MID-L layers, but the experiment's model (variant "
             f"{spec.model.variant!r}) has none; use model.variant: midl"
         )
-    space = agent.make_space(spec.search.space, layers, spec.training.epochs, space_opts)
     model.eval()
     import torch
 
     with torch.no_grad():
-        dense = float(cost_model(model, data.x_train[:1]).dense_flops())
+        costs = cost_model(model, data.x_train[:1])
+    dense = float(costs.dense_flops())
+    if agent.uses_space and "cost" in SEARCH_SPACES[spec.search.space].option_names():
+        space_opts["cost"] = costs  # e.g. the budget space: its target is a FLOPs ratio
+    space = agent.make_space(spec.search.space, layers, spec.training.epochs, space_opts)
     objectives = [o.metric for o in spec.objectives]
     epochs = spec.training.epochs
     try:

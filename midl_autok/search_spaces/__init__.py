@@ -16,6 +16,8 @@ cosine     as linear, half-cosine ramp                                  2L + 2 (
 cubic      as linear, Zhu & Gupta (2017) cubic ramp                     2L + 2 (shared)
 knots      ``<layer>.knot<i>`` (+ ``knots.t<i>``)                       L n (+ n - 2)
 free       ``<layer>.e<epoch>``                                         L E
+budget     ``budget`` (target cost), ``<layer>.share``, ``start``,      L + 4
+           ``t0``, ``span`` (``ramp="none"``: the first two only)       (L + 1)
 =========  ==========================================================  ==================
 
 Adding a space = one module with a :class:`SearchSpace` subclass + one entry here; the
@@ -40,6 +42,7 @@ from midl_autok.search_spaces.base import (
     piecewise_linear,
     ramp_progress,
 )
+from midl_autok.search_spaces.budget import BudgetSpace, water_fill
 from midl_autok.search_spaces.constant import ConstantSpace
 from midl_autok.search_spaces.free import FreeSpace
 from midl_autok.search_spaces.knots import KnotsSpace
@@ -53,6 +56,7 @@ from midl_autok.search_spaces.ramps import (
 
 __all__ = [
     "SEARCH_SPACES",
+    "BudgetSpace",
     "ConstantSpace",
     "CosineSpace",
     "CubicSpace",
@@ -70,11 +74,20 @@ __all__ = [
     "piecewise_linear",
     "ramp_progress",
     "ramp_window",
+    "water_fill",
 ]
 
 SEARCH_SPACES: dict[str, type[SearchSpace]] = {
     cls.name: cls
-    for cls in (ConstantSpace, LinearSpace, CosineSpace, CubicSpace, KnotsSpace, FreeSpace)
+    for cls in (
+        ConstantSpace,
+        LinearSpace,
+        CosineSpace,
+        CubicSpace,
+        KnotsSpace,
+        FreeSpace,
+        BudgetSpace,
+    )
 }
 
 
@@ -87,7 +100,8 @@ def make_space(
     """Build the search space registered as ``name``.
 
     ``options`` are the space's keyword options (``min_fraction``, ``max_fraction``, and
-    e.g. ``window`` for the ramps or ``n_knots`` for ``knots``). An unknown space name or
+    e.g. ``window`` for the ramps, ``n_knots`` for ``knots``, or ``cost`` and ``ramp`` for
+    ``budget``). An unknown space name or
     option raises :class:`~midl_autok.errors.SpecError` with a "did you mean".
     """
     try:
