@@ -55,7 +55,9 @@ StudyOpt = Annotated[
 ]
 
 _AGENTS_HELP = "tpe, nsga2, gp, random, qmc, fixed-k, and the RL agents ppo, sac, a2c"
-_SPACES_HELP = "constant, linear, cosine, cubic, knots, free, budget (a target FLOPs ratio, split over layers)"
+_SPACES_HELP = "constant, linear, cosine, cubic, knots, free, budget (a target FLOPs ratio)"
+    "constant, linear, cosine, cubic, knots, free, budget (a target FLOPs ratio, split over layers)"
+)
 
 
 @app.command()
