@@ -275,19 +275,39 @@ def _width(stream: Any) -> int | None:
 
 def stderr_console() -> Any:
     """rich's console on stderr (progress displays), see :func:`_stderr_console_class`."""
-    return _stderr_console_class()(stderr=True, width=_width(sys.stderr))
+    return _stderr_console_class()(file=_StderrLines(), width=_width(sys.stderr))
+
+
+class _StderrLines:
+    """``sys.stderr`` (looked up at each write, as rich does: past the proxy a live display
+    puts there) that knows whether its output ends a line."""
+
+    at_line_start = True
+
+    @staticmethod
+    def _stream() -> Any:
+        return getattr(sys.stderr, "rich_proxied_file", sys.stderr)
+
+    def write(self, text: str) -> int:
+        if text:
+            self.at_line_start = text.endswith("\n")
+        return int(self._stream().write(text))
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, flush, encoding, ...
+        return getattr(self._stream(), name)
 
 
 @functools.cache
 def _stderr_console_class() -> type:
-    """A rich console that drops a print of nothing when stderr is not a terminal: rich's
-    progress display prints one there when it stops, and the blank line came before every
-    error line (``train --device cuda`` without CUDA wrote two lines)."""
+    """A rich console that drops a print of nothing at the start of a line when stderr is not
+    a terminal: rich's progress display prints one when it stops (to end its last line),
+    which was a blank line before every error line (``train --device cuda`` without CUDA
+    wrote two lines)."""
     from rich.console import Console
 
     class StderrConsole(Console):
         def print(self, *objects: Any, **kwargs: Any) -> None:
-            if objects or self.is_interactive:
+            if objects or self.is_interactive or not getattr(self.file, "at_line_start", False):
                 super().print(*objects, **kwargs)
 
     return StderrConsole
@@ -336,6 +356,26 @@ def on_interrupt(note: Callable[[], str | None] | None) -> None:
     running command: a function called then, returning the rest of the line (e.g. "12
     completed trials kept; rerun the same command to continue") or None. ``None`` clears."""
     _InterruptNote.note = note
+
+
+def on_search_interrupt(progress: Any, store: Store) -> None:
+    """:func:`on_interrupt` for a search shown by a rich progress display whose first task is
+    named after the study once it started: "N completed trials kept; rerun the same command
+    to continue", N counted in the store then."""
+
+    def note() -> str:
+        task = progress.tasks[0]
+        kept = ""
+        if task.started:
+            from optuna.trial import TrialState
+
+            storage = store.optuna_storage()
+            study_id = storage.get_study_id_from_name(str(task.description))
+            done = storage.get_n_trials(study_id, state=TrialState.COMPLETE)
+            kept = f"{done} completed trial{'' if done == 1 else 's'} kept; "
+        return f"{kept}rerun the same command to continue"
+
+    on_interrupt(note)
 
 
 def interrupt_note() -> str | None:

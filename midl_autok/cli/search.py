@@ -26,6 +26,7 @@ from midl_autok.cli._app import (
     TargetOpt,
     app,
     experiment_spec,
+    on_search_interrupt,
     stderr_console,
     stdout_console,
 )
@@ -285,6 +286,7 @@ def search(
     the_store = open_store(store, storage=storage)
     _quiet_libraries()
     progress = _Progress(spec.name)
+    on_search_interrupt(progress.progress, the_store)
     from midl_autok.interrupts import handling_signals
 
     with handling_signals(), progress:  # Ctrl-C / SIGTERM: trials failed, runs ended

@@ -161,6 +161,7 @@ def train(
     policy saved by an RL search, carries the experiment and seed it was made with; without
     EXPERIMENT/--seed they are used (a policy's epochs too, without --epochs).
     """
+    on_interrupt(lambda: "nothing was written; rerun the command to train from the start")
     import torch
 
     from midl_autok.errors import ScheduleError, SpecError
@@ -260,7 +261,6 @@ def train(
     live = None
     if controller is not None and policy_meta is not None:
         live = _controller(controller, policy_meta, model, data, config.epochs, lam, budget)
-    on_interrupt(lambda: "nothing was written; rerun the command to train from the start")
     try:
         if progress is not None:
             progress.start()
