@@ -160,12 +160,14 @@ def test_schedule_of_another_model_is_an_error_unless_forced(tmp_path: Path) -> 
 # -- Ctrl-C and SIGTERM ---------------------------------------------------------------------------
 
 
-def _catches_sigterm(pid: int) -> bool:
-    """True once the process handles SIGTERM (main() installs its handler)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("SigCgt:"):
-            return bool(int(line.split()[1], 16) >> (signal.SIGTERM - 1) & 1)
-    return False
+def _training(pid: int) -> bool:
+    """True once the process handles SIGTERM (main() installs its handler) and has loaded
+    torch (the train command imports it after registering its interrupt note)."""
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    caught = [int(line.split()[1], 16) for line in status if line.startswith("SigCgt:")]
+    if not caught or not caught[0] >> (signal.SIGTERM - 1) & 1:
+        return False
+    return "libtorch" in Path(f"/proc/{pid}/maps").read_text()
 
 
 @pytest.mark.parametrize(
@@ -185,10 +187,9 @@ def test_an_interrupted_train_prints_one_line(sig: int, code: int, line: str) ->
     )
     try:
         deadline = time.monotonic() + 120
-        while not _catches_sigterm(proc.pid):
+        while not _training(proc.pid):
             assert proc.poll() is None and time.monotonic() < deadline, proc.stderr
             time.sleep(0.05)
-        time.sleep(1.0)  # into the command
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=120)
     finally:
