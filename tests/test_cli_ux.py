@@ -232,7 +232,7 @@ def test_an_interrupted_search_says_what_was_kept(tmp_path: Path) -> None:
     assert proc.returncode == 143, err
     last = err.strip().splitlines()[-1]
     found = re.fullmatch(
-        r"midl-autok: interrupted by SIGTERM; (\d+) completed trials kept; "
+        r"midl-autok: interrupted by SIGTERM; (\d+) completed trials? kept; "
         r"rerun the same command to continue",
         last,
     )
