@@ -10,14 +10,14 @@ import json
 import os
 import re
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from searchkit import fresh_store, quiet, tiny_spec
+from searchkit import completed_trials, fresh_store, quiet, tiny_spec
 
 from midl_autok.cli import main
 
@@ -170,6 +170,24 @@ def _training(pid: int) -> bool:
     return "libtorch" in Path(f"/proc/{pid}/maps").read_text()
 
 
+def _signal_when(args: list[str], ready: Callable[[int], bool], sig: int) -> tuple[int, str, str]:
+    """Start ``midl-autok ARGS``, send ``sig`` once ``ready(pid)``; (status, stdout, stderr)."""
+    proc = subprocess.Popen(
+        [*EXE, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env()
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not ready(proc.pid):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr
+            time.sleep(0.05)
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, out, err
+
+
 @pytest.mark.parametrize(
     ("sig", "code", "line"),
     [
@@ -178,58 +196,22 @@ def _training(pid: int) -> bool:
     ],
 )
 def test_an_interrupted_train_prints_one_line(sig: int, code: int, line: str) -> None:
-    proc = subprocess.Popen(
-        [*EXE, "train", "synthetic-mlp", "--epochs", "5000", "--device", "cpu", "--json"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env(),
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while not _training(proc.pid):
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr
-            time.sleep(0.05)
-        proc.send_signal(sig)
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == code, err
+    args = ["train", "synthetic-mlp", "--epochs", "5000", "--device", "cpu", "--json"]
+    status, out, err = _signal_when(args, _training, sig)
+    assert status == code, err
     assert out == ""
     assert err == f"{line}nothing was written; rerun the command to train from the start\n"
 
 
-def _completed(db: Path) -> int:
-    try:
-        with sqlite3.connect(db, timeout=1) as con:
-            row = con.execute("SELECT COUNT(*) FROM trials WHERE state = 'COMPLETE'").fetchone()
-    except sqlite3.Error:
-        return 0
-    return int(row[0])
-
-
 def test_an_interrupted_search_says_what_was_kept(tmp_path: Path) -> None:
-    store = tmp_path / "runs"
+    db = tmp_path / "runs" / "optuna.db"
     search = ["search", "synthetic-mlp", "--epochs", "2", "--agent", "random", "--trials", "50"]
-    proc = subprocess.Popen(
-        [*EXE, *search, "--store", str(store)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env(),
+    status, _, err = _signal_when(
+        [*search, "--store", str(db.parent)],
+        lambda pid: db.exists() and completed_trials(db) >= 1,
+        signal.SIGTERM,
     )
-    try:
-        deadline = time.monotonic() + 300
-        while not (store / "optuna.db").exists() or _completed(store / "optuna.db") < 1:
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=180)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 143, err
+    assert status == 143, err
     last = err.strip().splitlines()[-1]
     found = re.fullmatch(
         r"midl-autok: interrupted by SIGTERM; (\d+) completed trials? kept; "
@@ -237,7 +219,7 @@ def test_an_interrupted_search_says_what_was_kept(tmp_path: Path) -> None:
         last,
     )
     assert found, err
-    assert int(found.group(1)) == _completed(store / "optuna.db") >= 1  # as counted after exit
+    assert int(found.group(1)) == completed_trials(db) >= 1  # as counted after exit
     assert err.count("\n") == len(err.splitlines())  # every line ended (the bar's too)
     assert "Traceback" not in err
 
