@@ -83,6 +83,9 @@ def test_help_shows_meaningful_metavars(
             assert re.search(rf"{option}\s+{re.escape(metavar)}\s", out), option
         assert re.search(r"--json\s+Print only", out)
         assert "[EXPERIMENT]" in out  # the usage line names the argument as the help does
+    if command == "search":  # options without a metavar of their own: by type, else name
+        assert re.search(r"--trials\s+N\s", out) and re.search(r"--flops-budget\s+X\s", out)
+        assert re.search(r"--agent\s+AGENT\s", out)
     if command == "show":
         assert re.search(r"--study\s+STUDY\s", out) and "{TRIAL}" in out
 

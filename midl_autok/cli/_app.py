@@ -33,10 +33,11 @@ def _metavar(param: click.Parameter) -> str:
     number, else the option's long name in capitals (typer shows ``<bool>``, ``<str>``)."""
     if getattr(param, "is_flag", False) or getattr(param, "count", False):
         return ""
-    kind = str(getattr(getattr(param, "type", None), "name", ""))
-    if kind.startswith("integer"):
+    descriptor = getattr(param, "type_descriptor", None)  # typer's; click's: param.type
+    kind = getattr(descriptor, "annotation", None) or getattr(param, "type", None)
+    if kind is int or str(getattr(kind, "name", "")).startswith("integer"):
         return "N"
-    if kind.startswith("float"):
+    if kind is float or str(getattr(kind, "name", "")).startswith("float"):
         return "X"
     longest = max(param.opts, key=len) if param.opts else str(param.name)
     return longest.lstrip("-").replace("-", "_").upper()
