@@ -21,7 +21,7 @@ from typing import Any
 
 import typer
 
-from midl_autok.cli._app import Interrupted, app, interrupt_note
+from midl_autok.cli._app import Interrupted, app, interrupt_note, on_interrupt
 
 __all__ = ["app", "main"]
 
@@ -140,6 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     # MLflow logs every database error with its traceback before raising it to us
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     _show_kernel_build()
+    on_interrupt(None)  # what an earlier command of this process registered
 
     with _signals_seen() as last_signal:
         try:

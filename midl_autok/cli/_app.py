@@ -276,10 +276,10 @@ def _width(stream: Any) -> int | None:
 
 def stderr_console() -> Any:
     """rich's console on stderr (progress displays), see :func:`_stderr_console_class`."""
-    return _stderr_console_class()(file=_StderrLines(), width=_width(sys.stderr))
+    return _stderr_console_class()(file=_StderrStream(), width=_width(sys.stderr))
 
 
-class _StderrLines:
+class _StderrStream:
     """``sys.stderr`` (looked up at each write, as rich does: past the proxy a live display
     puts there) that knows whether its output ends a line."""
 
