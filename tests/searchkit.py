@@ -7,6 +7,7 @@ per process: MLflow builds its tables with ~40 Alembic migrations, which costs s
 from __future__ import annotations
 
 import shutil
+import sqlite3
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -73,3 +74,14 @@ def runs(store: Store, experiment: str) -> tuple[Any, list[Any]]:
     parents = [r for r in all_runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in all_runs if "mlflow.parentRunId" in r.data.tags]
     return parents, children
+
+
+def completed_trials(db: Path) -> int:
+    """COMPLETE trials in an Optuna sqlite file, read while a search may write it (0 until
+    its tables exist)."""
+    try:
+        with sqlite3.connect(db, timeout=1) as con:
+            row = con.execute("SELECT COUNT(*) FROM trials WHERE state = 'COMPLETE'").fetchone()
+    except sqlite3.Error:
+        return 0
+    return int(row[0])

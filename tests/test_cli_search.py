@@ -236,7 +236,7 @@ def test_studies_pareto_export_and_replay(searched: tuple[Path, str], tmp_path: 
 def test_sigterm_ends_the_search_cleanly(tmp_path: Path) -> None:
     store_dir = tmp_path / "runs"
     code = start_and_stop_after(store_dir, trials=50, done=1, sig=signal.SIGTERM)
-    assert code == 130
+    assert code == 143  # 128 + SIGTERM
     store = open_store(store_dir)
     (study,) = [s for s in os.listdir(store.reports_dir)]  # Pareto files were written
     record = load_study_record(store, study)

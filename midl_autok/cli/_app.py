@@ -2,20 +2,86 @@
 
 from __future__ import annotations
 
+import difflib
+import functools
 import os
 import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 from midl_autok import __version__
 
 if TYPE_CHECKING:
+    from typer import _click as click  # the click that typer runs on (vendored)
+
     from midl_autok.spec import ExperimentSpec
+    from midl_autok.store import Store
+
+
+class Interrupted(BaseException):
+    """Ctrl-C or SIGTERM stopped a command. Raised in place of the ``KeyboardInterrupt`` that
+    typer would turn into a silent exit status 130; :func:`midl_autok.cli.main` prints the
+    one line (with the note of :func:`on_interrupt`) and exits 128 + the signal."""
+
+
+def _metavar(param: click.Parameter) -> str:
+    """What ``--help`` shows after an option: nothing for a flag, N for an integer, X for a
+    number, else the option's long name in capitals (typer shows ``<bool>``, ``<str>``)."""
+    if getattr(param, "is_flag", False) or getattr(param, "count", False):
+        return ""
+    descriptor = getattr(param, "type_descriptor", None)  # typer's; click's: param.type
+    kind = getattr(descriptor, "annotation", None) or getattr(param, "type", None)
+    if kind is int or str(getattr(kind, "name", "")).startswith("integer"):
+        return "N"
+    if kind is float or str(getattr(kind, "name", "")).startswith("float"):
+        return "X"
+    longest = max(param.opts, key=len) if param.opts else str(param.name)
+    return longest.lstrip("-").replace("-", "_").upper()
+
+
+def _with_metavars(params: Iterable[click.Parameter]) -> None:
+    for param in params:
+        if param.param_type_name == "option" and param.metavar is None:
+            param.metavar = _metavar(param)
+        elif param.param_type_name == "argument":
+            if param.metavar is None:
+                param.metavar = str(param.name).upper()  # EXPERIMENT, as the help text says
+            param.display_type_rich = _no_type  # type: ignore[attr-defined]  # not <str>
+
+
+def _no_type(ctx: click.Context) -> None:
+    return None
+
+
+class _Group(TyperGroup):
+    """The root command: options get meaningful metavars (:func:`_metavar`) unless they name
+    one, and an interrupted command raises :class:`Interrupted`."""
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        params = super().get_params(ctx)
+        _with_metavars(params)
+        return params
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            _with_metavars(command.get_params(ctx))  # --help included (built on first use)
+        return command
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as exc:
+            raise Interrupted from exc
+
 
 app = typer.Typer(
     name="midl-autok",
+    cls=_Group,
     help=(
         "Search per-layer, per-epoch Top-k schedules for MID-L networks, record every trial, "
         "and export the schedule you want."
@@ -54,12 +120,19 @@ ExperimentArg = Annotated[
 ]
 ExperimentOpt = Annotated[
     str | None,
-    typer.Option("--experiment", "-e", help="Same as the EXPERIMENT argument.", show_default=False),
+    typer.Option(
+        "--experiment",
+        "-e",
+        metavar="NAME|FILE",
+        help="Same as the EXPERIMENT argument.",
+        show_default=False,
+    ),
 ]
 DatasetOpt = Annotated[
     str | None,
     typer.Option(
         "--dataset",
+        metavar="NAME",
         help="Dataset instead of the experiment's: digits, mnist1d, synthetic, "
         "synthetic-tokens, mnist, fashion-mnist, cifar10, cifar100, svhn, csv.",
         show_default=False,
@@ -69,6 +142,7 @@ DataPathOpt = Annotated[
     Path | None,
     typer.Option(
         "--data-path",
+        metavar="PATH",
         help="Folder (mnist, fashion-mnist, cifar10/100, svhn) or file (csv) with the data. "
         "Nothing is downloaded.",
         show_default=False,
@@ -76,12 +150,18 @@ DataPathOpt = Annotated[
 ]
 TargetOpt = Annotated[
     str | None,
-    typer.Option("--target", help="Label column of a csv dataset.", show_default=False),
+    typer.Option(
+        "--target", metavar="COL", help="Label column of a csv dataset.", show_default=False
+    ),
 ]
 EpochsOpt = Annotated[
     int | None,
     typer.Option(
-        "--epochs", min=1, help="Training epochs (default: the experiment's).", show_default=False
+        "--epochs",
+        min=1,
+        metavar="N",
+        help="Training epochs (default: the experiment's).",
+        show_default=False,
     ),
 ]
 SeedOpt = Annotated[
@@ -89,6 +169,7 @@ SeedOpt = Annotated[
     typer.Option(
         "--seed",
         min=0,
+        metavar="S",
         help="Seeds data split, init, shuffling (and the search).",
         show_default=False,
     ),
@@ -98,6 +179,7 @@ GateRankOpt = Annotated[
     typer.Option(
         "--gate-rank",
         min=1,
+        metavar="R",
         help="Rank of every MID-L layer's low-rank gate (default: the experiment's, 16 in the "
         "shipped ones).",
         show_default=False,
@@ -108,15 +190,30 @@ LightRankOpt = Annotated[
     typer.Option(
         "--light-rank",
         min=0,
+        metavar="R",
         help="Rank of the light path that unselected neurons get (0: pure top-k gating; "
         "default: the experiment's). On MNIST-1D, 32-64 with a lower k beats 16 at 45%: see "
         "the README's benchmarks.",
         show_default=False,
     ),
 ]
+ThreadsOpt = Annotated[
+    int,
+    typer.Option(
+        "--threads",
+        metavar="N",
+        help="Torch CPU threads. One is fastest for small models and keeps a shared machine "
+        "responsive; raise it for large CNNs.",
+    ),
+]
+MAX_THREADS = 1024
 DeviceOpt = Annotated[
     str,
-    typer.Option("--device", help="auto (CUDA when available), cpu, cuda or cuda:N."),
+    typer.Option(
+        "--device",
+        metavar="auto|cpu|cuda|cuda:N",
+        help="auto (CUDA when available), cpu, cuda or cuda:N.",
+    ),
 ]
 
 
@@ -178,12 +275,149 @@ def _width(stream: Any) -> int | None:
 
 
 def stderr_console() -> Any:
+    """rich's console on stderr (progress displays), see :func:`_stderr_console_class`."""
+    return _stderr_console_class()(file=_StderrStream(), width=_width(sys.stderr))
+
+
+class _StderrStream:
+    """``sys.stderr`` (looked up at each write, as rich does: past the proxy a live display
+    puts there) that knows whether its output ends a line."""
+
+    at_line_start = True
+
+    @staticmethod
+    def _stream() -> Any:
+        return getattr(sys.stderr, "rich_proxied_file", sys.stderr)
+
+    def write(self, text: str) -> int:
+        if text:
+            self.at_line_start = text.endswith("\n")
+        return int(self._stream().write(text))
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, flush, encoding, ...
+        return getattr(self._stream(), name)
+
+
+@functools.cache
+def _stderr_console_class() -> type:
+    """A rich console that drops a print of nothing at the start of a line when stderr is not
+    a terminal: rich's progress display prints one when it stops (to end its last line),
+    which was a blank line before every error line (``train --device cuda`` without CUDA
+    wrote two lines)."""
     from rich.console import Console
 
-    return Console(stderr=True, width=_width(sys.stderr))
+    class StderrConsole(Console):
+        def print(self, *objects: Any, **kwargs: Any) -> None:
+            if objects or self.is_interactive or not getattr(self.file, "at_line_start", False):
+                super().print(*objects, **kwargs)
+
+    return StderrConsole
 
 
 def stdout_console() -> Any:
     from rich.console import Console
 
     return Console(file=sys.stdout, width=_width(sys.stdout))
+
+
+# -- checks of option values -----------------------------------------------------------------
+
+
+def check_threads(threads: int) -> int:
+    """``--threads`` within 1..:data:`MAX_THREADS` (a SpecError otherwise)."""
+    if not 1 <= threads <= MAX_THREADS:
+        from midl_autok.errors import SpecError
+
+        raise SpecError(f"--threads must satisfy 1 <= N <= {MAX_THREADS}, but got {threads}")
+    return threads
+
+
+def check_choice(flag: str, value: str | None, choices: Iterable[str]) -> None:
+    """``value`` (when given) must be one of ``choices``: a SpecError in the flag's words,
+    "--variant must be one of midl, dense, dropout, but got 'dnse' (did you mean 'dense'?)"."""
+    options = list(choices)
+    if value is None or value in options:
+        return
+    from midl_autok.errors import SpecError
+
+    close = difflib.get_close_matches(value.lower(), options, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise SpecError(f"{flag} must be one of {', '.join(options)}, but got {value!r}{hint}")
+
+
+# -- Ctrl-C and SIGTERM ----------------------------------------------------------------------
+
+
+class _InterruptNote:
+    note: Callable[[], str | None] | None = None
+
+
+def on_interrupt(note: Callable[[], str | None] | None) -> None:
+    """Register what ``midl-autok: interrupted`` adds when Ctrl-C or SIGTERM stops the
+    running command: a function called then, returning the rest of the line (e.g. "12
+    completed trials kept; rerun the same command to continue") or None. ``None`` clears."""
+    _InterruptNote.note = note
+
+
+def on_search_interrupt(progress: Any, store: Store) -> None:
+    """:func:`on_interrupt` for a search shown by a rich progress display whose first task is
+    named after the study once it started: "N completed trials kept; rerun the same command
+    to continue", N counted in the store then."""
+
+    def note() -> str:
+        task = progress.tasks[0]
+        kept = ""
+        if task.started:
+            from optuna.trial import TrialState
+
+            storage = store.optuna_storage()
+            study_id = storage.get_study_id_from_name(str(task.description))
+            done = storage.get_n_trials(study_id, state=TrialState.COMPLETE)
+            kept = f"{done} completed trial{'' if done == 1 else 's'} kept; "
+        return f"{kept}rerun the same command to continue"
+
+    on_interrupt(note)
+
+
+def interrupt_note() -> str | None:
+    """The registered note (None when there is none or it fails: the line must print)."""
+    note = _InterruptNote.note
+    if note is None:
+        return None
+    try:
+        text = note()
+    except Exception:
+        return None
+    return " ".join(text.split()) if text else None
+
+
+# -- choosing a study ------------------------------------------------------------------------
+
+
+def chosen_study(store: Store, name: str | None) -> str | None:
+    """``name``, or without one the store's latest study (the one whose last trial started
+    last; the latest created among those without trials), named on stderr. None when the
+    store holds no study (``load_study_record`` then says so)."""
+    if name is not None:
+        return name
+    import datetime
+
+    from midl_autok.store import list_studies
+
+    names = list_studies(store)
+    if not names:
+        return None
+    storage = store.optuna_storage()
+
+    def last_activity(study: str) -> tuple[datetime.datetime, int]:
+        study_id = storage.get_study_id_from_name(study)
+        starts = [t.datetime_start for t in storage.get_all_trials(study_id, deepcopy=False)]
+        return max((s for s in starts if s is not None), default=datetime.datetime.min), study_id
+
+    latest = max(names, key=last_activity)
+    which = "the only one" if len(names) == 1 else f"the latest of {len(names)}"
+    print(
+        f"midl-autok: study {latest} ({which} in {store.root}; choose one with --study NAME)",
+        file=sys.stderr,
+    )
+    return latest

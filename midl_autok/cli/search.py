@@ -22,6 +22,7 @@ from midl_autok.cli._app import (
     TargetOpt,
     app,
     experiment_spec,
+    on_search_interrupt,
 )
 
 if TYPE_CHECKING:
@@ -56,8 +57,6 @@ StudyOpt = Annotated[
 
 _AGENTS_HELP = "tpe, nsga2, gp, random, qmc, fixed-k, and the RL agents ppo, sac, a2c"
 _SPACES_HELP = "constant, linear, cosine, cubic, knots, free, budget (a target FLOPs ratio)"
-    "constant, linear, cosine, cubic, knots, free, budget (a target FLOPs ratio, split over layers)"
-)
 
 
 @app.command()
@@ -284,6 +283,7 @@ def search(
     the_store = open_store(store, storage=storage)
     quiet()
     progress = Progress(spec.name)
+    on_search_interrupt(progress.progress, the_store)  # Ctrl-C / SIGTERM: one line, the count
     options = {} if ray_options is None else {"options": ray_options}
     with handling_signals(), progress:  # Ctrl-C / SIGTERM: trials failed, runs ended
         summary = run(

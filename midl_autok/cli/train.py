@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -22,13 +22,18 @@ from midl_autok.cli._app import (
     LightRankOpt,
     SeedOpt,
     TargetOpt,
+    ThreadsOpt,
     app,
+    check_choice,
+    check_threads,
     experiment_spec,
+    on_interrupt,
     stderr_console,
     stdout_console,
 )
 
 if TYPE_CHECKING:
+    from midl_autok.models import MIDLNet
     from midl_autok.schedule import KSchedule
     from midl_autok.spec import ExperimentSpec
     from midl_autok.trainer import TrainResult
@@ -66,6 +71,7 @@ def train(
         Path | None,
         typer.Option(
             "--schedule",
+            metavar="FILE",
             help="KSchedule file (JSON or YAML) giving k per layer and epoch, e.g. one written "
             "by `midl-autok export`. Its layers must match the model.",
             show_default=False,
@@ -75,6 +81,7 @@ def train(
         float | None,
         typer.Option(
             "--k-fraction",
+            metavar="F",
             help="One k fraction for every MID-L layer and epoch, 0 < F <= 1 "
             "(default: the experiment's training.k_fraction).",
             show_default=False,
@@ -84,6 +91,7 @@ def train(
         str | None,
         typer.Option(
             "--variant",
+            metavar="midl|dense|dropout",
             help="midl, or a baseline: dense (nn.Linear) or dropout (nn.Linear + dropout).",
             show_default=False,
         ),
@@ -93,6 +101,15 @@ def train(
     light_rank: LightRankOpt = None,
     seed: SeedOpt = None,
     device: DeviceOpt = "auto",
+    threads: ThreadsOpt = 1,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Replay a --schedule made for another model (its model signature differs: "
+            "other ranks, activation, input or classes) instead of stopping with an error.",
+        ),
+    ] = False,
     json_out: Annotated[
         bool,
         typer.Option("--json", help="Print only the final metrics as one JSON object on stdout."),
@@ -101,6 +118,7 @@ def train(
         Path | None,
         typer.Option(
             "--save-schedule",
+            metavar="FILE",
             help="Write the schedule that was used (with its metrics) to this JSON/YAML file.",
             show_default=False,
         ),
@@ -109,6 +127,7 @@ def train(
         Path | None,
         typer.Option(
             "--controller",
+            metavar="FILE",
             help="A policy file (from an RL search, see `STORE/policies/`) that chooses each "
             "epoch's k while training, from what it observes.",
             show_default=False,
@@ -118,6 +137,7 @@ def train(
         float | None,
         typer.Option(
             "--lam",
+            metavar="LAMBDA",
             help="With --controller: the FLOPs weight the policy sees (needed when it was "
             "trained on a range of lambdas).",
             show_default=False,
@@ -127,6 +147,7 @@ def train(
         float | None,
         typer.Option(
             "--budget",
+            metavar="B",
             help="With --controller: the hard inference-FLOPs budget (fraction of dense) for "
             "a policy trained with budgets.",
             show_default=False,
@@ -140,7 +161,11 @@ def train(
     policy saved by an RL search, carries the experiment and seed it was made with; without
     EXPERIMENT/--seed they are used (a policy's epochs too, without --epochs).
     """
+    on_interrupt(lambda: "nothing was written; rerun the command to train from the start")
+    import torch
+
     from midl_autok.errors import ScheduleError, SpecError
+    from midl_autok.models import VARIANTS
     from midl_autok.schedule import KSchedule
     from midl_autok.trainer import (
         DivergedError,
@@ -152,8 +177,12 @@ def train(
         train as train_model,
     )
 
+    check_threads(threads)
+    check_choice("--variant", variant, VARIANTS)
     if schedule is not None and k_fraction is not None:
         raise SpecError("give either --schedule or --k-fraction, not both")
+    if force and schedule is None:
+        raise SpecError("--force applies to --schedule (a schedule made for another model)")
     if controller is not None and (schedule is not None or k_fraction is not None):
         other = "--schedule" if schedule is not None else "--k-fraction"
         raise SpecError(f"give either --controller or {other}, not both")
@@ -191,6 +220,7 @@ def train(
         light_rank=light_rank,
         extra={"model.variant": variant},
     )
+    torch.set_num_threads(threads)  # for the whole run, as a search does per trial
     data = dataset_for_spec(spec)
     model = build_for_spec(spec, data)
     config = TrainConfig.from_spec(spec, device=device)
@@ -203,6 +233,7 @@ def train(
             model.check_schedule(loaded)
         except ScheduleError as exc:
             raise ScheduleError(f"{schedule}: {exc}") from None
+        _check_signature(loaded, str(schedule), model, spec, force=force)
         plan = loaded
     elif controller is not None:
         plan = None
@@ -251,7 +282,7 @@ def train(
     if json_out:
         print(json.dumps(_jsonable(result.metrics), sort_keys=True))
         return
-    _print_report(spec.name, data.name, result, save_schedule)
+    _print_report(spec.name, data.name, result, save_schedule, threads=threads)
 
 
 def _replay_source(schedule: KSchedule) -> tuple[ExperimentSpec | None, int | None]:
@@ -263,6 +294,65 @@ def _replay_source(schedule: KSchedule) -> tuple[ExperimentSpec | None, int | No
     base = validate_spec(spec, source="the schedule's provenance.spec") if spec else None
     seed = prov.get("seed")
     return base, seed if isinstance(seed, int) and not isinstance(seed, bool) else None
+
+
+def _check_signature(
+    schedule: KSchedule, path: str, model: MIDLNet, spec: ExperimentSpec, *, force: bool
+) -> None:
+    """A schedule made for another model -- same layer names and widths, another signature
+    (ranks, activation, input shape, classes) -- is an error naming the difference; with
+    ``force`` a one-line warning."""
+    from midl_autok.errors import ScheduleError
+
+    ours = model.signature()
+    if not schedule.signature or schedule.signature == ours:
+        return  # a hand-written schedule records none
+    text = (
+        f"{path}: the schedule was made for another model: model signature "
+        f"{schedule.signature} in the schedule, {ours} for this {model.arch} model"
+    )
+    differences = _spec_differences(schedule, spec)
+    if differences:
+        text += f" ({differences})"
+    if force:
+        print(f"midl-autok: warning: {text}; replaying it anyway (--force)", file=sys.stderr)
+        return
+    raise ScheduleError(f"{text}; pass --force to replay it anyway")
+
+
+def _spec_differences(schedule: KSchedule, spec: ExperimentSpec, limit: int = 3) -> str:
+    """The model and dataset settings where the schedule's experiment (its provenance) and
+    this run's differ: "model.gate_rank 16 in the schedule's experiment, 4 here"."""
+    from midl_autok.errors import UserError
+    from midl_autok.spec import validate_spec
+
+    recorded = schedule.provenance.get("spec")
+    if not isinstance(recorded, dict):
+        return ""
+    try:
+        theirs = dict(_flat(validate_spec(recorded, source="provenance").model_dump()))
+    except UserError:
+        return ""
+    ours = dict(_flat(spec.model_dump()))
+    keys = [
+        key
+        for key in sorted(set(theirs) | set(ours))
+        if (key.startswith(("model.", "dataset.options.")) or key == "dataset.name")
+        and theirs.get(key) != ours.get(key)
+    ]
+    shown = [
+        f"{key} {theirs.get(key)!r} in the schedule's experiment, {ours.get(key)!r} here"
+        for key in keys[:limit]
+    ]
+    return "; ".join(shown) + ("; ..." if len(keys) > limit else "")
+
+
+def _flat(tree: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            yield from _flat(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
 
 
 def _policy_meta(path: Path) -> dict[str, Any]:
@@ -360,11 +450,14 @@ def _progress_hook(progress: Any, name: str, epochs: int) -> Any:
     return ProgressHook()
 
 
-def _print_report(name: str, dataset: str, result: TrainResult, saved: Path | None) -> None:
+def _print_report(
+    name: str, dataset: str, result: TrainResult, saved: Path | None, *, threads: int
+) -> None:
     from rich.table import Table
 
     console = stdout_console()
-    table = Table(title=f"{name} on {dataset}: per-epoch metrics", title_justify="left")
+    title = f"{name} on {dataset}: per-epoch metrics ({threads} torch thread(s))"
+    table = Table(title=title, title_justify="left")
     for _, header, _ in _COLUMNS:
         table.add_column(header, justify="right")
     for row in result.history:
