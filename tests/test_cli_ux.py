@@ -292,3 +292,32 @@ def test_show_unknown_trial_is_one_line(two_studies: Path) -> None:
     )
     missing = run("show", "--store", str(two_studies), "--study", "frist", "0")
     assert_user_error(missing, r"did you mean 'first'")
+
+
+# -- pareto / export without --study, export --threads (points 10, 11, 15) ----------------------
+
+
+def test_pareto_and_export_use_the_latest_study_and_name_it(
+    two_studies: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    latest = f"midl-autok: study second (the latest of 2 in {two_studies}; choose one with"
+    code, out, err = in_process(capsys, "pareto", "--store", str(two_studies), "--json")
+    assert code == 0, err
+    assert err.startswith(latest) and err.count("\n") == 1
+    assert {p["trial"] for p in json.loads(out)} <= {0, 1}  # study 'second' has 2 trials
+    target = tmp_path / "knee.json"
+    code, out, err = in_process(capsys, "export", "--store", str(two_studies), "-o", str(target))
+    assert code == 0, err
+    assert err.startswith(latest)
+    assert json.loads(target.read_text())["provenance"]["study"] == "second"
+
+
+def test_export_unknown_trial_lists_the_completed_ones(two_studies: Path, tmp_path: Path) -> None:
+    proc = run("export", "--store", str(two_studies), "--study", "first", "--trial", "999",
+               "-o", str(tmp_path / "x.json"))  # fmt: skip
+    assert_user_error(proc, r"study first has no completed trial 999; completed: 0, 1, 2\n$")
+
+
+def test_export_threads_is_checked() -> None:
+    proc = run("export", "--threads", "0", "-o", "x.json", "--model", "m.pt2")
+    assert_user_error(proc, r"--threads must satisfy 1 <= N <= \d+, but got 0")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from midl_autok.cli._app import app, stdout_console
+from midl_autok.cli._app import ThreadsOpt, app, check_threads, chosen_study, stdout_console
 from midl_autok.cli._search_output import front_table
 from midl_autok.cli.search import StorageOpt, StoreOpt, StudyOpt
 
@@ -98,7 +98,8 @@ def pareto(
     from midl_autok.results.files import pareto_summary
     from midl_autok.results.record import load_study_record
 
-    record = load_study_record(_open(store, storage), study)
+    opened = _open(store, storage)
+    record = load_study_record(opened, chosen_study(opened, study))
     summary = pareto_summary(record)
     if json_out:
         print(json.dumps(summary["points"], indent=2))
@@ -182,6 +183,7 @@ def export(
             "sparse kernel (op midl_autok::midl_eval; needs midl-autok where it runs).",
         ),
     ] = False,
+    threads: ThreadsOpt = 1,
 ) -> None:
     """Write a Pareto schedule (KSchedule JSON/YAML with metrics and provenance).
 
@@ -194,15 +196,20 @@ def export(
 
     if pick not in PICKS:
         raise unknown_name("--pick", pick, PICKS, error=SpecError)
+    check_threads(threads)
     if max_flops_ratio is not None and not (math.isfinite(max_flops_ratio) and max_flops_ratio > 0):
         raise SpecError(f"--max-flops-ratio must be a number > 0, but got {max_flops_ratio}")
     if output.exists() and output.is_dir():
         raise SpecError(f"-o {output} is a folder; give a file name such as schedule.json")
-    record = load_study_record(_open(store, storage), study)
+    opened = _open(store, storage)
+    record = load_study_record(opened, chosen_study(opened, study))
     if trial_number is not None:
         done = {t.number: t for t in record.completed()}
         if trial_number not in done:
-            numbers = ", ".join(str(n) for n in sorted(done)[:20]) or "(none)"
+            shown = sorted(done)
+            numbers = ", ".join(str(n) for n in shown[:20]) or "(none)"
+            if len(shown) > 20:
+                numbers += f", ... ({len(shown)} in all, up to {shown[-1]})"
             raise SpecError(
                 f"study {record.name} has no completed trial {trial_number}; completed: {numbers}"
             )
@@ -224,7 +231,11 @@ def export(
         soft_wrap=True,
     )
     if model_out is not None:
+        import torch
+
         from midl_autok.deploy import export_schedule_model
+
+        torch.set_num_threads(threads)  # as `search` and `train`: 1 by default
 
         written, result = export_schedule_model(schedule, model_out, portable=portable)
         stdout_console().print(
