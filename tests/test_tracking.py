@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from searchkit import fresh_store, quiet
+from searchkit import fresh_store
 
 from midl_autok.results.files import write_pareto_files
 from midl_autok.results.record import StudyRecord
@@ -22,12 +22,6 @@ from midl_autok.tracking import (
     metric_key,
     package_versions,
 )
-
-
-@pytest.fixture(autouse=True)
-def _env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    quiet()
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from typing import Any
 
 import optuna
 import pytest
-from searchkit import fresh_store, quiet, runs, tiny_spec
+from searchkit import fresh_store, runs, tiny_spec
 
 from midl_autok import metrics as M
 from midl_autok.agents import (
@@ -44,12 +44,6 @@ FAST: dict[str, dict[str, Any]] = {
     "a2c": _RL_FAST,
 }
 RL_AGENTS = ("ppo", "sac", "a2c")
-
-
-@pytest.fixture(autouse=True)
-def _env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    quiet()
 
 
 # --------------------------------------------------------------------------- the registry

@@ -34,13 +34,6 @@ from midl_autok.store import Store, StoreError, open_store
 from midl_autok.trainer import TrainHooks, run_experiment
 
 
-@pytest.fixture(autouse=True)
-def _env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("MIDL_AUTOK_HOME", raising=False)
-    quiet()
-
-
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory: pytest.TempPathFactory) -> tuple[Store, SearchSummary]:
     """One finished 4-trial TPE search shared by the read-only tests below."""

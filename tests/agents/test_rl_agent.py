@@ -34,13 +34,6 @@ SEARCH = [
 ]  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def _env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("MIDL_AUTOK_HOME", raising=False)
-    quiet()
-
-
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI",)}
     env.pop("MIDL_AUTOK_HOME", None)

@@ -42,13 +42,6 @@ pytestmark = pytest.mark.xdist_group("ray")
 MAX_MIN = ["maximize", "minimize"]
 
 
-@pytest.fixture(autouse=True)
-def _env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("MLFLOW_TRACKING_URI", "MIDL_AUTOK_HOME", "RAY_ADDRESS"):
-        monkeypatch.delenv(name, raising=False)
-    quiet()
-
-
 @pytest.fixture(scope="module")
 def ray_local() -> Iterator[Any]:
     """One local Ray for the module: 2 CPUs and 1 logical GPU (no GPU needed)."""

@@ -52,13 +52,6 @@ from midl_autok.trainer import TrainHooks, TrainResult, TrainSession
 ROOT = os.geteuid() == 0 if hasattr(os, "geteuid") else False
 
 
-@pytest.fixture(autouse=True)
-def _env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("MIDL_AUTOK_HOME", raising=False)
-    quiet()
-
-
 def cli(*argv: str) -> tuple[int, str, str]:
     """``midl-autok ARGV`` in this process: (exit status, stdout, stderr)."""
     out, err = io.StringIO(), io.StringIO()
