@@ -78,7 +78,9 @@ def runs(store: Store, experiment: str) -> tuple[Any, list[Any]]:
 
 def completed_trials(db: Path) -> int:
     """COMPLETE trials in an Optuna sqlite file, read while a search may write it (0 until
-    its tables exist)."""
+    its tables exist; the file is never created here: sqlite would make an empty one)."""
+    if not db.exists():
+        return 0
     try:
         with sqlite3.connect(db, timeout=1) as con:
             row = con.execute("SELECT COUNT(*) FROM trials WHERE state = 'COMPLETE'").fetchone()

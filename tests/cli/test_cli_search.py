@@ -10,14 +10,13 @@ import json
 import os
 import re
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from searchkit import quiet, runs
+from searchkit import completed_trials, quiet, runs
 
 from midl_autok.results.record import list_studies, load_study_record
 from midl_autok.store import open_store
@@ -54,17 +53,6 @@ def assert_user_error(proc: subprocess.CompletedProcess[str], pattern: str) -> N
     assert len(lines) == 1, proc.stderr
     assert "Traceback" not in proc.stderr
     assert re.search(pattern, lines[0]), lines[0]
-
-
-def completed_trials(db: Path) -> int:
-    if not db.exists():
-        return 0
-    try:
-        with sqlite3.connect(db, timeout=1) as con:
-            row = con.execute("SELECT COUNT(*) FROM trials WHERE state = 'COMPLETE'").fetchone()
-    except sqlite3.Error:
-        return 0
-    return int(row[0])
 
 
 def start_and_stop_after(store: Path, trials: int, done: int, sig: signal.Signals) -> int:

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from searchkit import fresh_store, quiet, runs, tiny_spec
+from searchkit import completed_trials, fresh_store, quiet, runs, tiny_spec
 
 from midl_autok import metrics as M
 from midl_autok.cli import main
@@ -338,15 +338,6 @@ def test_a_read_only_store_through_the_command_is_one_line(tmp_path: Path) -> No
 # --------------------------------------------------------------------------- a full disk
 
 
-def _complete(db: Path) -> int:
-    try:
-        with sqlite3.connect(db, timeout=1) as con:
-            row = con.execute("SELECT COUNT(*) FROM trials WHERE state = 'COMPLETE'").fetchone()
-    except sqlite3.Error:
-        return 0
-    return int(row[0])
-
-
 def _fill(folder: Path) -> Path:
     """Write zeros into ``folder`` until its file system is full."""
     filler = folder / "filler"
@@ -398,7 +389,7 @@ def test_a_full_disk_stops_the_search_cleanly_and_the_rerun_resumes(tmp_path: Pa
         )
         try:
             deadline = time.monotonic() + 300
-            while _complete(store_dir / "optuna.db") < 2:
+            while completed_trials(store_dir / "optuna.db") < 2:
                 assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
                 assert time.monotonic() < deadline, "the search made no progress"
                 time.sleep(0.05)
