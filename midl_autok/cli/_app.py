@@ -396,7 +396,8 @@ def interrupt_note() -> str | None:
 
 def chosen_study(store: Store, name: str | None) -> str | None:
     """``name``, or without one the store's latest study (the one whose last trial started
-    last; the latest created among those without trials), named on stderr. None when the
+    last; the latest created among those without trials), named on stderr when the store
+    holds several. None when the
     store holds no study (``load_study_record`` then says so)."""
     if name is not None:
         return name
@@ -414,10 +415,12 @@ def chosen_study(store: Store, name: str | None) -> str | None:
         starts = [t.datetime_start for t in storage.get_all_trials(study_id, deepcopy=False)]
         return max((s for s in starts if s is not None), default=datetime.datetime.min), study_id
 
+    if len(names) == 1:
+        return names[0]  # no choice was made: nothing to announce (errors stay one line)
     latest = max(names, key=last_activity)
-    which = "the only one" if len(names) == 1 else f"the latest of {len(names)}"
     print(
-        f"midl-autok: study {latest} ({which} in {store.root}; choose one with --study NAME)",
+        f"midl-autok: study {latest} (the latest of {len(names)} in {store.root}; "
+        "choose one with --study NAME)",
         file=sys.stderr,
     )
     return latest
