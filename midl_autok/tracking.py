@@ -48,6 +48,8 @@ __all__ = [
     "FAILED",
     "FINISHED",
     "KILLED",
+    "KIND_TAG",
+    "KIND_TRAINING",
     "PARENT_TAG",
     "Tracker",
     "TrackingRef",
@@ -61,6 +63,9 @@ __all__ = [
 
 FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
 PARENT_TAG = "mlflow.parentRunId"
+#: The experiment tag that makes the MLflow UI (3.x) open a study's experiment in its model
+#: training view (runs, metrics) rather than the GenAI view (traces).
+KIND_TAG, KIND_TRAINING = "mlflow.experimentKind", "custom_model_development"
 
 _BAD_KEY_CHARS = re.compile(r"[^\w.\- /]")
 _MAX_METRICS, _MAX_PARAMS = 1000, 100  # MLflow's per-request batch limits
@@ -139,7 +144,8 @@ class Tracker:
     def for_experiment(
         cls, client: MlflowClient, name: str, *, artifact_location: str | None = None
     ) -> Tracker:
-        """The tracker of the MLflow experiment ``name`` (created, or restored if deleted)."""
+        """The tracker of the MLflow experiment ``name`` (created, or restored if deleted),
+        tagged as a model training experiment (:data:`KIND_TAG`)."""
         from mlflow.exceptions import MlflowException
 
         try:
@@ -148,7 +154,12 @@ class Tracker:
             raise refused(exc, str(client.tracking_uri)) or exc from None
         if exp is None:
             try:
-                return cls(client, client.create_experiment(name, artifact_location))
+                return cls(
+                    client,
+                    client.create_experiment(
+                        name, artifact_location, tags={KIND_TAG: KIND_TRAINING}
+                    ),
+                )
             except MlflowException as exc:  # created meanwhile by another process?
                 exp = client.get_experiment_by_name(name)
                 if exp is None and exc.error_code == "INVALID_PARAMETER_VALUE":
@@ -162,6 +173,8 @@ class Tracker:
                     raise
         if exp.lifecycle_stage == "deleted":
             client.restore_experiment(exp.experiment_id)
+        if KIND_TAG not in exp.tags:  # made before the tag was set (keep a user's choice)
+            client.set_experiment_tag(exp.experiment_id, KIND_TAG, KIND_TRAINING)
         return cls(client, exp.experiment_id)
 
     @classmethod
