@@ -84,8 +84,7 @@ def check_study_name(name: str) -> str:
     fix = "choose another --study name (or leave --study out for an automatic one)"
     if not name or name.strip() != name:
         raise SpecError(
-            f"a study name must be non-empty without spaces at either end, but got "
-            f"{name!r}; {fix}"
+            f"a study name must be non-empty without spaces at either end, but got {name!r}; {fix}"
         )
     bad = next((c for c in name if not c.isprintable()), None)
     if bad is not None:

@@ -13,10 +13,9 @@ from searchkit import fresh_store, runs, tiny_spec
 
 from midl_autok.errors import SpecError
 from midl_autok.search import opening, run_search
-MAX_STUDY_NAME = 250
-check_study_name = str
+from midl_autok.search.identity import MAX_STUDY_NAME, check_study_name
 from midl_autok.search.opening import open_search
-KIND_TAG, KIND_TRAINING = "mlflow.experimentKind", "custom_model_development"
+from midl_autok.tracking import KIND_TAG, KIND_TRAINING
 
 
 def _studies(store) -> list[str]:  # type: ignore[no-untyped-def]
