@@ -117,24 +117,10 @@ def test_objective_names_and_experiment_kind(tmp_path: Path) -> None:
 def test_cli_refuses_with_one_line_and_exit_2(study: str, pattern: str, tmp_path: Path) -> None:
     store = fresh_store(tmp_path / "store")
     optuna.create_study(storage=store.optuna_storage(), study_name="theirs")
+    search = ["search", "synthetic-mlp", "--epochs", "1", "--trials", "1", "--agent", "random"]
+    where = ["--store", str(store.root), "--study", study]
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "midl_autok",
-            "search",
-            "synthetic-mlp",
-            "--epochs",
-            "1",
-            "--trials",
-            "1",
-            "--agent",
-            "random",
-            "--store",
-            str(store.root),
-            "--study",
-            study,
-        ],
+        [sys.executable, "-m", "midl_autok", *search, *where],
         capture_output=True,
         text=True,
         timeout=300,
