@@ -7,8 +7,11 @@ workers) and batched logging (one request per trial for all per-epoch and final 
 * Parent run (per ``search`` invocation): tags ``experiment``, ``agent``, ``space``,
   ``seed``, ``study``, package versions, ``git_sha``; params from the experiment spec;
   ``spec.yaml``; metric ``hypervolume`` (and ``hypervolume_normalized``, ``front_size``)
-  after each completed trial with ``step`` = trial number; at the end ``pareto.csv``,
-  ``pareto.json`` and ``pareto.html``.
+  after each completed trial with ``step`` = trial number; at the end of a search that added
+  trials ``pareto.csv``, ``pareto.json``, ``pareto.html`` and ``report.html`` (the pages load
+  plotly.js from its CDN; the store's copies under ``reports/`` work offline).
+* The experiment (one per study) is tagged ``mlflow.experimentKind`` =
+  ``custom_model_development``, so the MLflow UI opens it on its runs, not its GenAI view.
 * Child run (per trial, tag ``mlflow.parentRunId``): the trial's parameters, per-epoch
   metrics with ``step`` = epoch, the final metrics (at the last epoch's step), the realized
   schedule as ``schedule.json``; status FINISHED, or FAILED with tag ``fail_reason``.
