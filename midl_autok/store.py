@@ -42,6 +42,7 @@ __all__ = [
     "SQLITE_TIMEOUT_S",
     "Store",
     "StoreError",
+    "delete_study",
     "make_client",
     "open_store",
     "redact_url",
@@ -340,6 +341,60 @@ def _counting_storage_class() -> type[optuna.storages.RDBStorage]:
     CountingRDBStorage.__qualname__ = "CountingRDBStorage"
     globals()["_COUNTING"] = CountingRDBStorage
     return CountingRDBStorage
+
+
+def delete_study(store: Store, name: str) -> list[str]:
+    """Delete study ``name`` from ``store``: the Optuna study (its trials), the runs of its
+    MLflow experiment and the experiment (MLflow's soft delete, under the name ``<study>
+    (deleted <id>)`` so that a new search of that name starts a new experiment; ``mlflow gc``
+    purges them), the runs' artifacts in the store, its
+    ``reports/<study>/`` folder and its RL policy. Returns what was deleted, as lines. An
+    unknown name raises :class:`StoreError` with a "did you mean"."""
+    import shutil
+    from urllib.parse import urlparse
+
+    from midl_autok.results.record import list_studies
+
+    names = list_studies(store)
+    if name not in names:
+        from midl_autok.errors import unknown_name
+
+        raise unknown_name(f"study in {store.root}", name, names, error=StoreError)
+    storage = store.optuna_storage()
+    study_id = storage.get_study_id_from_name(name)
+    attrs = storage.get_study_user_attrs(study_id)
+    n_trials = storage.get_n_trials(study_id)
+    done = [f"Optuna study {name} ({n_trials} trials)"]
+    client = store.mlflow_client()
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        run_ids = [
+            r.info.run_id for r in client.search_runs([exp.experiment_id], max_results=50_000)
+        ]
+        for run_id in run_ids:
+            uri = client.get_run(run_id).info.artifact_uri
+            client.delete_run(run_id)
+            folder = Path(urlparse(uri).path) if uri.startswith("file:") else Path(uri)
+            if folder.is_dir() and store.root in folder.parents:  # never outside the store
+                shutil.rmtree(folder.parent, ignore_errors=True)  # <run id>/artifacts
+        # MLflow restores an experiment's runs with it: free the name for a new search
+        client.rename_experiment(exp.experiment_id, f"{name} (deleted {exp.experiment_id})")
+        client.delete_experiment(exp.experiment_id)
+        done.append(f"MLflow experiment {name} ({len(run_ids)} runs)")
+    storage.delete_study(study_id)
+    folder = store.report_dir(name)
+    others = {store.report_dir(n) for n in names if n != name}
+    if folder.is_dir() and folder not in others:  # another study's name may map to it too
+        shutil.rmtree(folder)
+        done.append(f"reports {folder}")
+    policy = attrs.get("rl_policy")
+    path = policy.get("path") if isinstance(policy, dict) else None
+    if isinstance(path, str):
+        file = (store.root / path).resolve()
+        if file.is_file() and store.root.resolve() in file.parents:
+            file.unlink()
+            done.append(f"policy {file}")
+    return done
 
 
 #: Names this module had before the read side moved to :mod:`midl_autok.results` (the

@@ -7,8 +7,11 @@ workers) and batched logging (one request per trial for all per-epoch and final 
 * Parent run (per ``search`` invocation): tags ``experiment``, ``agent``, ``space``,
   ``seed``, ``study``, package versions, ``git_sha``; params from the experiment spec;
   ``spec.yaml``; metric ``hypervolume`` (and ``hypervolume_normalized``, ``front_size``)
-  after each completed trial with ``step`` = trial number; at the end ``pareto.csv``,
-  ``pareto.json`` and ``pareto.html``.
+  after each completed trial with ``step`` = trial number; at the end of a search that added
+  trials ``pareto.csv``, ``pareto.json``, ``pareto.html`` and ``report.html`` (the pages load
+  plotly.js from its CDN; the store's copies under ``reports/`` work offline).
+* The experiment (one per study) is tagged ``mlflow.experimentKind`` =
+  ``custom_model_development``, so the MLflow UI opens it on its runs, not its GenAI view.
 * Child run (per trial, tag ``mlflow.parentRunId``): the trial's parameters, per-epoch
   metrics with ``step`` = epoch, the final metrics (at the last epoch's step), the realized
   schedule as ``schedule.json``; status FINISHED, or FAILED with tag ``fail_reason``.
@@ -48,6 +51,8 @@ __all__ = [
     "FAILED",
     "FINISHED",
     "KILLED",
+    "KIND_TAG",
+    "KIND_TRAINING",
     "PARENT_TAG",
     "Tracker",
     "TrackingRef",
@@ -61,6 +66,9 @@ __all__ = [
 
 FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
 PARENT_TAG = "mlflow.parentRunId"
+#: The experiment tag that makes the MLflow UI (3.x) open a study's experiment in its model
+#: training view (runs, metrics) rather than the GenAI view (traces).
+KIND_TAG, KIND_TRAINING = "mlflow.experimentKind", "custom_model_development"
 
 _BAD_KEY_CHARS = re.compile(r"[^\w.\- /]")
 _MAX_METRICS, _MAX_PARAMS = 1000, 100  # MLflow's per-request batch limits
@@ -139,7 +147,8 @@ class Tracker:
     def for_experiment(
         cls, client: MlflowClient, name: str, *, artifact_location: str | None = None
     ) -> Tracker:
-        """The tracker of the MLflow experiment ``name`` (created, or restored if deleted)."""
+        """The tracker of the MLflow experiment ``name`` (created, or restored if deleted),
+        tagged as a model training experiment (:data:`KIND_TAG`)."""
         from mlflow.exceptions import MlflowException
 
         try:
@@ -148,7 +157,12 @@ class Tracker:
             raise refused(exc, str(client.tracking_uri)) or exc from None
         if exp is None:
             try:
-                return cls(client, client.create_experiment(name, artifact_location))
+                return cls(
+                    client,
+                    client.create_experiment(
+                        name, artifact_location, tags={KIND_TAG: KIND_TRAINING}
+                    ),
+                )
             except MlflowException as exc:  # created meanwhile by another process?
                 exp = client.get_experiment_by_name(name)
                 if exp is None and exc.error_code == "INVALID_PARAMETER_VALUE":
@@ -162,6 +176,8 @@ class Tracker:
                     raise
         if exp.lifecycle_stage == "deleted":
             client.restore_experiment(exp.experiment_id)
+        if KIND_TAG not in exp.tags:  # made before the tag was set (keep a user's choice)
+            client.set_experiment_tag(exp.experiment_id, KIND_TAG, KIND_TRAINING)
         return cls(client, exp.experiment_id)
 
     @classmethod

@@ -35,8 +35,9 @@ def dashboard(
         typer.Option("--timeout", min=1, help="Seconds to wait for both servers to answer."),
     ] = 120.0,
 ) -> None:
-    """Start optuna-dashboard (Pareto front, hypervolume history, trials) and the MLflow UI
-    (runs, metrics, artifacts) over the store, print their URLs, and run until Ctrl-C.
+    """Start optuna-dashboard (Pareto front with named objectives, trials) and the MLflow UI
+    (runs, metrics, artifacts; each search's hypervolume per trial is a metric of its parent
+    run) over the store, print their URLs, and run until Ctrl-C.
 
     An http(s) MLFLOW_TRACKING_URI is a server that already runs: its URL is shown instead.
     """

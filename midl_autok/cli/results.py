@@ -29,13 +29,38 @@ def _open(store: Path | None, storage: str | None) -> Store:
     return opened
 
 
+def shown(text: str) -> str:
+    """``text`` safe for a terminal: control characters (newlines, ANSI escapes) as their
+    Python escapes, e.g. a study name made before names were checked."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 @app.command()
-def studies(store: StoreOpt = None, storage: StorageOpt = None, json_out: JsonOpt = False) -> None:
+def studies(
+    store: StoreOpt = None,
+    storage: StorageOpt = None,
+    json_out: JsonOpt = False,
+    delete: Annotated[
+        str | None,
+        typer.Option(
+            "--delete",
+            metavar="NAME",
+            help="Delete study NAME: its Optuna trials, its MLflow experiment and runs (with "
+            "their artifacts), its reports/ folder and RL policy. Asks first unless --yes.",
+        ),
+    ] = None,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Delete without asking (scripts).")
+    ] = False,
+) -> None:
     """List the store's studies: agent, space, seed, trials, front size, normalized
-    hypervolume (HV) and best validation accuracy."""
+    hypervolume (HV) and best validation accuracy. --delete NAME deletes one."""
     from midl_autok.results.record import list_studies, load_study_record
 
     opened = _open(store, storage)
+    if delete is not None:
+        _delete(opened, delete, yes=yes)
+        return
     rows = []
     for name in list_studies(opened):
         record = load_study_record(opened, name)
@@ -64,6 +89,7 @@ def studies(store: StoreOpt = None, storage: StorageOpt = None, json_out: JsonOp
         print(json.dumps(rows, indent=2))
         return
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title=f"studies in {opened.root}", title_justify="left")
     table.add_column("study", overflow="fold", min_width=20)
@@ -72,7 +98,7 @@ def studies(store: StoreOpt = None, storage: StorageOpt = None, json_out: JsonOp
     for r in rows:
         hv = r["hypervolume_normalized"]
         table.add_row(
-            r["study"],
+            Text(shown(r["study"])),
             str(r["agent"] or "-"),
             str(r["space"] or "-"),
             "-" if r["seed"] is None else str(r["seed"]),
@@ -85,6 +111,32 @@ def studies(store: StoreOpt = None, storage: StorageOpt = None, json_out: JsonOp
     stdout_console().print(table)
     if not rows:
         stdout_console().print("no studies yet; run `midl-autok search`")
+
+
+def _delete(store: Store, name: str, *, yes: bool) -> None:
+    import sys
+
+    from midl_autok.errors import UserError
+    from midl_autok.results.record import list_studies, load_study_record
+    from midl_autok.store import delete_study
+
+    if name not in list_studies(store):
+        load_study_record(store, name)  # the unknown-study error, with a "did you mean"
+    if not yes:
+        if not sys.stdin.isatty():
+            raise UserError(
+                f"studies --delete asks before deleting, but stdin is not a terminal; add "
+                f"--yes to delete study {shown(name)!r} in {store.root}"
+            )
+        trials = len(load_study_record(store, name).trials)
+        typer.confirm(
+            f"delete study {shown(name)!r} ({trials} trials), its MLflow runs and reports "
+            f"from {store.root}?",
+            abort=True,
+            err=True,
+        )
+    for line in delete_study(store, name):
+        print(f"deleted {shown(line)}")
 
 
 @app.command()

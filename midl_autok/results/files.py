@@ -1,6 +1,9 @@
 """The Pareto files of a study: ``pareto.json``, ``pareto.csv`` and ``pareto.html``.
 
-A search writes them to ``reports/<study>/`` (and its MLflow parent run) when it ends;
+A search writes them to ``reports/<study>/`` (and its MLflow parent run) when it ends with
+new trials; the pages there load the store's one copy of plotly.js,
+``reports/plotly-<version>.min.js`` (:func:`shared_plotlyjs`), so they stay light and open
+offline;
 ``midl-autok pareto --json`` prints :func:`pareto_summary`. The figure in ``pareto.html`` is
 the report's front figure (:func:`midl_autok.results.figures.front_figure`) for this one study.
 """
@@ -14,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from midl_autok.results.record import StudyRecord
 
-__all__ = ["pareto_summary", "write_pareto_files"]
+__all__ = ["pareto_summary", "plotly_script", "shared_plotlyjs", "write_pareto_files"]
 
 
 def pareto_summary(record: StudyRecord) -> dict[str, Any]:
@@ -77,6 +80,39 @@ def write_pareto_files(
     fig.update_layout(title=title)
     write_atomic(paths[2], fig.to_html(include_plotlyjs=plotlyjs, full_html=True))
     return paths
+
+
+def shared_plotlyjs(folder: Path) -> Path:
+    """``folder/plotly-<version>.min.js``, written (atomically) unless it is already there:
+    the one copy of plotly.js the pages of a store load (~4.7 MB, instead of one per page)."""
+    from plotly.offline import get_plotlyjs, get_plotlyjs_version
+
+    from midl_autok.schedule import write_atomic
+
+    path = folder / f"plotly-{get_plotlyjs_version()}.min.js"
+    text = get_plotlyjs()
+    if not path.is_file() or path.stat().st_size != len(text.encode("utf-8")):
+        folder.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, text)
+    return path
+
+
+def plotly_script(plotlyjs: str | bool) -> str:
+    """The ``<script>`` that gives a page plotly.js, as plotly's ``include_plotlyjs``: True
+    embeds it, ``"cdn"`` loads it from plotly's CDN, a string ending in ``.js`` loads that
+    URL or relative path, False gives none."""
+    import html
+
+    from plotly.io._utils import plotly_cdn_url
+    from plotly.offline import get_plotlyjs
+
+    if plotlyjs is True:
+        return f"<script>{get_plotlyjs()}</script>"
+    if plotlyjs == "cdn":
+        return f'<script charset="utf-8" src="{plotly_cdn_url()}"></script>'
+    if isinstance(plotlyjs, str) and plotlyjs.endswith(".js"):
+        return f'<script charset="utf-8" src="{html.escape(plotlyjs)}"></script>'
+    return ""
 
 
 def _json_default(value: Any) -> Any:

@@ -10,7 +10,9 @@ points with the command that exports each one::
     html = build_report("sqlite:///midl_runs/optuna.db", ["digits-tpe", "digits-nsga2"])
     write_report("report.html", "sqlite:///midl_runs/optuna.db", png="front.png")
 
-The page embeds plotly.js, so it works offline. The studies are read by
+The page embeds plotly.js by default, so it works offline as one file; ``plotlyjs`` may point
+it at a shared copy instead (what a search does for its store's pages, see
+:func:`midl_autok.results.files.plotly_script`). The studies are read by
 :mod:`midl_autok.results.studies` and drawn by :mod:`midl_autok.results.figures`.
 """
 
@@ -92,14 +94,17 @@ def build_report(
     title: str | None = None,
     export: ExportCommand | None = None,
     studies: Sequence[StudyData] | None = None,
+    plotlyjs: str | bool = True,
 ) -> str:
-    """The report as one self-contained HTML page (plotly.js embedded; works offline).
+    """The report as one HTML page (by default self-contained: plotly.js embedded, works
+    offline; ``plotlyjs`` as plotly's ``include_plotlyjs``: ``"cdn"`` or the URL/path of a
+    ``.js`` file the page loads instead).
 
     ``source`` is a store or an Optuna storage URL; ``study_names`` default to all its
     studies; ``export`` builds the export command shown for a trial (default
     :func:`export_command`); ``studies`` skips reading when they are already loaded.
     """
-    from plotly.offline import get_plotlyjs
+    from midl_autok.results.files import plotly_script
 
     data = list(studies) if studies is not None else load_studies(source, study_names)
     title = title or "midl-autok report: " + ", ".join(s.name for s in data)
@@ -131,7 +136,7 @@ def build_report(
         [
             "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>",
             f"<title>{html.escape(title)}</title><style>{_CSS}</style>",
-            f"<script>{get_plotlyjs()}</script></head><body>",
+            f"{plotly_script(plotlyjs)}</head><body>",
             f"<h1>{html.escape(title)}</h1>",
             f"<p class='meta'>midl-autok {__version__} · generated {generated}</p>",
             summary_table(data),

@@ -4,7 +4,8 @@
   spec when it differs from the shipped experiment), so rerunning a command resumes its study;
 * :func:`spec_identity` and :func:`first_difference`: the spec without the fields a resumed
   study may change (trials, timeout, description), compared field by field;
-* :func:`split_options`: ``search.options`` split into the space's and the agent's options.
+* :func:`split_options`: ``search.options`` split into the space's and the agent's options;
+* :func:`check_study_name`: a ``--study`` name every part of the store accepts.
 """
 
 from __future__ import annotations
@@ -21,12 +22,19 @@ if TYPE_CHECKING:
     from midl_autok.spec import ExperimentSpec
 
 __all__ = [
+    "MAX_STUDY_NAME",
+    "check_study_name",
     "default_study_name",
     "first_difference",
     "identity_of",
     "spec_identity",
     "split_options",
 ]
+
+#: The longest study name, in UTF-8 bytes: the study names the MLflow experiment (at most
+#: 500 characters) and its parent runs (MLflow's ``runs.name`` column holds 250), and its
+#: report folder ``reports/<study>/`` (255 bytes on most file systems).
+MAX_STUDY_NAME = 250
 
 #: Spec fields that may change between invocations of the same study.
 _FREE_FIELDS = (("budget", "trials"), ("budget", "timeout_s"), ("description",))
@@ -66,6 +74,37 @@ def default_study_name(spec: ExperimentSpec) -> str:
     if shipped is not None and spec_identity(shipped) == spec_identity(spec):
         return base
     return f"{base}-{_digest(spec_identity(spec))}"
+
+
+def check_study_name(name: str) -> str:
+    """``name`` if the Optuna storage, MLflow and the report folder all accept it as a study
+    name: 1 to :data:`MAX_STUDY_NAME` UTF-8 bytes of printable characters (no newline, tab,
+    escape or other control character), not blank at either end. Raises
+    :class:`~midl_autok.errors.SpecError` naming the rule; nothing is created before."""
+    fix = "choose another --study name (or leave --study out for an automatic one)"
+    if not name or name.strip() != name:
+        raise SpecError(
+            f"a study name must be non-empty without spaces at either end, but got {name!r}; {fix}"
+        )
+    bad = next((c for c in name if not c.isprintable()), None)
+    if bad is not None:
+        raise SpecError(
+            f"a study name must be printable characters only, but {_shown(name)} holds "
+            f"{bad!r} at position {name.index(bad)}; {fix}"
+        )
+    size = len(name.encode("utf-8"))
+    if size > MAX_STUDY_NAME:
+        raise SpecError(
+            f"a study name must be at most {MAX_STUDY_NAME} bytes in UTF-8 (MLflow's limit "
+            f"for run names), but {_shown(name)} has {size}; {fix}"
+        )
+    return name
+
+
+def _shown(name: str, limit: int = 40) -> str:
+    """``name`` quoted on one line (``repr`` shows control characters as escapes), cut to
+    ``limit`` characters."""
+    return repr(name if len(name) <= limit else name[: limit - 3] + "...")
 
 
 def first_difference(old: Any, new: Any, path: str = "") -> str | None:

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import os
 import socket
+import time
+import warnings
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +30,7 @@ from midl_autok.results.hypervolume import ideal_point
 from midl_autok.results.record import STUDY_FORMAT
 from midl_autok.search.devices import trial_device
 from midl_autok.search.identity import (
+    check_study_name,
     default_study_name,
     first_difference,
     identity_of,
@@ -75,6 +78,8 @@ def open_search(
     from midl_autok.search_spaces import SEARCH_SPACES
     from midl_autok.trainer import build_for_spec, dataset_for_spec
 
+    if study is not None:
+        check_study_name(study)  # before anything is created or trained
     agent_cls = get_agent(spec.search.agent)
     space_opts, agent_opts = split_options(spec.search.options, spec.search.space, agent_cls)
     agent = agent_cls(seed=spec.seed, **agent_opts)
@@ -111,7 +116,7 @@ def open_search(
 
     store = store if isinstance(store, Store) else open_store(store)
     store.ensure_writable()
-    name = study or default_study_name(spec)
+    name = check_study_name(study or default_study_name(spec))
     spec_dict = spec.model_dump(mode="json")
     attrs: dict[str, Any] = {
         "format": STUDY_FORMAT,
@@ -133,15 +138,9 @@ def open_search(
         "git_sha": git_sha(),
     }
     storage = store.optuna_storage()
-    ostudy = optuna.create_study(
-        storage=storage,
-        study_name=name,
-        directions=[o.direction for o in spec.objectives],
-        load_if_exists=True,
-    )
-    study_id = storage.get_study_id_from_name(name)
-    existing = storage.get_study_user_attrs(study_id)
-    if existing.get("spec") is not None:
+    study_id, created = _create_or_find(storage, name, [o.direction for o in spec.objectives])
+    existing = {} if created else _midl_attrs(storage, study_id, name, store, objectives)
+    if existing:
         old_spec = identity_of(existing["spec"])
         diff = first_difference(old_spec, spec_identity(spec))
         if diff is not None:
@@ -151,20 +150,27 @@ def open_search(
             )
         attrs = {**existing, "spec": spec_dict}
         storage.set_study_user_attr(study_id, "spec", spec_dict)  # latest budget.trials
-    elif storage.get_n_trials(study_id) > 0:
-        raise SpecError(
-            f"study {name!r} in {store.root} exists but was not made by midl-autok search; "
-            "choose another --study name"
-        )
     else:
-        for key, value in attrs.items():
+        # "format" first (the mark of a midl-autok study), "spec" last (the attrs are all
+        # there: what a concurrent search opening the same new study waits for)
+        for key, value in sorted(attrs.items(), key=lambda kv: kv[0] == "spec"):
             storage.set_study_user_attr(study_id, key, value)
+    ostudy = optuna.load_study(study_name=name, storage=storage)
+    if ostudy.metric_names != objectives:  # optuna-dashboard's axis names (not "Objective 0")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            ostudy.set_metric_names(objectives)
 
     if isinstance(agent, SamplerAgent):
         agent.prepare(target=target or spec.budget.trials, space=space)
-    tracker = Tracker.for_experiment(
-        store.mlflow_client(), name, artifact_location=store.artifact_location
-    )
+    try:
+        tracker = Tracker.for_experiment(
+            store.mlflow_client(), name, artifact_location=store.artifact_location
+        )
+    except BaseException:
+        if created:  # MLflow refused the name: leave no empty study behind
+            storage.delete_study(study_id)
+        raise
     recover_on_open(storage, study_id, ostudy, tracker)
     parent = start_run(
         tracker,
@@ -229,6 +235,56 @@ def search_to_the_end(
     ):
         stopped = drive(session, target)
         return session.finish(target=target, stopped=stopped, plotlyjs=plotlyjs)
+
+
+#: How long a search waits for the study attributes of a study that another midl-autok
+#: process has just created under the same name (it writes them right after creating it).
+ATTRS_WAIT_S = 5.0
+
+
+def _create_or_find(storage: Any, name: str, directions: list[str]) -> tuple[int, bool]:
+    """The id of study ``name`` and whether this call created it (False: it existed)."""
+    import optuna
+    from optuna.study import StudyDirection
+
+    try:
+        return storage.get_study_id_from_name(name), False
+    except KeyError:
+        pass
+    try:
+        wanted = [StudyDirection[d.upper()] for d in directions]
+        return storage.create_new_study(wanted, name), True
+    except optuna.exceptions.DuplicatedStudyError:  # another process created it meanwhile
+        return storage.get_study_id_from_name(name), False
+
+
+def _midl_attrs(
+    storage: Any, study_id: int, name: str, store: Store, objectives: list[str]
+) -> dict[str, Any]:
+    """The user attrs of an existing study made by midl-autok search; a
+    :class:`~midl_autok.errors.SpecError` for a study of another tool (no ``format`` attr:
+    adopting it would train for nothing and fail every trial). A study created a moment ago
+    by a concurrent search gets :data:`ATTRS_WAIT_S` to receive its attrs."""
+    n_objectives = len(storage.get_study_directions(study_id))
+    deadline = time.monotonic() + ATTRS_WAIT_S
+    while True:
+        attrs = storage.get_study_user_attrs(study_id)
+        if attrs.get("format") == STUDY_FORMAT and attrs.get("spec") is not None:
+            return dict(attrs)
+        fresh = (  # attrs still being written by the search that created it?
+            (not attrs or attrs.get("format") == STUDY_FORMAT)
+            and n_objectives == len(objectives)
+            and storage.get_n_trials(study_id) == 0
+        )
+        if not fresh or time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
+    what = f"{n_objectives} objective{'s' if n_objectives != 1 else ''}"
+    raise SpecError(
+        f"study {name!r} in {store.root} exists but was not made by midl-autok search "
+        f"({what}, no midl-autok attributes); choose another --study name (or leave --study "
+        "out for an automatic one)"
+    )
 
 
 def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -28,6 +28,7 @@ import contextlib
 import datetime
 import os
 import socket
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -375,19 +376,53 @@ class SearchSession:
         )
 
     def write_pareto(self, *, plotlyjs: str | bool = True) -> list[Path]:
-        """Write ``pareto.{json,csv,html}`` to ``reports/<study>/`` and the parent run."""
-        from midl_autok.results.files import write_pareto_files
+        """Write ``pareto.{json,csv,html}`` and ``report.html`` to ``reports/<study>/`` and
+        log them to the parent run.
 
+        ``plotlyjs`` True (the default): the pages in the store load its one copy of plotly.js
+        (``reports/plotly-<version>.min.js``, written once; they open offline), and the
+        parent run's copies load it from plotly's CDN, so a search stores no plotly.js of its
+        own. Otherwise as plotly's ``include_plotlyjs`` (``"cdn"``, a ``.js`` path), for both.
+        """
+        from midl_autok.results.files import shared_plotlyjs, write_pareto_files
+
+        shared = plotlyjs is True
+        if shared:
+            plotlyjs = "../" + shared_plotlyjs(self.store.reports_dir).name
         files = write_pareto_files(
             self.record_view(), self.store.report_dir(self.study_name), plotlyjs=plotlyjs
         )
-        page = self._write_report()
+        page = self._write_report(plotlyjs)
         if page is not None:
             files.append(page)
-        self.tracker.log_files(self.parent_run_id, files)
+        if not shared:
+            self.tracker.log_files(self.parent_run_id, files)
+            return files
+        from plotly.io._utils import plotly_cdn_url
+
+        with tempfile.TemporaryDirectory(prefix="midl-autok-pages-") as tmp:
+            logged = []
+            for path in files:
+                if path.suffix == ".html":  # the same page, plotly.js from the CDN
+                    copy = Path(tmp) / path.name
+                    text = path.read_text(encoding="utf-8")
+                    copy.write_text(
+                        text.replace(f'src="{plotlyjs}"', f'src="{plotly_cdn_url()}"', 1),
+                        encoding="utf-8",
+                    )
+                    path = copy
+                logged.append(path)
+            self.tracker.log_files(self.parent_run_id, logged)
         return files
 
-    def _write_report(self) -> Path | None:
+    def _pareto_files(self) -> list[Path]:
+        """The Pareto files and report of the study in ``reports/<study>/`` (empty while
+        any of them is missing)."""
+        folder = self.store.report_dir(self.study_name)
+        paths = [folder / n for n in ("pareto.json", "pareto.csv", "pareto.html", "report.html")]
+        return paths if all(p.is_file() for p in paths) else []
+
+    def _write_report(self, plotlyjs: str | bool) -> Path | None:
         """The study's ``midl-autok report`` page, also logged to the parent run. A report
         that cannot be built is a warning, never a failed search (its trials are stored)."""
         from midl_autok.results.figures import export_command
@@ -399,6 +434,7 @@ class SearchSession:
                 self.store,
                 [self.study_name],
                 export=lambda s, n: export_command(s, n, store=str(self.store.root)),
+                plotlyjs=plotlyjs,
             )
             path = self.store.report_dir(self.study_name) / "report.html"
             write_atomic(path, page)
@@ -412,8 +448,12 @@ class SearchSession:
     def finish(
         self, *, target: int, stopped: str | None = None, plotlyjs: str | bool = True
     ) -> SearchSummary:
-        """Write the Pareto files, end the parent run FINISHED, return the summary."""
-        files = self.write_pareto(plotlyjs=plotlyjs)
+        """Write the Pareto files (unless this invocation added no trial and they are there
+        already: a rerun of a finished search writes nothing), end the parent run FINISHED,
+        return the summary."""
+        files = (self.new_trials == 0 and self._pareto_files()) or self.write_pareto(
+            plotlyjs=plotlyjs
+        )
         summary = self.summary(target=target, files=files, stopped=stopped)
         self.close(FINISHED)
         return summary
@@ -441,7 +481,8 @@ class SearchSession:
                 "interrupted: the search was stopped" if interrupted else f"search failed: {exc}"
             )
         with contextlib.suppress(Exception):  # keep the Pareto files of the trials done
-            self.write_pareto()
+            if self.new_trials or not self._pareto_files():
+                self.write_pareto()
         with contextlib.suppress(Exception):  # never hide the real error (disk full, ...)
             self.close(KILLED if interrupted else FAILED)
 
