@@ -170,6 +170,8 @@ class SearchSpec(_Strict):
     agent: str = "tpe"
     space: str = "cosine"
     options: dict[str, Any] = Field(default_factory=dict)
+    #: The first ``seed_grid`` trials of a sampler search: a coarse constant-k grid.
+    seed_grid: StrictInt = Field(0, ge=0, le=1_000_000)
 
 
 def _default_objectives() -> list[Objective]:

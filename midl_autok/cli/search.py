@@ -90,6 +90,17 @@ def search(
             show_default=False,
         ),
     ] = None,
+    seed_grid: Annotated[
+        int | None,
+        typer.Option(
+            "--seed-grid",
+            help="The first N trials of a sampler search are a coarse constant-k grid (the "
+            "fixed-k agent's grid of N fractions, coarse to fine), then the sampler goes on "
+            "from them; 0: none; at most --trials. Default: the experiment's search.seed_grid. "
+            "fixed-k and RL agents ignore it.",
+            show_default=False,
+        ),
+    ] = None,
     study: Annotated[
         str | None,
         typer.Option(
@@ -229,6 +240,8 @@ def search(
         raise SpecError(f"--threads must satisfy 1 <= N <= 1024, but got {threads}")
     if trials is not None and trials < 1:
         raise SpecError(f"--trials must be an integer >= 1, but got {trials}")
+    if seed_grid is not None and seed_grid < 0:
+        raise SpecError(f"--seed-grid must be an integer >= 0, but got {seed_grid}")
     if flops_budget is not None and not (math.isfinite(flops_budget) and 0 < flops_budget <= 1):
         raise SpecError(
             "--flops-budget must satisfy 0 < R <= 1 (a fraction of the dense model's inference "
@@ -270,8 +283,14 @@ def search(
             "search.space": space,
             "budget.trials": trials,
             "budget.flops_budget": flops_budget,
+            "search.seed_grid": seed_grid,
         },
     )
+    if seed_grid is not None and seed_grid > spec.budget.trials:
+        raise SpecError(
+            f"--seed-grid must be at most --trials ({spec.budget.trials}): it gives the first "
+            f"N trials, but got {seed_grid}"
+        )
     spec = _with_agent_options(spec, rl_options, trials_given=trials is not None)
     from midl_autok.cli._search_output import Progress, print_policy, print_summary
     from midl_autok.interrupts import handling_signals
