@@ -2,9 +2,10 @@
 
 ``--seed-grid N`` (spec ``search.seed_grid``) makes the first ``N`` trials of a sampler search
 (every agent that samples a space; not ``fixed-k``, which is the grid already, nor the RL
-agents) the fixed-k agent's grid of ``N`` fractions (:func:`~midl_autok.agents.baselines.fixed_k_grid`:
-evenly spaced in the space's ``[min_fraction, max_fraction]``, walked coarse to fine), so the
-search never starts behind the paper's setting; the sampler then continues from those results.
+agents) the fixed-k agent's grid of ``N`` fractions
+(:func:`~midl_autok.agents.baselines.fixed_k_grid`: evenly spaced in the space's
+``[min_fraction, max_fraction]``, walked coarse to fine), so the search never starts behind
+the paper's setting; the sampler then continues from those results.
 
 Each grid point is an ordinary trial: the backend enqueues it before ``ask``
 (``Study.enqueue_trial``) with user attrs ``origin = "seed_grid"``, ``seed_grid`` (its index in
