@@ -254,6 +254,15 @@ def test_sigterm_ends_the_search_cleanly(tmp_path: Path) -> None:
         (["search", "--trials", "0"], r"--trials must be an integer >= 1, but got 0"),
         (["search", "--flops-budget", "2"], r"--flops-budget must satisfy 0 < R <= 1 .* got 2"),
         (["search", "--threads", "0"], r"--threads must satisfy 1 <= N <= 1024, but got 0"),
+        (
+            ["search", "--seed-grid", "-1"],
+            r"--seed-grid must be an integer >= 0, but got -1$",
+        ),
+        (
+            ["search", "--trials", "4", "--seed-grid", "5"],
+            r"--seed-grid must be at most --trials \(4\): it gives the first N trials, but got 5$",
+        ),
+        (["search", "--seed-grid", "31"], r"--seed-grid must be at most --trials \(30\)"),
         (["search", "digts-mlp"], r"unknown experiment 'digts-mlp'; did you mean 'digits-mlp'"),
         (["search", "--storage", "optuna.db"], r"--storage must be a URL"),
         (["search", "--trials", "two"], r"Invalid value for '--trials'"),
