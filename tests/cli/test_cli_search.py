@@ -308,3 +308,14 @@ def test_bad_input_against_a_real_store(searched: tuple[Path, str], tmp_path: Pa
         run(*SEARCH, "--trials", "1", "--store", str(store), "--study", study, "--epochs", "3"),
         r"was made for another setup: training\.epochs is 2 there but 3 here",
     )
+
+
+def test_seed_grid_from_the_command_line(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    args = ["search", "synthetic-mlp", "--epochs", "1", "--agent", "tpe", "--space", "budget"]
+    proc = run(*args, "--trials", "3", "--seed-grid", "2", "--store", str(store))
+    assert proc.returncode == 0, proc.stderr
+    (study,) = list_studies(open_store(store))
+    trials = load_study_record(open_store(store), study).trials
+    assert [t.user_attrs.get("seed_grid") for t in trials] == [0, 1, None]
+    assert [t.user_attrs.get("seed_grid_fraction") for t in trials[:2]] == [1.0, 0.05]
