@@ -77,7 +77,7 @@ def search(
         str | None,
         typer.Option(
             "--space",
-            help=f"Schedule search space: {_SPACES_HELP}. Default: the experiment's (cosine "
+            help=f"Schedule search space: {_SPACES_HELP}. Default: the experiment's (budget "
             "for digits-mlp). fixed-k ignores it.",
         ),
     ] = None,
@@ -96,7 +96,8 @@ def search(
             "--seed-grid",
             help="The first N trials of a sampler search are a coarse constant-k grid (the "
             "fixed-k agent's grid of N fractions, coarse to fine), then the sampler goes on "
-            "from them; 0: none; at most --trials. Default: the experiment's search.seed_grid. "
+            "from them; 0: none; at most --trials. Default: the experiment's search.seed_grid (5 "
+            "for digits-mlp). "
             "fixed-k and RL agents ignore it.",
             show_default=False,
         ),
@@ -222,7 +223,7 @@ def search(
 
     Every evaluated schedule becomes one Optuna trial (optuna.db) and one MLflow child run
     (mlflow.db) in the store. Failed trials are recorded with their reason and the search
-    goes on. With no arguments: digits-mlp, TPE, cosine space, 30 trials.
+    goes on. With no arguments: digits-mlp, TPE, budget space, a seed grid of 5, 30 trials.
 
     RL agents (ppo, sac, a2c) train a policy that picks each epoch's k while training runs:
     --episodes training runs (each recorded, user attr phase=training), then one

@@ -24,7 +24,7 @@ LAYERS = [("body.0", 32), ("body.1", 32)]
 
 
 def seeded(n: int, **kwargs: Any) -> ExperimentSpec:
-    return tiny_spec(**kwargs).override(**{"search.seed_grid": n})
+    return tiny_spec(seed_grid=n, **kwargs)
 
 
 def grid_trials(record: Any) -> list[Any]:
