@@ -134,6 +134,9 @@ def run(args: argparse.Namespace, out: Path | None = None) -> dict[str, Any]:
                 if agent in RL_AGENTS:  # equal training runs: episodes + one rollout per lambda
                     episodes = args.trials - len(RL_LAMBDAS)
                     changes["search.options"] = {"episodes": episodes, "lambdas": RL_LAMBDAS}
+                if args.seed_grid and agent not in (*RL_AGENTS, "fixed-k"):
+                    changes["search.seed_grid"] = args.seed_grid
+                    label = f"{label}+grid{args.seed_grid}"
                 spec = base.override(**changes)
                 t0 = time.perf_counter()
                 summary = run_search(
@@ -462,6 +465,13 @@ def main() -> None:
         help="comma-separated agent or agent:space (e.g. tpe:budget)",
     )
     p.add_argument("--space", default="cosine", help="the space of agents given without one")
+    p.add_argument(
+        "--seed-grid",
+        type=int,
+        default=0,
+        help="search.seed_grid of the sampler agents (not fixed-k); their rows are labelled "
+        "AGENT+gridN",
+    )
     p.add_argument(
         "--checkpoints",
         type=lambda s: tuple(int(x) for x in s.split(",")),

@@ -168,8 +168,12 @@ class BudgetSpec(_Strict):
 
 class SearchSpec(_Strict):
     agent: str = "tpe"
-    space: str = "cosine"
+    space: str = "budget"
     options: dict[str, Any] = Field(default_factory=dict)
+    #: The first ``seed_grid`` trials of a sampler search: a coarse constant-k grid
+    #: (:mod:`midl_autok.agents.seedgrid`). Defaults chosen by ``bench_search.py`` on digits
+    #: (docs/notes-seedgrid.md): TPE in the budget space with a grid of 5.
+    seed_grid: StrictInt = Field(5, ge=0, le=1_000_000)
 
 
 def _default_objectives() -> list[Objective]:

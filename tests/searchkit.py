@@ -31,8 +31,10 @@ def tiny_spec(
     flops_budget: float | None = None,
     options: dict[str, Any] | None = None,
     name: str = "tiny",
+    seed_grid: int = 0,
 ) -> ExperimentSpec:
-    """A 2 x 32 MID-L MLP on 600 synthetic samples: ~0.1 s per trial."""
+    """A 2 x 32 MID-L MLP on 600 synthetic samples: ~0.1 s per trial. No seed grid unless
+    asked (the tests of samplers see the samplers' own trials)."""
     return validate_spec(
         {
             "name": name,
@@ -41,7 +43,12 @@ def tiny_spec(
             "model": {"arch": "mlp", "hidden": [32, 32], "gate_rank": 4, "light_rank": 4},
             "training": {"epochs": epochs, "batch_size": 64, "lr": lr, "optimizer": optimizer},
             "budget": {"trials": trials, "flops_budget": flops_budget},
-            "search": {"agent": agent, "space": space, "options": options or {}},
+            "search": {
+                "agent": agent,
+                "space": space,
+                "options": options or {},
+                "seed_grid": seed_grid,
+            },
         }
     )
 

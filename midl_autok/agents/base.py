@@ -117,8 +117,12 @@ class SamplerAgent(Agent):
         return derive_seed(self.seed, trial_number)
 
     def propose(self, trial: optuna.Trial, space: SearchSpace) -> KSchedule:
-        """Suggest parameters on ``trial`` and return the schedule they decode to."""
-        return space.suggest(trial)
+        """Suggest parameters on ``trial`` and return the schedule they decode to (a
+        seed-grid trial: its constant schedule, see :mod:`midl_autok.agents.seedgrid`)."""
+        from midl_autok.agents.seedgrid import propose_seed
+
+        seeded = propose_seed(trial, space)
+        return seeded if seeded is not None else space.suggest(trial)
 
 
 class ExternalAgent(Agent):

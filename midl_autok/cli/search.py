@@ -77,7 +77,7 @@ def search(
         str | None,
         typer.Option(
             "--space",
-            help=f"Schedule search space: {_SPACES_HELP}. Default: the experiment's (cosine "
+            help=f"Schedule search space: {_SPACES_HELP}. Default: the experiment's (budget "
             "for digits-mlp). fixed-k ignores it.",
         ),
     ] = None,
@@ -87,6 +87,18 @@ def search(
             "--trials",
             help="Target number of completed trials in the study (default: the experiment's "
             "budget.trials). Rerunning the same command runs only the missing ones.",
+            show_default=False,
+        ),
+    ] = None,
+    seed_grid: Annotated[
+        int | None,
+        typer.Option(
+            "--seed-grid",
+            help="The first N trials of a sampler search are a coarse constant-k grid (the "
+            "fixed-k agent's grid of N fractions, coarse to fine), then the sampler goes on "
+            "from them; 0: none; at most --trials. Default: the experiment's search.seed_grid (5 "
+            "for digits-mlp). "
+            "fixed-k and RL agents ignore it.",
             show_default=False,
         ),
     ] = None,
@@ -211,7 +223,7 @@ def search(
 
     Every evaluated schedule becomes one Optuna trial (optuna.db) and one MLflow child run
     (mlflow.db) in the store. Failed trials are recorded with their reason and the search
-    goes on. With no arguments: digits-mlp, TPE, cosine space, 30 trials.
+    goes on. With no arguments: digits-mlp, TPE, budget space, a seed grid of 5, 30 trials.
 
     RL agents (ppo, sac, a2c) train a policy that picks each epoch's k while training runs:
     --episodes training runs (each recorded, user attr phase=training), then one
@@ -229,6 +241,8 @@ def search(
         raise SpecError(f"--threads must satisfy 1 <= N <= 1024, but got {threads}")
     if trials is not None and trials < 1:
         raise SpecError(f"--trials must be an integer >= 1, but got {trials}")
+    if seed_grid is not None and seed_grid < 0:
+        raise SpecError(f"--seed-grid must be an integer >= 0, but got {seed_grid}")
     if flops_budget is not None and not (math.isfinite(flops_budget) and 0 < flops_budget <= 1):
         raise SpecError(
             "--flops-budget must satisfy 0 < R <= 1 (a fraction of the dense model's inference "
@@ -270,8 +284,14 @@ def search(
             "search.space": space,
             "budget.trials": trials,
             "budget.flops_budget": flops_budget,
+            "search.seed_grid": seed_grid,
         },
     )
+    if seed_grid is not None and seed_grid > spec.budget.trials:
+        raise SpecError(
+            f"--seed-grid must be at most --trials ({spec.budget.trials}): it gives the first "
+            f"N trials, but got {seed_grid}"
+        )
     spec = _with_agent_options(spec, rl_options, trials_given=trials is not None)
     from midl_autok.cli._search_output import Progress, print_policy, print_summary
     from midl_autok.interrupts import handling_signals

@@ -223,6 +223,7 @@ class SearchSession:
         number = self.storage.get_n_trials(self.study_id)
         self.study.sampler = self.agent.create_sampler(self.agent.trial_seed(number))
         started = time.perf_counter()
+        self._enqueue_seed_point()
         trial = self.study.ask()
         self.started_trial(trial.number, started)
         # A kill between ask() and these two writes leaves a RUNNING trial that names no
@@ -230,6 +231,24 @@ class SearchSession:
         trial.set_user_attr("host", self.host)
         trial.set_user_attr("pid", self.pid)
         return trial
+
+    def _enqueue_seed_point(self) -> None:
+        """Enqueue the next point of the seed grid (``search.seed_grid``), if one is due.
+
+        Which points are due comes from the study's trials (user attr ``seed_grid``), so a
+        resumed search continues the grid without repeating it; see
+        :func:`~midl_autok.agents.seedgrid.next_seed_point`.
+        """
+        from midl_autok.agents.seedgrid import next_seed_point
+
+        point = next_seed_point(
+            self.agent,
+            self.space,
+            self.trials(),
+            size=self.spec.search.seed_grid,
+        )
+        if point is not None:
+            self.study.enqueue_trial(point.params, user_attrs=point.user_attrs)
 
     def provenance(self, trial_number: int) -> dict[str, Any]:
         """Provenance of a schedule evaluated as ``trial_number`` (spec included)."""

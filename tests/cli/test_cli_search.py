@@ -242,6 +242,15 @@ def test_sigterm_ends_the_search_cleanly(tmp_path: Path) -> None:
         (["search", "--trials", "0"], r"--trials must be an integer >= 1, but got 0"),
         (["search", "--flops-budget", "2"], r"--flops-budget must satisfy 0 < R <= 1 .* got 2"),
         (["search", "--threads", "0"], r"--threads must satisfy 1 <= N <= 1024, but got 0"),
+        (
+            ["search", "--seed-grid", "-1"],
+            r"--seed-grid must be an integer >= 0, but got -1$",
+        ),
+        (
+            ["search", "--trials", "4", "--seed-grid", "5"],
+            r"--seed-grid must be at most --trials \(4\): it gives the first N trials, but got 5$",
+        ),
+        (["search", "--seed-grid", "31"], r"--seed-grid must be at most --trials \(30\)"),
         (["search", "digts-mlp"], r"unknown experiment 'digts-mlp'; did you mean 'digits-mlp'"),
         (["search", "--storage", "optuna.db"], r"--storage must be a URL"),
         (["search", "--trials", "two"], r"Invalid value for '--trials'"),
@@ -287,3 +296,14 @@ def test_bad_input_against_a_real_store(searched: tuple[Path, str], tmp_path: Pa
         run(*SEARCH, "--trials", "1", "--store", str(store), "--study", study, "--epochs", "3"),
         r"was made for another setup: training\.epochs is 2 there but 3 here",
     )
+
+
+def test_seed_grid_from_the_command_line(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    args = ["search", "synthetic-mlp", "--epochs", "1", "--agent", "tpe", "--space", "budget"]
+    proc = run(*args, "--trials", "3", "--seed-grid", "2", "--store", str(store))
+    assert proc.returncode == 0, proc.stderr
+    (study,) = list_studies(open_store(store))
+    trials = load_study_record(open_store(store), study).trials
+    assert [t.user_attrs.get("seed_grid") for t in trials] == [0, 1, None]
+    assert [t.user_attrs.get("seed_grid_fraction") for t in trials[:2]] == [1.0, 0.05]

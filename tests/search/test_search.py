@@ -348,16 +348,16 @@ def test_a_study_is_resumed_only_with_the_same_setup(tmp_path: Path) -> None:
 
 def test_default_study_names() -> None:
     spec = load_spec("digits-mlp")
-    assert default_study_name(spec) == "digits-mlp-tpe-cosine-seed0"
-    assert default_study_name(spec.override(seed=3)) == "digits-mlp-tpe-cosine-seed3"
+    assert default_study_name(spec) == "digits-mlp-tpe-budget-seed0"
+    assert default_study_name(spec.override(seed=3)) == "digits-mlp-tpe-budget-seed3"
     assert default_study_name(spec.override(**{"budget.trials": 50})) == (
-        "digits-mlp-tpe-cosine-seed0"  # the target is not part of the setup
+        "digits-mlp-tpe-budget-seed0"  # the target is not part of the setup
     )
     assert default_study_name(spec.override(**{"search.agent": "fixed-k"})) == (
         "digits-mlp-fixed-k-seed0"
     )
     shorter = default_study_name(spec.override(**{"training.epochs": 5}))
-    assert shorter.startswith("digits-mlp-tpe-cosine-seed0-")
+    assert shorter.startswith("digits-mlp-tpe-budget-seed0-")
     assert len(shorter) == 34
     assert shorter == default_study_name(spec.override(**{"training.epochs": 5}))
 
