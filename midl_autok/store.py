@@ -168,12 +168,6 @@ def _damaged_database(exc: BaseException) -> bool:
     return False
 
 
-def _first_line(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None)
-    text = str(orig if isinstance(orig, BaseException) else exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
-
-
 def _check_url(url: str, what: str) -> str:
     url = url.strip()
     if not _URL.match(url):
