@@ -96,7 +96,7 @@ def with_meta(exported: tuple[Path, dict[str, Any]], tmp: Path, meta: Any) -> Pa
 
 
 def changed(meta: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
-    """``meta`` with the ``path`` (keys joined by ``/``) set to ``value`` (``...=DELETE`` removes it)."""
+    """``meta`` with ``path`` (keys joined by ``/``) set to ``value`` (DELETE removes it)."""
     copy = json.loads(json.dumps(meta))
     *parents, last = path.split("/")
     node = copy
@@ -257,7 +257,7 @@ def test_a_tampered_policy_through_the_real_command(
     meta = changed(policy_file[1], "policy_kwargs/net_arch", [2**40])
     path = with_policy_meta(policy_file, tmp_path, meta)
     proc = subprocess.run(
-        [sys.executable, "-m", "midl_autok.cli", "train", "--controller", str(path)],
+        [sys.executable, "-m", "midl_autok", "train", "--controller", str(path)],
         capture_output=True,
         text=True,
         timeout=300,

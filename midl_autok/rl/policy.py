@@ -373,7 +373,7 @@ def load_policy(path: str | os.PathLike[str]) -> LoadedPolicy:
     classes = {"ActorCriticPolicy": ActorCriticPolicy, "SACPolicy": SACPolicy}
     try:
         policy = classes[meta["policy"]](obs_space, act_space, lambda _: 0.0, **kwargs)
-    except (KeyError, TypeError, ValueError, AssertionError, RuntimeError) as exc:
+    except (KeyError, TypeError, ValueError, AssertionError, RuntimeError, OverflowError) as exc:
         raise PolicyFileError(
             f"{source}: invalid policy description in {POLICY_META} ({_first_line(exc)})"
         ) from None
