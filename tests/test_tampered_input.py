@@ -405,6 +405,14 @@ def test_a_tampered_reference_point_is_one_line_and_starts_no_run(
 # --------------------------------------------------------------------------- dashboard --host
 
 
+def store_with_a_study(root: Path) -> Any:
+    import optuna
+
+    store = fresh_store(root)
+    optuna.create_study(storage=store.storage_url, study_name="s")
+    return store
+
+
 @pytest.mark.parametrize(
     "host", ["10.255.255.254", "nosuch.invalid", "999.1.1.1", "::5", "\x1b[2J"]
 )
@@ -413,7 +421,7 @@ def test_dashboard_host_not_on_this_machine_is_one_line(
 ) -> None:
     with pytest.raises(DashboardError, match=r"--host .* is not an address of this machine"):
         check_host(host)
-    store = fresh_store(tmp_path / "store")
+    store = store_with_a_study(tmp_path / "store")
     code = cli(
         [
             "dashboard",
@@ -435,7 +443,8 @@ def test_dashboard_host_not_on_this_machine_is_one_line(
 def test_dashboard_hosts_of_this_machine_pass(tmp_path: Path) -> None:
     for host in ("127.0.0.1", "0.0.0.0", "", "localhost"):
         check_host(host)
-    dashboards = Dashboards.for_store(open_store(tmp_path / "s"), host="10.255.255.254")
+    store = store_with_a_study(tmp_path / "s")
+    dashboards = Dashboards.for_store(store, host="10.255.255.254")
     with pytest.raises(DashboardError):
         dashboards.start()
     assert all(s.proc is None for s in dashboards.services)  # nothing was started

@@ -173,7 +173,9 @@ def write_front_png(
     import logging
 
     for name in ("choreographer", "kaleido"):  # their warnings (e.g. a watchdog closing the
-        logging.getLogger(name).addHandler(logging.NullHandler())  # browser) stay off stderr
+        logger = logging.getLogger(name)  # browser) stay off stderr: errors are ours to say
+        if not logger.handlers:
+            logger.addHandler(logging.NullHandler())
     fig = front_figure(studies)
     fig.update_layout(legend={"orientation": "v", "y": 1, "x": 1.02})
     try:
