@@ -233,6 +233,8 @@ POLICY_CASES = [
     ("env", "x", r"'env' must be an object"),
     ("env/epochs", 1.5, r"env 'epochs' must be an integer"),
     ("policy", "builtins.eval", r"invalid policy description .*builtins.eval"),
+    ("algo", ["ppo"], r"invalid policy description .*of algo \['ppo'\]"),  # found by fuzzing
+    ("policy_kwargs/log_std_init", -(2**70), r"invalid policy description"),  # fuzzing too
     ("version", nested(50), r"unsupported policy version"),
 ]
 

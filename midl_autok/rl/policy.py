@@ -132,7 +132,8 @@ def _check_description(meta: Mapping[str, Any], source: str) -> None:
     def bad(what: str) -> PolicyFileError:
         return PolicyFileError(f"{source}: invalid policy description in {POLICY_META} ({what})")
 
-    if meta.get("policy") not in _ALGOS.values() or meta.get("algo") not in _ALGOS:
+    algo = meta.get("algo")
+    if meta.get("policy") not in _ALGOS.values() or not isinstance(algo, str) or algo not in _ALGOS:
         raise bad(f"policy {_short(meta.get('policy'))} of algo {_short(meta.get('algo'))}")
     kwargs = meta.get("policy_kwargs")
     if not isinstance(kwargs, dict):
