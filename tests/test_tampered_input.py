@@ -63,6 +63,13 @@ def cli(argv: list[str]) -> int:
     return 0
 
 
+def refused(load: Callable[[Path], Any], path: Path, error: type[UserError], message: str) -> None:
+    """``load(path)`` raises ``error`` matching ``message``, in one clean line."""
+    with pytest.raises(error, match=message) as info:
+        load(path)
+    one_clean_line(info.value)
+
+
 def deep_text(depth: int) -> bytes:
     """JSON text nested ``depth`` deep (too deep for the json module to write)."""
     return b'{"a": [' * depth + b"1" + b"]}" * depth
@@ -140,9 +147,7 @@ def test_tampered_model_metadata_is_one_line(
     exported: tuple[Path, dict[str, Any]], tmp_path: Path, where: str, value: Any, message: str
 ) -> None:
     path = with_meta(exported, tmp_path, changed(exported[1], where, value))
-    with pytest.raises(ModelFileError, match=message) as info:
-        load_model(path)
-    one_clean_line(info.value)
+    refused(load_model, path, ModelFileError, message)
 
 
 @pytest.mark.parametrize(
@@ -157,9 +162,7 @@ def test_tampered_model_metadata_is_one_line(
 def test_unreadable_model_metadata_is_one_line(
     exported: tuple[Path, dict[str, Any]], tmp_path: Path, text: bytes, message: str
 ) -> None:
-    with pytest.raises(ModelFileError, match=message) as info:
-        load_model(with_meta(exported, tmp_path, text))
-    one_clean_line(info.value)
+    refused(load_model, with_meta(exported, tmp_path, text), ModelFileError, message)
 
 
 def test_the_untampered_model_still_loads(exported: tuple[Path, dict[str, Any]]) -> None:
@@ -248,9 +251,7 @@ def test_tampered_policy_metadata_is_one_line(
     from midl_autok.rl.policy import PolicyFileError, load_policy
 
     path = with_policy_meta(policy_file, tmp_path, changed(policy_file[1], where, value))
-    with pytest.raises(PolicyFileError, match=message) as info:
-        load_policy(path)
-    one_clean_line(info.value)
+    refused(load_policy, path, PolicyFileError, message)
 
 
 def test_a_tampered_policy_through_the_real_command(
