@@ -92,6 +92,29 @@ class Service:
         return " | ".join(line.strip() for line in text[-lines:])
 
 
+def check_host(host: str) -> None:
+    """Raise :class:`DashboardError` naming ``host`` unless the servers can listen on it: a
+    name that does not resolve, or an address that is not one of this machine's."""
+    if host in _WILDCARD:
+        return
+    shown = repr(host) if len(host) <= 80 else repr(host[:77] + "...")
+    fix = (
+        "use an address of this machine with --host: 127.0.0.1 (this machine only, the "
+        "default), 0.0.0.0 (all its addresses) or one of its own"
+    )
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+    except (OSError, UnicodeError, ValueError) as exc:
+        lines = str(exc).splitlines()
+        reason = getattr(exc, "strerror", None) or (lines[0] if lines else "")
+        raise DashboardError(
+            f"--host {shown} is not an address of this machine ({reason or type(exc).__name__}); "
+            f"{fix}"
+        ) from None
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port nothing listens on right now (the OS picks it)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -201,6 +224,7 @@ class Dashboards:
         """Check the ports, then start every service (port 0: a free port is picked)."""
         local = [s for s in self.services if not s.external]
         for s in local:
+            check_host(s.host)
             if s.port == 0:
                 s.port = free_port(_WILDCARD.get(s.host, s.host))
         ports = [s.port for s in local]

@@ -64,6 +64,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FORMATS",
+    "ModelFileError",
     "example_input",
     "export_model",
     "export_schedule_model",
@@ -79,6 +80,13 @@ Program = Literal["sparse", "portable"]  # the custom op midl_autok::midl_eval, 
 META_NAME = "midl_autok.json"
 WEIGHTS_NAME = "midl_autok_weights.b64"  # torch.save(state_dict), base64 (extra files are text)
 MAX_BATCH = 1 << 20  # upper bound of the exported program's symbolic batch size
+_MAX_META_BYTES = 16 * 1024 * 1024
+_MAX_WEIGHTS_BYTES = 4 * 1024 * 1024 * 1024  # base64 text of the state dict
+
+
+class ModelFileError(UserError):
+    """A model file is not one :func:`export_model` wrote, or was changed since."""
+
 
 log = logging.getLogger("midl_autok.kernels")  # the CLI prints its records
 
@@ -272,44 +280,134 @@ def export_schedule_model(
     return written, result
 
 
-def load_model(path: str | os.PathLike[str]) -> MIDLNet:
-    """Rebuild the model in a file written by :func:`export_model` (eval mode, recorded k),
-    from its metadata and plain state dict only: nothing in the file is executed."""
-    path = Path(path)
-    meta = read_metadata(path)
-    config = meta.get("config")
+def _checked_config(path: Path, meta: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The recorded architecture name and options, with the types ``build_model`` expects."""
+    arch, config = meta.get("arch"), meta.get("config")
     if not isinstance(config, dict) or "arch" not in meta:
-        raise UserError(
+        raise ModelFileError(
             f"{path} holds no midl-autok architecture (not a MIDLNet); run its graph with "
             "load_program(path, trusted=True) if you wrote it yourself"
         )
+    if not isinstance(arch, str):
+        raise ModelFileError(f"{path}: {META_NAME} field 'arch' must be a name, got {arch!r:.60}")
+    for key in ("input_shape", "num_classes"):
+        if key not in config:
+            raise ModelFileError(f"{path}: {META_NAME} config lacks '{key}'")
+    shape = config["input_shape"]
+    if not (
+        isinstance(shape, list) and 1 <= len(shape) <= 4 and all(_positive_int(v) for v in shape)
+    ):
+        raise ModelFileError(
+            f"{path}: {META_NAME} config 'input_shape' must be 1 to 4 integers >= 1, "
+            f"got {shape!r:.60}"
+        )
+    for key in ("num_classes", "vocab_size"):
+        value = config.get(key)
+        if not (_positive_int(value) or (key == "vocab_size" and value is None)):
+            raise ModelFileError(
+                f"{path}: {META_NAME} config '{key}' must be an integer >= 1, got {value!r:.60}"
+            )
+    return arch, config
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _build_recorded(path: Path, arch: str, config: Mapping[str, Any]) -> MIDLNet:
+    fixed = {"input_shape", "num_classes", "vocab_size"}
+    try:
+        return build_model(
+            arch,
+            input_shape=config["input_shape"],
+            num_classes=config["num_classes"],
+            vocab_size=config.get("vocab_size"),
+            **{str(k): v for k, v in config.items() if k not in fixed},
+        )
+    except UserError as exc:
+        raise ModelFileError(f"{path}: {META_NAME} records an invalid model ({exc})") from None
+    except (TypeError, ValueError, KeyError, IndexError, OverflowError, RecursionError) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise ModelFileError(
+            f"{path}: {META_NAME} records an invalid model ({type(exc).__name__}: {first:.200})"
+        ) from None
+    except RuntimeError as exc:  # e.g. a shape torch refuses
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise ModelFileError(
+            f"{path}: {META_NAME} records an invalid model ({first:.200})"
+        ) from None
+
+
+def _recorded_k(path: Path, meta: Mapping[str, Any], model: MIDLNet) -> dict[str, int]:
+    k = meta.get("k", {})
+    if k is None:
+        k = {}
+    if not isinstance(k, dict):
+        raise ModelFileError(f"{path}: {META_NAME} field 'k' must map layer names to integers")
+    try:
+        model.set_k(k)
+    except (UserError, TypeError, ValueError) as exc:
+        raise ModelFileError(f"{path}: {META_NAME} records an invalid k ({exc})") from None
+    return k
+
+
+def load_model(path: str | os.PathLike[str]) -> MIDLNet:
+    """Rebuild the model in a file written by :func:`export_model` (eval mode, recorded k),
+    from its metadata and plain state dict only: nothing in the file is executed.
+
+    A tampered file is a :class:`ModelFileError`: the architecture is first built on the
+    ``meta`` device (no memory) and its parameter shapes compared with the stored weights, so
+    absurd sizes in the metadata are refused before anything is allocated."""
+    path = Path(path)
+    meta = read_metadata(path)
+    arch, config = _checked_config(path, meta)
     try:
         with zipfile.ZipFile(path) as archive:
             names = [n for n in archive.namelist() if n.rsplit("/", 1)[-1] == WEIGHTS_NAME]
             if not names:
-                raise UserError(f"{path} has no {WEIGHTS_NAME}: not written by this version")
+                raise ModelFileError(f"{path} has no {WEIGHTS_NAME}: not written by this version")
+            if archive.getinfo(names[0]).file_size > _MAX_WEIGHTS_BYTES:
+                raise ModelFileError(
+                    f"{path}: {WEIGHTS_NAME} is larger than {_MAX_WEIGHTS_BYTES} bytes"
+                )
             raw = base64.b64decode(archive.read(names[0]), validate=True)
         state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except UserError:
         raise
     except Exception as exc:  # a damaged archive, bad base64, a refused pickle global, ...
-        raise UserError(f"{path}: cannot read the weights ({exc})") from None
-    fixed = {"input_shape", "num_classes", "vocab_size"}
-    model = build_model(
-        str(meta["arch"]),
-        input_shape=config["input_shape"],
-        num_classes=config["num_classes"],
-        vocab_size=config.get("vocab_size"),
-        **{k: v for k, v in config.items() if k not in fixed},
-    )
+        raise ModelFileError(f"{path}: cannot read the weights ({_one_line(exc)})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelFileError(f"{path}: {WEIGHTS_NAME} is not a state dict of tensors")
+    with torch.device("meta"):  # shapes only: nothing allocated for what the metadata says
+        probe = _build_recorded(path, arch, config)
+    expected = {name: tuple(t.shape) for name, t in probe.state_dict().items()}
+    stored = {name: tuple(t.shape) for name, t in state.items()}
+    if expected != stored:
+        diff = sorted(set(expected) ^ set(stored)) or [
+            n for n in expected if expected[n] != stored[n]
+        ]
+        name = diff[0]
+        raise ModelFileError(
+            f"{path}: the weights do not fit the recorded architecture (at {name}: recorded "
+            f"{expected.get(name, 'nothing')}, stored {stored.get(name, 'nothing')})"
+        )
+    _recorded_k(path, meta, probe)
+    model = _build_recorded(path, arch, config)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise UserError(
-            f"{path}: the weights do not fit the recorded architecture ({exc})"
+        raise ModelFileError(
+            f"{path}: the weights do not fit the recorded architecture ({_one_line(exc)})"
         ) from None
-    model.set_k(meta.get("k", {}))
+    model.set_k(_recorded_k(path, meta, model))
     return model.eval()
+
+
+def _one_line(exc: BaseException) -> str:
+    """The first line of an exception's text (``weights_only`` advice and tracebacks of the
+    libraries stay out of what the user reads)."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 def load_program(path: str | os.PathLike[str], *, trusted: bool = False) -> nn.Module:
@@ -408,12 +506,18 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
         with zipfile.ZipFile(path) as archive:
             names = [n for n in archive.namelist() if n.rsplit("/", 1)[-1] == META_NAME]
             if not names:
-                raise UserError(
+                raise ModelFileError(
                     f"{path} has no {META_NAME} metadata: not written by midl-autok export"
                 )
+            if archive.getinfo(names[0]).file_size > _MAX_META_BYTES:
+                raise ModelFileError(f"{path}: {META_NAME} is larger than {_MAX_META_BYTES} bytes")
             meta = json.loads(archive.read(names[0]).decode())
-    except (OSError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
-        raise UserError(f"{path} is not a model written by midl-autok export ({exc})") from None
+    except (OSError, zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelFileError(
+            f"{path} is not a model written by midl-autok export ({_one_line(exc)})"
+        ) from None
+    except RecursionError:
+        raise ModelFileError(f"{path}: {META_NAME} is nested too deeply") from None
     if not isinstance(meta, dict) or meta.get("format") != "midl-autok/model":
-        raise UserError(f"{path} is not a model written by midl-autok export")
+        raise ModelFileError(f"{path} is not a model written by midl-autok export")
     return meta

@@ -130,8 +130,43 @@ def make_client(tracking_uri: str) -> MlflowClient:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     from mlflow import MlflowClient
 
-    with sqlite_init_lock(tracking_uri):  # the client builds the tables of a new database
-        return MlflowClient(tracking_uri=tracking_uri)
+    try:
+        with sqlite_init_lock(tracking_uri):  # the client builds the tables of a new database
+            return MlflowClient(tracking_uri=tracking_uri)
+    except Exception as exc:
+        if not _damaged_database(exc):
+            raise
+        raise StoreError(
+            f"the MLflow database {redact_url(tracking_uri)} is damaged ({_first_line(exc)}); "
+            "move it away (the trials themselves are in the Optuna database) or restore it "
+            "from a backup"
+        ) from None
+
+
+def _damaged_database(exc: BaseException) -> bool:
+    """Whether sqlite refused a file as a database ("file is not a database", "database disk
+    image is malformed") anywhere in ``exc``'s chain; a locked or read-only database
+    (``OperationalError``) is a failure of the machine and stays what it was."""
+    import sqlite3
+
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        item = todo.pop()
+        if item is None or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, sqlite3.DatabaseError) and not isinstance(
+            item, sqlite3.OperationalError
+        ):
+            return True
+        orig = getattr(item, "orig", None)  # SQLAlchemy's wrapper of the DB-API error
+        todo += [
+            item.__cause__,
+            item.__context__,
+            orig if isinstance(orig, BaseException) else None,
+        ]
+    return False
 
 
 def _check_url(url: str, what: str) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from browser import Browser
-from test_report import search
+from results.test_report import search  # tests/results/test_report.py
 
 EXE = [sys.executable, "-m", "midl_autok", "dashboard"]
 STUDY = "tiny-search"

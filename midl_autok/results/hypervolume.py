@@ -16,7 +16,22 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["IDEAL", "hypervolume", "ideal_point", "normalized_hypervolume", "reference_box"]
+from midl_autok.errors import UserError
+
+__all__ = [
+    "IDEAL",
+    "StudyAttributeError",
+    "checked_reference",
+    "hypervolume",
+    "ideal_point",
+    "normalized_hypervolume",
+    "reference_box",
+]
+
+
+class StudyAttributeError(UserError):
+    """A study's recorded attribute (e.g. ``reference_point``) is not what the search wrote."""
+
 
 #: Best possible value of each objective metric (the far corner of the normalizing box).
 IDEAL: dict[str, float] = {
@@ -28,14 +43,45 @@ IDEAL: dict[str, float] = {
 }
 
 
+def _finite_numbers(value: Any, n: int) -> list[float] | None:
+    """``value`` as ``n`` finite floats, or None when it is not such a list."""
+    if not isinstance(value, list | tuple) or len(value) != n:
+        return None
+    if not all(isinstance(x, int | float) and not isinstance(x, bool) for x in value):
+        return None
+    out = [float(x) for x in value]
+    return out if all(math.isfinite(x) for x in out) else None
+
+
+def checked_reference(
+    reference: Any, objectives: Sequence[str], *, study: str
+) -> list[float] | None:
+    """The study attribute ``reference_point``: None (no hypervolume, e.g. ``val_loss``) or
+    one finite number per objective; anything else is a :class:`StudyAttributeError` naming
+    the study (the search fixed it before its first trial, so another value was written by
+    hand)."""
+    if reference is None:
+        return None
+    checked = _finite_numbers(reference, len(objectives))
+    if checked is None:
+        shown = repr(reference)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        raise StudyAttributeError(
+            f"study {study!r}: attribute reference_point must be null or {len(objectives)} "
+            f"finite numbers (one per objective: {', '.join(objectives)}), but got {shown}; "
+            "it was changed after the search fixed it: restore it or start a new study"
+        )
+    return checked
+
+
 def ideal_point(
     objectives: Sequence[str], attrs: Mapping[str, Any] | None = None
 ) -> list[float] | None:
     """The study's ``ideal`` user attr when it has a valid one, else :data:`IDEAL` for its
     objectives; None when an objective has no ideal value (e.g. ``val_loss``)."""
-    ideal = (attrs or {}).get("ideal")
-    if isinstance(ideal, list | tuple) and len(ideal) == len(objectives):
-        return [float(x) for x in ideal]
+    ideal = _finite_numbers((attrs or {}).get("ideal"), len(objectives))
+    if ideal is not None:
+        return ideal
     if all(o in IDEAL for o in objectives):
         return [IDEAL[o] for o in objectives]
     return None

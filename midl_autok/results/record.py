@@ -20,7 +20,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from midl_autok.results.feasibility import is_feasible
-from midl_autok.results.hypervolume import hypervolume, normalized_hypervolume
+from midl_autok.results.hypervolume import (
+    checked_reference,
+    hypervolume,
+    normalized_hypervolume,
+)
 from midl_autok.results.picks import PICKS, metric_of, pick
 from midl_autok.store import StoreError
 
@@ -80,8 +84,9 @@ class StudyRecord:
 
     @property
     def reference_point(self) -> list[float] | None:
-        ref = self.attrs.get("reference_point")
-        return [float(v) for v in ref] if ref else None
+        return checked_reference(
+            self.attrs.get("reference_point"), self.objectives, study=self.name
+        )
 
     def get(self, key: str, default: Any = "-") -> Any:
         return self.attrs.get(key, default)

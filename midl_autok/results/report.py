@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ChromeNotFoundError",
+    "PngNotWrittenError",
     "ReportError",
     "StudyData",
     "TrialPoint",
@@ -174,6 +175,12 @@ def write_front_png(
     except ImportError:
         raise ReportError("--png needs kaleido (>= 1.0): pip install kaleido") from None
 
+    import logging
+
+    for name in ("choreographer", "kaleido"):  # their warnings (e.g. a watchdog closing the
+        logger = logging.getLogger(name)  # browser) stay off stderr: errors are ours to say
+        if not logger.handlers:
+            logger.addHandler(logging.NullHandler())
     fig = front_figure(studies)
     fig.update_layout(legend={"orientation": "v", "y": 1, "x": 1.02})
     try:
@@ -188,10 +195,26 @@ def write_front_png(
             "one (e.g. apt-get install chromium, or run plotly_get_chrome), or point "
             "BROWSER_PATH at its executable"
         ) from None
+    except Exception as exc:  # the browser exits at start, hangs up, times out, ...
+        raise ReportError(
+            f"--png: Chrome/Chromium failed to render the image ({_first_line(exc)}); check "
+            "that it starts on this machine, or point BROWSER_PATH at one that does"
+        ) from None
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(png)
+    write_atomic(out, png)
     return out
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an error (choreographer's errors carry a tuple of advice)."""
+    first = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)
+    lines = first.strip().splitlines()
+    return lines[0][:200] if lines else type(exc).__name__
+
+
+class PngNotWrittenError(ReportError):
+    """The HTML report was written, but the static image of the front was not."""
 
 
 def write_report(
@@ -203,11 +226,18 @@ def write_report(
     title: str | None = None,
     export: ExportCommand | None = None,
 ) -> Path:
-    """Write the HTML report (atomically) and, with ``png``, a static image of the front."""
+    """Write the HTML report (atomically) and, with ``png``, a static image of the front.
+
+    The page is written first: when the image cannot be made (no kaleido, no browser, a
+    browser that fails to start), :class:`PngNotWrittenError` names the page that was written
+    and why the image was not."""
     studies = load_studies(source, study_names)
     page = build_report(source, title=title, export=export, studies=studies)
-    if png is not None:
-        write_front_png(studies, png)
     out = Path(path)
     write_atomic(out, page)
+    if png is not None:
+        try:
+            write_front_png(studies, png)
+        except ReportError as exc:
+            raise PngNotWrittenError(f"report written to {out}, but not {png}: {exc}") from None
     return out

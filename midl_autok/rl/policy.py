@@ -17,6 +17,7 @@ it, never at module import.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import zipfile
@@ -36,6 +37,7 @@ __all__ = [
     "POLICY_META",
     "POLICY_VERSION",
     "LoadedPolicy",
+    "PolicyFileError",
     "PolicyFn",
     "load_policy",
     "save_policy",
@@ -52,6 +54,145 @@ PolicyFn = Callable[[np.ndarray], np.ndarray]
 
 _ALGOS = {"ppo": "ActorCriticPolicy", "a2c": "ActorCriticPolicy", "sac": "SACPolicy"}
 _ACTIVATIONS = ("ReLU", "Tanh", "ELU", "LeakyReLU", "GELU", "SiLU", "Sigmoid", "Identity")
+
+
+class PolicyFileError(UserError):
+    """A policy file is not one :func:`save_policy` wrote, or was changed since."""
+
+
+_MAX_DIM = 1 << 20  # widths and space sizes past this are not a policy this tool wrote
+_MAX_LAYERS = 64
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an exception's text: torch's advice to retry with
+    ``weights_only=False`` (which would execute the file) never reaches the user."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _read_state(raw: bytes, source: str) -> dict[str, torch.Tensor]:
+    """``policy.pth`` as a state dict of tensors (weights only: a pickle asking for any other
+    global is refused, and the refusal is one line)."""
+    try:
+        state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError, a damaged zip, EOF, ...
+        reason = _first_line(exc)
+        if "weights_only" in reason or "Weights only" in reason or "global" in reason.lower():
+            reason = "it holds something other than tensors; refused without running it"
+        raise PolicyFileError(
+            f"{source}: policy.pth is not a plain state dict ({reason})"
+        ) from None
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise PolicyFileError(f"{source}: policy.pth is not a state dict of tensors")
+    return state
+
+
+def _box(meta: Mapping[str, Any], key: str, source: str) -> Any:
+    from gymnasium import spaces
+
+    box = meta.get(key)
+    bounds = [box.get(b) if isinstance(box, dict) else None for b in ("low", "high")]
+    if not all(
+        isinstance(b, list)
+        and 1 <= len(b) <= _MAX_DIM
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in b)
+        for b in bounds
+    ) or len(bounds[0]) != len(bounds[1]):  # type: ignore[arg-type]
+        raise PolicyFileError(
+            f"{source}: {POLICY_META} field '{key}' must be {{'low': [...], 'high': [...]}} "
+            f"with 1 to {_MAX_DIM} numbers each, of equal length"
+        )
+    low, high = (np.asarray(b, dtype=np.float32) for b in bounds)
+    if not np.all(low <= high):
+        raise PolicyFileError(f"{source}: {POLICY_META} field '{key}' has low > high")
+    return spaces.Box(low, high, dtype=np.float32)
+
+
+def _widths(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) <= _MAX_LAYERS
+        and all(
+            isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= _MAX_DIM for v in value
+        )
+    )
+
+
+def _check_description(meta: Mapping[str, Any], source: str) -> None:
+    """The recorded architecture and environment have the types :func:`save_policy` writes."""
+
+    def bad(what: str) -> PolicyFileError:
+        return PolicyFileError(f"{source}: invalid policy description in {POLICY_META} ({what})")
+
+    algo = meta.get("algo")
+    if meta.get("policy") not in _ALGOS.values() or not isinstance(algo, str) or algo not in _ALGOS:
+        raise bad(f"policy {_short(meta.get('policy'))} of algo {_short(meta.get('algo'))}")
+    kwargs = meta.get("policy_kwargs")
+    if not isinstance(kwargs, dict):
+        raise bad("'policy_kwargs' must be an object")
+    activation = kwargs.get("activation_fn")
+    if activation not in _ACTIVATIONS:
+        raise bad(f"unsupported activation {_short(activation)}")
+    arch = kwargs.get("net_arch")
+    nets = list(arch.values()) if isinstance(arch, dict) else [arch]
+    keys = {"pi", "qf"} if meta["policy"] == "SACPolicy" else {"pi", "vf"}
+    if not all(_widths(n) for n in nets) or (isinstance(arch, dict) and not set(arch) <= keys):
+        raise bad(
+            f"'net_arch' must be a list of at most {_MAX_LAYERS} widths in [1, {_MAX_DIM}] or "
+            f"an object with {' and '.join(sorted(keys))}, got {_short(arch)}"
+        )
+    critics = kwargs.get("n_critics", 1)
+    if not (isinstance(critics, int) and not isinstance(critics, bool) and 1 <= critics <= 16):
+        raise bad(f"'n_critics' must be an integer in [1, 16], got {_short(critics)}")
+    for key, value in kwargs.items():
+        if key not in ("net_arch", "activation_fn") and not isinstance(value, (bool, int, float)):
+            raise bad(f"policy option {_short(key)} must be a number or a boolean")
+    layers = meta.get("layers")
+    if not (
+        isinstance(layers, list)
+        and all(
+            isinstance(layer, dict)
+            and isinstance(layer.get("name"), str)
+            and isinstance(layer.get("width"), int)
+            and not isinstance(layer.get("width"), bool)
+            and layer["width"] >= 1
+            for layer in layers
+        )
+    ):
+        raise bad("'layers' must be a list of {'name': str, 'width': int >= 1}")
+    env = meta.get("env")
+    if not isinstance(env, dict):
+        raise bad("'env' must be an object")
+    epochs = env.get("epochs", 1)
+    if not (isinstance(epochs, int) and not isinstance(epochs, bool) and epochs >= 1):
+        raise bad(f"env 'epochs' must be an integer >= 1, got {_short(epochs)}")
+    names = meta.get("observation_names", [])
+    if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+        raise bad("'observation_names' must be a list of names")
+    if "spec" in meta and not isinstance(meta["spec"], dict):
+        raise bad("'spec' must be an object")
+
+
+def _least_parameters(meta: Mapping[str, Any], n_obs: int, n_act: int) -> int:
+    """A lower bound of the parameters the recorded architecture has (its hidden layers):
+    checked against ``policy.pth`` before the policy is built, so absurd widths in the
+    metadata never reach the allocator."""
+    kwargs = meta["policy_kwargs"]
+    arch = kwargs["net_arch"]
+    nets = list(arch.values()) if isinstance(arch, dict) else [arch]
+    total = 0
+    for widths in nets:
+        sizes = [n_obs, *widths]
+        total += sum(a * b + b for a, b in itertools.pairwise(sizes))
+    return total + n_act
 
 
 def _require_sb3() -> Any:
@@ -191,7 +332,6 @@ def load_policy(path: str | os.PathLike[str]) -> LoadedPolicy:
     :class:`~midl_autok.errors.UserError`.
     """
     _require_sb3()
-    from gymnasium import spaces
     from stable_baselines3.common.policies import ActorCriticPolicy
     from stable_baselines3.sac.policies import SACPolicy
 
@@ -207,42 +347,42 @@ def load_policy(path: str | os.PathLike[str]) -> LoadedPolicy:
     try:
         meta = json.loads(raw_meta)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{source}: {POLICY_META} is not valid JSON ({exc})") from None
+        raise PolicyFileError(f"{source}: {POLICY_META} is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise PolicyFileError(f"{source}: {POLICY_META} is nested too deeply") from None
     if not isinstance(meta, dict) or meta.get("format") != POLICY_FORMAT:
-        raise UserError(f"{source}: {POLICY_META} must have format {POLICY_FORMAT!r}")
+        raise PolicyFileError(f"{source}: {POLICY_META} must have format {POLICY_FORMAT!r}")
     if meta.get("version") != POLICY_VERSION:
-        raise UserError(
-            f"{source}: unsupported policy version {meta.get('version')!r}; this midl-autok "
-            f"reads version {POLICY_VERSION}"
+        raise PolicyFileError(
+            f"{source}: unsupported policy version {_short(meta.get('version'))}; this "
+            f"midl-autok reads version {POLICY_VERSION}"
+        )
+    state = _read_state(raw_weights, source)
+    obs_space, act_space = (
+        _box(meta, key, source) for key in ("observation_space", "action_space")
+    )
+    _check_description(meta, source)
+    kwargs = dict(meta["policy_kwargs"])
+    kwargs["activation_fn"] = getattr(torch.nn, kwargs["activation_fn"])
+    stored = sum(t.numel() for t in state.values())
+    wanted = _least_parameters(meta, obs_space.shape[0], act_space.shape[0])
+    if wanted > stored:
+        raise PolicyFileError(
+            f"{source}: policy.pth does not fit the recorded policy ({POLICY_META} describes at "
+            f"least {wanted} parameters, policy.pth holds {stored})"
         )
     classes = {"ActorCriticPolicy": ActorCriticPolicy, "SACPolicy": SACPolicy}
     try:
-        cls = classes[meta["policy"]]
-        kwargs = dict(meta["policy_kwargs"])
-        activation = kwargs.pop("activation_fn")
-        if activation not in _ACTIVATIONS:
-            raise UserError(f"{source}: unsupported activation {activation!r}")
-        kwargs["activation_fn"] = getattr(torch.nn, activation)
-        obs_space, act_space = (
-            spaces.Box(
-                np.asarray(meta[key]["low"], dtype=np.float32),
-                np.asarray(meta[key]["high"], dtype=np.float32),
-                dtype=np.float32,
-            )
-            for key in ("observation_space", "action_space")
-        )
-        policy = cls(obs_space, act_space, lambda _: 0.0, **kwargs)
-    except UserError:
-        raise
-    except (KeyError, TypeError, ValueError) as exc:
-        raise UserError(f"{source}: invalid policy description in {POLICY_META} ({exc})") from None
+        policy = classes[meta["policy"]](obs_space, act_space, lambda _: 0.0, **kwargs)
+    except (KeyError, TypeError, ValueError, AssertionError, RuntimeError, OverflowError) as exc:
+        raise PolicyFileError(
+            f"{source}: invalid policy description in {POLICY_META} ({_first_line(exc)})"
+        ) from None
     try:
-        state = torch.load(io.BytesIO(raw_weights), map_location="cpu", weights_only=True)
         policy.load_state_dict(state)
     except (RuntimeError, ValueError, TypeError, AttributeError, EOFError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UserError(
-            f"{source}: policy.pth does not fit the recorded policy ({first})"
+        raise PolicyFileError(
+            f"{source}: policy.pth does not fit the recorded policy ({_first_line(exc)})"
         ) from None
     policy.set_training_mode(False)
     return LoadedPolicy(policy=policy, meta=meta)

@@ -26,7 +26,7 @@ from midl_autok import __version__
 from midl_autok.agents import SamplerAgent, get_agent
 from midl_autok.errors import SpecError
 from midl_autok.interrupts import handling_signals
-from midl_autok.results.hypervolume import ideal_point
+from midl_autok.results.hypervolume import checked_reference, ideal_point
 from midl_autok.results.record import STUDY_FORMAT
 from midl_autok.search.devices import trial_device
 from midl_autok.search.identity import (
@@ -149,6 +149,8 @@ def open_search(
                 "give a new --study name (or leave --study out for an automatic one)"
             )
         attrs = {**existing, "spec": spec_dict}
+        # a tampered reference point: one line, before the parent run starts
+        checked_reference(existing.get("reference_point"), objectives, study=name)
         storage.set_study_user_attr(study_id, "spec", spec_dict)  # latest budget.trials
     else:
         # "format" first (the mark of a midl-autok study), "spec" last (the attrs are all

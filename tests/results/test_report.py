@@ -303,7 +303,28 @@ def test_png_without_chrome_is_one_clear_line(store: Path, tmp_path: Path) -> No
     assert proc.returncode == 2, proc.stderr
     assert len(lines) == 1, proc.stderr
     assert "--png needs Chrome or Chromium" in lines[0]
+    assert "report written to" in lines[0]
     assert not png.exists()
+    assert (tmp_path / "r.html").read_text().startswith("<!DOCTYPE html>")  # the page was
+
+
+def test_png_with_a_browser_that_fails_to_start(store: Path, tmp_path: Path) -> None:
+    """Chromium that exits at once: the HTML is still written, one line says why the PNG was
+    not, exit status 2."""
+    broken = tmp_path / "chromium"
+    broken.write_text("#!/bin/sh\necho 'cannot open display' >&2\nexit 1\n")
+    broken.chmod(0o755)
+    png, page = tmp_path / "front.png", tmp_path / "r.html"
+    env = {"BROWSER_PATH": str(broken), "HOME": str(tmp_path)}
+    proc = run("--store", str(store), "-o", str(page), "--png", str(png), env=env)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, proc.stderr
+    assert len(lines) == 1, proc.stderr
+    assert f"report written to {page}, but not {png}" in lines[0]
+    assert "Chrome/Chromium failed to render the image" in lines[0]
+    assert "Traceback" not in proc.stderr
+    assert not png.exists()
+    assert page.read_text().startswith("<!DOCTYPE html>")
 
 
 @pytest.mark.parametrize(
