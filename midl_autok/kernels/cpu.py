@@ -114,14 +114,45 @@ def _build() -> ModuleType:
     directory = build_directory()
     os.makedirs(directory, exist_ok=True)
     ldflags = ["-fopenmp"] if "-fopenmp" in cflags else []
-    return ext.load(
-        name=os.path.basename(directory),
-        sources=[str(p) for p in SOURCES],
-        extra_cflags=cflags,
-        extra_ldflags=ldflags,
-        build_directory=directory,
-        verbose=False,
-    )
+    with _build_lock(directory):
+        return ext.load(
+            name=os.path.basename(directory),
+            sources=[str(p) for p in SOURCES],
+            extra_cflags=cflags,
+            extra_ldflags=ldflags,
+            build_directory=directory,
+            verbose=False,
+        )
+
+
+@contextmanager
+def _build_lock(directory: str) -> Iterator[None]:
+    """One build of ``directory`` at a time, across processes, with a lock the OS releases
+    when its process dies.
+
+    torch guards a build with a plain ``lock`` file (its ``FileBaton``) that other processes
+    poll until it disappears; a build killed midway (Ctrl-C during the first-use compile, a
+    SIGKILL, an OOM kill) leaves that file behind, and every later run then waits forever with
+    no message. Under our ``flock`` no other process of ours is building, so a ``lock`` file
+    found there is such a leftover and is removed before torch looks.
+    """
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; torch's own baton only
+        yield
+        return
+    with open(directory + ".build-lock", "a+b") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            leftover = os.path.join(directory, "lock")
+            if os.path.exists(leftover):
+                log.warning(
+                    "removing a stale build lock left by an interrupted compile: %s", leftover
+                )
+                os.remove(leftover)
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def cpu_kernels(*, build: bool = True) -> ModuleType | None:

@@ -553,3 +553,43 @@ def test_every_simd_variant_of_the_kernels_compiles(march: str, tmp_path: Path) 
     cmd += ["-DTORCH_EXTENSION_NAME=midl_check", *includes, *map(str, cpu_mod.SOURCES)]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
+
+
+# -- an interrupted first-use compile must not hang later runs ---------------------------------
+
+
+def test_a_stale_torch_build_lock_is_removed_under_our_lock(tmp_path: Path) -> None:
+    """torch's ``lock`` file left by a killed build made every later kernel load wait forever."""
+    from midl_autok.kernels.cpu import _build_lock
+
+    directory = tmp_path / "midl_autok_cpu_x"
+    directory.mkdir()
+    (directory / "lock").touch()  # what a build killed midway leaves behind
+    with _build_lock(str(directory)):
+        assert not (directory / "lock").exists()
+
+
+def test_the_build_lock_is_released_when_its_holder_dies(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from midl_autok.kernels.cpu import _build_lock
+
+    directory = tmp_path / "midl_autok_cpu_y"
+    directory.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from midl_autok.kernels.cpu import _build_lock\n"
+         f"with _build_lock({str(directory)!r}):\n"
+         "    print('held', flush=True); time.sleep(600)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        holder.send_signal(signal.SIGKILL)  # a compile killed while it holds the lock
+        holder.wait(timeout=30)
+        with _build_lock(str(directory)):  # returns: the OS released the dead holder's lock
+            pass
+    finally:
+        holder.kill()
