@@ -388,9 +388,10 @@ def delete_study(store: Store, name: str) -> list[str]:
     import shutil
     from urllib.parse import urlparse
 
-    from midl_autok.results.record import list_studies
+    import optuna
 
-    names = list_studies(store)
+    store.require_studies()
+    names = sorted(optuna.study.get_all_study_names(store.optuna_storage()))
     if name not in names:
         from midl_autok.errors import unknown_name
 

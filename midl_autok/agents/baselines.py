@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from midl_autok.agents.base import SamplerAgent
+from midl_autok.agents.seedgrid import coarse_to_fine, fixed_k_grid  # re-exported
 from midl_autok.schedule import KSchedule
 
 if TYPE_CHECKING:
@@ -38,35 +39,6 @@ class RandomAgent(SamplerAgent):
         import optuna
 
         return optuna.samplers.RandomSampler(seed=seed)
-
-
-def coarse_to_fine(n: int) -> list[int]:
-    """Indices ``0..n-1`` ordered coarse to fine: last, first, then interval midpoints
-    breadth first (``n=5`` -> ``[4, 0, 2, 1, 3]``)."""
-    if n <= 0:
-        return []
-    if n == 1:
-        return [0]
-    order = [n - 1, 0]
-    intervals = [(0, n - 1)]
-    while intervals:
-        nxt = []
-        for a, b in intervals:
-            mid = (a + b) // 2
-            if a < mid < b:
-                order.append(mid)
-                nxt += [(a, mid), (mid, b)]
-        intervals = nxt
-    return order
-
-
-def fixed_k_grid(n: int, low: float, high: float) -> list[float]:
-    """``n`` fractions evenly spaced in ``[low, high]`` (rounded to 6 decimals), coarse to
-    fine; ``n = 1`` is the middle of the range."""
-    if n == 1:
-        return [round((low + high) / 2, 6)]
-    values = [round(low + (high - low) * i / (n - 1), 6) for i in range(n)]
-    return [values[i] for i in coarse_to_fine(n)]
 
 
 def _make_grid_sampler(grid: Sequence[float], seed: int) -> optuna.samplers.BaseSampler:

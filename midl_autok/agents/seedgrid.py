@@ -30,8 +30,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from midl_autok.agents.base import Agent, SamplerAgent
-from midl_autok.agents.baselines import fixed_k_grid
 from midl_autok.errors import ScheduleError
 from midl_autok.schedule import KSchedule
 
@@ -39,9 +37,48 @@ if TYPE_CHECKING:
     import optuna
     from optuna.trial import FrozenTrial
 
+    from midl_autok.agents.base import Agent
     from midl_autok.search_spaces import SearchSpace
 
-__all__ = ["ORIGIN", "SeedPoint", "next_seed_point", "seed_grid", "seed_schedule"]
+__all__ = [
+    "ORIGIN",
+    "SeedPoint",
+    "coarse_to_fine",
+    "fixed_k_grid",
+    "next_seed_point",
+    "seed_grid",
+    "seed_schedule",
+]
+
+
+def coarse_to_fine(n: int) -> list[int]:
+    """Indices ``0..n-1`` ordered coarse to fine: last, first, then interval midpoints
+    breadth first (``n=5`` -> ``[4, 0, 2, 1, 3]``)."""
+    if n <= 0:
+        return []
+    if n == 1:
+        return [0]
+    order = [n - 1, 0]
+    intervals = [(0, n - 1)]
+    while intervals:
+        nxt = []
+        for a, b in intervals:
+            mid = (a + b) // 2
+            if a < mid < b:
+                order.append(mid)
+                nxt += [(a, mid), (mid, b)]
+        intervals = nxt
+    return order
+
+
+def fixed_k_grid(n: int, low: float, high: float) -> list[float]:
+    """``n`` fractions evenly spaced in ``[low, high]`` (rounded to 6 decimals), coarse to
+    fine; ``n = 1`` is the middle of the range."""
+    if n == 1:
+        return [round((low + high) / 2, 6)]
+    values = [round(low + (high - low) * i / (n - 1), 6) for i in range(n)]
+    return [values[i] for i in coarse_to_fine(n)]
+
 
 #: Value of the trial user attr ``origin`` of a seed-grid trial.
 ORIGIN = "seed_grid"
@@ -64,7 +101,8 @@ class SeedPoint:
 
 def seeds_agent(agent: Agent) -> bool:
     """Whether a seed grid applies to ``agent`` (a sampler agent that samples its space)."""
-    return isinstance(agent, SamplerAgent) and agent.uses_space
+    # a sampler agent (it makes Optuna samplers); not isinstance: base.py imports this module
+    return callable(getattr(agent, "create_sampler", None)) and agent.uses_space
 
 
 def seed_grid(size: int, space: SearchSpace) -> list[float]:

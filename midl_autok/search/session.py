@@ -31,7 +31,6 @@ import socket
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +41,7 @@ from midl_autok.results.hypervolume import hypervolume, normalized_hypervolume
 from midl_autok.results.record import StudyRecord, load_study_record
 from midl_autok.search import recording, recovery
 from midl_autok.search.outcome import TrialOutcome, TrialRequest
+from midl_autok.search.summary import SearchSummary
 from midl_autok.tracking import FAILED, FINISHED, KILLED, Tracker, git_sha
 
 if TYPE_CHECKING:
@@ -54,36 +54,6 @@ if TYPE_CHECKING:
     from midl_autok.store import Store
 
 __all__ = ["SearchSession", "SearchSummary"]
-
-
-@dataclass
-class SearchSummary:
-    """What one search invocation did and where its results are."""
-
-    study: str
-    store: Store
-    target: int
-    completed: int  # COMPLETE + PRUNED trials in the study
-    new_trials: int  # trials this invocation evaluated (any state)
-    failed: int  # of which failed
-    hypervolume: float | None
-    hypervolume_normalized: float | None
-    front: list[dict[str, Any]]
-    parent_run_id: str | None
-    wall_s: float  # the whole invocation: opening, trials, Pareto files
-    train_s: float  # training wall time of this invocation's trials (sum)
-    trial_s: float  # wall time of this invocation's trials, ask to tell (sum)
-    files: list[Path] = field(default_factory=list)
-    stopped: str | None = None  # why the search stopped before the target, if it did
-    pruned: int = 0  # of the new trials, stopped early by a scheduler (counted as completed)
-
-    @property
-    def overhead_per_trial_s(self) -> float | None:
-        """Mean time per new trial not spent training: Optuna ask/tell and user attrs, the
-        MLflow child run, the parent's hypervolume (excludes opening and Pareto files)."""
-        if not self.new_trials:
-            return None
-        return (self.trial_s - self.train_s) / self.new_trials
 
 
 class SearchSession:

@@ -226,7 +226,7 @@ def test_sigterm_ends_the_search_cleanly(tmp_path: Path) -> None:
     code = start_and_stop_after(store_dir, trials=50, done=1, sig=signal.SIGTERM)
     assert code == 143  # 128 + SIGTERM
     store = open_store(store_dir)
-    (study,) = [s for s in os.listdir(store.reports_dir)]  # Pareto files were written
+    (study,) = [p.name for p in store.reports_dir.iterdir() if p.is_dir()]  # Pareto files written
     record = load_study_record(store, study)
     assert all(t.state.name in ("COMPLETE", "FAIL") for t in record.trials)  # none RUNNING
     parents, children = runs(store, study)

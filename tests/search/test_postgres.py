@@ -114,7 +114,7 @@ def test_ray_search_on_postgres(postgres: str, tmp_path: Path) -> None:
     assert not (store_dir / "mlflow.db").exists()
 
     store = open_store(store_dir, storage=optuna_url, tracking_uri=mlflow_url)
-    (name,) = [p.name for p in store.reports_dir.iterdir()]
+    (name,) = [p.name for p in store.reports_dir.iterdir() if p.is_dir()]
     record = load_study_record(store, name)
     assert record.counts() == {"COMPLETE": 4}
     client = store.mlflow_client()

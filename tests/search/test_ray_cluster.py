@@ -101,7 +101,7 @@ def test_killed_driver_resumes_without_losing_or_duplicating(tmp_path: Path) -> 
     proc = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env())
     assert proc.returncode == 0, proc.stderr
     study = open_store(store)
-    (name,) = [p.name for p in study.reports_dir.iterdir()]
+    (name,) = [p.name for p in study.reports_dir.iterdir() if p.is_dir()]
     record, parents, children = assert_nothing_running(store, name)
     states = [t.state.name for t in record.trials]
     assert states.count("COMPLETE") == 6  # the target, not more
@@ -124,7 +124,7 @@ def test_sigterm_fails_the_live_trials_and_ends_their_runs(tmp_path: Path) -> No
         search_args(spec, store, "--workers", "2"), store / "optuna.db", 1, signal.SIGTERM
     )
     assert code == 143  # 128 + SIGTERM
-    (name,) = [p.name for p in open_store(store).reports_dir.iterdir()]  # Pareto files written
+    (name,) = [p.name for p in open_store(store).reports_dir.iterdir() if p.is_dir()]  # Pareto files written
     record, parents, _ = assert_nothing_running(store, name)
     assert [p.info.status for p in parents] == ["KILLED"]
     interrupted = [t for t in record.trials if t.state.name == "FAIL"]
@@ -160,7 +160,7 @@ def test_search_runs_on_both_nodes_of_a_cluster(two_nodes: Any, tmp_path: Path) 
     )
     proc = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env())
     assert proc.returncode == 0, proc.stderr
-    (name,) = [p.name for p in open_store(store).reports_dir.iterdir()]
+    (name,) = [p.name for p in open_store(store).reports_dir.iterdir() if p.is_dir()]
     record, _, _ = assert_nothing_running(store, name)
     assert record.counts() == {"COMPLETE": 4}
     used = node_ids(open_store(store), name)
