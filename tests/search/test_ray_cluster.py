@@ -124,7 +124,9 @@ def test_sigterm_fails_the_live_trials_and_ends_their_runs(tmp_path: Path) -> No
         search_args(spec, store, "--workers", "2"), store / "optuna.db", 1, signal.SIGTERM
     )
     assert code == 143  # 128 + SIGTERM
-    (name,) = [p.name for p in open_store(store).reports_dir.iterdir() if p.is_dir()]  # Pareto files written
+    (name,) = [
+        p.name for p in open_store(store).reports_dir.iterdir() if p.is_dir()
+    ]  # Pareto files written
     record, parents, _ = assert_nothing_running(store, name)
     assert [p.info.status for p in parents] == ["KILLED"]
     interrupted = [t for t in record.trials if t.state.name == "FAIL"]
