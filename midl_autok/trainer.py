@@ -32,7 +32,7 @@ from midl_autok import metrics as M
 from midl_autok.data import Dataset
 from midl_autok.errors import ScheduleError, SpecError, UserError
 from midl_autok.experiment import build_for_spec, dataset_for_spec, seed_everything
-from midl_autok.flops import CostModel, cost_model
+from midl_autok.flops import CostModel, cost_model, training_flops
 from midl_autok.kernels import cpu_kernels, no_build
 from midl_autok.layers import _CPP_TOPK_MIN
 from midl_autok.models import MIDLNet
@@ -288,7 +288,7 @@ class TrainSession:
 
         val_loss, val_acc = self.evaluate(data.x_val, data.y_val)
         flops = self.costs.inference_flops(used)
-        self.training_flops += 3 * seen * flops
+        self.training_flops += int(training_flops(flops, seen))
         row: dict[str, float] = {
             "epoch": epoch,
             M.TRAIN_LOSS: train_loss,

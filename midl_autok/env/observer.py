@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from midl_autok import metrics as M
 from midl_autok.data import Dataset
-from midl_autok.flops import CostModel
+from midl_autok.flops import CostModel, training_flops
 from midl_autok.models import MIDLNet
 from midl_autok.schedule import LayerSpec
 
@@ -81,7 +81,7 @@ class Observer:
         self._probe = (data.x_train[:probe_size], data.y_train[:probe_size])  # (P, ...), (P,)
         self._val = (data.x_val, data.y_val)
         self._device: torch.device | None = None
-        self._dense_run = 3 * data.x_train.shape[0] * costs.dense_flops() * epochs
+        self._dense_run = training_flops(costs.dense_flops(), data.x_train.shape[0] * epochs)
         full = {s.name: s.width for s in self.layers}
         self.flops_max = max(1.0, costs.ratio(full), max_budget)  # R
         self.low, self.high = self._bounds()
