@@ -51,9 +51,13 @@ def unknown_name(
 
     >>> str(unknown_name("dataset", "digts", ["digits", "mnist1d"]))
     "unknown dataset 'digts'; did you mean 'digits'? Valid: digits, mnist1d"
+    >>> str(unknown_name("agent", "PPO", ["ppo", "tpe"]))
+    "unknown agent 'PPO'; did you mean 'ppo'? Valid: ppo, tpe"
     """
     options = sorted(valid)
-    close = difflib.get_close_matches(name, options, n=1)
+    by_case = {option.casefold(): option for option in options}
+    close = [by_case[name.casefold()]] if name.casefold() in by_case else []
+    close = close or difflib.get_close_matches(name, options, n=1)
     hint = f"; did you mean '{close[0]}'?" if close else ";"
     return error(f"unknown {kind} '{name}'{hint} Valid: {', '.join(options)}")
 

@@ -71,10 +71,20 @@ class Progress:
     # the SearchCallback protocol
 
     def on_start(self, session: SearchSession, *, target: int, done: int) -> None:
+        if done >= target > 0:
+            # --trials counts the study's trials in all, not new ones: say so instead of "6/3"
+            self.progress.console.print(
+                f"midl-autok: study {session.study_name} already has {done} trial(s), and "
+                f"--trials {target} counts them all: nothing new to run (--trials "
+                f"{done + target} runs {target} more)",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
         self.progress.update(
             self.task,
             description=session.study_name,
-            total=target,
+            total=max(target, done),
             completed=done,
             **self.fields(session),
         )

@@ -83,12 +83,16 @@ def load_dataset(
 def _check_path(name: str, location: str, path: str | os.PathLike[str] | None) -> Path | None:
     if location in ("bundled", "generated"):
         if path is not None:
-            raise DataError(f"dataset '{name}' is {location} and reads no files; drop path=")
+            raise DataError(
+            f"dataset '{name}' is {location} and reads no files; drop --data-path "
+            "(spec: dataset.path; Python: path=)"
+        )
         return None
     what = "a directory" if location == "directory" else "a file"
     if path is None:
         raise DataError(
-            f"dataset '{name}' is read from disk: pass path= ({what}; CLI: --data-path)"
+            f"dataset '{name}' is read from disk: give {what} with --data-path PATH "
+            "(spec: dataset.path; Python: path=)"
         )
     resolved = Path(path).expanduser()
     if not resolved.exists():

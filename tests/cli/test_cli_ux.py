@@ -112,6 +112,36 @@ def test_variant_is_answered_in_the_flags_words() -> None:
     )
 
 
+def test_a_name_in_the_wrong_case_gets_a_suggestion(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = in_process(capsys, "search", "synthetic-mlp", "--agent", "PPO", "--trials", "1")
+    assert code == 2
+    assert "unknown agent 'PPO'; did you mean 'ppo'?" in err, err
+
+
+def test_a_missing_data_path_names_the_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = in_process(capsys, "train", "mnist-cnn", "--epochs", "1")
+    assert code == 2
+    assert err.count("\n") == 1, err
+    assert "give a directory with --data-path PATH" in err and "pass path=" not in err, err
+
+
+def test_search_on_a_study_that_has_its_trials_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ("search", "synthetic-mlp", "--epochs", "1", "--trials", "1", "--device", "cpu")
+    store = ("--store", str(tmp_path / "runs"), "--study", "full")
+    code, _, err = in_process(capsys, *args, *store)
+    assert code == 0, err
+    code, out, err = in_process(capsys, *args, *store)
+    assert code == 0, err
+    assert (
+        "study full already has 1 trial(s), and --trials 1 counts them all: nothing new to run"
+        in err
+    )
+    assert "1/1" in err and "2/1" not in err
+    assert "0 new trial(s)" in out
+
+
 # -- train --threads ----------------------------------------------------------------------------
 
 
