@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from midl_autok.cli._app import stderr_console, stdout_console
 
 if TYPE_CHECKING:
+    from midl_autok.results.record import StudyRecord
     from midl_autok.search.session import SearchSession, SearchSummary
     from midl_autok.store import Store
 
@@ -135,6 +136,20 @@ class Progress:
         self.progress.stop()
 
 
+def front_title(record: StudyRecord, front: int, knee: int | None) -> str:
+    """The Pareto table's title: front size, hypervolume, the knee mark, and the completed
+    trials left out because they are over the FLOPs budget (infeasible)."""
+    completed = len(record.completed())
+    hv = record.normalized_hypervolume()
+    over = completed - len(record.feasible())
+    return (
+        f"Pareto front of {record.name}: {front} of {completed} completed trials"
+        + (f", normalized hypervolume {hv:.4f}" if hv is not None else "")
+        + (f"; {over} over the FLOPs budget left out" if over else "")
+        + ("  (* = knee)" if knee is not None else "")
+    )
+
+
 def front_table(title: str, points: list[dict[str, Any]], knee: int | None = None) -> Any:
     """A rich table of Pareto points (knee marked)."""
     from rich.table import Table
@@ -166,14 +181,7 @@ def print_summary(summary: SearchSummary, store: Store, *, overhead: bool = True
     console = stdout_console()
     record = load_study_record(store, summary.study)
     knee = pareto_summary(record)["knee_trial"]
-    hv = summary.hypervolume_normalized
-    title = (
-        f"Pareto front of {summary.study}: {len(summary.front)} of {summary.completed} "
-        f"completed trials"
-        + (f", normalized hypervolume {hv:.4f}" if hv is not None else "")
-        + ("  (* = knee)" if knee is not None else "")
-    )
-    console.print(front_table(title, summary.front, knee))
+    console.print(front_table(front_title(record, len(summary.front), knee), summary.front, knee))
     new = f"{summary.new_trials} new trial(s)"
     if summary.failed:
         new += f", {summary.failed} failed"

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from midl_autok.cli._app import ThreadsOpt, app, check_threads, chosen_study, stdout_console
-from midl_autok.cli._search_output import front_table
+from midl_autok.cli._search_output import front_table, front_title
 from midl_autok.cli.search import StorageOpt, StoreOpt, StudyOpt
 
 if TYPE_CHECKING:
@@ -156,13 +156,9 @@ def pareto(
     if json_out:
         print(json.dumps(summary["points"], indent=2))
         return
-    hv = summary["hypervolume_normalized"]
-    title = (
-        f"Pareto front of {record.name}: {len(summary['points'])} of "
-        f"{len(record.completed())} completed trials"
-        + (f", normalized hypervolume {hv:.4f}" if hv is not None else "")
-    )
-    stdout_console().print(front_table(title, summary["points"], summary["knee_trial"]))
+    knee = summary["knee_trial"]
+    title = front_title(record, len(summary["points"]), knee)
+    stdout_console().print(front_table(title, summary["points"], knee))
     if not summary["points"]:
         stdout_console().print(_no_front(record))
 

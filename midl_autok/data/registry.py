@@ -84,9 +84,9 @@ def _check_path(name: str, location: str, path: str | os.PathLike[str] | None) -
     if location in ("bundled", "generated"):
         if path is not None:
             raise DataError(
-            f"dataset '{name}' is {location} and reads no files; drop --data-path "
-            "(spec: dataset.path; Python: path=)"
-        )
+                f"dataset '{name}' is {location} and reads no files; drop --data-path "
+                "(spec: dataset.path; Python: path=)"
+            )
         return None
     what = "a directory" if location == "directory" else "a file"
     if path is None:

@@ -43,7 +43,7 @@ def pareto_summary(record: StudyRecord) -> dict[str, Any]:
         "hypervolume": record.hypervolume(),
         "hypervolume_normalized": record.normalized_hypervolume(),
         "knee_trial": None if knee is None else knee.number,
-        "points": [record.point(t) for t in front],
+        "points": [{**record.point(t), "knee": t is knee} for t in front],
     }
 
 

@@ -342,6 +342,39 @@ def test_pareto_and_export_use_the_latest_study_and_name_it(
     assert json.loads(target.read_text())["provenance"]["study"] == "second"
 
 
+def test_pareto_marks_the_knee_in_its_title_and_json(
+    two_studies: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    code, out, err = in_process(capsys, "pareto", "--store", str(two_studies), "--study", "first")
+    assert code == 0, err
+    assert "(* = knee)" in out.splitlines()[0] + out.splitlines()[1]
+    code, out, err = in_process(
+        capsys, "pareto", "--store", str(two_studies), "--study", "first", "--json"
+    )
+    points = json.loads(out)
+    assert sum(p["knee"] for p in points) == 1
+
+
+def test_pareto_names_the_trials_over_the_flops_budget(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from midl_autok.backends import run_search
+    from midl_autok.store import load_study_record
+
+    quiet()
+    monkeypatch.setenv("COLUMNS", "200")
+    store = fresh_store(tmp_path / "runs")
+    spec = tiny_spec(trials=4, seed=3, agent="random", flops_budget=0.6)
+    run_search(spec, store=store, study="budget", device="cpu")
+    record = load_study_record(store, "budget")
+    over = len(record.completed()) - len(record.feasible())
+    assert over > 0  # random k: some schedules cost more than 0.6x dense
+    code, out, err = in_process(capsys, "pareto", "--store", str(tmp_path / "runs"))
+    assert code == 0, err
+    assert f"; {over} over the FLOPs budget left out" in " ".join(out.split())
+
+
 def test_export_unknown_trial_lists_the_completed_ones(two_studies: Path, tmp_path: Path) -> None:
     proc = run("export", "--store", str(two_studies), "--study", "first", "--trial", "999",
                "-o", str(tmp_path / "x.json"))  # fmt: skip

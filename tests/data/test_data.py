@@ -248,7 +248,7 @@ def test_seed_and_max_samples_are_checked() -> None:
 def test_path_and_target_rules(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"dataset 'digits' is bundled and reads no files"):
         load_dataset("digits", path=tmp_path)
-    with pytest.raises(DataError, match=r"dataset 'mnist' is read from disk: give a directory with --data-path PATH"):
+    with pytest.raises(DataError, match=r"read from disk: give a directory with --data-path PATH"):
         load_dataset("mnist")
     with pytest.raises(DataError, match=r"path .*nowhere does not exist"):
         load_dataset("mnist", path=tmp_path / "nowhere")

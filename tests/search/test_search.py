@@ -152,6 +152,7 @@ def test_pareto_files(searched: tuple[Store, SearchSummary]) -> None:
     assert data["study"] == summary.study
     assert [p["trial"] for p in data["points"]] == [p["trial"] for p in summary.front]
     assert data["knee_trial"] in [p["trial"] for p in data["points"]]
+    assert [p["trial"] for p in data["points"] if p["knee"]] == [data["knee_trial"]]
     csv_lines = (folder / "pareto.csv").read_text().splitlines()
     assert csv_lines[0].startswith("trial,val_accuracy,test_accuracy,inference_flops,")
     assert len(csv_lines) == 1 + len(data["points"])
