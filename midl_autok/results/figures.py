@@ -238,6 +238,7 @@ def schedule_heatmap(schedule: KSchedule, *, title: str = "") -> go.Figure:
             text=[list(row) for row in schedule.k],
             customdata=widths,
             texttemplate="%{text}" if small else None,
+            textfont={"size": 11},  # plotly's automatic size shrinks to ~5 px in small cells
             zmin=0.0,
             zmax=1.0,
             colorscale="Viridis",
@@ -248,8 +249,8 @@ def schedule_heatmap(schedule: KSchedule, *, title: str = "") -> go.Figure:
     )
     fig.update_layout(
         title={"text": title, "font": {"size": 13}},
-        xaxis_title="epoch",
-        yaxis={"autorange": "reversed"},
+        xaxis={"title": "epoch", "tickfont": {"size": 12}},
+        yaxis={"autorange": "reversed", "tickfont": {"size": 12}},
         height=140 + 34 * len(schedule.layers),
         margin={"t": 56, "l": 10, "r": 10, "b": 40},
         template="plotly_white",

@@ -340,3 +340,17 @@ def test_user_errors(store: Path, args: list[str], message: str) -> None:
     assert proc.returncode == 2, proc.stderr
     assert len(lines) == 1, proc.stderr
     assert re.search(message, lines[0]), lines[0]
+
+
+def test_schedule_heatmap_labels_are_readable() -> None:
+    """Cell text and axis labels have a fixed size (plotly's automatic one shrank to ~5 px)."""
+    from midl_autok.results.figures import schedule_heatmap
+
+    layers = [LayerSpec("body.0", 512), LayerSpec("body.1", 512)]
+    schedule = KSchedule.constant(layers, 20, 0.25)
+    fig = schedule_heatmap(schedule, title="t")
+    trace = fig.data[0]
+    assert trace.texttemplate == "%{text}" and trace.textfont.size >= 10
+    assert fig.layout.xaxis.tickfont.size >= 10 and fig.layout.yaxis.tickfont.size >= 10
+    assert fig.layout.xaxis.title.text == "epoch"
+    assert [list(row) for row in trace.text] == [[128] * 20, [128] * 20]
