@@ -32,6 +32,7 @@ import functools
 import inspect
 import json
 import math
+import os
 import platform
 import re
 import subprocess
@@ -65,6 +66,7 @@ __all__ = [
 ]
 
 FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
+_PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 PARENT_TAG = "mlflow.parentRunId"
 #: The experiment tag that makes the MLflow UI (3.x) open a study's experiment in its model
 #: training view (runs, metrics) rather than the GenAI view (traces).
@@ -214,6 +216,26 @@ class Tracker:
             return str(self.client.get_run(run_id).info.status)
         except Exception:
             return None
+
+    def read_trial(self, run_id: str) -> tuple[dict[str, float], dict[str, Any] | None]:
+        """A trial run's final metrics and its ``schedule.json`` (None when it has none)."""
+        import tempfile
+
+        metrics = {k: float(v) for k, v in self.client.get_run(run_id).data.metrics.items()}
+        bar = os.environ.get(_PROGRESS_BAR)
+        os.environ[_PROGRESS_BAR] = "false"  # MLflow draws a download bar on stderr otherwise
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                path = self.client.download_artifacts(run_id, "schedule.json", tmp)
+                schedule = json.loads(Path(path).read_text())
+            except Exception:
+                schedule = None
+            finally:
+                if bar is None:
+                    os.environ.pop(_PROGRESS_BAR, None)
+                else:
+                    os.environ[_PROGRESS_BAR] = bar
+        return metrics, schedule if isinstance(schedule, dict) else None
 
     # -- values ------------------------------------------------------------------------------
 

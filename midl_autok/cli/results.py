@@ -52,14 +52,29 @@ def studies(
     yes: Annotated[
         bool, typer.Option("--yes", "-y", help="Delete without asking (scripts).")
     ] = False,
+    compare: Annotated[
+        tuple[str, str] | None,
+        typer.Option(
+            "--compare",
+            metavar="A B",
+            help="Compare studies A and B: normalized HV at equal trial counts, how much of "
+            "each front the other dominates, and which is more accurate per FLOPs-ratio band.",
+        ),
+    ] = None,
 ) -> None:
     """List the store's studies: agent, space, seed, trials, front size, normalized
-    hypervolume (HV) and best validation accuracy. --delete NAME deletes one."""
+    hypervolume (HV) and best validation accuracy. --delete NAME deletes one; --compare A B
+    compares two."""
     from midl_autok.results.record import list_studies, load_study_record
 
     opened = _open(store, storage)
     if delete is not None:
         _delete(opened, delete, yes=yes)
+        return
+    if compare is not None:
+        from midl_autok.cli._compare import print_comparison
+
+        print_comparison(opened, *compare, json_out=json_out)
         return
     rows = []
     for name in list_studies(opened):

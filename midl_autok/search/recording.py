@@ -8,6 +8,8 @@ child run**, and this module is where both are written:
   or :func:`finish_pruned_run` (a trial a Ray Tune scheduler stopped: KILLED, tag ``pruned``);
 * Optuna trial states: :func:`tell_outcome` (COMPLETE with the objective values, FAIL with a
   ``fail_reason``, PRUNED), :func:`fail_trial` (FAIL without an outcome: interrupted, orphaned),
+  :func:`complete_from_run` (a trial whose process died after its run FINISHED and before
+  ``tell``: completed from what the run recorded),
   and :func:`record_external` (a schedule an external agent evaluated itself: a new trial made
   from a template, its child run, then :func:`tell_outcome` through the session).
 
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PRUNED_TAG",
+    "complete_from_run",
     "fail_trial",
     "fail_trial_number",
     "finish_child_run",
@@ -203,6 +206,37 @@ def fail_trial_number(
     trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
     storage.set_trial_user_attr(trial_id, ATTR_FAIL_REASON, reason)
     study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
+
+
+def complete_from_run(
+    study: optuna.Study, storage: Any, study_id: int, number: int, tracker: Tracker, run_id: str
+) -> FrozenTrial | None:
+    """Finish the RUNNING trial ``number`` from its FINISHED child run ``run_id``: a process
+    killed after ending the run and before Optuna's ``tell`` left the trial behind with its
+    result already recorded in MLflow. Its final metrics (those ``schedule.json`` lists) and
+    schedule become the trial's, told COMPLETE (or FAIL when an objective is missing), with
+    the study's objectives and FLOPs budget. None (nothing written) when the run holds no
+    ``schedule.json``: the caller fails the trial as before."""
+    import optuna
+
+    metrics, schedule = tracker.read_trial(run_id)
+    if schedule is None:
+        return None
+    listed = schedule.get("metrics")
+    if isinstance(listed, dict) and listed:
+        metrics = {k: v for k, v in metrics.items() if k in listed}
+    attrs = study.user_attrs
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
+    outcome = TrialOutcome(
+        state=COMPLETE, metrics=metrics, history=[], schedule=schedule, mlflow_run_id=run_id
+    )
+    return tell_outcome(
+        study,
+        optuna.trial.Trial(study, trial_id),
+        outcome,
+        objectives=list(attrs.get("objectives") or []),
+        flops_budget=attrs.get("flops_budget"),
+    )
 
 
 def record_external(

@@ -5,7 +5,9 @@ can leave an Optuna trial RUNNING or an MLflow run RUNNING that no live process 
 The rules, applied when a search opens (:func:`recover_on_open`) and when it ends:
 
 * **orphaned trial** (:func:`fail_orphaned_trials`): RUNNING, stamped with this host and a
-  ``pid`` that no longer runs -> FAIL, its child run KILLED;
+  ``pid`` that no longer runs -> FAIL, its child run KILLED; but when its child run is
+  FINISHED (the process died between the run's end and Optuna's ``tell``) -> completed
+  from the run (:func:`~midl_autok.search.recording.complete_from_run`);
 * **unowned trial** (:func:`fail_unowned_trials`): RUNNING and naming no process (killed
   between Optuna's ``ask`` and the next write) -> FAIL, once no live search could still name
   it (no RUNNING parent run) or once :data:`UNOWNED_GRACE_S` has passed;
@@ -29,8 +31,8 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from midl_autok.results.record import ATTR_RUN_ID
-from midl_autok.search.recording import fail_trial_number
-from midl_autok.tracking import KILLED, PARENT_TAG
+from midl_autok.search.recording import complete_from_run, fail_trial_number
+from midl_autok.tracking import FINISHED, KILLED, PARENT_TAG
 
 if TYPE_CHECKING:
     import optuna
@@ -87,7 +89,8 @@ def _running(storage: Any, study_id: int) -> list[Any]:
 
 
 def fail_orphaned_trials(storage: Any, study_id: int, study: optuna.Study, tracker: Tracker) -> int:
-    """Fail RUNNING trials whose process (on this host) is gone; end their MLflow runs."""
+    """Fail RUNNING trials whose process (on this host) is gone and end their MLflow runs,
+    or complete them from their child run when it FINISHED; return how many."""
     host, me = socket.gethostname(), os.getpid()
     count = 0
     for t in _running(storage, study_id):
@@ -96,12 +99,17 @@ def fail_orphaned_trials(storage: Any, study_id: int, study: optuna.Study, track
             continue
         if pid != me and alive(pid):
             continue  # another search is running this trial right now
+        run_id = t.user_attrs.get(ATTR_RUN_ID)
+        status = tracker.run_status(run_id) if isinstance(run_id, str) else None
+        count += 1
+        if status == FINISHED and complete_from_run(
+            study, storage, study_id, t.number, tracker, str(run_id)
+        ):
+            continue  # killed between the run's end and tell: its result is in MLflow
         reason = f"interrupted: process {pid} ended before the trial finished"
         fail_trial_number(study, storage, study_id, t.number, reason)
-        run_id = t.user_attrs.get(ATTR_RUN_ID)
-        if isinstance(run_id, str) and tracker.run_status(run_id) == "RUNNING":
-            tracker.end_run(run_id, KILLED, reason=reason)
-        count += 1
+        if status == "RUNNING":
+            tracker.end_run(str(run_id), KILLED, reason=reason)
     return count
 
 

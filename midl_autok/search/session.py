@@ -41,6 +41,7 @@ from midl_autok.results.hypervolume import hypervolume, normalized_hypervolume
 from midl_autok.results.record import StudyRecord, load_study_record
 from midl_autok.search import recording, recovery
 from midl_autok.search.outcome import TrialOutcome, TrialRequest
+from midl_autok.search.reserve import reserve_number
 from midl_autok.search.summary import SearchSummary
 from midl_autok.tracking import FAILED, FINISHED, KILLED, Tracker, git_sha
 
@@ -187,13 +188,13 @@ class SearchSession:
     # -- sampler agents: ask / request / tell ------------------------------------------------
 
     def ask(self) -> optuna.Trial:
-        """A new RUNNING trial, its sampler seeded from ``--seed`` and the trial number."""
+        """A new RUNNING trial, its sampler seeded from ``--seed`` and a reserved trial number."""
         if not isinstance(self.agent, SamplerAgent):
             raise TypeError(f"agent {self.agent.name!r} does not sample; it calls record()")
-        number = self.storage.get_n_trials(self.study_id)
-        self.study.sampler = self.agent.create_sampler(self.agent.trial_seed(number))
         started = time.perf_counter()
         self._enqueue_seed_point()
+        number = reserve_number(self.study, self.parent_run_id)  # not a count: see reserve.py
+        self.study.sampler = self.agent.create_sampler(self.agent.trial_seed(number))
         trial = self.study.ask()
         self.started_trial(trial.number, started)
         # A kill between ask() and these two writes leaves a RUNNING trial that names no

@@ -1,0 +1,99 @@
+"""Two studies side by side: hypervolume at equal trial counts, and which front dominates where.
+
+``midl-autok studies --compare A B`` prints it. The trial counts are the studies' first N
+trials in the order they ran (any state: a failed trial used its share of the budget too),
+and each hypervolume is the study's own normalized one (its fixed reference point, the
+:data:`~midl_autok.results.hypervolume.IDEAL` corner), so two searches of one experiment
+compare at equal cost. Dominance is judged on the two quantities every study records,
+validation accuracy (higher is better) and the inference-FLOPs ratio to dense (lower is
+better), so studies of different models or objectives compare too; the "where" is a split of
+the FLOPs-ratio axis into bands, each won by the study with the better accuracy there.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from midl_autok.metrics import INFERENCE_FLOPS_RATIO, VAL_ACCURACY
+
+if TYPE_CHECKING:
+    from midl_autok.results.record import StudyRecord
+
+__all__ = ["BANDS", "compare_studies", "trial_counts"]
+
+#: Edges of the FLOPs-ratio bands of the "where" table (the last band is open).
+BANDS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def trial_counts(longest: int) -> list[int]:
+    """5, 10, 20, 30, ... up to ``longest`` (and ``longest`` itself)."""
+    steps = [n for n in (5, 10) if n < longest]
+    steps += list(range(20, longest, 10))
+    return [*steps, longest] if longest > 0 else []
+
+
+def _point(trial: Any) -> tuple[float, float] | None:
+    acc, ratio = trial.user_attrs.get(VAL_ACCURACY), trial.user_attrs.get(INFERENCE_FLOPS_RATIO)
+    if isinstance(acc, int | float) and isinstance(ratio, int | float):
+        return float(acc), float(ratio)
+    return None
+
+
+def _dominates(p: tuple[float, float], q: tuple[float, float]) -> bool:
+    return p[0] >= q[0] and p[1] <= q[1] and p != q
+
+
+def _band(ratio: float) -> str:
+    edges = [*BANDS, float("inf")]
+    for lo, hi in zip(edges, edges[1:], strict=False):
+        if lo <= ratio < hi:
+            return f"{lo:g}-{hi:g}" if hi != float("inf") else f">= {lo:g}"
+    return f"< {BANDS[0]:g}"
+
+
+def compare_studies(a: StudyRecord, b: StudyRecord) -> dict[str, Any]:
+    """The comparison as JSON data (see the module's docstring)."""
+    fronts = {r.name: [p for p in map(_point, r.front()) if p is not None] for r in (a, b)}
+    hv_rows = []
+    for n in trial_counts(max(len(a.trials), len(b.trials))):
+        row: dict[str, Any] = {"trials": n}
+        for r in (a, b):
+            first = r.trials[:n]
+            feasible = {t.number for t in r.feasible()}
+            row[r.name] = (
+                r.normalized_hypervolume([t for t in first if t.number in feasible])
+                if len(r.trials) >= n
+                else None
+            )
+        hv_rows.append(row)
+    dominated = {}
+    for mine, other in ((a.name, b.name), (b.name, a.name)):
+        points = fronts[mine]
+        beaten = [p for p in points if any(_dominates(q, p) for q in fronts[other])]
+        dominated[mine] = {"front": len(points), "dominated_by_other": len(beaten)}
+    bands: dict[str, dict[str, float | None]] = {}
+    for r in (a, b):
+        for acc, ratio in fronts[r.name]:
+            best = bands.setdefault(_band(ratio), {a.name: None, b.name: None})
+            if best[r.name] is None or acc > (best[r.name] or 0.0):
+                best[r.name] = acc
+    where = []
+    for band in sorted(bands, key=_band_key):
+        accs = bands[band]
+        got = [(v, name) for name, v in accs.items() if v is not None]
+        if len(got) == 1:
+            winner = got[0][1]
+        else:
+            winner = "tie" if got[0][0] == got[1][0] else max(got)[1]
+        where.append({"flops_ratio": band, **accs, "better": winner})
+    return {
+        "studies": [a.name, b.name],
+        "hypervolume_normalized": hv_rows,
+        "front_dominance": dominated,
+        "by_flops_ratio": where,
+    }
+
+
+def _band_key(band: str) -> float:
+    text = band.split("-")[0].replace(">= ", "").replace("< ", "-")
+    return float(text)
