@@ -12,6 +12,7 @@ the FLOPs-ratio axis into bands, each won by the study with the better accuracy 
 
 from __future__ import annotations
 
+import itertools
 from typing import TYPE_CHECKING, Any
 
 from midl_autok.metrics import INFERENCE_FLOPS_RATIO, VAL_ACCURACY
@@ -45,7 +46,7 @@ def _dominates(p: tuple[float, float], q: tuple[float, float]) -> bool:
 
 def _band(ratio: float) -> str:
     edges = [*BANDS, float("inf")]
-    for lo, hi in zip(edges, edges[1:], strict=False):
+    for lo, hi in itertools.pairwise(edges):
         if lo <= ratio < hi:
             return f"{lo:g}-{hi:g}" if hi != float("inf") else f">= {lo:g}"
     return f"< {BANDS[0]:g}"
@@ -80,18 +81,21 @@ def compare_studies(a: StudyRecord, b: StudyRecord) -> dict[str, Any]:
     where = []
     for band in sorted(bands, key=_band_key):
         accs = bands[band]
-        got = [(v, name) for name, v in accs.items() if v is not None]
-        if len(got) == 1:
-            winner = got[0][1]
-        else:
-            winner = "tie" if got[0][0] == got[1][0] else max(got)[1]
-        where.append({"flops_ratio": band, **accs, "better": winner})
+        where.append({"flops_ratio": band, **accs, "better": _better(accs)})
     return {
         "studies": [a.name, b.name],
         "hypervolume_normalized": hv_rows,
         "front_dominance": dominated,
         "by_flops_ratio": where,
     }
+
+
+def _better(accs: dict[str, float | None]) -> str:
+    """The study with the higher accuracy in a band ("tie" when equal)."""
+    got = sorted((v, name) for name, v in accs.items() if v is not None)
+    if len(got) == 1:
+        return got[0][1]
+    return "tie" if got[0][0] == got[1][0] else got[-1][1]
 
 
 def _band_key(band: str) -> float:

@@ -375,6 +375,48 @@ def test_pareto_names_the_trials_over_the_flops_budget(
     assert f"; {over} over the FLOPs budget left out" in " ".join(out.split())
 
 
+def test_studies_compare_two_studies(
+    two_studies: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from midl_autok.store import load_study_record, open_store
+
+    monkeypatch.setenv("COLUMNS", "200")
+    root = str(two_studies)
+    code, out, err = in_process(
+        capsys, "studies", "--store", root, "--compare", "first", "second", "--json"
+    )
+    assert code == 0, err
+    data = json.loads(out)
+    first = load_study_record(open_store(two_studies), "first")
+    second = load_study_record(open_store(two_studies), "second")
+    # equal trial counts: "second" has only 2 trials, so it has no value at 3
+    assert data["hypervolume_normalized"] == [
+        {"trials": 3, "first": first.normalized_hypervolume(), "second": None}
+    ]
+    for name, mine, other in (("first", first, second), ("second", second, first)):
+        points = [
+            (t.user_attrs["val_accuracy"], t.user_attrs["inference_flops_ratio"])
+            for t in mine.front()
+        ]
+        theirs = [
+            (t.user_attrs["val_accuracy"], t.user_attrs["inference_flops_ratio"])
+            for t in other.front()
+        ]
+        beaten = sum(any(q[0] >= p[0] and q[1] <= p[1] and q != p for q in theirs) for p in points)
+        assert data["front_dominance"][name] == {"front": len(points), "dominated_by_other": beaten}
+    for row in data["by_flops_ratio"]:
+        accs = {k: row[k] for k in ("first", "second") if row[k] is not None}
+        assert row["better"] in ("tie", max(accs, key=lambda k: accs[k]))
+    code, out, err = in_process(capsys, "studies", "--store", root, "--compare", "first", "second")
+    assert code == 0, err
+    assert "normalized hypervolume after the first N trials" in " ".join(out.split())
+    assert "front points of first are dominated by second's front" in " ".join(out.split())
+    code, _, err = in_process(capsys, "studies", "--store", root, "--compare", "first", "first")
+    assert code == 2 and "two different studies" in err
+    code, _, err = in_process(capsys, "studies", "--store", root, "--compare", "first", "secnd")
+    assert code == 2 and "did you mean 'second'" in err, err
+
+
 def test_export_unknown_trial_lists_the_completed_ones(two_studies: Path, tmp_path: Path) -> None:
     proc = run("export", "--store", str(two_studies), "--study", "first", "--trial", "999",
                "-o", str(tmp_path / "x.json"))  # fmt: skip
