@@ -236,6 +236,10 @@ def search_to_the_end(
         ) as session,
     ):
         stopped = drive(session, target)
+        if stopped is None:  # the target reached: confirm the front (--confirm N)
+            from midl_autok.search.confirm import run_confirm
+
+            run_confirm(session)
         return session.finish(target=target, stopped=stopped, plotlyjs=plotlyjs)
 
 
