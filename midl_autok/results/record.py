@@ -43,6 +43,7 @@ __all__ = [
     "ATTR_PRUNED_REASON",
     "ATTR_RUN_ID",
     "ATTR_SCHEDULE",
+    "CONFIRMED_KEYS",
     "PICKS",
     "POINT_KEYS",
     "STUDY_FORMAT",
@@ -81,6 +82,15 @@ POINT_KEYS = (
     "inference_flops_ratio",
     "active_fraction",
     "training_flops",
+)
+#: Columns a Pareto point adds when its study has confirmations (``--confirm N``): the seeds
+#: behind the means (None: not confirmed), mean and sample sd of the accuracies over them.
+CONFIRMED_KEYS = (
+    "confirm_seeds",
+    "val_accuracy_mean",
+    "val_accuracy_sd",
+    "test_accuracy_mean",
+    "test_accuracy_sd",
 )
 
 
@@ -187,7 +197,10 @@ class StudyRecord:
         out[ATTR_RUN_ID] = trial.user_attrs.get(ATTR_RUN_ID)
         if self._confirmed:  # a study with confirmations: every point says how it stands
             found = self._confirmed.get(trial.number)
-            out["confirmed"] = None if found is None else found.to_dict()
+            summary = {} if found is None else found.to_dict()
+            out["confirm_seeds"] = None if found is None else found.n
+            for key in CONFIRMED_KEYS[1:]:
+                out[key] = summary.get(key)
         return out
 
     def metrics(self, trial: Any) -> dict[str, float]:
