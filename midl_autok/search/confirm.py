@@ -174,6 +174,7 @@ def _confirm_one(session: SearchSession, task: ConfirmTask) -> None:
     trial = recording.new_trial(
         session, params=confirmed.params, distributions=confirmed.distributions, user_attrs=marks
     )
+    session.started_trial(trial.number, started)
     try:
         try:
             schedule = KSchedule.from_dict(raw, source=f"trial {confirmed.number}")
@@ -192,22 +193,10 @@ def _confirm_one(session: SearchSession, task: ConfirmTask) -> None:
                 raise
             first = (str(exc).strip().splitlines() or [""])[0][:300]
             outcome = TrialOutcome.failed(f"{type(exc).__name__}: {first}")
-        frozen = recording.tell_outcome(
-            session.study,
-            trial,
-            outcome,
-            objectives=session.objectives,
-            flops_budget=session.flops_budget,
-        )
+        session.tell(trial, outcome)  # never in the parent run's front (a confirmation)
     except BaseException:  # interrupted: the trial is failed, the caller ends the runs
         session.fail(trial, f"interrupted (process {os.getpid()} was stopped)")
         raise
-    # counted as a new trial of this invocation (the Pareto files are rewritten), never in
-    # the front: session.tell would add its values to the parent run's hypervolume
-    session.new_trials += 1
-    session.train_s += outcome.train_s
-    session.failed += int(frozen.values is None)
-    session.trial_s += time.perf_counter() - started
 
 
 def _publish(session: SearchSession) -> None:

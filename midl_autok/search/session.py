@@ -299,7 +299,7 @@ class SearchSession:
             self.trial_s += time.perf_counter() - started
 
     def _log_front(self, frozen: FrozenTrial) -> None:
-        if frozen.values is not None and meets_constraints(frozen):
+        if frozen.values is not None and meets_constraints(frozen) and not is_confirmation(frozen):
             self._points.append(list(frozen.values))
             self._update_front()
         values = {"front_size": float(self.front_size)}
