@@ -157,12 +157,16 @@ def run_confirm(session: SearchSession, *, n: int | None = None) -> int:
     return len(tasks)
 
 
+_INFO = ("metrics", "provenance")
+
+
 def _confirm_one(session: SearchSession, task: ConfirmTask) -> None:
     """One retraining: a trial from a template, evaluated like any trial, then told."""
     from midl_autok.schedule import KSchedule
 
     confirmed = task.trial
-    raw = dict(confirmed.user_attrs[ATTR_SCHEDULE])
+    # the schedule alone: the original's metrics and provenance are not the retraining's
+    raw = {k: v for k, v in confirmed.user_attrs[ATTR_SCHEDULE].items() if k not in _INFO}
     marks = {
         "origin": ORIGIN,
         ATTR_CONFIRM_OF: confirmed.number,
