@@ -174,6 +174,9 @@ class SearchSpec(_Strict):
     #: (:mod:`midl_autok.agents.seedgrid`). Defaults chosen by ``bench_search.py`` on digits
     #: (docs/notes-seedgrid.md): TPE in the budget space with a grid of 5.
     seed_grid: StrictInt = Field(5, ge=0, le=1_000_000)
+    #: After the search, retrain the front's schedules with this many more seeds
+    #: (:mod:`midl_autok.search.confirm`; at most ``MAX_CONFIRM`` = 20); 0: no confirmation.
+    confirm: StrictInt = Field(0, ge=0, le=20)
 
 
 def _default_objectives() -> list[Objective]:

@@ -155,19 +155,37 @@ def front_table(title: str, points: list[dict[str, Any]], knee: int | None = Non
     from rich.table import Table
 
     table = Table(title=title, title_justify="left")
-    for header in ("trial", "val acc", "test acc", "inference FLOPs", "FLOPs ratio", "active"):
+    confirmed = any("confirm_seeds" in p for p in points)  # a study with --confirm N
+    headers = ["trial", "val acc", "test acc", "inference FLOPs", "FLOPs ratio", "active"]
+    if confirmed:
+        headers += ["seeds", "val acc mean ± sd", "test acc mean ± sd"]
+    for header in headers:
         table.add_column(header, justify="right")
     for p in points:
         mark = " *" if p["trial"] == knee else ""
-        table.add_row(
+        row = [
             f"{p['trial']}{mark}",
             _fmt(p.get("val_accuracy"), "{:.4f}"),
             _fmt(p.get("test_accuracy"), "{:.4f}"),
             _fmt(p.get("inference_flops"), "{:,.0f}"),
             _fmt(p.get("inference_flops_ratio"), "{:.3f}"),
             _fmt(p.get("active_fraction"), "{:.3f}"),
-        )
+        ]
+        if confirmed:
+            row += [_fmt(p.get("confirm_seeds"), "{}")]
+            row += [mean_sd(p.get(f"{m}_mean"), p.get(f"{m}_sd")) for m in _ACCURACIES]
+        table.add_row(*row)
     return table
+
+
+_ACCURACIES = ("val_accuracy", "test_accuracy")
+
+
+def mean_sd(mean: Any, sd: Any) -> str:
+    """``0.9712 ± 0.0031``, or ``-`` without a mean."""
+    if not isinstance(mean, (int, float)):
+        return "-"
+    return f"{mean:.4f} ± {sd:.4f}" if isinstance(sd, (int, float)) else f"{mean:.4f}"
 
 
 def _fmt(value: Any, pattern: str) -> str:

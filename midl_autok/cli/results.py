@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from midl_autok.cli._app import ThreadsOpt, app, check_threads, chosen_study, stdout_console
-from midl_autok.cli._search_output import front_table, front_title
+from midl_autok.cli._search_output import front_table, front_title, mean_sd
 from midl_autok.cli.search import StorageOpt, StoreOpt, StudyOpt
 
 if TYPE_CHECKING:
@@ -285,9 +285,15 @@ def export(
     except OSError as exc:
         raise SpecError(f"cannot write {output}: {exc.strerror or exc}") from None
     m: dict[str, Any] = schedule.metrics
+    seeds = m.get("confirm_seeds")
+    over = (
+        f" (mean of {seeds} seeds {mean_sd(m.get('val_accuracy_mean'), m.get('val_accuracy_sd'))})"
+        if seeds
+        else ""
+    )
     stdout_console().print(
         f"wrote {output}: study {record.name}, trial {trial.number} ({pick}): "
-        f"val acc {m.get('val_accuracy', float('nan')):.4f}, "
+        f"val acc {m.get('val_accuracy', float('nan')):.4f}{over}, "
         f"inference FLOPs x{m.get('inference_flops_ratio', float('nan')):.3f} of dense\n"
         f"replay: midl-autok train --schedule {output}",
         highlight=False,

@@ -102,6 +102,16 @@ def search(
             show_default=False,
         ),
     ] = None,
+    confirm: Annotated[
+        int | None,
+        typer.Option(
+            "--confirm",
+            help="After the search, retrain the front's schedules (at most 10) with N more "
+            "seeds (0..20); pareto, export and report then use their means. Default: the "
+            "experiment's search.confirm (0).",
+            show_default=False,
+        ),
+    ] = None,
     study: Annotated[
         str | None,
         typer.Option(
@@ -243,6 +253,10 @@ def search(
         raise SpecError(f"--trials must be an integer >= 1, but got {trials}")
     if seed_grid is not None and seed_grid < 0:
         raise SpecError(f"--seed-grid must be an integer >= 0, but got {seed_grid}")
+    if confirm is not None and not 0 <= confirm <= 20:
+        raise SpecError(
+            f"--confirm must be an integer with 0 <= N <= 20 (seeds), but got {confirm}"
+        )
     if flops_budget is not None and not (math.isfinite(flops_budget) and 0 < flops_budget <= 1):
         raise SpecError(
             "--flops-budget must satisfy 0 < R <= 1 (a fraction of the dense model's inference "
@@ -285,6 +299,7 @@ def search(
             "budget.trials": trials,
             "budget.flops_budget": flops_budget,
             "search.seed_grid": seed_grid,
+            "search.confirm": confirm,
         },
     )
     if seed_grid is not None and seed_grid > spec.budget.trials:

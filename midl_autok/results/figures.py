@@ -124,6 +124,26 @@ def front_figure(studies: Sequence[StudyData], *, export: ExportCommand | None =
                 meta={"kind": "front", "study": study.name},
             )
         )
+        confirmed = [p for p in study.points if "confirm_seeds" in p.metrics]
+        if confirmed:  # --confirm N: the mean over the seeds, +- one sd
+            fig.add_trace(
+                go.Scatter(
+                    x=[p.coord(X_METRIC, study) for p in confirmed],
+                    y=[p.metrics.get(f"{Y_METRIC}_mean") for p in confirmed],
+                    error_y={
+                        "type": "data",
+                        "array": [p.metrics.get(f"{Y_METRIC}_sd", 0.0) for p in confirmed],
+                        "visible": True,
+                    },
+                    mode="markers",
+                    marker={"color": color, "size": 9, "symbol": "diamond-open"},
+                    name=f"{study.label}: confirmed mean ± sd",
+                    legendgroup=study.name,
+                    customdata=_hover_data(study, confirmed, cmd),
+                    hovertemplate=_HOVER.replace(f"{Y_METRIC} ", f"{Y_METRIC} mean ", 1),
+                    meta={"kind": "confirmed", "study": study.name},
+                )
+            )
         if study.knee is not None:
             knee = study.points[study.knee]
             fig.add_trace(
@@ -261,19 +281,27 @@ def schedule_heatmap(schedule: KSchedule, *, title: str = "") -> go.Figure:
 def pareto_table(studies: Sequence[StudyData], *, export: ExportCommand | None = None) -> str:
     """HTML table of every study's Pareto points (cheapest first; the knee is starred)."""
     cmd = export or (lambda s, n: export_command(s, n))
-    head = (
+    head: tuple[str, ...] = (
         "study", "trial", "val accuracy", "test accuracy", "FLOPs ratio",
         "inference FLOPs", "active fraction", "MLflow run", "export",
     )  # fmt: skip
+    confirmed = any("confirm_seeds" in p.metrics for s in studies for p in s.points)
+    if confirmed:  # --confirm N: mean and sd over the seeds
+        head = (*head[:4], "seeds", "val accuracy mean ± sd", "test accuracy mean ± sd", *head[4:])
     rows = []
     for study in studies:
         knee = study.points[study.knee].number if study.knee is not None else None
         for p in study.pareto_points():
+            over = [
+                _fmt(p.metrics.get("confirm_seeds"), ".0f"),
+                *(_mean_sd(p.metrics, m) for m in ("val_accuracy", "test_accuracy")),
+            ]
             cells = [
                 html.escape(study.label),
                 f"{p.number}{' ★ knee' if p.number == knee else ''}",
                 _fmt(p.metrics.get("val_accuracy"), ".4f"),
                 _fmt(p.metrics.get("test_accuracy"), ".4f"),
+                *(over if confirmed else []),
                 _fmt(p.coord(X_METRIC, study), ".4f"),
                 _fmt_int(p.metrics.get("inference_flops")),
                 _fmt(p.metrics.get("active_fraction"), ".3f"),
@@ -311,6 +339,11 @@ def _fmt(value: Any, spec: str) -> str:
     except (TypeError, ValueError):
         return "-"
     return "-" if math.isnan(number) else format(number, spec)
+
+
+def _mean_sd(metrics: dict[str, Any], name: str) -> str:
+    mean, sd = _fmt(metrics.get(f"{name}_mean"), ".4f"), _fmt(metrics.get(f"{name}_sd"), ".4f")
+    return "-" if mean == "-" else f"{mean} ± {sd}"
 
 
 def _fmt_int(value: Any) -> str:

@@ -28,8 +28,13 @@ def pareto_summary(record: StudyRecord) -> dict[str, Any]:
 
     front = record.front()
     knee = None
-    if front:
+    if front and record.confirmed():  # the knee of the confirmed means (the pick's)
+        knee = record.pick("knee")
+    elif front:
         knee = front[pareto.knee_point(np.array([t.values for t in front]), record.directions)]
+    extra = {}
+    if record.confirmations():
+        extra["confirmed_trials"] = sorted(record.confirmed())
     return {
         "study": record.name,
         "experiment": record.get("experiment", None),
@@ -43,7 +48,11 @@ def pareto_summary(record: StudyRecord) -> dict[str, Any]:
         "hypervolume": record.hypervolume(),
         "hypervolume_normalized": record.normalized_hypervolume(),
         "knee_trial": None if knee is None else knee.number,
-        "points": [{**record.point(t), "knee": t is knee} for t in front],
+        "points": [
+            {**record.point(t), "knee": knee is not None and t.number == knee.number}
+            for t in front
+        ],
+        **extra,
     }
 
 

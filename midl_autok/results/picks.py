@@ -4,6 +4,11 @@
 accurate front trial, cheapest on ties) or ``min-flops`` (the cheapest, most accurate on ties).
 Only feasible trials are candidates; ``max_flops_ratio`` narrows them to
 ``inference_flops_ratio <= R`` first.
+
+**Confirmed means first.** When the study has confirmed trials (``--confirm N``,
+:mod:`~midl_autok.results.confirmed`), the candidates are the confirmed feasible trials and
+they are compared by their means over the seeds (the front, the knee, the most accurate):
+a pick never rests on one lucky seed when the search measured more.
 """
 
 from __future__ import annotations
@@ -53,22 +58,26 @@ def pick(record: StudyRecord, how: str = "knee", *, max_flops_ratio: float | Non
                 f"{max_flops_ratio}; the lowest is {lowest:.4g}"
             )
         pool = eligible
-    front = record.front(pool)
+    confirmed = record.confirmed()
+    means = bool(confirmed) and any(t.number in confirmed for t in pool)
+    if means:
+        pool = [t for t in pool if t.number in confirmed]
+    front = record.front(pool, means=means)
     if how == "knee":
-        return front[pareto.knee_point(np.array([t.values for t in front]), record.directions)]
-    if how == "max-accuracy":
-        return min(
-            front,
-            key=lambda t: (
-                -metric_of(t, "val_accuracy"),
-                metric_of(t, "inference_flops"),
-                t.number,
-            ),
+        values = np.array([record.values_of(t) if means else t.values for t in front])
+        return front[pareto.knee_point(values, record.directions)]
+
+    def acc(t: Any) -> float:
+        c = confirmed.get(t.number) if means else None
+        return (
+            c.mean["val_accuracy"]
+            if c is not None and "val_accuracy" in c.mean
+            else (metric_of(t, "val_accuracy"))
         )
-    return min(
-        front,
-        key=lambda t: (metric_of(t, "inference_flops"), -metric_of(t, "val_accuracy"), t.number),
-    )
+
+    if how == "max-accuracy":
+        return min(front, key=lambda t: (-acc(t), metric_of(t, "inference_flops"), t.number))
+    return min(front, key=lambda t: (metric_of(t, "inference_flops"), -acc(t), t.number))
 
 
 def metric_of(trial: Any, key: str) -> float:

@@ -12,13 +12,20 @@ Study user attrs written by a search before its first trial: ``format``
 ``layers``, ``epochs`` and versions. Trial user attrs: ``schedule`` (:data:`ATTR_SCHEDULE`),
 ``mlflow_run_id`` (:data:`ATTR_RUN_ID`), every final metric by name, ``fail_reason``
 (:data:`ATTR_FAIL_REASON`), ``host``/``pid`` of the process that ran it.
+
+Confirmation trials (``--confirm N``, :mod:`~midl_autok.results.confirmed`) are in
+:attr:`StudyRecord.trials` but not in :meth:`~StudyRecord.completed`,
+:meth:`~StudyRecord.feasible`, fronts or the hypervolume; :meth:`~StudyRecord.confirmed` gives
+the confirmed trials' means and standard deviations, and points, schedules and picks use them.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from midl_autok.results.confirmed import Confirmed, confirmed_values, is_confirmation
 from midl_autok.results.feasibility import is_feasible
 from midl_autok.results.hypervolume import (
     checked_reference,
@@ -36,6 +43,7 @@ __all__ = [
     "ATTR_PRUNED_REASON",
     "ATTR_RUN_ID",
     "ATTR_SCHEDULE",
+    "CONFIRMED_KEYS",
     "PICKS",
     "POINT_KEYS",
     "STUDY_FORMAT",
@@ -53,7 +61,17 @@ ATTR_RUN_ID = "mlflow_run_id"
 ATTR_FAIL_REASON = "fail_reason"
 #: Trial user attr: why a PRUNED trial was stopped early.
 ATTR_PRUNED_REASON = "pruned_reason"
-_NON_METRIC_ATTRS = {ATTR_SCHEDULE, ATTR_RUN_ID, ATTR_FAIL_REASON, "host", "pid", "origin"}
+_NON_METRIC_ATTRS = {
+    ATTR_SCHEDULE,
+    ATTR_RUN_ID,
+    ATTR_FAIL_REASON,
+    "host",
+    "pid",
+    "origin",
+    "confirm_of",
+    "confirm_index",
+    "confirm_seed",
+}
 
 #: Columns of a Pareto point (``midl-autok pareto --json``), in order.
 POINT_KEYS = (
@@ -64,6 +82,15 @@ POINT_KEYS = (
     "inference_flops_ratio",
     "active_fraction",
     "training_flops",
+)
+#: Columns a Pareto point adds when its study has confirmations (``--confirm N``): the seeds
+#: behind the means (None: not confirmed), mean and sample sd of the accuracies over them.
+CONFIRMED_KEYS = (
+    "confirm_seeds",
+    "val_accuracy_mean",
+    "val_accuracy_sd",
+    "test_accuracy_mean",
+    "test_accuracy_sd",
 )
 
 
@@ -103,14 +130,39 @@ class StudyRecord:
     def completed(self) -> list[Any]:
         from optuna.trial import TrialState
 
-        return [t for t in self.trials if t.state == TrialState.COMPLETE and t.values is not None]
+        return [
+            t
+            for t in self.trials
+            if t.state == TrialState.COMPLETE and t.values is not None and not is_confirmation(t)
+        ]
 
     def feasible(self) -> list[Any]:
-        """Completed trials that meet every constraint (e.g. the FLOPs budget)."""
-        return [t for t in self.trials if is_feasible(t)]
+        """Completed search trials that meet every constraint (e.g. the FLOPs budget)."""
+        return [t for t in self.trials if is_feasible(t) and not is_confirmation(t)]
 
-    def front(self, trials: list[Any] | None = None) -> list[Any]:
-        """The non-dominated feasible trials, cheapest (lowest inference FLOPs) first."""
+    def confirmations(self) -> list[Any]:
+        """The confirmation trials (any state), in trial-number order."""
+        return [t for t in self.trials if is_confirmation(t)]
+
+    @functools.cached_property
+    def _confirmed(self) -> dict[int, Confirmed]:
+        return confirmed_values(self.trials, self.objectives, seed=self.attrs.get("seed"))
+
+    def confirmed(self, trial: Any = None) -> Any:
+        """Trial number -> :class:`~midl_autok.results.confirmed.Confirmed` of every trial
+        with a COMPLETE confirmation; with ``trial``: that trial's, or None."""
+        if trial is None:
+            return dict(self._confirmed)
+        return self._confirmed.get(trial.number)
+
+    def values_of(self, trial: Any) -> list[float]:
+        """The trial's objective values: their means over its seeds when it is confirmed."""
+        found = self._confirmed.get(trial.number)
+        return found.values(self.objectives) if found is not None else list(trial.values)
+
+    def front(self, trials: list[Any] | None = None, *, means: bool = False) -> list[Any]:
+        """The non-dominated feasible trials, cheapest (lowest inference FLOPs) first
+        (``means``: by :meth:`values_of`, the confirmed means)."""
         import numpy as np
 
         from midl_autok import pareto
@@ -118,7 +170,8 @@ class StudyRecord:
         pool = self.feasible() if trials is None else trials
         if not pool:
             return []
-        mask = pareto.non_dominated(np.array([t.values for t in pool]), self.directions)
+        values = [self.values_of(t) if means else t.values for t in pool]
+        mask = pareto.non_dominated(np.array(values), self.directions)
         front = [t for t, keep in zip(pool, mask, strict=True) if keep]
         return sorted(front, key=lambda t: (metric_of(t, "inference_flops"), t.number))
 
@@ -142,6 +195,12 @@ class StudyRecord:
         for key in POINT_KEYS[1:]:
             out[key] = trial.user_attrs.get(key)
         out[ATTR_RUN_ID] = trial.user_attrs.get(ATTR_RUN_ID)
+        if self._confirmed:  # a study with confirmations: every point says how it stands
+            found = self._confirmed.get(trial.number)
+            summary = {} if found is None else found.to_dict()
+            out["confirm_seeds"] = None if found is None else found.n
+            for key in CONFIRMED_KEYS[1:]:
+                out[key] = summary.get(key)
         return out
 
     def metrics(self, trial: Any) -> dict[str, float]:
@@ -180,7 +239,14 @@ class StudyRecord:
         }
         if pick is not None:
             provenance["pick"] = pick
-        return schedule.with_info(metrics=self.metrics(trial), provenance=provenance)
+        metrics = self.metrics(trial)
+        found = self._confirmed.get(trial.number)
+        if found is not None:
+            summary = found.to_dict()
+            provenance["confirmed"] = {k: summary[k] for k in ("n", "seeds", "trials")}
+            metrics.update({k: v for k, v in summary.items() if isinstance(v, float)})
+            metrics["confirm_seeds"] = found.n
+        return schedule.with_info(metrics=metrics, provenance=provenance)
 
 
 def list_studies(store: Store) -> list[str]:

@@ -124,7 +124,10 @@ def study_data(record: StudyRecord) -> StudyData:
     on_front = {t.number for t in front}
     points = [_trial_point(record, t, t.number in feasible) for t in record.completed()]
     knee = None
-    if front:
+    if front and record.confirmed():  # the knee of the confirmed means (what export picks)
+        best = record.pick("knee")
+        knee = next(i for i, p in enumerate(points) if p.number == best.number)
+    elif front:
         best = front[knee_point(np.array([t.values for t in front]), record.directions)]
         knee = next(i for i, p in enumerate(points) if p.number == best.number)
     starts = [t.datetime_start for t in record.trials if t.datetime_start is not None]
@@ -155,10 +158,15 @@ def _trial_point(
         except ScheduleError:
             schedule = None  # drawn without its heatmap
     run_id = trial.user_attrs.get(ATTR_RUN_ID)
+    metrics: dict[str, Any] = record.metrics(trial)
+    confirmed = record.confirmed(trial)
+    if confirmed is not None:  # --confirm N: mean and sd over its seeds
+        metrics.update({k: v for k, v in confirmed.to_dict().items() if isinstance(v, float)})
+        metrics["confirm_seeds"] = confirmed.n
     return TrialPoint(
         number=trial.number,
         values=tuple(float(v) for v in trial.values),
-        metrics=record.metrics(trial),
+        metrics=metrics,
         schedule=schedule,
         mlflow_run_id=str(run_id) if run_id else None,
         start=trial.datetime_start,

@@ -12,6 +12,8 @@
 * :mod:`~midl_autok.search.devices`: the device a trial trains on;
 * :mod:`~midl_autok.search.outcome` and :mod:`~midl_autok.search.evaluate`: one trial as
   plain data, and its evaluation (here or in a worker);
+* :mod:`~midl_autok.search.confirm`: :func:`run_confirm`, the front retrained with more
+  seeds after a search (``--confirm N``);
 * backends (:data:`BACKENDS`): :mod:`~midl_autok.search.local` (trials one after another in
   this process) and :mod:`~midl_autok.search.ray` (Ray Tune).
 
@@ -40,6 +42,7 @@ __all__ = [
     "evaluate_trial",
     "get_backend",
     "open_search",
+    "run_confirm",
     "run_local",
     "run_search",
 ]
@@ -63,9 +66,11 @@ _EXPORTS = {
     "TrialOutcome": "midl_autok.search.outcome",
     "TrialRequest": "midl_autok.search.outcome",
     "evaluate_trial": "midl_autok.search.evaluate",
+    "run_confirm": "midl_autok.search.confirm",
 }
 
 if TYPE_CHECKING:
+    from midl_autok.search.confirm import run_confirm
     from midl_autok.search.evaluate import evaluate_trial
     from midl_autok.search.identity import default_study_name
     from midl_autok.search.local import SearchCallback, run_local, run_search

@@ -37,7 +37,12 @@ __all__ = [
 MAX_STUDY_NAME = 250
 
 #: Spec fields that may change between invocations of the same study.
-_FREE_FIELDS = (("budget", "trials"), ("budget", "timeout_s"), ("description",))
+_FREE_FIELDS = (
+    ("budget", "trials"),
+    ("budget", "timeout_s"),
+    ("description",),
+    ("search", "confirm"),  # confirming a front later changes no trial of the search
+)
 
 
 def spec_identity(spec: ExperimentSpec) -> dict[str, Any]:

@@ -99,6 +99,7 @@ def open_search(
     with torch.no_grad():
         costs = cost_model(model, data.x_train[:1])
     dense = float(costs.dense_flops())
+    _check_flops_budget(spec.budget.flops_budget, costs.ratio({c.name: 1 for c in layers}))
     if agent.uses_space and "cost" in SEARCH_SPACES[spec.search.space].option_names():
         space_opts["cost"] = costs  # e.g. the budget space: its target is a FLOPs ratio
     space = agent.make_space(spec.search.space, layers, spec.training.epochs, space_opts)
@@ -236,7 +237,22 @@ def search_to_the_end(
         ) as session,
     ):
         stopped = drive(session, target)
+        if stopped is None:  # the target reached: confirm the front (--confirm N)
+            from midl_autok.search.confirm import run_confirm
+
+            run_confirm(session)
         return session.finish(target=target, stopped=stopped, plotlyjs=plotlyjs)
+
+
+def _check_flops_budget(budget: float | None, floor: float) -> None:
+    """A FLOPs budget below ``floor`` (the model with k = 1 in every MID-L layer) can be met by
+    no schedule: one line naming the floor, before anything is created."""
+    if budget is not None and budget < floor:
+        raise SpecError(
+            f"--flops-budget (budget.flops_budget) must be >= {floor:.4g}, what the gate and "
+            f"light paths and the non-MID-L layers cost with k = 1 in every MID-L layer (no "
+            f"schedule costs less), but got {budget}"
+        )
 
 
 #: How long a search waits for the study attributes of a study that another midl-autok

@@ -11,7 +11,8 @@ child run**, and this module is where both are written:
   :func:`complete_from_run` (a trial whose process died after its run FINISHED and before
   ``tell``: completed from what the run recorded),
   and :func:`record_external` (a schedule an external agent evaluated itself: a new trial made
-  from a template, its child run, then :func:`tell_outcome` through the session).
+  from a template, its child run, then :func:`tell_outcome` through the session);
+  :func:`new_trial` makes such a trial (also a confirmation's: :mod:`~midl_autok.search.confirm`).
 
 States are :class:`optuna.trial.TrialState` members, never their names. Ending runs that were
 orphaned (a killed process, an ended search) is :mod:`midl_autok.search.recovery`'s job.
@@ -54,6 +55,7 @@ __all__ = [
     "fail_trial_number",
     "finish_child_run",
     "finish_pruned_run",
+    "new_trial",
     "record_external",
     "start_child_run",
     "start_run",
@@ -253,9 +255,6 @@ def record_external(
     """Record a schedule an agent evaluated itself (see :meth:`SearchSession.record`): a new
     trial from a template (its parameters in the session's space), a child run with the
     epochs and ``schedule.json``, then :meth:`SearchSession.tell`."""
-    import optuna
-    from optuna.trial import TrialState, create_trial
-
     from midl_autok.errors import UserError, unknown_name
 
     space = session.space
@@ -268,20 +267,13 @@ def record_external(
     unknown = [k for k in params if k not in dists]
     if unknown:
         raise unknown_name(f"parameter of search space '{space.name}'", unknown[0], dists)
-    template = create_trial(
-        state=TrialState.RUNNING,
-        params=dict(params),
-        distributions={k: dists[k] for k in params},
-        user_attrs={
-            **(user_attrs or {}),
-            "host": session.host,
-            "pid": session.pid,
-            "origin": session.agent.name,
-        },
-    )
     started = time.perf_counter()
-    trial_id = session.storage.create_new_trial(session.study_id, template_trial=template)
-    trial = optuna.trial.Trial(session.study, trial_id)
+    trial = new_trial(
+        session,
+        params=params,
+        distributions={k: dists[k] for k in params},
+        user_attrs={**(user_attrs or {}), "origin": session.agent.name},
+    )
     session.started_trial(trial.number, started)
     try:
         number = trial.number
@@ -323,6 +315,29 @@ def record_external(
         session.fail(trial, "recording the trial failed")
         raise
     return session.tell(trial, outcome)
+
+
+def new_trial(
+    session: SearchSession,
+    *,
+    params: Mapping[str, Any],
+    distributions: Mapping[str, Any],
+    user_attrs: Mapping[str, Any],
+) -> optuna.Trial:
+    """A new RUNNING trial of the session's study, made from a template (not sampled): its
+    ``params`` with their ``distributions``, ``user_attrs`` and this process's ``host``/``pid``
+    (an external agent's evaluation, a confirmation of a front's schedule)."""
+    import optuna
+    from optuna.trial import TrialState, create_trial
+
+    template = create_trial(
+        state=TrialState.RUNNING,
+        params=dict(params),
+        distributions=dict(distributions),
+        user_attrs={**user_attrs, "host": session.host, "pid": session.pid},
+    )
+    trial_id = session.storage.create_new_trial(session.study_id, template_trial=template)
+    return optuna.trial.Trial(session.study, trial_id)
 
 
 def _values(

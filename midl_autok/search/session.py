@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from midl_autok import __version__
 from midl_autok.agents import Agent, SamplerAgent
+from midl_autok.results.confirmed import is_confirmation
 from midl_autok.results.feasibility import meets_constraints
 from midl_autok.results.hypervolume import hypervolume, normalized_hypervolume
 from midl_autok.results.record import StudyRecord, load_study_record
@@ -127,12 +128,15 @@ class SearchSession:
         return Path(self.store.root)
 
     def counted_trials(self) -> int:
-        """Trials that count toward ``--trials``: COMPLETE and PRUNED (failed ones do not)."""
+        """Trials that count toward ``--trials``: COMPLETE and PRUNED (failed ones and
+        confirmations do not)."""
         from optuna.trial import TrialState
 
-        return self.storage.get_n_trials(
-            self.study_id, state=(TrialState.COMPLETE, TrialState.PRUNED)
-        )
+        counted = (TrialState.COMPLETE, TrialState.PRUNED)
+        n = self.storage.get_n_trials(self.study_id, state=counted)
+        if self.attrs.get("confirm"):  # set before a study's first confirmation
+            n -= sum(is_confirmation(t) and t.state in counted for t in self.trials())
+        return int(n)
 
     def next_trial_number(self) -> int:
         """The number the next trial of the study will get (trials of any state so far)."""
@@ -165,7 +169,7 @@ class SearchSession:
         for t in self.storage.get_all_trials(
             self.study_id, deepcopy=False, states=(TrialState.COMPLETE,)
         ):
-            if t.values is not None and meets_constraints(t):
+            if t.values is not None and meets_constraints(t) and not is_confirmation(t):
                 self._points.append(list(t.values))
         self._update_front()
 
@@ -296,7 +300,7 @@ class SearchSession:
             self.trial_s += time.perf_counter() - started
 
     def _log_front(self, frozen: FrozenTrial) -> None:
-        if frozen.values is not None and meets_constraints(frozen):
+        if frozen.values is not None and meets_constraints(frozen) and not is_confirmation(frozen):
             self._points.append(list(frozen.values))
             self._update_front()
         values = {"front_size": float(self.front_size)}
