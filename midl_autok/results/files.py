@@ -49,8 +49,7 @@ def pareto_summary(record: StudyRecord) -> dict[str, Any]:
         "hypervolume_normalized": record.normalized_hypervolume(),
         "knee_trial": None if knee is None else knee.number,
         "points": [
-            {**record.point(t), "knee": knee is not None and t.number == knee.number}
-            for t in front
+            {**record.point(t), "knee": knee is not None and t.number == knee.number} for t in front
         ],
         **extra,
     }
