@@ -6,13 +6,22 @@ per process: MLflow builds its tables with ~40 Alembic migrations, which costs s
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import optuna
+import pytest
+
+from midl_autok import metrics as M
+from midl_autok.agents import SamplerAgent
+from midl_autok.results.record import load_study_record
+from midl_autok.schedule import KSchedule
 from midl_autok.search.quiet import quiet
+from midl_autok.search_spaces import SearchSpace
 from midl_autok.spec import ExperimentSpec, validate_spec
 from midl_autok.store import Store, open_store
 
@@ -94,3 +103,55 @@ def completed_trials(db: Path) -> int:
     except sqlite3.Error:
         return 0
     return int(row[0])
+
+
+class PlannedAgent(SamplerAgent):
+    """Proposes a fixed plan (register it as ``searchkit:PlannedAgent``): even trials keep
+    half the neurons every epoch; odd trials train on one neuron per layer until the last
+    epoch, then on all of them: after epoch 1 they are both less accurate and (by their
+    final k) more expensive than an even trial, i.e. dominated."""
+
+    name = "planned"
+
+    def create_sampler(self, seed: int) -> optuna.samplers.BaseSampler:
+        return optuna.samplers.RandomSampler(seed=seed)
+
+    def propose(self, trial: optuna.Trial, space: SearchSpace) -> KSchedule:
+        layers, epochs = space.layers, space.epochs
+        if trial.number % 2 == 0:
+            return KSchedule.constant(layers, epochs, 0.5)
+        k = [[1] * (epochs - 1) + [s.width] for s in layers]
+        return KSchedule(layers=layers, epochs=epochs, k=k)
+
+
+def assert_pruned(store: Store, study: str, number: int, reason: str) -> None:
+    """Trial ``number`` of a :class:`PlannedAgent` search (2 layers) was stopped after epoch
+    1: PRUNED with the metrics of that epoch, its child run KILLED with tag ``pruned``."""
+    record = load_study_record(store, study)
+    trial = record.trials[number]
+    assert trial.state.name == "PRUNED"
+    assert trial.values is None
+    assert trial.user_attrs["pruned_reason"] == reason
+    # its last metrics: epoch 1, trained on one neuron per layer
+    assert trial.user_attrs["epochs"] == 1
+    assert trial.user_attrs[M.ACTIVE_FRACTION] == pytest.approx(1 / 32)
+    assert trial.user_attrs[M.VAL_ACCURACY] < record.trials[0].user_attrs[M.VAL_ACCURACY]
+    assert trial.user_attrs["schedule"]["epochs"] == 1
+    assert trial.user_attrs["schedule"]["k"] == [[1], [1]]
+    # the values its rung compared, kept on the trial (a resumed search judges by them)
+    acc, flops = trial.user_attrs["rungs"]["1"]
+    assert acc == pytest.approx(trial.user_attrs[M.VAL_ACCURACY])
+    assert flops > record.trials[0].user_attrs[M.INFERENCE_FLOPS]  # dense at its end
+    # its child run: the epoch it trained, ended KILLED with the reason
+    _, children = runs(store, study)
+    child = {int(c.data.tags["trial"]): c for c in children}[number]
+    assert child.info.run_id == trial.user_attrs["mlflow_run_id"]
+    assert child.info.status == "KILLED"
+    assert child.data.tags["pruned"] == reason
+    client = store.mlflow_client()
+    history = client.get_metric_history(child.info.run_id, M.VAL_ACCURACY)
+    assert [m.step for m in history] == [0]
+    saved = json.loads(
+        Path(client.download_artifacts(child.info.run_id, "schedule.json")).read_text()
+    )
+    assert saved["epochs"] == 1

@@ -193,10 +193,11 @@ def search(
         str | None,
         typer.Option(
             "--early-stop",
-            help="--backend ray: stop unpromising trials at rungs (epochs g, 2g, 4g, ...; g a "
-            "quarter of the epochs): none, asha (one score: mean gain over the hypervolume "
-            "reference) or mo-asha (Pareto rank, then crowding distance, on the objectives). "
-            "Stopped trials are recorded as PRUNED with their last epoch's metrics.",
+            help="Stop unpromising trials at rungs (epochs g, 2g, 4g, ...; g a quarter of the "
+            "epochs), same rule on both backends: none (default), asha (one score: mean gain "
+            "over the hypervolume reference) or mo-asha (Pareto rank, then crowding distance, "
+            "on the objectives). Stopped trials are PRUNED with their last epoch's metrics; "
+            "they count toward --trials, never toward the front.",
             show_default=False,
         ),
     ] = None,
@@ -312,14 +313,18 @@ def search(
     from midl_autok.interrupts import handling_signals
     from midl_autok.search import get_backend
     from midl_autok.search.quiet import quiet
+    from midl_autok.search.rungs import EarlyStop
     from midl_autok.store import open_store
 
+    options: dict[str, Any] = {"options": ray_options}
+    if ray_options is None:  # the same --early-stop, on the local backend
+        options = {"early_stop": EarlyStop(early_stop or "none")}
+        options["early_stop"].check()
     run = get_backend(backend)
     the_store = open_store(store, storage=storage)
     quiet()
     progress = Progress(spec.name)
     on_search_interrupt(progress.progress, the_store)  # Ctrl-C / SIGTERM: one line, the count
-    options = {} if ray_options is None else {"options": ray_options}
     with handling_signals(), progress:  # Ctrl-C / SIGTERM: trials failed, runs ended
         summary = run(
             spec,
@@ -375,7 +380,6 @@ def _ray_options(
         "--cpus-per-trial": cpus_per_trial,
         "--gpus-per-trial": gpus_per_trial,
         "--ray-address": ray_address,
-        "--early-stop": early_stop,
     }
     if backend != "ray":
         for flag, value in given.items():

@@ -14,6 +14,10 @@ after ending the child run as KILLED, and :class:`~midl_autok.search.outcome.Sto
 raised by a hook when another process takes over the trial (the Ray backend's driver records a
 trial its scheduler stopped as pruned and ends the child run itself), which leaves the run
 alone.
+
+A trial stopped at a rung by a :class:`~midl_autok.search.fidelity.RungHook` among ``hooks``
+(the local backend's ``--early-stop``) is an outcome with ``state="pruned"``: the metrics of
+its last epoch, the schedule it trained so far; its child run ends KILLED with tag ``pruned``.
 """
 
 from __future__ import annotations
@@ -23,15 +27,17 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from midl_autok.metrics import public_metrics
+from midl_autok.search.fidelity import RungHook, pruned_metrics
 from midl_autok.search.outcome import (
     COMPLETE,
     FAIL,
+    PRUNED,
     StopTrial,
     TrialOutcome,
     TrialRequest,
     non_finite,
 )
-from midl_autok.search.recording import finish_child_run, start_child_run
+from midl_autok.search.recording import finish_child_run, finish_pruned_run, start_child_run
 from midl_autok.tracking import KILLED, Tracker
 from midl_autok.trainer import TrainHooks
 
@@ -84,12 +90,14 @@ def evaluate_trial(
         metrics, history = dict(result.metrics), list(result.history)
         realized = result.schedule or schedule
         reason = non_finite(metrics)
+        pruned = _pruned_by(hooks) if result.status == "stopped" else None
     except StopTrial:
         raise
     except DivergedError as exc:
         metrics, history, realized, reason = {}, list(exc.history), schedule, str(exc)
+        pruned = None
     except Exception as exc:
-        metrics, history, realized = {}, recorder.rows, schedule
+        metrics, history, realized, pruned = {}, recorder.rows, schedule, None
         reason = f"{type(exc).__name__}: {exc}".strip()
     except BaseException:
         if tracker is not None and run_id is not None:
@@ -97,14 +105,21 @@ def evaluate_trial(
         raise
     train_s = time.perf_counter() - train_start
 
+    if pruned is not None:  # the last epoch's metrics, as the Ray backend records them
+        metrics, reason = pruned_metrics(history), pruned
     provenance = {**request.provenance, "mlflow_run_id": run_id}
     info = realized.with_info(metrics=public_metrics(metrics), provenance=provenance).to_dict()
     if tracker is not None and run_id is not None:
-        finish_child_run(
-            tracker, run_id, history=history, metrics=metrics, schedule=info, reason=reason
-        )
+        if pruned is not None:
+            finish_pruned_run(
+                tracker, run_id, history=history, metrics=metrics, schedule=info, reason=pruned
+            )
+        else:
+            finish_child_run(
+                tracker, run_id, history=history, metrics=metrics, schedule=info, reason=reason
+            )
     return TrialOutcome(
-        state=COMPLETE if reason is None else FAIL,
+        state=PRUNED if pruned is not None else COMPLETE if reason is None else FAIL,
         metrics=metrics,
         history=history,
         schedule=info,
@@ -113,6 +128,11 @@ def evaluate_trial(
         train_s=train_s,
         total_s=time.perf_counter() - start,
     )
+
+
+def _pruned_by(hooks: Sequence[TrainHooks]) -> str | None:
+    """Why a :class:`RungHook` stopped the run (None: no rung stopped it)."""
+    return next((h.pruned for h in hooks if isinstance(h, RungHook) and h.pruned), None)
 
 
 @contextlib.contextmanager

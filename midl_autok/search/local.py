@@ -13,6 +13,11 @@ invocation, not per study.
 PRUNED) trials, so a rerun after an interruption runs only the missing ones. Failed trials
 do not count and are retried by the next ask; the stop rule (time budget, failures in a row)
 is :class:`~midl_autok.search.stopping.StopRule`, shared with the Ray backend.
+
+``early_stop`` (``--early-stop asha|mo-asha``) judges each trial at epoch rungs by the rule
+the Ray backend's scheduler follows (:mod:`~midl_autok.search.rungs`), against the values the
+study's other trials kept at the same rung (:class:`~midl_autok.search.fidelity.StudyRungs`);
+a stopped trial is PRUNED with its last epoch's metrics and counts toward ``--trials``.
 """
 
 from __future__ import annotations
@@ -23,11 +28,13 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from midl_autok.agents import ExternalAgent, SamplerAgent
-from midl_autok.errors import system_error_message
+from midl_autok.errors import SpecError, system_error_message
 from midl_autok.results.record import ATTR_RUN_ID
 from midl_autok.search.evaluate import evaluate_trial
+from midl_autok.search.fidelity import RungHook, StudyRungs
 from midl_autok.search.opening import search_to_the_end
 from midl_autok.search.outcome import TrialOutcome, TrialRequest
+from midl_autok.search.rungs import EarlyStop
 from midl_autok.search.session import SearchSession, SearchSummary
 from midl_autok.search.stopping import StopRule
 
@@ -53,7 +60,7 @@ class SearchCallback(Protocol):
     def on_trial_end(
         self, session: SearchSession, trial: FrozenTrial, outcome: TrialOutcome
     ) -> None:
-        """After a trial was recorded (COMPLETE or FAIL)."""
+        """After a trial was recorded (COMPLETE, PRUNED or FAIL)."""
 
 
 def run_local(
@@ -64,9 +71,20 @@ def run_local(
     callbacks: Sequence[SearchCallback] = (),
     train_hooks: HooksFactory | None = None,
     max_consecutive_failures: int = 5,
+    early_stop: EarlyStop | str = "none",
 ) -> str | None:
-    """Evaluate trials until the study counts ``target``; return why it stopped early, if so."""
+    """Evaluate trials until the study counts ``target``; return why it stopped early, if so.
+
+    ``early_stop``: stop unpromising trials at epoch rungs (an :class:`EarlyStop` or its kind).
+    """
     agent = session.agent
+    stopping = early_stop if isinstance(early_stop, EarlyStop) else EarlyStop(early_stop)
+    stopping.check(session)
+    if isinstance(agent, ExternalAgent) and stopping.kind != "none":
+        raise SpecError(
+            f"--early-stop applies to agents that sample schedules; agent {agent.name!r} "
+            "runs its own training episodes"
+        )
     if isinstance(agent, ExternalAgent):  # its own loop; it calls the callbacks
         agent.run_with(session, target=target, callbacks=callbacks, train_hooks=train_hooks)
         return None
@@ -83,9 +101,13 @@ def run_local(
             try:
                 schedule = agent.propose(trial, session.space)
                 request = session.request(trial.number, schedule, trial.params)
+                hooks = list(train_hooks(request)) if train_hooks is not None else []
+                if stopping.kind != "none":
+                    judge = StudyRungs(session, trial, stopping)
+                    hooks.append(RungHook(schedule, session.objectives, judge))
                 outcome = evaluate_trial(
                     request,
-                    hooks=train_hooks(request) if train_hooks is not None else (),
+                    hooks=hooks,
                     on_run_started=functools.partial(trial.set_user_attr, ATTR_RUN_ID),
                 )
             except Exception as exc:  # the agent or tracking failed: a failed trial
@@ -115,9 +137,11 @@ def run_search(
     train_hooks: HooksFactory | None = None,
     max_consecutive_failures: int = 5,
     plotlyjs: str | bool = True,
+    early_stop: EarlyStop | str = "none",
 ) -> SearchSummary:
     """Run the search the spec describes (agent, space, ``budget.trials`` as the study's
     target, ``budget.flops_budget``, seed) in this process; resume the study if it exists.
+    ``early_stop``: ``--early-stop`` (see :func:`run_local`).
 
     ``threads``: torch CPU threads per trial (see :func:`open_search`). Returns a
     :class:`SearchSummary`; the Pareto files are in ``summary.files``.
@@ -128,6 +152,7 @@ def run_search(
         callbacks=callbacks,
         train_hooks=train_hooks,
         max_consecutive_failures=max_consecutive_failures,
+        early_stop=early_stop,
     )
     return search_to_the_end(
         spec,

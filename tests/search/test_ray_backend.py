@@ -6,7 +6,6 @@ The pure parts of the schedulers (rungs, crowding distance, promotion) are teste
 
 from __future__ import annotations
 
-import json
 import math
 import subprocess
 import sys
@@ -15,16 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import optuna
 import pytest
 from raykit import env, local_ray, ray_spec
-from searchkit import fresh_store, quiet, runs
+from searchkit import assert_pruned, fresh_store, quiet, runs
 
 from midl_autok import metrics as M
-from midl_autok.agents import AGENTS, SamplerAgent
+from midl_autok.agents import AGENTS
 from midl_autok.errors import SpecError
 from midl_autok.results.record import load_study_record
-from midl_autok.schedule import KSchedule
 from midl_autok.search import SearchSummary, run_search
 from midl_autok.search.ray import NODE_TAG, RayOptions, run_ray_search, worker_device
 from midl_autok.search.ray.schedulers import (
@@ -34,7 +31,6 @@ from midl_autok.search.ray.schedulers import (
     rung_epochs,
     scalarize,
 )
-from midl_autok.search_spaces import SearchSpace
 from midl_autok.store import Store
 
 pytestmark = pytest.mark.xdist_group("ray")
@@ -130,7 +126,7 @@ def test_trial_device_and_option_errors() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--early-stop", "mo-asha"], "--early-stop applies to --backend ray, not to --backend"),
+        (["--early-stop", "hyperband"], "unknown --early-stop 'hyperband'"),
         (["--backend", "ray", "--gpus-per-trial", "1.5"], "must be a whole number"),
         (["--backend", "ray", "--device", "cuda"], "needs --gpus-per-trial G > 0"),
         (["--backend", "ray", "--ray-address", "ray://head:10001"], "Ray Client address"),
@@ -279,29 +275,11 @@ def test_a_trial_that_fits_no_node_is_a_clear_error(ray_local: Any, tmp_path: Pa
 # --------------------------------------------------------------------------- early stopping
 
 
-class PlannedAgent(SamplerAgent):
-    """Proposes a fixed plan: trial 0 keeps half the neurons every epoch; trial 1 trains on
-    one neuron per layer for 3 epochs, then all of them: at epoch 1 it is both less accurate
-    and (by its final k) more expensive, i.e. dominated."""
-
-    name = "planned"
-
-    def create_sampler(self, seed: int) -> optuna.samplers.BaseSampler:
-        return optuna.samplers.RandomSampler(seed=seed)
-
-    def propose(self, trial: optuna.Trial, space: SearchSpace) -> KSchedule:
-        layers, epochs = space.layers, space.epochs
-        if trial.number % 2 == 0:
-            return KSchedule.constant(layers, epochs, 0.5)
-        k = [[1] * (epochs - 1) + [s.width] for s in layers]
-        return KSchedule(layers=layers, epochs=epochs, k=k)
-
-
 @pytest.mark.parametrize("early_stop", ["mo-asha", "asha"])
 def test_early_stop_prunes_the_dominated_trial(
     early_stop: str, ray_local: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setitem(AGENTS, "planned", f"{__name__}:PlannedAgent")
+    monkeypatch.setitem(AGENTS, "planned", "searchkit:PlannedAgent")
     store = fresh_store(tmp_path / "store")
     summary = run_ray_search(
         ray_spec(agent="planned", trials=2, epochs=4),
@@ -310,31 +288,6 @@ def test_early_stop_prunes_the_dominated_trial(
         options=RayOptions(workers=1, early_stop=early_stop),  # trial 0 first, then 1
     )
     assert (summary.completed, summary.new_trials, summary.pruned) == (2, 2, 1)
-    record = load_study_record(store, summary.study)
-    good, bad = record.trials
-    assert good.state.name == "COMPLETE"
-    assert bad.state.name == "PRUNED"
-    assert bad.values is None
-    reason = f"stopped early by {early_stop} after epoch 1 of 4"
-    assert bad.user_attrs["pruned_reason"] == reason
-    # its last metrics: epoch 1, trained on one neuron per layer
-    assert bad.user_attrs["epochs"] == 1
-    assert bad.user_attrs[M.ACTIVE_FRACTION] == pytest.approx(1 / 32)
-    assert bad.user_attrs[M.VAL_ACCURACY] < good.user_attrs[M.VAL_ACCURACY]
-    assert bad.user_attrs["schedule"]["epochs"] == 1
-    assert bad.user_attrs["schedule"]["k"] == [[1], [1]]
-    # its child run: the epoch it trained, ended KILLED with the reason
-    _, children = runs(store, summary.study)
-    child = {int(c.data.tags["trial"]): c for c in children}[1]
-    assert child.info.run_id == bad.user_attrs["mlflow_run_id"]
-    assert child.info.status == "KILLED"
-    assert child.data.tags["pruned"] == reason
-    client = store.mlflow_client()
-    history = client.get_metric_history(child.info.run_id, M.VAL_ACCURACY)
-    assert [m.step for m in history] == [0]
-    saved = json.loads(
-        Path(client.download_artifacts(child.info.run_id, "schedule.json")).read_text()
-    )
-    assert saved["epochs"] == 1
+    assert_pruned(store, summary.study, 1, f"stopped early by {early_stop} after epoch 1 of 4")
     # the front holds completed trials only
     assert [p["trial"] for p in summary.front] == [0]

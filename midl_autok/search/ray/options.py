@@ -7,11 +7,9 @@ import math
 from dataclasses import dataclass
 
 from midl_autok.errors import SpecError
+from midl_autok.search.rungs import EARLY_STOPS, EarlyStop
 
 __all__ = ["EARLY_STOPS", "RayOptions"]
-
-#: ``--early-stop`` values (the schedulers of :mod:`midl_autok.search.ray.schedulers`).
-EARLY_STOPS = ("none", "asha", "mo-asha")
 
 
 @dataclass(frozen=True)
@@ -52,14 +50,7 @@ class RayOptions:
                 f"--gpus-per-trial above 1 must be a whole number (Ray shares a GPU only as a "
                 f"fraction below 1), but got {gpus}"
             )
-        if self.early_stop not in EARLY_STOPS:
-            from midl_autok.errors import unknown_name
-
-            raise unknown_name("--early-stop", self.early_stop, EARLY_STOPS, error=SpecError)
-        if self.grace_period is not None and self.grace_period < 1:
-            raise SpecError(f"the grace period must be >= 1 epoch, but got {self.grace_period}")
-        if not self.reduction_factor > 1:
-            raise SpecError(f"the reduction factor must be > 1, but got {self.reduction_factor}")
+        self.stopping.check()
         if self.address is not None and self.address.strip().startswith("ray://"):
             raise SpecError(
                 f"--ray-address {self.address} is a Ray Client address; the search driver must "
@@ -68,5 +59,10 @@ class RayOptions:
                 "search ... --backend ray --ray-address auto) or run it on the head node"
             )
 
+    @property
+    def stopping(self) -> EarlyStop:
+        """``--early-stop`` with its rungs (the same rule as the local backend's)."""
+        return EarlyStop(self.early_stop, self.grace_period, self.reduction_factor)
+
     def grace(self, epochs: int) -> int:
-        return self.grace_period or max(1, epochs // 4)
+        return self.stopping.grace(epochs)

@@ -32,6 +32,7 @@ from ray import tune
 from midl_autok.agents import ExternalAgent, SamplerAgent, get_agent
 from midl_autok.errors import SpecError
 from midl_autok.search.devices import trial_device
+from midl_autok.search.fidelity import recorded_rungs
 from midl_autok.search.opening import search_to_the_end
 from midl_autok.search.ray.options import RayOptions
 from midl_autok.search.ray.runtime import (
@@ -79,11 +80,7 @@ def run_ray(
         )
     trials_on = trial_device(device or session.device, gpus_per_trial=options.gpus_per_trial)
     epochs = session.spec.training.epochs
-    if options.early_stop == "asha" and not (session.reference and session.attrs.get("ideal")):
-        raise SpecError(
-            f"--early-stop asha ranks trials on a score measured from the hypervolume "
-            f"reference point, which objectives {session.objectives} do not have; use mo-asha"
-        )
+    options.stopping.check(session)
     if session.counted_trials() >= target:
         for cb in callbacks:
             cb.on_start(session, target=target, done=session.counted_trials())
@@ -99,11 +96,15 @@ def run_ray(
                 epochs=epochs,
                 grace_period=options.grace(epochs),
                 reduction_factor=options.reduction_factor,
+                reference=session.reference,
+                ideal=session.attrs.get("ideal"),
+                prior=recorded_rungs(session.trials()),
             )
             searcher = SessionSearcher(
                 session,
                 target=target,
                 early_stop=options.early_stop if scheduler is not None else "none",
+                rungs=getattr(scheduler, "rungs", ()),
                 device=trials_on,
                 timeout_s=timeout_s,
                 callbacks=callbacks,

@@ -33,7 +33,9 @@ from midl_autok import metrics as M
 from midl_autok.agents import SamplerAgent
 from midl_autok.metrics import public_metrics
 from midl_autok.results.record import ATTR_RUN_ID
+from midl_autok.search.fidelity import note_rung, pruned_metrics
 from midl_autok.search.outcome import PRUNED, TrialOutcome
+from midl_autok.search.ray.schedulers import objective_key
 from midl_autok.search.ray.trainable import OUTCOME, RUN_ID
 from midl_autok.search.recording import finish_pruned_run
 from midl_autok.search.stopping import StopRule
@@ -59,6 +61,7 @@ class _Live:
     rows: list[dict[str, float]] = field(default_factory=list)  # epochs reported so far
     iteration: int = 0
     run_id: str | None = None
+    rungs: dict[str, list[float]] = field(default_factory=dict)  # values at each rung so far
 
 
 class SessionSearcher(Searcher):
@@ -81,11 +84,13 @@ class SessionSearcher(Searcher):
         timeout_s: float | None = None,
         callbacks: Sequence[SearchCallback] = (),
         max_consecutive_failures: int = 5,
+        rungs: Sequence[int] = (),
     ) -> None:
         super().__init__()
         self.session = session
         self.target = target
         self.early_stop = early_stop
+        self.rungs = set(rungs)  # epochs whose objective values are kept on the trial
         self.device = device
         self.callbacks = list(callbacks)
         self.rule = StopRule(target, timeout_s, max_consecutive_failures)
@@ -175,6 +180,10 @@ class SessionSearcher(Searcher):
                 live.trial.set_user_attr(ATTR_RUN_ID, run_id)
         if OUTCOME not in result:
             live.rows.append({k: result[k] for k in self._row_keys if k in result})
+        if iteration in self.rungs:  # the study keeps it: a resumed search judges by it
+            values = [result.get(objective_key(m)) for m in self.session.objectives]
+            with contextlib.suppress(Exception):
+                note_rung(live.trial, live.rungs, iteration, values)
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         live = self.live.get(trial_id)
@@ -250,8 +259,7 @@ class SessionSearcher(Searcher):
 
         rows, epochs = live.rows, self.session.spec.training.epochs
         reason = f"stopped early by {self.early_stop} after epoch {len(rows)} of {epochs}"
-        metrics = {k: v for k, v in rows[-1].items() if k not in ("epoch", M.EPOCH_TIME_S)}
-        metrics["epochs"] = float(len(rows))
+        metrics = pruned_metrics(rows)
         realized = KSchedule.from_dict(_realized(live.request["schedule"], rows))
         provenance = {**live.request["provenance"], "mlflow_run_id": live.run_id}
         info = realized.with_info(metrics=public_metrics(metrics), provenance=provenance).to_dict()

@@ -18,9 +18,8 @@ from typing import TYPE_CHECKING, Any
 import ray
 from ray import tune
 
-from midl_autok import metrics as M
-from midl_autok.flops import training_flops
 from midl_autok.search.evaluate import evaluate_trial
+from midl_autok.search.fidelity import final_costs, rung_values
 from midl_autok.search.outcome import StopTrial, TrialRequest
 from midl_autok.search.ray.schedulers import SCORE, objective_key, scalarize
 from midl_autok.trainer import TrainHooks
@@ -56,15 +55,7 @@ class _Reporter(TrainHooks):
         self.run_id = run_id
 
     def on_run_start(self, session: TrainSession) -> None:
-        costs, schedule = session.costs, self.schedule
-        flops = [float(costs.inference_flops(schedule.at(e))) for e in range(schedule.epochs)]
-        samples = int(session.data.x_train.shape[0])
-        self.final = {
-            M.INFERENCE_FLOPS: flops[-1],
-            M.INFERENCE_FLOPS_RATIO: flops[-1] / float(costs.dense_flops()),
-            M.TRAINING_FLOPS: float(training_flops(sum(flops), samples)),
-            M.ACTIVE_FRACTION: schedule.active_fraction(),
-        }
+        self.final = final_costs(session, self.schedule)
 
     def on_epoch_end(self, epoch: int, metrics: Mapping[str, float]) -> bool | None:
         result: dict[str, Any] = {
@@ -72,7 +63,7 @@ class _Reporter(TrainHooks):
             for k, v in metrics.items()
             if isinstance(v, (int, float)) and not isinstance(v, bool)
         }
-        values = [self.final.get(m, result.get(m, math.nan)) for m in self.objectives]
+        values = rung_values(self.objectives, self.final, result)
         for metric, value in zip(self.objectives, values, strict=True):
             result[objective_key(metric)] = value
         if self.reference and self.ideal and all(math.isfinite(v) for v in values):
