@@ -24,6 +24,11 @@ from midl_autok.cli._app import (
     experiment_spec,
     on_search_interrupt,
 )
+from midl_autok.cli._factory_options import (
+    DataFactoryOpt,
+    ModelFactoryOpt,
+    with_factory_options,
+)
 
 if TYPE_CHECKING:
     pass
@@ -66,6 +71,8 @@ def search(
     dataset: DatasetOpt = None,
     data_path: DataPathOpt = None,
     target: TargetOpt = None,
+    model_factory: ModelFactoryOpt = None,
+    data_factory: DataFactoryOpt = None,
     agent: Annotated[
         str | None,
         typer.Option(
@@ -286,6 +293,16 @@ def search(
             "budget.flops_budget": flops_budget,
             "search.seed_grid": seed_grid,
         },
+    )
+    spec = with_factory_options(
+        spec,
+        model_factory,
+        data_factory,
+        dataset=dataset,
+        data_path=data_path,
+        target=target,
+        gate_rank=gate_rank,
+        light_rank=light_rank,
     )
     if seed_grid is not None and seed_grid > spec.budget.trials:
         raise SpecError(

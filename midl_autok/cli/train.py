@@ -31,6 +31,11 @@ from midl_autok.cli._app import (
     stderr_console,
     stdout_console,
 )
+from midl_autok.cli._factory_options import (
+    DataFactoryOpt,
+    ModelFactoryOpt,
+    with_factory_options,
+)
 
 if TYPE_CHECKING:
     from midl_autok.models import MIDLNet
@@ -67,6 +72,8 @@ def train(
     dataset: DatasetOpt = None,
     data_path: DataPathOpt = None,
     target: TargetOpt = None,
+    model_factory: ModelFactoryOpt = None,
+    data_factory: DataFactoryOpt = None,
     schedule: Annotated[
         Path | None,
         typer.Option(
@@ -219,6 +226,17 @@ def train(
         gate_rank=gate_rank,
         light_rank=light_rank,
         extra={"model.variant": variant},
+    )
+    spec = with_factory_options(
+        spec,
+        model_factory,
+        data_factory,
+        dataset=dataset,
+        data_path=data_path,
+        target=target,
+        gate_rank=gate_rank,
+        light_rank=light_rank,
+        variant=variant,
     )
     torch.set_num_threads(threads)  # for the whole run, as a search does per trial
     data = dataset_for_spec(spec)
