@@ -84,4 +84,4 @@ def resolve_factory(path: str, *, what: str = "factory") -> Callable[..., Any]:
         obj, where = getattr(obj, part), f"{where}.{part}"
     if not callable(obj):
         raise SpecError(f"{what} {path} is a {type(obj).__name__}, not a function")
-    return obj  # type: ignore[no-any-return]
+    return obj

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -38,10 +39,10 @@ def with_factory_options(
     spec: ExperimentSpec,
     model_factory: str | None,
     data_factory: str | None,
-    **given: Any,
+    given: Mapping[str, Any],
 ) -> ExperimentSpec:
     """``spec`` with the factories given on the command line. ``given``: the values of the
-    options that a factory replaces (``gate_rank=...``, ``dataset=...``): an error if set."""
+    options that a factory replaces (``{"gate_rank": ..., "dataset": ...}``): errors if set."""
     from midl_autok.errors import SpecError
     from midl_autok.factories import with_factories
 

@@ -24,11 +24,7 @@ from midl_autok.cli._app import (
     experiment_spec,
     on_search_interrupt,
 )
-from midl_autok.cli._factory_options import (
-    DataFactoryOpt,
-    ModelFactoryOpt,
-    with_factory_options,
-)
+from midl_autok.cli._factory_options import DataFactoryOpt, ModelFactoryOpt
 
 if TYPE_CHECKING:
     pass
@@ -286,6 +282,7 @@ def search(
         seed=seed,
         gate_rank=gate_rank,
         light_rank=light_rank,
+        factories=(model_factory, data_factory),
         extra={
             "search.agent": agent,
             "search.space": space,
@@ -293,16 +290,6 @@ def search(
             "budget.flops_budget": flops_budget,
             "search.seed_grid": seed_grid,
         },
-    )
-    spec = with_factory_options(
-        spec,
-        model_factory,
-        data_factory,
-        dataset=dataset,
-        data_path=data_path,
-        target=target,
-        gate_rank=gate_rank,
-        light_rank=light_rank,
     )
     if seed_grid is not None and seed_grid > spec.budget.trials:
         raise SpecError(

@@ -31,11 +31,7 @@ from midl_autok.cli._app import (
     stderr_console,
     stdout_console,
 )
-from midl_autok.cli._factory_options import (
-    DataFactoryOpt,
-    ModelFactoryOpt,
-    with_factory_options,
-)
+from midl_autok.cli._factory_options import DataFactoryOpt, ModelFactoryOpt
 
 if TYPE_CHECKING:
     from midl_autok.models import MIDLNet
@@ -225,18 +221,8 @@ def train(
         seed=seed if seed is not None else base_seed,
         gate_rank=gate_rank,
         light_rank=light_rank,
+        factories=(model_factory, data_factory),
         extra={"model.variant": variant},
-    )
-    spec = with_factory_options(
-        spec,
-        model_factory,
-        data_factory,
-        dataset=dataset,
-        data_path=data_path,
-        target=target,
-        gate_rank=gate_rank,
-        light_rank=light_rank,
-        variant=variant,
     )
     torch.set_num_threads(threads)  # for the whole run, as a search does per trial
     data = dataset_for_spec(spec)
