@@ -184,3 +184,21 @@ def test_a_returned_dataset_is_used_as_is() -> None:
     y = torch.zeros(4, dtype=torch.int64)
     ds = Dataset("mine", "vector", (2,), 2, x, y, x, y, x, y)
     assert as_dataset(ds, name="u:f") is ds
+
+
+def test_the_rl_environment_schedules_a_factory_model() -> None:
+    """The RL agents' environment builds its models from the same factories."""
+    from midl_autok.env import TopKScheduleEnv
+
+    spec = with_factories(load_spec("digits-mlp"), model=make_net, data=blobs).override(
+        **{"training.epochs": 2, "training.batch_size": 32}
+    )
+    env = TopKScheduleEnv(spec, device="cpu")
+    assert [s.name for s in env.layers] == ["net.mid"]
+    env.reset(seed=0)
+    done = False
+    while not done:
+        _, reward, terminated, truncated, info = env.step(np.zeros(1, dtype=np.float32))
+        done = terminated or truncated
+    assert np.isfinite(reward)
+    assert 0 < info["k"]["net.mid"] <= 12
