@@ -27,6 +27,7 @@ _EXPORTS = {
     "load_dataset": "midl_autok.data",
     "ExperimentSpec": "midl_autok.spec",
     "load_spec": "midl_autok.spec",
+    "with_factories": "midl_autok.factories",
     "TrainConfig": "midl_autok.trainer",
     "TrainHooks": "midl_autok.trainer",
     "TrainResult": "midl_autok.trainer",
@@ -65,11 +66,13 @@ __all__ = [
     "load_spec",
     "run_experiment",
     "train",
+    "with_factories",
 ]
 
 if TYPE_CHECKING:
     from midl_autok.data import Dataset, load_dataset
     from midl_autok.errors import DataError, ScheduleError, SpecError, UserError
+    from midl_autok.factories import with_factories
     from midl_autok.flops import CostModel, cost_model
     from midl_autok.layers import MIDL
     from midl_autok.models import MIDLNet, build_model

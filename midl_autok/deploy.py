@@ -28,7 +28,9 @@ as an extra file ``midl_autok.json``, and the weights once more as a plain state
 **Loading safely.** :func:`load_model` never runs the program in the file: it reads the
 metadata and the state dict from the zip archive (``torch.load(weights_only=True)``),
 rebuilds the architecture with :func:`~midl_autok.models.build_model` and sets the recorded k
-(DESIGN §8: no unpickling of user files). The result is a live MID-L model, so in Python it
+(DESIGN §8: no unpickling of user files). A model built by a ``model.factory`` is rebuilt by
+importing and calling the recorded factory path, which runs code named in the file: only
+with ``load_model(path, allow_factory=True)``. The result is a live MID-L model, so in Python it
 also gets the fast CPU paths. ``torch.export.load`` and ``torch.jit.load`` may unpickle parts
 of a file; :func:`load_program` uses them only when called with ``trusted=True`` (a file you
 wrote yourself), for running the exported graph as it is.
@@ -315,8 +317,17 @@ def _positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
-def _build_recorded(path: Path, arch: str, config: Mapping[str, Any]) -> MIDLNet:
+def _build_recorded(
+    path: Path, arch: str, config: Mapping[str, Any], *, allow_factory: bool = False
+) -> MIDLNet:
     fixed = {"input_shape", "num_classes", "vocab_size"}
+    if arch == "factory":
+        from midl_autok.factories import rebuild_factory_model
+
+        try:
+            return rebuild_factory_model(config, allowed=allow_factory)
+        except UserError as exc:
+            raise ModelFileError(f"{path}: {exc}") from None
     try:
         return build_model(
             arch,
@@ -352,7 +363,7 @@ def _recorded_k(path: Path, meta: Mapping[str, Any], model: MIDLNet) -> dict[str
     return k
 
 
-def load_model(path: str | os.PathLike[str]) -> MIDLNet:
+def load_model(path: str | os.PathLike[str], *, allow_factory: bool = False) -> MIDLNet:
     """Rebuild the model in a file written by :func:`export_model` (eval mode, recorded k),
     from its metadata and plain state dict only: nothing in the file is executed.
 
@@ -380,7 +391,7 @@ def load_model(path: str | os.PathLike[str]) -> MIDLNet:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelFileError(f"{path}: {WEIGHTS_NAME} is not a state dict of tensors")
     with torch.device("meta"):  # shapes only: nothing allocated for what the metadata says
-        probe = _build_recorded(path, arch, config)
+        probe = _build_recorded(path, arch, config, allow_factory=allow_factory)
     expected = {name: tuple(t.shape) for name, t in probe.state_dict().items()}
     stored = {name: tuple(t.shape) for name, t in state.items()}
     if expected != stored:
@@ -393,7 +404,7 @@ def load_model(path: str | os.PathLike[str]) -> MIDLNet:
             f"{expected.get(name, 'nothing')}, stored {stored.get(name, 'nothing')})"
         )
     _recorded_k(path, meta, probe)
-    model = _build_recorded(path, arch, config)
+    model = _build_recorded(path, arch, config, allow_factory=allow_factory)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

@@ -2,6 +2,8 @@
 
 :func:`~midl_autok.trainer.run_experiment` trains with them; the environment builds one model
 per episode the same way. Re-exported by :mod:`midl_autok.trainer`, where they used to live.
+A spec with ``dataset.factory`` or ``model.factory`` gets them from the user's functions
+(:mod:`midl_autok.factories`), here, so every agent and both backends do.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from midl_autok.models import MIDLNet, build_model
 if TYPE_CHECKING:
     from midl_autok.spec import ExperimentSpec
 
-__all__ = ["build_for_spec", "dataset_for_spec", "seed_everything"]
+__all__ = ["build_for_spec", "dataset_for_spec", "model_for_spec", "seed_everything"]
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -41,22 +43,55 @@ def dataset_for_spec(spec: ExperimentSpec) -> Dataset:
     if key not in _DATA_CACHE:
         if len(_DATA_CACHE) >= _DATA_CACHE_SIZE:
             _DATA_CACHE.pop(next(iter(_DATA_CACHE)))
-        _DATA_CACHE[key] = load_dataset(
-            d.name,
-            path=d.path,
-            target=d.target,
+        _DATA_CACHE[key] = _load(spec)
+    return _DATA_CACHE[key]
+
+
+def _load(spec: ExperimentSpec) -> Dataset:
+    d = spec.dataset
+    if d.factory is not None:
+        from midl_autok.factories import load_factory_data
+
+        return load_factory_data(
+            d.factory,
+            options=d.options,
             val_fraction=d.val_fraction,
             test_fraction=d.test_fraction,
             seed=spec.seed,
             max_samples=d.max_samples,
-            options=dict(d.options) or None,
         )
-    return _DATA_CACHE[key]
+    return load_dataset(
+        d.name,
+        path=d.path,
+        target=d.target,
+        val_fraction=d.val_fraction,
+        test_fraction=d.test_fraction,
+        seed=spec.seed,
+        max_samples=d.max_samples,
+        options=dict(d.options) or None,
+    )
 
 
 def build_for_spec(spec: ExperimentSpec, data: Dataset, *, seed: int | None = None) -> MIDLNet:
     """Build the spec's model for ``data``, with parameters initialized from ``seed``."""
     seed_everything(spec.seed if seed is None else seed)
+    return model_for_spec(spec, data)
+
+
+def model_for_spec(spec: ExperimentSpec, data: Dataset) -> MIDLNet:
+    """Build the spec's model for ``data`` (the built-in ``arch`` or ``model.factory``),
+    without seeding: parameters come from the current global RNG."""
+    if spec.model.factory is not None:
+        from midl_autok.factories import build_factory_model
+
+        return build_factory_model(
+            spec.model.factory,
+            input_shape=data.input_shape,
+            num_classes=data.num_classes,
+            vocab_size=data.vocab_size,
+            options=spec.model.factory_options,
+            probe=data.x_train[:2].cpu(),
+        )
     return build_model(
         spec.model.arch,
         input_shape=data.input_shape,

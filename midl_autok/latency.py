@@ -56,19 +56,23 @@ def latency_report(
     was_training = model.training
     model.eval()
     cfg = dict(model.config)
-    options = {
-        key: cfg[key]
-        for key in ("hidden", "channels", "embed_dim", "hidden_size", "activation")
-        if key in cfg
-    }
-    dense = build_model(
-        model.arch,
-        input_shape=cfg["input_shape"],
-        num_classes=cfg["num_classes"],
-        vocab_size=cfg.get("vocab_size"),
-        variant="dense",
-        **options,
-    ).eval()
+    twin = getattr(model, "dense_twin", None)  # a factory-built model makes its own
+    if callable(twin):
+        dense = twin().eval()
+    else:
+        options = {
+            key: cfg[key]
+            for key in ("hidden", "channels", "embed_dim", "hidden_size", "activation")
+            if key in cfg
+        }
+        dense = build_model(
+            model.arch,
+            input_shape=cfg["input_shape"],
+            num_classes=cfg["num_classes"],
+            vocab_size=cfg.get("vocab_size"),
+            variant="dense",
+            **options,
+        ).eval()
     device = next(model.parameters()).device
     dense.to(device)
     candidates: dict[str, Any] = {"dense": dense, "midl": model}

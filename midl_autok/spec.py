@@ -20,10 +20,12 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     StrictInt,
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -88,9 +90,40 @@ class DatasetSpec(_Strict):
     test_fraction: float = Field(0.2, gt=0, lt=1)
     max_samples: StrictInt | None = Field(None, ge=10)
     options: dict[str, Any] = Field(default_factory=dict)
+    #: ``package.module:function`` returning the data (:mod:`midl_autok.factories`), called
+    #: with ``options``; ``name`` is then only a label. A function is turned into its path.
+    factory: str | None = None
+
+    @field_validator("factory", mode="before")
+    @classmethod
+    def _factory_path(cls, value: Any) -> Any:
+        return _factory_path(value, "data factory")
+
+    @model_validator(mode="after")
+    def _factory_alone(self) -> DatasetSpec:
+        if self.factory is not None and (self.path is not None or self.target is not None):
+            raise ValueError(
+                "dataset.path and dataset.target are for the built-in readers; "
+                "dataset.factory loads the data itself: remove them"
+            )
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return _without_unset_factory(handler(self))
 
 
 class ModelSpec(_Strict):
+    # ``options`` (the factory's keyword arguments) is read and written under that name; the
+    # attribute is ``factory_options``, since ``options()`` gives build_model's options.
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        validate_by_name=True,
+        validate_by_alias=True,
+        serialize_by_alias=True,
+    )
+
     arch: str = "mlp"
     variant: Literal["midl", "dense", "dropout"] = "midl"
     hidden: list[StrictInt] | None = Field(None, max_length=MAX_LAYERS)
@@ -101,6 +134,35 @@ class ModelSpec(_Strict):
     light_rank: StrictInt = Field(16, ge=0, le=MAX_SIZE)
     activation: str = "relu"
     dropout: float = Field(0.5, ge=0, lt=1)
+    #: ``package.module:function`` building the model (:mod:`midl_autok.factories`), called
+    #: with the data's input shape, number of classes and ``options``; replaces ``arch``.
+    factory: str | None = None
+    factory_options: dict[str, Any] = Field(default_factory=dict, alias="options")
+
+    @field_validator("factory", mode="before")
+    @classmethod
+    def _factory_path(cls, value: Any) -> Any:
+        return _factory_path(value, "model factory")
+
+    @model_validator(mode="after")
+    def _factory_alone(self) -> ModelSpec:
+        if self.factory is None:
+            if self.factory_options:
+                raise ValueError("model.options are the arguments of model.factory; set it")
+            return self
+        for name, field in type(self).model_fields.items():
+            if name in BUILT_IN_MODEL_FIELDS and getattr(self, name) != field.get_default(
+                call_default_factory=True
+            ):
+                raise ValueError(
+                    f"model.{name} is for the built-in architectures; model.factory builds "
+                    f"the model itself: remove it (or pass it to the factory in model.options)"
+                )
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return _without_unset_factory(handler(self))
 
     @field_validator("hidden", "channels")
     @classmethod
@@ -127,7 +189,38 @@ class ModelSpec(_Strict):
 
     def options(self) -> dict[str, Any]:
         """Keyword options for :func:`midl_autok.models.build_model` (unset ones omitted)."""
-        return {k: v for k, v in self.model_dump(exclude={"arch"}).items() if v is not None}
+        dump = self.model_dump(exclude={"arch", "factory", "factory_options"})
+        return {k: v for k, v in dump.items() if v is not None}
+
+
+#: The fields of the built-in architectures, at their defaults when ``model.factory`` is set.
+BUILT_IN_MODEL_FIELDS = (
+    *("arch", "variant", "hidden", "channels", "embed_dim", "hidden_size"),
+    *("gate_rank", "light_rank", "activation", "dropout"),
+)
+
+
+def _without_unset_factory(data: dict[str, Any]) -> dict[str, Any]:
+    """A dump without ``factory`` (and the factory's ``options``) when no factory is set:
+    specs, study identities and stored specs of built-in models read as before."""
+    if isinstance(data, dict) and data.get("factory", "") is None:
+        data.pop("factory")
+        if "arch" in data and data.get("options") == {}:
+            data.pop("options")
+    return data
+
+
+def _factory_path(value: Any, what: str) -> Any:
+    """A function given for a factory becomes its import path (``module:qualname``)."""
+    if value is None or isinstance(value, str):
+        if isinstance(value, str):
+            from midl_autok._import_path import check_path
+
+            check_path(value, what=what)
+        return value
+    from midl_autok._import_path import factory_path
+
+    return factory_path(value, what=what)
 
 
 def _short(values: list[int]) -> str:

@@ -230,8 +230,10 @@ def experiment_spec(
     light_rank: int | None = None,
     extra: dict[str, Any] | None = None,
     base: ExperimentSpec | None = None,
+    factories: tuple[str | None, str | None] = (None, None),
 ) -> ExperimentSpec:
-    """Load the experiment (or use ``base`` when none is named) and apply the overrides."""
+    """Load the experiment (or use ``base`` when none is named) and apply the overrides;
+    ``factories``: ``--model-factory`` and ``--data-factory``."""
     from midl_autok.errors import SpecError
     from midl_autok.spec import load_spec
 
@@ -257,6 +259,13 @@ def experiment_spec(
         changes["dataset.target"] = target
     changes.update(extra or {})
     spec = spec.override(**{k: v for k, v in changes.items() if v is not None})
+    if factories != (None, None):
+        from midl_autok.cli._factory_options import with_factory_options
+
+        given: dict[str, Any] = {"dataset": dataset, "data_path": data_path, "target": target}
+        given.update(gate_rank=gate_rank, light_rank=light_rank)
+        given["variant"] = (extra or {}).get("model.variant")
+        spec = with_factory_options(spec, *factories, given)
     return spec
 
 

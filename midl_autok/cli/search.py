@@ -24,6 +24,7 @@ from midl_autok.cli._app import (
     experiment_spec,
     on_search_interrupt,
 )
+from midl_autok.cli._factory_options import DataFactoryOpt, ModelFactoryOpt
 
 if TYPE_CHECKING:
     pass
@@ -66,6 +67,8 @@ def search(
     dataset: DatasetOpt = None,
     data_path: DataPathOpt = None,
     target: TargetOpt = None,
+    model_factory: ModelFactoryOpt = None,
+    data_factory: DataFactoryOpt = None,
     agent: Annotated[
         str | None,
         typer.Option(
@@ -294,6 +297,7 @@ def search(
         seed=seed,
         gate_rank=gate_rank,
         light_rank=light_rank,
+        factories=(model_factory, data_factory),
         extra={
             "search.agent": agent,
             "search.space": space,

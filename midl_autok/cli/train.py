@@ -31,6 +31,7 @@ from midl_autok.cli._app import (
     stderr_console,
     stdout_console,
 )
+from midl_autok.cli._factory_options import DataFactoryOpt, ModelFactoryOpt
 
 if TYPE_CHECKING:
     from midl_autok.models import MIDLNet
@@ -67,6 +68,8 @@ def train(
     dataset: DatasetOpt = None,
     data_path: DataPathOpt = None,
     target: TargetOpt = None,
+    model_factory: ModelFactoryOpt = None,
+    data_factory: DataFactoryOpt = None,
     schedule: Annotated[
         Path | None,
         typer.Option(
@@ -218,6 +221,7 @@ def train(
         seed=seed if seed is not None else base_seed,
         gate_rank=gate_rank,
         light_rank=light_rank,
+        factories=(model_factory, data_factory),
         extra={"model.variant": variant},
     )
     torch.set_num_threads(threads)  # for the whole run, as a search does per trial

@@ -17,9 +17,9 @@ from midl_autok.data import Dataset
 from midl_autok.env.actions import decide_k, diverged_penalty
 from midl_autok.env.observer import Observer
 from midl_autok.errors import SpecError
-from midl_autok.experiment import build_for_spec, dataset_for_spec
+from midl_autok.experiment import build_for_spec, dataset_for_spec, model_for_spec
 from midl_autok.flops import cost_model
-from midl_autok.models import MIDLNet, build_model
+from midl_autok.models import MIDLNet
 from midl_autok.schedule import KSchedule, k_from_fraction
 from midl_autok.spec import ExperimentSpec, load_spec
 from midl_autok.trainer import TIMING_KEYS, DivergedError, TrainConfig, TrainHooks, TrainSession
@@ -165,13 +165,7 @@ class TopKScheduleEnv(gym.Env[np.ndarray, np.ndarray]):
     def _template_model(self) -> MIDLNet:
         """The spec's model, built without touching the global RNGs (for shapes and costs)."""
         with torch.random.fork_rng(devices=[]):
-            return build_model(
-                self.experiment.model.arch,
-                input_shape=self.data.input_shape,
-                num_classes=self.data.num_classes,
-                vocab_size=self.data.vocab_size,
-                **self.experiment.model.options(),
-            )
+            return model_for_spec(self.experiment, self.data)
 
     def config(self) -> dict[str, Any]:
         """The constructor options as JSON (saved next to a trained policy)."""
