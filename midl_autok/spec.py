@@ -29,6 +29,7 @@ from pydantic import (
 
 from midl_autok.errors import SpecError
 from midl_autok.fileio import read_text
+from midl_autok.gating import Gating
 
 __all__ = [
     "DEFAULT_EXPERIMENT",
@@ -101,6 +102,14 @@ class ModelSpec(_Strict):
     light_rank: StrictInt = Field(16, ge=0, le=MAX_SIZE)
     activation: str = "relu"
     dropout: float = Field(0.5, ge=0, lt=1)
+    #: The gate's unit: ``neuron``, ``block:B`` (groups of B contiguous neurons) or ``head``
+    #: (attention heads); text read by :meth:`midl_autok.gating.Gating.parse`.
+    gating: str = "neuron"
+
+    @field_validator("gating")
+    @classmethod
+    def _gating(cls, value: str) -> str:
+        return str(Gating.parse(value))  # a SpecError (one line) for a bad value
 
     @field_validator("hidden", "channels")
     @classmethod
