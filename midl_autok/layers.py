@@ -14,6 +14,12 @@ neurons::
 
 ``light_rank=0`` removes the light path (``l = 0``), which turns MID-L into pure top-k gating.
 
+``gating="block:B"`` (:mod:`midl_autok.block`) gates groups of B contiguous neurons: a group's
+score is the sum of its neurons' logits, ``m`` is 1 on the k / B best groups (k counts neurons
+and is a multiple of B), everything else as above. Its sparse eval paths run the full path as
+one small dense product per group (``"gather"``: PyTorch ops; ``"kernel"``: the compiled
+``midl_block_eval``, the custom op ``midl_autok::midl_block_eval`` in a recorded graph).
+
 Execution paths (all compute the same function; tests hold each to the masked dense result):
 
 - **training** (grad enabled): masked dense; the mask, the gate product and the mix are one

@@ -10,6 +10,11 @@ computes, for ``x`` (B, d_in) (see :mod:`midl_autok.layers` for the equations)::
 
 ``act`` is the layer's activation code (0 identity, 1 ReLU, 2 tanh, 3 SiLU, 4 exact GELU).
 
+``torch.ops.midl_autok.midl_block_eval(x, G1, G2, W, b, V, U, c, k, size, act)`` is the same
+layer with block gating (``gating="block:size"``, :mod:`midl_autok.block`): ``idx`` (B, k /
+size) holds the selected groups. Its implementation is one Python function on every key: the
+compiled block kernel for float32 CPU input, :func:`midl_block_eval_reference` otherwise.
+
 Because the op is registered with the dispatcher and has a fake implementation (output shapes
 from input shapes: ``(B, d)``, ``(B, d)``, ``(B, k)``), ``torch.export`` and ``torch.compile``
 record it as one node instead of tracing through it, so an exported MID-L model keeps the
