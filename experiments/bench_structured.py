@@ -81,11 +81,9 @@ def bench_layer(args: argparse.Namespace) -> list[dict[str, Any]]:
                 ).eval()
             except UserError as exc:
                 print(f"layer: {gating}: skipped ({exc})", file=sys.stderr)
-        fns = {name: (lambda i, m=m: m(xs[i % len(xs)])) for name, m in layers.items()}
+        fns = {name: (lambda i, m=m, xs=xs: m(xs[i % len(xs)])) for name, m in layers.items()}
         with torch.inference_mode():
-            paths = {
-                n: m.eval_path(xs[0], k) for n, m in layers.items() if isinstance(m, MIDL)
-            }
+            paths = {n: m.eval_path(xs[0], k) for n, m in layers.items() if isinstance(m, MIDL)}
             result = compare(fns, torch.device("cpu"), budget_s=args.budget_s, min_rounds=9)
         times = result["times"]
         for name in layers:
@@ -175,8 +173,8 @@ def bench_models(args: argparse.Namespace) -> list[dict[str, Any]]:
                     torch.randn(batch, *data.x_test.shape[1:])
                 ]
                 fns = {
-                    "dense": lambda i, pool=pool: dense(pool[i % len(pool)]),
-                    "midl": lambda i, pool=pool: model(pool[i % len(pool)]),
+                    "dense": lambda i, pool=pool, m=dense: m(pool[i % len(pool)]),
+                    "midl": lambda i, pool=pool, m=model: m(pool[i % len(pool)]),
                 }
                 with torch.inference_mode():
                     res = compare(fns, torch.device("cpu"), budget_s=args.budget_s / 4)

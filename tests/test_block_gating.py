@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_layers import mix_reference  # tests/ is on sys.path (as searchkit)
 from torch.utils.flop_counter import FlopCounterMode
 
 from midl_autok.errors import ScheduleError, SpecError
@@ -42,16 +43,7 @@ def reference(layer: MIDL, x: torch.Tensor, *, ste: bool = False) -> torch.Tenso
     sums = logits.detach().reshape(x.shape[0], -1, size).sum(-1)  # (B, G)
     chosen = sums.argsort(dim=-1, descending=True)[:, : k // size]
     m = torch.zeros_like(sums).scatter(-1, chosen, 1.0).repeat_interleave(size, dim=1)
-    if ste:
-        m = m + g - g.detach()
-    a = m * g
-    f = x @ p["weight"].T + p.get("bias", 0.0)
-    if layer.light_rank == 0:
-        mixed = a * f
-    else:
-        light = (x @ p["light_in"].T) @ p["light_out"].T + p.get("light_bias", 0.0)
-        mixed = a * f + (1 - a) * light
-    return layer.act(mixed)
+    return mix_reference(layer, x, p, g, m, ste=ste)
 
 
 CASES = [  # (d_in, d, k, B)
