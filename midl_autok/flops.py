@@ -7,12 +7,20 @@ checks these numbers against.
 
     dense layer       2 * d_in * d
     MID-L layer at k  2 * ( r_g * (d_in + d)  +  k * d_in  +  r * (d_in + d) )
+                      (neuron and block:B gating alike: see below)
     conv2d            2 * (C_in / groups) * kh * kw * C_out * H_out * W_out
     LSTM              2 * 4 * h * (d_in + h) * T   per layer (gates of every step)
 
 A model's **inference FLOPs** sum its layers with every MID-L layer at the schedule's final
 epoch k. Its **dense FLOPs** replace each MID-L layer by ``nn.Linear(d_in, d)``. A run's
 **training FLOPs** = sum over epochs of (samples seen x forward FLOPs at that epoch's k x 3).
+
+Block gating (``gating="block:B"``, :mod:`midl_autok.block`) costs the same products: the
+gate still computes the d neuron logits (``r_g * (d_in + d)``), which are pooled into d / B
+group scores (d additions) and top-k runs over those d / B scores instead of d (comparisons):
+both elementwise, not counted. The full path runs the k selected rows (k / B groups of B
+contiguous rows: ``k * d_in``) and the light path every neuron (``r * (d_in + d)``). What
+block gating saves is time, not FLOPs: its full path is dense products over contiguous rows.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from midl_autok.gating import Gating
 from midl_autok.layers import MIDL
 from midl_autok.schedule import KSchedule
 
@@ -43,8 +52,21 @@ def dense_flops(d_in: int, d: int) -> int:
     return 2 * d_in * d
 
 
-def midl_flops(d_in: int, d: int, k: int, *, gate_rank: int, light_rank: int) -> int:
-    """``2 * (r_g * (d_in + d) + k * d_in + r * (d_in + d))``: one MID-L layer at ``k``."""
+def midl_flops(
+    d_in: int,
+    d: int,
+    k: int,
+    *,
+    gate_rank: int,
+    light_rank: int,
+    gating: str | Gating | None = None,
+) -> int:
+    """``2 * (r_g * (d_in + d) + k * d_in + r * (d_in + d))``: one MID-L layer at ``k``.
+
+    The same for ``gating`` ``neuron`` and ``block:B`` (see the module docstring); with
+    ``block:B``, ``k`` and ``d`` must be multiples of B (a ``SpecError`` otherwise)."""
+    if gating is not None:
+        Gating.parse(gating).check_k(k, d, "midl_flops")
     return 2 * (gate_rank * (d_in + d) + k * d_in + light_rank * (d_in + d))
 
 
@@ -87,6 +109,7 @@ class LayerCost:
     d: int = 0
     gate_rank: int = 0
     light_rank: int = 0
+    gating: str = "neuron"  # MID-L: neuron or block:B (same formula; k is not checked here)
 
     def at(self, k: int | None) -> int:
         if self.kind != "midl":
@@ -167,6 +190,7 @@ def cost_model(model: nn.Module, example: torch.Tensor) -> CostModel:
                     d=module.out_features,
                     gate_rank=module.gate_rank,
                     light_rank=module.light_rank,
+                    gating=str(module.gating),
                 )
             )
         elif isinstance(module, nn.Linear):

@@ -14,6 +14,12 @@ neurons::
 
 ``light_rank=0`` removes the light path (``l = 0``), which turns MID-L into pure top-k gating.
 
+``gating="block:B"`` (:mod:`midl_autok.block`) gates groups of B contiguous neurons: a group's
+score is the sum of its neurons' logits, ``m`` is 1 on the k / B best groups (k counts neurons
+and is a multiple of B), everything else as above. Its sparse eval paths run the full path as
+one small dense product per group (``"gather"``: PyTorch ops; ``"kernel"``: the compiled
+``midl_block_eval``, the custom op ``midl_autok::midl_block_eval`` in a recorded graph).
+
 Execution paths (all compute the same function; tests hold each to the masked dense result):
 
 - **training** (grad enabled): masked dense; the mask, the gate product and the mix are one
@@ -54,6 +60,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from midl_autok import ops as _ops  # registers the custom op midl_autok::midl_eval
+from midl_autok.block import block_eval, block_mask
+from midl_autok.errors import SpecError
+from midl_autok.gating import Gating
 from midl_autok.kernels.cpu import cpu_kernels, cpu_kernels_status  # light: builds nothing yet
 
 __all__ = ["ACTIVATIONS", "EVAL_PATHS", "MIDL", "make_activation", "topk_mask"]
@@ -118,6 +127,14 @@ def _blocked_path(ops: Any, x: torch.Tensor) -> bool:
     with AVX-512 or AVX2 + FMA, at least ``midl_blocked_min_batch()`` samples)."""
     available, min_batch = _blocked_info(ops)
     return available and x.dtype == torch.float32 and x.shape[0] >= min_batch
+
+
+def _block_kernel_pays(batch: int, k: int, d: int) -> bool:
+    """Cost rule for the compiled block kernel (``midl_block_eval``) against masked dense:
+    it does ``B * k * d_in`` multiply-adds in small dense products over contiguous rows, at
+    close to the GEMM's rate, so it pays up to a large active fraction k/d. Measured by
+    ``experiments/bench_structured.py`` (CPU, float32, one thread, AVX2 build)."""
+    return k / d <= (0.5 if batch >= 64 else 0.75)
 
 
 _BLOCKED: tuple[bool, int] | None = None  # (available, min batch) of the loaded kernels
@@ -295,6 +312,10 @@ class MIDL(nn.Module):
         activation: name or module applied to the mixed output.
         bias: learn ``b`` (full path) and ``c`` (light path).
         ste: straight-through estimator for the hard mask; only ``"identity"`` for now.
+        gating: the gate's unit (:class:`~midl_autok.gating.Gating` or its text):
+            ``"neuron"`` (default) or ``"block:B"`` (groups of B contiguous neurons; ``d``
+            and every k must be multiples of B; see :mod:`midl_autok.block`). ``"head"`` is
+            for attention layers and is refused here (one line, ``SpecError``).
         sparse_eval: how ``eval()`` computes the full path (see :meth:`eval_path`):
             ``"auto"`` picks the fastest path by a cost rule; ``"never"`` masked dense;
             ``"always"`` or ``"gather"`` the pure-PyTorch sparse path; ``"kernel"`` the
@@ -313,6 +334,7 @@ class MIDL(nn.Module):
         bias: bool = True,
         ste: str = "identity",
         sparse_eval: SparseMode = "auto",
+        gating: str | Gating = "neuron",
     ) -> None:
         super().__init__()
         if in_features < 1 or out_features < 1:
@@ -329,6 +351,13 @@ class MIDL(nn.Module):
             raise ValueError(
                 f"sparse_eval must be auto|always|never|gather|kernel, but got {sparse_eval!r}"
             )
+        self.gating = Gating.parse(gating)
+        if self.gating.kind == "head":
+            raise SpecError(
+                "gating 'head' needs attention heads; a MID-L layer without heads gates "
+                "'neuron' or 'block:B'"
+            )
+        self.gating.check_width(out_features, f"MIDL({in_features}, {out_features})")
         self.in_features = in_features
         self.out_features = out_features
         self.gate_rank = gate_rank
@@ -391,6 +420,7 @@ class MIDL(nn.Module):
                 raise ValueError(
                     f"k must satisfy 1 <= k <= {self.out_features} (out_features), but got {value}"
                 )
+            self.gating.check_k(value, self.out_features, f"MIDL(out_features={self.out_features})")
         self._k = value
 
     @property
@@ -422,7 +452,15 @@ class MIDL(nn.Module):
             return None
         if self._last_views is None:
             logits, idx, mask = self._last
-            if idx is not None:
+            if idx is not None and self.gating.kind == "block":  # idx: selected groups
+                size = self.gating.size
+                groups = torch.zeros(
+                    (logits.shape[0], self.out_features // size),
+                    dtype=torch.bool,
+                    device=logits.device,
+                ).scatter_(-1, idx, True)
+                sel = groups.repeat_interleave(size, dim=1)
+            elif idx is not None:
                 sel = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, idx, True)
             elif mask is not None:
                 sel = mask > 0
@@ -505,6 +543,8 @@ class MIDL(nn.Module):
             return "kernel" if _op_traceable(x) else "dense"
         if mode in ("always", "gather"):
             return "gather"
+        if self.gating.kind == "block":
+            return self._block_eval_path(x, k)
         batch = x.shape[0]
         d, d_in = self.out_features, self.in_features
         # the blocked rule is the wider one: no build where neither could pay
@@ -525,20 +565,35 @@ class MIDL(nn.Module):
             return "gather"
         return "gather" if batch * k <= self.out_features // 2 else "dense"
 
+    def _block_eval_path(self, x: torch.Tensor, k: int) -> EvalPath:
+        """:meth:`eval_path` for block gating (``k < d``, not ``never``/``gather``): the
+        compiled block kernel (``midl_block_eval``) for float32 CPU input without a gradient
+        when ``sparse_eval="kernel"`` or :func:`_block_kernel_pays`; ``"gather"`` (the
+        PyTorch block path) for ``"kernel"`` where the kernel cannot run; else masked dense."""
+        mode = self.sparse_eval
+        if (
+            not torch.is_grad_enabled()
+            and x.dtype == torch.float32
+            and (mode == "kernel" or _block_kernel_pays(x.shape[0], k, self.out_features))
+            and _cpu_ops(x) is not None
+        ):
+            return "kernel"
+        return "gather" if mode == "kernel" else "dense"
+
     def _use_sparse(self, x: torch.Tensor, k: int) -> bool:
         """Whether an ``eval()`` forward on ``x`` skips rows of W (any sparse path)."""
         return not self.training and self.eval_path(x, k) != "dense"
 
     def _dense_forward(self, x: torch.Tensor, k: int) -> torch.Tensor:
         """Masked dense: every row of W, then the mask (the training path)."""
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() and self.gating.kind == "neuron":
             ops = self._train_ops(x)
             if ops is not None:
                 return self._train_forward(x, k, ops)
         logits = self.gate_logits(x)  # (B, d)
         f = F.linear(x, self.weight, self.bias)  # (B, d) every row
         light = self.light(x)
-        m = None if k >= self.out_features else topk_mask(logits.detach(), k)  # (B, d)
+        m = None if k >= self.out_features else self._mask(logits.detach(), k)  # (B, d)
         code = _act_code(self.act)
         ops = self._fused_ops(logits, f) if code in (0, 1) else None
         if ops is not None:  # CPU: sigmoid, mix, activation (and backward) in one pass each
@@ -553,6 +608,12 @@ class MIDL(nn.Module):
             mixed = _mix(g if m is None else m * g, f, light)
         self._record(logits, mask=m)
         return self.act(mixed)
+
+    def _mask(self, logits: torch.Tensor, k: int) -> torch.Tensor:
+        """The hard mask (B, d) of this layer's gating: top-k neurons or top-k/B groups."""
+        if self.gating.kind == "block":
+            return block_mask(logits, k, self.gating.size)
+        return topk_mask(logits, k)
 
     def _train_ops(self, x: torch.Tensor) -> Any:
         """Compiled kernels for the whole training step of the layer (``midl_train``): CPU,
@@ -609,7 +670,12 @@ class MIDL(nn.Module):
         return _cpu_ops(logits)
 
     def _gather_forward(self, x: torch.Tensor, k: int) -> torch.Tensor:
-        """Pure-PyTorch sparse path: the full path only for rows some sample selected."""
+        """Pure-PyTorch sparse path: the full path only for rows some sample selected (with
+        block gating: one dense product per group over the samples that selected it)."""
+        if self.gating.kind == "block":
+            y, logits, idx = block_eval(x, self._kernel_params(), k, self.gating.size)
+            self._record(logits, idx=idx)
+            return self.act(y)
         logits = self.gate_logits(x)  # (B, d)
         idx = logits.topk(k, dim=-1, sorted=False).indices  # (B, k)
         g = torch.sigmoid(logits)
@@ -633,16 +699,25 @@ class MIDL(nn.Module):
         While a graph is recorded, the custom op ``midl_autok::midl_eval`` (the same kernel
         at run time, one node in the graph)."""
         act: Any = self._modules["act"]
-        code = _act_code(act)
+        code = 0 if (c := _act_code(act)) is None else c
         ops: Any = None if _tracing() else cpu_kernels()
+        if self.gating.kind == "block":
+            size = self.gating.size
+            if ops is None or x.dtype != torch.float32:
+                y, logits, idx = _ops.midl_block_eval(x, *self._kernel_params(), k, size, code)
+            else:
+                y, logits, idx = ops.midl_block_eval(x, *self._kernel_params(), k, size, code)
+            self._record(logits, idx=idx)
+            return y if c is not None else act(y)
         run: Any = _ops.midl_eval if ops is None else ops.midl_sparse_eval
-        y, logits, idx = run(x, *self._kernel_params(), k, 0 if code is None else code)
+        y, logits, idx = run(x, *self._kernel_params(), k, code)
         self._record(logits, idx=idx)
-        return y if code is not None else act(y)
+        return y if c is not None else act(y)
 
     def extra_repr(self) -> str:
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, k={self.k}, "
             f"gate_rank={self.gate_rank}, light_rank={self.light_rank}, "
             f"sparse_eval={self.sparse_eval!r}"
+            + ("" if self.gating.kind == "neuron" else f", gating='{self.gating}'")
         )

@@ -20,7 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from midl_autok.errors import SpecError, unknown_name
+from midl_autok.errors import ScheduleError, SpecError, unknown_name
+from midl_autok.gating import Gating
 from midl_autok.layers import ACTIVATIONS, MIDL, make_activation
 from midl_autok.schedule import KSchedule, LayerSpec
 
@@ -71,12 +72,30 @@ class MIDLNet(nn.Module):
         schedule.check_layers(
             [(s.name, s.width) for s in self.layer_specs()], what=f"the {self.arch} model"
         )
+        for name, layer in self.midl_layers():
+            gating = layer.gating
+            for epoch, k in enumerate(schedule.k[schedule.names.index(name)]):
+                if k % gating.size:
+                    raise ScheduleError(
+                        f"k = {k} for layer {name} at epoch {epoch} is not a multiple of its "
+                        f"gating block {gating.size} ({gating}: k counts neurons and keeps "
+                        f"whole groups); nearest valid k: {gating.snap(k, layer.out_features)}"
+                    )
 
     def schedule_template(self, epochs: int, fraction: float = 1.0) -> KSchedule:
-        """A constant schedule for this model (``fraction`` of every layer's neurons)."""
-        return KSchedule.constant(
+        """A constant schedule for this model (``fraction`` of every layer's neurons; with
+        block gating snapped to whole groups, :meth:`~midl_autok.gating.Gating.snap`)."""
+        template = KSchedule.constant(
             self.layer_specs(), epochs, fraction, arch=self.arch, signature=self.signature()
         )
+        gatings = [layer.gating for _, layer in self.midl_layers()]
+        if all(g.kind == "neuron" for g in gatings):
+            return template
+        rows = tuple(
+            tuple(g.snap(k, spec.width) for k in row)
+            for g, spec, row in zip(gatings, template.layers, template.k, strict=True)
+        )
+        return KSchedule(template.layers, epochs, rows, arch=self.arch, signature=self.signature())
 
 
 def _hidden_block(
@@ -88,9 +107,17 @@ def _hidden_block(
     gate_rank: int,
     light_rank: int,
     dropout: float,
+    gating: str = "neuron",
 ) -> nn.Module:
     if variant == "midl":
-        return MIDL(d_in, d, gate_rank=gate_rank, light_rank=light_rank, activation=activation)
+        return MIDL(
+            d_in,
+            d,
+            gate_rank=gate_rank,
+            light_rank=light_rank,
+            activation=activation,
+            gating=gating,
+        )
     parts: list[nn.Module] = [nn.Linear(d_in, d), make_activation(activation)]
     if variant == "dropout":
         parts.append(nn.Dropout(dropout))
@@ -99,7 +126,10 @@ def _hidden_block(
 
 def _body(d_in: int, hidden: Sequence[int], cfg: Mapping[str, Any]) -> nn.ModuleList:
     blocks = nn.ModuleList()
-    for d in hidden:
+    gating = Gating.parse(cfg.get("gating"))
+    for i, d in enumerate(hidden):
+        if cfg["variant"] == "midl":
+            gating.check_width(d, f"model.gating {gating}: layer body.{i}")
         blocks.append(
             _hidden_block(
                 d_in,
@@ -109,6 +139,7 @@ def _body(d_in: int, hidden: Sequence[int], cfg: Mapping[str, Any]) -> nn.Module
                 gate_rank=cfg["gate_rank"],
                 light_rank=cfg["light_rank"],
                 dropout=cfg["dropout"],
+                gating=cfg.get("gating", "neuron"),
             )
         )
         d_in = d
@@ -194,6 +225,7 @@ _COMMON = {
     "gate_rank": 16,
     "light_rank": 16,
     "dropout": 0.5,
+    "gating": "neuron",
 }
 _ARCH_DEFAULTS: dict[str, dict[str, Any]] = {
     "mlp": {"hidden": [256, 256]},
@@ -218,7 +250,8 @@ def build_model(
     """Build ``arch`` (``mlp``, ``cnn``, ``lstm``) for data of ``input_shape``.
 
     Options: ``variant`` (midl|dense|dropout), ``activation``, ``gate_rank``, ``light_rank``,
-    ``dropout`` and per architecture ``hidden`` (all), ``channels`` (cnn), ``embed_dim`` and
+    ``dropout``, ``gating`` (``neuron`` or ``block:B``; :mod:`midl_autok.gating`) and per
+    architecture ``hidden`` (all), ``channels`` (cnn), ``embed_dim`` and
     ``hidden_size`` (lstm). Unknown options are an error.
     """
     if arch not in MODELS:
@@ -230,6 +263,16 @@ def build_model(
             f"unknown option '{unknown[0]}' for model {arch}; valid: {', '.join(sorted(defaults))}"
         )
     cfg: dict[str, Any] = {**defaults, **options}
+    gating = Gating.parse(cfg["gating"])
+    if gating.kind == "head":
+        raise SpecError(
+            f"model.gating 'head' gates attention heads; model '{arch}' has none (its MID-L "
+            "layers gate 'neuron' or 'block:B')"
+        )
+    if gating.kind == "neuron":
+        del cfg["gating"]  # the config (and so the signature) of neuron models as before
+    else:
+        cfg["gating"] = str(gating)
     if cfg["variant"] not in VARIANTS:
         raise unknown_name("model variant", str(cfg["variant"]), VARIANTS, error=SpecError)
     if not isinstance(cfg["activation"], str) or cfg["activation"] not in ACTIVATIONS:

@@ -10,6 +10,11 @@ computes, for ``x`` (B, d_in) (see :mod:`midl_autok.layers` for the equations)::
 
 ``act`` is the layer's activation code (0 identity, 1 ReLU, 2 tanh, 3 SiLU, 4 exact GELU).
 
+``torch.ops.midl_autok.midl_block_eval(x, G1, G2, W, b, V, U, c, k, size, act)`` is the same
+layer with block gating (``gating="block:size"``, :mod:`midl_autok.block`): ``idx`` (B, k /
+size) holds the selected groups. Its implementation is one Python function on every key: the
+compiled block kernel for float32 CPU input, :func:`midl_block_eval_reference` otherwise.
+
 Because the op is registered with the dispatcher and has a fake implementation (output shapes
 from input shapes: ``(B, d)``, ``(B, d)``, ``(B, k)``), ``torch.export`` and ``torch.compile``
 record it as one node instead of tracing through it, so an exported MID-L model keeps the
@@ -38,15 +43,29 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from midl_autok.block import block_eval
 from midl_autok.kernels.cpu import cpu_kernels
 
-__all__ = ["OP_NAME", "midl_eval", "midl_eval_reference"]
+__all__ = [
+    "BLOCK_OP_NAME",
+    "OP_NAME",
+    "midl_block_eval",
+    "midl_block_eval_reference",
+    "midl_eval",
+    "midl_eval_reference",
+]
 
 OP_NAME = "midl_autok::midl_eval"
+BLOCK_OP_NAME = "midl_autok::midl_block_eval"
 
 SCHEMA = (
     "midl_eval(Tensor x, Tensor gate_in, Tensor gate_out, Tensor weight, Tensor? bias, "
     "Tensor? light_in, Tensor? light_out, Tensor? light_bias, int k, int act) "
+    "-> (Tensor, Tensor, Tensor)"
+)
+BLOCK_SCHEMA = (
+    "midl_block_eval(Tensor x, Tensor gate_in, Tensor gate_out, Tensor weight, Tensor? bias, "
+    "Tensor? light_in, Tensor? light_out, Tensor? light_bias, int k, int size, int act) "
     "-> (Tensor, Tensor, Tensor)"
 )
 
@@ -110,14 +129,54 @@ def _fake(x: torch.Tensor, *rest: Any) -> tuple[torch.Tensor, torch.Tensor, torc
     )
 
 
+def midl_block_eval_reference(
+    x: torch.Tensor, *params: Any
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``midl_block_eval`` in PyTorch ops (any device): :func:`midl_autok.block.block_eval`
+    (one small dense product per group) and the activation. ``params``: the seven
+    parameters, ``k``, ``size``, ``act``."""
+    *weights, k, size, act = params
+    if act not in _ACTIVATIONS:
+        raise ValueError(f"act must be one of {sorted(_ACTIVATIONS)}, but got {act}")
+    y, logits, idx = block_eval(x, weights, k, size)
+    return _ACTIVATIONS[act](y), logits, idx
+
+
+def _block_composite(
+    x: torch.Tensor, *rest: Any
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``midl_block_eval`` on every key: the compiled kernel for float32 CPU input (loading
+    the extension on first use), :func:`midl_block_eval_reference` otherwise."""
+    if x.device.type == "cpu" and x.dtype == torch.float32:
+        ops = cpu_kernels()
+        if ops is not None:
+            y, logits, idx = ops.midl_block_eval(x, *rest)
+            return y, logits, idx
+    return midl_block_eval_reference(x, *rest)
+
+
+def _block_fake(x: torch.Tensor, *rest: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Output shapes: ``(B, d)``, ``(B, d)``, ``(B, k / size)`` (int64)."""
+    batch, d, k, size = x.shape[0], rest[2].shape[0], rest[-3], rest[-2]
+    return (
+        x.new_empty((batch, d)),
+        x.new_empty((batch, d)),
+        x.new_empty((batch, k // size), dtype=torch.long),
+    )
+
+
 def _register() -> torch.library.Library:
     lib = torch.library.Library("midl_autok", "DEF")  # kept alive in _LIBRARY
     lib.define(SCHEMA)
     lib.impl("midl_eval", _composite, "CompositeExplicitAutograd")
     torch.library.register_fake(OP_NAME, _fake, lib=lib)
+    lib.define(BLOCK_SCHEMA)
+    lib.impl("midl_block_eval", _block_composite, "CompositeExplicitAutograd")
+    torch.library.register_fake(BLOCK_OP_NAME, _block_fake, lib=lib)
     return lib
 
 
 _LIBRARY = _register()
 
 midl_eval = torch.ops.midl_autok.midl_eval
+midl_block_eval = torch.ops.midl_autok.midl_block_eval

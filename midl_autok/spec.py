@@ -31,6 +31,7 @@ from pydantic import (
 
 from midl_autok.errors import SpecError
 from midl_autok.fileio import read_text
+from midl_autok.gating import Gating
 
 __all__ = [
     "DEFAULT_EXPERIMENT",
@@ -134,6 +135,15 @@ class ModelSpec(_Strict):
     light_rank: StrictInt = Field(16, ge=0, le=MAX_SIZE)
     activation: str = "relu"
     dropout: float = Field(0.5, ge=0, lt=1)
+    #: The gate's unit: ``neuron``, ``block:B`` (groups of B contiguous neurons) or ``head``
+    #: (attention heads); text read by :meth:`midl_autok.gating.Gating.parse`.
+    gating: str = "neuron"
+
+    @field_validator("gating")
+    @classmethod
+    def _gating(cls, value: str) -> str:
+        return str(Gating.parse(value))  # a SpecError (one line) for a bad value
+
     #: ``package.module:function`` building the model (:mod:`midl_autok.factories`), called
     #: with the data's input shape, number of classes and ``options``; replaces ``arch``.
     factory: str | None = None
@@ -196,17 +206,20 @@ class ModelSpec(_Strict):
 #: The fields of the built-in architectures, at their defaults when ``model.factory`` is set.
 BUILT_IN_MODEL_FIELDS = (
     *("arch", "variant", "hidden", "channels", "embed_dim", "hidden_size"),
-    *("gate_rank", "light_rank", "activation", "dropout"),
+    *("gate_rank", "light_rank", "activation", "dropout", "gating"),
 )
 
 
 def _without_unset_factory(data: dict[str, Any]) -> dict[str, Any]:
-    """A dump without ``factory`` (and the factory's ``options``) when no factory is set:
-    specs, study identities and stored specs of built-in models read as before."""
+    """A dump without ``factory`` (and the factory's ``options``) when no factory is set, and
+    without ``gating`` when it is ``neuron``: specs, study identities and stored specs of
+    built-in models read as before."""
     if isinstance(data, dict) and data.get("factory", "") is None:
         data.pop("factory")
         if "arch" in data and data.get("options") == {}:
             data.pop("options")
+    if isinstance(data, dict) and data.get("gating") == "neuron":
+        data.pop("gating")  # the default: the dumps (and study identities) of before gating
     return data
 
 

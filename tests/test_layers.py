@@ -35,6 +35,20 @@ def reference(layer: MIDL, x: torch.Tensor, *, ste: bool = False) -> torch.Tenso
     k = layer.out_features if layer.k is None else layer.k
     chosen = g.detach().argsort(dim=-1, descending=True)[:, :k]
     m = torch.zeros_like(g).scatter(-1, chosen, 1.0)
+    return mix_reference(layer, x, p, g, m, ste=ste)
+
+
+def mix_reference(
+    layer: MIDL,
+    x: torch.Tensor,
+    p: dict[str, torch.Tensor],
+    g: torch.Tensor,
+    m: torch.Tensor,
+    *,
+    ste: bool = False,
+) -> torch.Tensor:
+    """``act(a ⊙ f + (1 - a) ⊙ l)`` with ``a = m ⊙ g``, from float64 ``x`` and parameters
+    ``p``, for a hard mask ``m`` (with ``ste``: value m, d m / d g = 1)."""
     if ste:
         m = m + g - g.detach()
     a = m * g

@@ -96,5 +96,5 @@ def test_without_confirmations_the_outputs_are_as_before() -> None:
     record = StudyRecord(name="s", attrs=dict(ATTRS), directions=DIRECTIONS, trials=searched())
     summary = pareto_summary(record)
     assert "confirmed_trials" not in summary
-    assert all(list(p) == [*POINT_KEYS, "mlflow_run_id"] for p in summary["points"])
+    assert all(list(p) == [*POINT_KEYS, "mlflow_run_id", "knee"] for p in summary["points"])
     assert record.confirmed() == {}

@@ -1489,8 +1489,16 @@ std::vector<at::Tensor> midl_train(const at::Tensor& x, const at::Tensor& G1,
 #endif
 }
 
+// Defined in midl_block.cpp (block gating): ``(y, logits, group idx)``.
+std::vector<at::Tensor> midl_block_eval(
+    const at::Tensor& x_in, const at::Tensor& gate_in, const at::Tensor& gate_out,
+    const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
+    const c10::optional<at::Tensor>& light_in, const c10::optional<at::Tensor>& light_out,
+    const c10::optional<at::Tensor>& light_bias, int64_t k, int64_t size, int64_t act);
+
 // The Python bindings, registered once, here.
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("midl_block_eval", &midl_block_eval, "block-gated MID-L eval: (y, logits, group idx)");
   m.def("midl_sparse_eval", &midl_sparse_eval, "MID-L eval: (y, logits, idx)");
   m.def("midl_topk_mask", &midl_topk_mask, "exact top-k mask per row");
   m.def("midl_mix_forward", &midl_mix_forward, "fused gate mix, forward");
