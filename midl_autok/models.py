@@ -1,4 +1,4 @@
-"""Models built from MID-L layers, by name: ``mlp``, ``cnn``, ``lstm``.
+"""Models built from MID-L layers, by name: ``mlp``, ``cnn``, ``lstm``, ``transformer``.
 
 Each architecture comes in three variants, so the paper's comparison is one switch away:
 
@@ -7,12 +7,15 @@ Each architecture comes in three variants, so the paper's comparison is one swit
 - ``dropout``: dense with standard dropout after each hidden activation.
 
 Hidden layers are named ``body.0``, ``body.1``, ... in every variant; these are the names a
-:class:`~midl_autok.schedule.KSchedule` uses.
+:class:`~midl_autok.schedule.KSchedule` uses. The ``transformer`` (:mod:`midl_autok.transformer`,
+imported by name when first built) names its gated layers ``body.<block>.ffn`` and, with
+``gating: head``, ``body.<block>.heads``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -21,6 +24,7 @@ import torch
 from torch import nn
 
 from midl_autok.errors import SpecError, unknown_name
+from midl_autok.gating import Gating
 from midl_autok.layers import ACTIVATIONS, MIDL, make_activation
 from midl_autok.schedule import KSchedule, LayerSpec
 
@@ -194,16 +198,31 @@ _COMMON = {
     "gate_rank": 16,
     "light_rank": 16,
     "dropout": 0.5,
+    "gating": "neuron",
 }
 _ARCH_DEFAULTS: dict[str, dict[str, Any]] = {
     "mlp": {"hidden": [256, 256]},
     "cnn": {"channels": [32, 64], "hidden": [256]},
     "lstm": {"embed_dim": 64, "hidden_size": 128, "hidden": [128]},
+    "transformer": {"d_model": 32, "depth": 2, "heads": 4, "ffn": 128, "patch": None},
 }
+
+
+def _by_name(module: str, name: str) -> Callable[[Mapping[str, Any]], MIDLNet]:
+    """A model class imported on first use (its module builds on this one's MIDLNet)."""
+
+    def build(config: Mapping[str, Any]) -> MIDLNet:
+        model: MIDLNet = getattr(importlib.import_module(module), name)(config)
+        return model
+
+    return build
+
+
 MODELS: dict[str, Callable[[Mapping[str, Any]], MIDLNet]] = {
     "mlp": MLP,
     "cnn": CNN,
     "lstm": LSTMClassifier,
+    "transformer": _by_name("midl_autok.transformer", "Transformer"),
 }
 
 
@@ -215,11 +234,12 @@ def build_model(
     vocab_size: int | None = None,
     **options: Any,
 ) -> MIDLNet:
-    """Build ``arch`` (``mlp``, ``cnn``, ``lstm``) for data of ``input_shape``.
+    """Build ``arch`` (``mlp``, ``cnn``, ``lstm``, ``transformer``) for data of ``input_shape``.
 
     Options: ``variant`` (midl|dense|dropout), ``activation``, ``gate_rank``, ``light_rank``,
-    ``dropout`` and per architecture ``hidden`` (all), ``channels`` (cnn), ``embed_dim`` and
-    ``hidden_size`` (lstm). Unknown options are an error.
+    ``dropout``, ``gating`` and per architecture ``hidden`` (mlp, cnn, lstm), ``channels``
+    (cnn), ``embed_dim`` and ``hidden_size`` (lstm), ``d_model``, ``depth``, ``heads``, ``ffn``
+    and ``patch`` (transformer). Unknown options are an error.
     """
     if arch not in MODELS:
         raise unknown_name("model", arch, MODELS, error=SpecError)
@@ -255,5 +275,15 @@ def build_model(
             f"model 'cnn': input {tuple(input_shape)} is too small for "
             f"{len(cfg['channels'])} pooling blocks"
         )
+    gating = Gating.parse(cfg["gating"])
+    if gating.kind == "head" and arch != "transformer":
+        raise SpecError(
+            f"gating 'head' needs attention heads, but model '{arch}' has none; "
+            "use arch: transformer, or gating: neuron"
+        )
+    if gating.kind == "neuron":  # the default stays out of the config (and the signature)
+        cfg.pop("gating")
+    else:
+        cfg["gating"] = str(gating)
     cfg.update(input_shape=list(input_shape), num_classes=num_classes, vocab_size=vocab_size)
     return MODELS[arch](cfg)

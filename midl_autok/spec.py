@@ -29,6 +29,7 @@ from pydantic import (
 
 from midl_autok.errors import SpecError
 from midl_autok.fileio import read_text
+from midl_autok.gating import Gating
 
 __all__ = [
     "DEFAULT_EXPERIMENT",
@@ -101,6 +102,23 @@ class ModelSpec(_Strict):
     light_rank: StrictInt = Field(16, ge=0, le=MAX_SIZE)
     activation: str = "relu"
     dropout: float = Field(0.5, ge=0, lt=1)
+    #: What a MID-L gate selects: ``neuron``, ``block:B`` or ``head`` (:mod:`midl_autok.gating`).
+    gating: str = "neuron"
+    # transformer (midl_autok.transformer): width, blocks, attention heads, FFN hidden width,
+    # image patch side (null: automatic, at most 16 patches)
+    d_model: StrictInt | None = Field(None, ge=1, le=MAX_SIZE)
+    depth: StrictInt | None = Field(None, ge=1, le=MAX_LAYERS)
+    heads: StrictInt | None = Field(None, ge=1, le=MAX_SIZE)
+    ffn: StrictInt | None = Field(None, ge=1, le=MAX_SIZE)
+    patch: StrictInt | None = Field(None, ge=1, le=MAX_SIZE)
+
+    @field_validator("gating")
+    @classmethod
+    def _gating(cls, value: str) -> str:
+        try:
+            return str(Gating.parse(value))
+        except SpecError as exc:
+            raise ValueError(str(exc)) from None
 
     @field_validator("hidden", "channels")
     @classmethod
@@ -122,6 +140,12 @@ class ModelSpec(_Strict):
             _check_weights(
                 4 * size * (embed + size),
                 f"the LSTM gates of hidden_size {size} (embed_dim {embed})",
+            )
+        if self.arch == "transformer":
+            d, f = self.d_model or 32, self.ffn or 128
+            _check_weights(
+                (self.depth or 2) * (4 * d * d + 2 * d * f),
+                f"the transformer blocks (depth {self.depth}, d_model {d}, ffn {f})",
             )
         return self
 
