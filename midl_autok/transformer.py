@@ -75,28 +75,14 @@ class HeadGate(nn.Module):
         self.out_features = heads
         self.proj = nn.Linear(d_model, heads)  # W_g (heads, d_model), b_g
         self._k: int | None = None
-        self.k = k
+        self.k = k  # type: ignore[misc]  # MIDL.k checks 1 <= k <= out_features
         self._last: tuple[torch.Tensor, torch.Tensor] | None = None
 
-    @property
-    def k(self) -> int | None:
-        """Heads per sample that are kept; ``None`` means all."""
-        return self._k
-
-    @k.setter
-    def k(self, value: int | None) -> None:
-        if value is not None:
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"k must be an int or None, but got {value!r}")
-            Gating.parse("head").check_k(value, self.out_features, "head gate")
-            if not 1 <= value <= self.out_features:
-                raise ValueError(
-                    f"k must satisfy 1 <= k <= {self.out_features} (heads), but got {value}"
-                )
-        self._k = value
+    k = MIDL.k  # MIDL's property, heads as the units: the same rule, 1 <= k <= heads
 
     @property
     def effective_k(self) -> int:
+        """Heads kept per sample (``k``, or all)."""
         return self.out_features if self._k is None else self._k
 
     @property

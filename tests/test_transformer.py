@@ -224,7 +224,7 @@ def test_bad_options_are_spec_errors(arch: str, options: dict[str, Any], pattern
 def test_bad_input_shapes_and_head_k() -> None:
     with pytest.raises(SpecError, match="needs token input"):
         build_model("transformer", input_shape=(10,), num_classes=3)
-    with pytest.raises(ValueError, match=r"1 <= k <= 4 \(heads\)"):
+    with pytest.raises(ValueError, match=r"1 <= k <= 4 \(out_features\)"):
         tokens(gating="head").set_k({"body.0.heads": 5})
     with pytest.raises(SpecError, match=r"model\.gating: unknown gating 'bloc:8'"):
         validate_spec({"model": {"arch": "transformer", "gating": "bloc:8"}})
