@@ -171,8 +171,13 @@ def cost_model(model: nn.Module, example: torch.Tensor) -> CostModel:
 
     Costed modules: :class:`MIDL`, ``nn.Linear``, ``nn.Conv2d``, ``nn.LSTM`` (single
     direction, batch_first or not). Other modules (pooling, norms, embeddings, activations)
-    count as 0, like ``FlopCounterMode``.
+    count as 0, like ``FlopCounterMode``. A model with its own ``cost_model(example)`` method
+    (the transformer: :mod:`midl_autok.flops_transformer`) is costed by it.
     """
+    own = getattr(model, "cost_model", None)
+    if callable(own):
+        costs_of_model: CostModel = own(example)
+        return costs_of_model
     costs: list[LayerCost] = []
     names = {module: name for name, module in model.named_modules()}
     handles = []

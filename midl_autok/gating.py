@@ -19,12 +19,17 @@ Gating(kind='block', size=32)
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from midl_autok.errors import SpecError
 
-__all__ = ["Gating", "GatingKind"]
+if TYPE_CHECKING:
+    from midl_autok.schedule import KSchedule
+
+__all__ = ["Gating", "GatingKind", "snap_schedule"]
 
 GatingKind = Literal["neuron", "block", "head"]
 
@@ -92,3 +97,18 @@ class Gating:
         """The nearest k this gating accepts, at least one group, at most ``width``."""
         groups = max(1, min(self.units(width), round(k / self.size)))
         return groups * self.size
+
+
+def snap_schedule(schedule: KSchedule, gatings: Mapping[str, Gating]) -> KSchedule:
+    """``schedule`` with every k of the layers in ``gatings`` snapped to whole groups
+    (:meth:`Gating.snap`); the same object when nothing changes. A search space knows widths,
+    not gatings, so the search snaps what it proposes before a block-gated model trains it."""
+    rows = tuple(
+        tuple(gatings[spec.name].snap(k, spec.width) for k in row)
+        if spec.name in gatings
+        else tuple(row)
+        for spec, row in zip(schedule.layers, schedule.k, strict=True)
+    )
+    if rows == tuple(tuple(row) for row in schedule.k):
+        return schedule
+    return dataclasses.replace(schedule, k=rows)

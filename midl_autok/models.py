@@ -1,4 +1,4 @@
-"""Models built from MID-L layers, by name: ``mlp``, ``cnn``, ``lstm``.
+"""Models built from MID-L layers, by name: ``mlp``, ``cnn``, ``lstm``, ``transformer``.
 
 Each architecture comes in three variants, so the paper's comparison is one switch away:
 
@@ -7,12 +7,15 @@ Each architecture comes in three variants, so the paper's comparison is one swit
 - ``dropout``: dense with standard dropout after each hidden activation.
 
 Hidden layers are named ``body.0``, ``body.1``, ... in every variant; these are the names a
-:class:`~midl_autok.schedule.KSchedule` uses.
+:class:`~midl_autok.schedule.KSchedule` uses. The ``transformer`` (:mod:`midl_autok.transformer`,
+imported by name when first built) names its gated layers ``body.<block>.ffn`` and, with
+``gating: head``, ``body.<block>.heads``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -231,11 +234,25 @@ _ARCH_DEFAULTS: dict[str, dict[str, Any]] = {
     "mlp": {"hidden": [256, 256]},
     "cnn": {"channels": [32, 64], "hidden": [256]},
     "lstm": {"embed_dim": 64, "hidden_size": 128, "hidden": [128]},
+    "transformer": {"d_model": 32, "depth": 2, "heads": 4, "ffn": 128, "patch": None},
 }
+
+
+def _by_name(module: str, name: str) -> Callable[[Mapping[str, Any]], MIDLNet]:
+    """A model class imported on first use (its module builds on this one's MIDLNet)."""
+
+    def build(config: Mapping[str, Any]) -> MIDLNet:
+        model: MIDLNet = getattr(importlib.import_module(module), name)(config)
+        return model
+
+    return build
+
+
 MODELS: dict[str, Callable[[Mapping[str, Any]], MIDLNet]] = {
     "mlp": MLP,
     "cnn": CNN,
     "lstm": LSTMClassifier,
+    "transformer": _by_name("midl_autok.transformer", "Transformer"),
 }
 
 
@@ -247,12 +264,13 @@ def build_model(
     vocab_size: int | None = None,
     **options: Any,
 ) -> MIDLNet:
-    """Build ``arch`` (``mlp``, ``cnn``, ``lstm``) for data of ``input_shape``.
+    """Build ``arch`` (``mlp``, ``cnn``, ``lstm``, ``transformer``) for data of ``input_shape``.
 
     Options: ``variant`` (midl|dense|dropout), ``activation``, ``gate_rank``, ``light_rank``,
-    ``dropout``, ``gating`` (``neuron`` or ``block:B``; :mod:`midl_autok.gating`) and per
-    architecture ``hidden`` (all), ``channels`` (cnn), ``embed_dim`` and
-    ``hidden_size`` (lstm). Unknown options are an error.
+    ``dropout``, ``gating`` (``neuron``, ``block:B`` or, for transformer attention, ``head``;
+    :mod:`midl_autok.gating`) and per architecture ``hidden`` (mlp, cnn, lstm), ``channels``
+    (cnn), ``embed_dim`` and ``hidden_size`` (lstm), ``d_model``, ``depth``, ``heads``, ``ffn``
+    and ``patch`` (transformer). Unknown options are an error.
     """
     if arch not in MODELS:
         raise unknown_name("model", arch, MODELS, error=SpecError)
@@ -263,16 +281,6 @@ def build_model(
             f"unknown option '{unknown[0]}' for model {arch}; valid: {', '.join(sorted(defaults))}"
         )
     cfg: dict[str, Any] = {**defaults, **options}
-    gating = Gating.parse(cfg["gating"])
-    if gating.kind == "head":
-        raise SpecError(
-            f"model.gating 'head' gates attention heads; model '{arch}' has none (its MID-L "
-            "layers gate 'neuron' or 'block:B')"
-        )
-    if gating.kind == "neuron":
-        del cfg["gating"]  # the config (and so the signature) of neuron models as before
-    else:
-        cfg["gating"] = str(gating)
     if cfg["variant"] not in VARIANTS:
         raise unknown_name("model variant", str(cfg["variant"]), VARIANTS, error=SpecError)
     if not isinstance(cfg["activation"], str) or cfg["activation"] not in ACTIVATIONS:
@@ -298,5 +306,15 @@ def build_model(
             f"model 'cnn': input {tuple(input_shape)} is too small for "
             f"{len(cfg['channels'])} pooling blocks"
         )
+    gating = Gating.parse(cfg["gating"])
+    if gating.kind == "head" and arch != "transformer":
+        raise SpecError(
+            f"gating 'head' needs attention heads, but model '{arch}' has none; "
+            "use arch: transformer, or gating: neuron"
+        )
+    if gating.kind == "neuron":  # the default stays out of the config (and the signature)
+        cfg.pop("gating")
+    else:
+        cfg["gating"] = str(gating)
     cfg.update(input_shape=list(input_shape), num_classes=num_classes, vocab_size=vocab_size)
     return MODELS[arch](cfg)

@@ -135,14 +135,23 @@ class ModelSpec(_Strict):
     light_rank: StrictInt = Field(16, ge=0, le=MAX_SIZE)
     activation: str = "relu"
     dropout: float = Field(0.5, ge=0, lt=1)
-    #: The gate's unit: ``neuron``, ``block:B`` (groups of B contiguous neurons) or ``head``
-    #: (attention heads); text read by :meth:`midl_autok.gating.Gating.parse`.
+    #: What a MID-L gate selects: ``neuron``, ``block:B`` or ``head`` (:mod:`midl_autok.gating`).
     gating: str = "neuron"
+    # transformer (midl_autok.transformer): width, blocks, attention heads, FFN hidden width,
+    # image patch side (null: automatic, at most 16 patches)
+    d_model: StrictInt | None = Field(None, ge=1, le=MAX_SIZE)
+    depth: StrictInt | None = Field(None, ge=1, le=MAX_LAYERS)
+    heads: StrictInt | None = Field(None, ge=1, le=MAX_SIZE)
+    ffn: StrictInt | None = Field(None, ge=1, le=MAX_SIZE)
+    patch: StrictInt | None = Field(None, ge=1, le=MAX_SIZE)
 
     @field_validator("gating")
     @classmethod
     def _gating(cls, value: str) -> str:
-        return str(Gating.parse(value))  # a SpecError (one line) for a bad value
+        try:
+            return str(Gating.parse(value))
+        except SpecError as exc:
+            raise ValueError(str(exc)) from None
 
     #: ``package.module:function`` building the model (:mod:`midl_autok.factories`), called
     #: with the data's input shape, number of classes and ``options``; replaces ``arch``.
@@ -195,6 +204,12 @@ class ModelSpec(_Strict):
                 4 * size * (embed + size),
                 f"the LSTM gates of hidden_size {size} (embed_dim {embed})",
             )
+        if self.arch == "transformer":
+            d, f = self.d_model or 32, self.ffn or 128
+            _check_weights(
+                (self.depth or 2) * (4 * d * d + 2 * d * f),
+                f"the transformer blocks (depth {self.depth}, d_model {d}, ffn {f})",
+            )
         return self
 
     def options(self) -> dict[str, Any]:
@@ -207,6 +222,7 @@ class ModelSpec(_Strict):
 BUILT_IN_MODEL_FIELDS = (
     *("arch", "variant", "hidden", "channels", "embed_dim", "hidden_size"),
     *("gate_rank", "light_rank", "activation", "dropout", "gating"),
+    *("d_model", "depth", "heads", "ffn", "patch"),
 )
 
 

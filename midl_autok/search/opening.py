@@ -193,7 +193,7 @@ def open_search(
         params={**_flatten(spec_dict), **{f"agent.{k}": v for k, v in agent.options.items()}},
     )
     tracker.log_text(parent, spec.to_yaml(), "spec.yaml")
-    return SearchSession(
+    session = SearchSession(
         spec=spec,
         store=store,
         study=ostudy,
@@ -206,6 +206,12 @@ def open_search(
         device=device,
         threads=threads,
     )
+    session.block_gatings = {
+        name: gating
+        for name, layer in model.midl_layers()
+        if (gating := getattr(layer, "gating", None)) is not None and gating.kind == "block"
+    }
+    return session
 
 
 def search_to_the_end(

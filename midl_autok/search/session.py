@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from midl_autok import __version__
 from midl_autok.agents import Agent, SamplerAgent
+from midl_autok.gating import Gating, snap_schedule
 from midl_autok.results.confirmed import is_confirmation
 from midl_autok.results.feasibility import meets_constraints
 from midl_autok.results.hypervolume import hypervolume, normalized_hypervolume
@@ -88,6 +89,7 @@ class SearchSession:
         self.attrs = attrs
         self.device = device
         self.threads = threads
+        self.block_gatings: dict[str, Gating] = {}  # set by open_search: k snapped to groups
         self.objectives: list[str] = list(attrs["objectives"])
         self.directions: list[str] = [o.direction for o in spec.objectives]
         self.reference: list[float] | None = attrs.get("reference_point")
@@ -242,10 +244,11 @@ class SearchSession:
     def request(
         self, trial_number: int, schedule: KSchedule, params: Mapping[str, Any] | None = None
     ) -> TrialRequest:
-        """The plain-data request to evaluate ``schedule`` as trial ``trial_number``."""
+        """The plain-data request to evaluate ``schedule`` (its k snapped to whole groups
+        in block-gated layers) as trial ``trial_number``."""
         return TrialRequest(
             spec=self.attrs["spec"],
-            schedule=schedule.to_dict(),
+            schedule=snap_schedule(schedule, self.block_gatings).to_dict(),
             trial_number=trial_number,
             params=dict(params or {}),
             tracking=self.tracker.ref(self.parent_run_id),

@@ -136,3 +136,17 @@ def test_a_search_alone_seeds_from_the_trial_numbers_it_gets(tmp_path: Path) -> 
     assert [t.state.name for t in one.trials] == ["COMPLETE"] * 4
     assert [t.params for t in one.trials] == [t.params for t in two.trials]
     assert [t.user_attrs.get("seed_grid") is not None for t in one.trials][:2] == [True, True]
+
+
+def test_a_block_gated_search_trains_whole_groups(tmp_path: Path) -> None:
+    """A space proposes any k; with block:8 gating the search snaps it to whole groups of 8
+    before training, so no trial fails on a k the layer refuses."""
+    quiet()
+    fresh_store(tmp_path / "runs")
+    spec = tiny_spec(trials=4, agent="random", seed=4).override(**{"model.gating": "block:8"})
+    summary = run_search(spec, store=open_store(tmp_path / "runs"), study="blocks", device="cpu")
+    record = load_study_record(open_store(tmp_path / "runs"), "blocks")
+    assert summary.failed == 0
+    assert [t.state.name for t in record.trials] == ["COMPLETE"] * 4
+    rows = [row for t in record.trials for row in t.user_attrs["schedule"]["k"]]
+    assert rows and all(k % 8 == 0 for row in rows for k in row)
