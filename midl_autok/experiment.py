@@ -17,6 +17,7 @@ from midl_autok.data import Dataset, load_dataset
 from midl_autok.models import MIDLNet, build_model
 
 if TYPE_CHECKING:
+    from midl_autok.schedule import KSchedule
     from midl_autok.spec import ExperimentSpec
 
 __all__ = ["build_for_spec", "dataset_for_spec", "seed_everything"]
@@ -54,13 +55,25 @@ def dataset_for_spec(spec: ExperimentSpec) -> Dataset:
     return _DATA_CACHE[key]
 
 
-def build_for_spec(spec: ExperimentSpec, data: Dataset, *, seed: int | None = None) -> MIDLNet:
-    """Build the spec's model for ``data``, with parameters initialized from ``seed``."""
+def build_for_spec(
+    spec: ExperimentSpec,
+    data: Dataset,
+    *,
+    seed: int | None = None,
+    ranks: KSchedule | None = None,
+) -> MIDLNet:
+    """Build the spec's model for ``data``, with parameters initialized from ``seed``.
+
+    ``ranks``: a schedule whose per-layer MID-L ranks (:attr:`KSchedule.ranks`, from a rank
+    co-search) replace the spec's ``gate_rank``/``light_rank``; a schedule without ranks, or
+    None, keeps the spec's.
+    """
     seed_everything(spec.seed if seed is None else seed)
+    options = {**spec.model.options(), **(ranks.rank_options() if ranks is not None else {})}
     return build_model(
         spec.model.arch,
         input_shape=data.input_shape,
         num_classes=data.num_classes,
         vocab_size=data.vocab_size,
-        **spec.model.options(),
+        **options,
     )

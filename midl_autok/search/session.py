@@ -42,6 +42,7 @@ from midl_autok.results.record import StudyRecord, load_study_record
 from midl_autok.search import recording, recovery
 from midl_autok.search.outcome import TrialOutcome, TrialRequest
 from midl_autok.search.summary import SearchSummary
+from midl_autok.search_spaces.ranks import rank_params
 from midl_autok.tracking import FAILED, FINISHED, KILLED, Tracker, git_sha
 
 if TYPE_CHECKING:
@@ -242,7 +243,7 @@ class SearchSession:
             spec=self.attrs["spec"],
             schedule=schedule.to_dict(),
             trial_number=trial_number,
-            params=dict(params or {}),
+            params={**(params or {}), **rank_params(schedule.ranks)},  # ranks: their values
             tracking=self.tracker.ref(self.parent_run_id),
             tags={
                 "study": self.study_name,
