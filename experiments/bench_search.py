@@ -139,6 +139,9 @@ def write_json(out: Path, result: dict[str, Any]) -> None:
 def run(args: argparse.Namespace, out: Path | None = None) -> dict[str, Any]:
     """Every search of ``args``; after each one, the results so far go to ``<out>.json``."""
     quiet()
+    import torch
+
+    torch.set_num_threads(args.threads)  # the dense runs and confirmations, as a trial trains
     store = open_store(args.store)
     runs: list[dict[str, Any]] = []
     started = time.perf_counter()
