@@ -1,12 +1,28 @@
-"""Search agents compared: normalized hypervolume vs trials, and searched vs fixed-k schedules.
+"""The search benchmark suite (issue 16): hypervolume vs trials, and the cheapest schedule
+confirmed at dense accuracy, per data set and agent.
 
-    python experiments/bench_search.py                          # full: 50 trials, 3 seeds
-    python experiments/bench_search.py --trials 20 --seeds 1 --datasets digits --epochs 5
+    python experiments/bench_search.py                # the full suite: 4 data sets, 30 trials,
+                                                      # 3 seeds, 7 agents, confirm over 3 seeds
+    python experiments/bench_search.py --datasets digits,table --agents default,fixed-k,tpe \
+        --seeds 1 --trials 30 --epochs 10             # a reduced run
     python experiments/bench_search.py --agents fixed-k,tpe,tpe:budget,gp:budget --trials 30 \
         --checkpoints 10,20 --out experiments/results/bench_search_budget
 
+Data sets: ``digits`` (digits-mlp), ``mnist1d`` (mnist1d-mlp), ``table`` (a generated
+24-feature, 7-class table written to a temporary CSV and read with the CSV reader:
+``_suite.table_csv``), ``tokens`` (tokens-lstm: synthetic tokens through the LSTM).
+
 ``--agents`` takes ``agent`` or ``agent:space`` (e.g. ``tpe:budget``: TPE in the budget space;
-a plain name searches ``--space``); each entry is one row of the tables.
+a plain name searches ``--space``, default the experiment's), and two labels for the CLI
+default search: ``default`` (the experiment's agent, space and seed grid, as ``midl-autok
+search EXPERIMENT`` runs it) and ``default+ranks`` (the same with ``--search-ranks``: every
+MID-L layer's gate and light rank co-searched). Each entry is one row of the tables.
+
+Confirmation (``--confirm-seeds N``, default 3; 0: none): per data set and search seed the
+dense variant is trained with N seeds, and per search the cheapest front schedules (those
+within 2 points of dense validation accuracy, at most ``--confirm-candidates``) are retrained
+with N seeds on the same split until one's mean test accuracy is within 0.5 points of the
+dense mean: that schedule's inference-FLOPs ratio is the "cheapest confirmed" column.
 
 For every dataset, agent and seed this runs a real search (``run_search``: one Optuna trial and
 one MLflow child run per schedule, in the store ``--store``, default
@@ -50,20 +66,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _suite import CONFIRM_SEEDS, cheapest_confirmed, dense_baseline, experiment
 
 from midl_autok.backends import run_search
 from midl_autok.pareto import hypervolume_history
-from midl_autok.spec import load_spec
 from midl_autok.store import StudyRecord, load_study_record, open_store
 
-EXPERIMENTS = {"digits": "digits-mlp", "mnist1d": "mnist1d-mlp"}
-AGENTS = ("random", "fixed-k", "tpe", "nsga2", "gp")
+EXPERIMENTS = {
+    "digits": "digits-mlp",
+    "mnist1d": "mnist1d-mlp",
+    "table": "table-mlp (generated CSV)",
+    "tokens": "tokens-lstm",
+}
+AGENTS = ("default", "default+ranks", "tpe", "gp", "random", "fixed-k", "ppo")
+DEFAULT_LABELS = ("default", "default+ranks")
 RL_AGENTS = ("ppo", "sac", "a2c")  # accepted by --agents; closed vs open loop: bench_rl.py
 RL_LAMBDAS = [0.01, 0.1, 1.0]
 OUT = Path(__file__).parent / "results"
 ACC_TOLERANCE = 0.003  # "within 0.3 points"
 BEST_TOLERANCE = 0.005  # "within 0.5 points of the best validation accuracy"
-CHECKPOINTS = (10, 25)
+CHECKPOINTS = (10, 20, 30)
 
 
 def quiet() -> None:
@@ -101,6 +123,7 @@ def trial_points(record: StudyRecord) -> list[dict[str, Any]]:
                 "inference_flops": ua["inference_flops"],
                 "inference_flops_ratio": ua["inference_flops_ratio"],
                 "train_time_s": ua.get("train_time_s"),
+                "schedule": ua.get("schedule"),
             }
         )
     return out
@@ -116,11 +139,15 @@ def write_json(out: Path, result: dict[str, Any]) -> None:
 def run(args: argparse.Namespace, out: Path | None = None) -> dict[str, Any]:
     """Every search of ``args``; after each one, the results so far go to ``<out>.json``."""
     quiet()
+    import torch
+
+    torch.set_num_threads(args.threads)  # the dense runs and confirmations, as a trial trains
     store = open_store(args.store)
     runs: list[dict[str, Any]] = []
     started = time.perf_counter()
+    dense: dict[str, dict[int, dict[str, Any]]] = {}
     for dataset in args.datasets:
-        base = load_spec(EXPERIMENTS[dataset])
+        base = experiment(dataset)
         changes: dict[str, Any] = {
             "training.epochs": args.epochs,
             "dataset.max_samples": args.max_samples,
@@ -128,16 +155,20 @@ def run(args: argparse.Namespace, out: Path | None = None) -> dict[str, Any]:
         }
         base = base.override(**changes)
         for seed in range(args.seeds):
+            seeded = base.override(seed=seed)
+            if args.confirm_seeds:
+                t0 = time.perf_counter()
+                dense.setdefault(dataset, {})[seed] = {
+                    **dense_baseline(seeded, CONFIRM_SEEDS[: args.confirm_seeds]),
+                    "wall_s": time.perf_counter() - t0,
+                }
+                print(
+                    f"{dataset:8s} seed {seed} dense test accuracy "
+                    f"{dense[dataset][seed]['test_accuracy_mean']:.4f}",
+                    flush=True,
+                )
             for label in args.agents:
-                agent, _, space = label.partition(":")
-                changes = {"seed": seed, "search.agent": agent, "search.space": space or args.space}
-                if agent in RL_AGENTS:  # equal training runs: episodes + one rollout per lambda
-                    episodes = args.trials - len(RL_LAMBDAS)
-                    changes["search.options"] = {"episodes": episodes, "lambdas": RL_LAMBDAS}
-                if args.seed_grid and agent not in (*RL_AGENTS, "fixed-k"):
-                    changes["search.seed_grid"] = args.seed_grid
-                    label = f"{label}+grid{args.seed_grid}"
-                spec = base.override(**changes)
+                spec, label = search_spec(seeded, label, args)
                 t0 = time.perf_counter()
                 summary = run_search(
                     spec, store=store, device="cpu", threads=args.threads, plotlyjs="cdn"
@@ -146,7 +177,7 @@ def run(args: argparse.Namespace, out: Path | None = None) -> dict[str, Any]:
                 row = {
                     "dataset": dataset,
                     "agent": label,
-                    "space": space or args.space,
+                    "space": spec.search.space,
                     "seed": seed,
                     "study": summary.study,
                     "completed": summary.completed,
@@ -156,24 +187,67 @@ def run(args: argparse.Namespace, out: Path | None = None) -> dict[str, Any]:
                     "wall_s": time.perf_counter() - t0,
                     "overhead_per_trial_s": summary.overhead_per_trial_s,
                 }
+                if args.confirm_seeds:
+                    t1 = time.perf_counter()
+                    row["confirm"] = cheapest_confirmed(
+                        spec,
+                        row["points"],
+                        dense[dataset][seed],
+                        seeds=CONFIRM_SEEDS[: args.confirm_seeds],
+                        max_candidates=args.confirm_candidates,
+                    )
+                    row["confirm_wall_s"] = time.perf_counter() - t1
                 runs.append(row)
+                confirmed = (row.get("confirm") or {}).get("confirmed")
                 print(
-                    f"{dataset:8s} seed {seed} {label:10s} HV {row['hv_curve'][-1]:.4f} "
-                    f"({row['completed']} trials, {row['wall_s']:.0f} s)",
+                    f"{dataset:8s} seed {seed} {label:14s} HV {row['hv_curve'][-1]:.4f} "
+                    f"({row['completed']} trials, {row['wall_s']:.0f} s); cheapest confirmed "
+                    f"{confirmed['inference_flops_ratio'] if confirmed else '-'}",
                     flush=True,
                 )
                 if out is not None:
-                    write_json(out, snapshot(args, store, started, runs))
-    return snapshot(args, store, started, runs)
+                    write_json(out, snapshot(args, store, started, runs, dense))
+    return snapshot(args, store, started, runs, dense)
+
+
+def search_spec(base: Any, label: str, args: argparse.Namespace) -> tuple[Any, str]:
+    """The spec of one row (``agent``, ``agent:space``, ``default``, ``default+ranks``) and
+    its label."""
+    if label in DEFAULT_LABELS:  # the experiment's own search section, as the CLI runs it
+        return base.override(**{"search.ranks": label == "default+ranks" or None}), label
+    agent, _, space = label.partition(":")
+    changes: dict[str, Any] = {
+        "search.agent": agent,
+        "search.space": space or args.space or base.search.space,
+        "search.seed_grid": 0,
+    }
+    if agent in RL_AGENTS:  # equal training runs: episodes + one rollout per lambda
+        episodes = args.trials - len(RL_LAMBDAS)
+        changes["search.options"] = {"episodes": episodes, "lambdas": RL_LAMBDAS}
+    if args.seed_grid and agent not in (*RL_AGENTS, "fixed-k"):
+        changes["search.seed_grid"] = args.seed_grid
+        label = f"{label}+grid{args.seed_grid}"
+    return base.override(**changes), label
 
 
 def snapshot(
-    args: argparse.Namespace, store: Any, started: float, runs: list[dict[str, Any]]
+    args: argparse.Namespace,
+    store: Any,
+    started: float,
+    runs: list[dict[str, Any]],
+    dense: dict[str, dict[int, dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     result = {
         "config": {**vars(args), "store": str(store.root)},
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "load_average": os.getloadavg(),
+        },
         "wall_s": time.perf_counter() - started,
+        "dense": {
+            d: {str(s): v for s, v in by_seed.items()} for d, by_seed in (dense or {}).items()
+        },
         "runs": runs,
     }
     add_tables(result, args.checkpoints)
@@ -185,6 +259,7 @@ def add_tables(result: dict[str, Any], checkpoints: tuple[int, ...] = CHECKPOINT
     result["hypervolume"] = hv_table(runs, checkpoints)
     result["cheapest_at_best"] = cheapest_at_best(runs)
     result["fixed_k_vs_searched"] = fixed_k_table(runs)
+    result["confirmed"] = confirmed_table(runs, result.get("dense", {}))
 
 
 def merge(files: list[str]) -> dict[str, Any]:
@@ -199,6 +274,7 @@ def merge(files: list[str]) -> dict[str, Any]:
         },
         "machine": parts[0]["machine"],
         "wall_s": sum(p["wall_s"] for p in parts),
+        "dense": {d: v for p in parts for d, v in p.get("dense", {}).items()},
         "runs": runs,
     }
     add_tables(result, tuple(parts[0]["config"].get("checkpoints", CHECKPOINTS)))
@@ -241,6 +317,24 @@ def hv_table(
                     "hv_final": float(mean[-1]),
                     "hv_std_final": float(curves[agent][:, -1].std()),
                     "trials_to_random_final": reach,
+                    "wall_s_mean": float(
+                        np.mean(
+                            [
+                                r["wall_s"] + r.get("confirm_wall_s", 0.0)
+                                for r in runs
+                                if r["dataset"] == dataset and r["agent"] == agent
+                            ]
+                        )
+                    ),
+                    "search_wall_s_mean": float(
+                        np.mean(
+                            [
+                                r["wall_s"]
+                                for r in runs
+                                if r["dataset"] == dataset and r["agent"] == agent
+                            ]
+                        )
+                    ),
                 }
             )
     return rows
@@ -283,6 +377,47 @@ def cheapest_at_best(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def confirmed_table(
+    runs: list[dict[str, Any]], dense: dict[str, dict[str, dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    """Per data set and agent: the cheapest schedule confirmed within 0.5 points of dense
+    test accuracy, inference-FLOPs ratio per seed and mean over the seeds that have one, and
+    how much cheaper than fixed-k's (same seeds; > 1: cheaper)."""
+    rows = []
+    for dataset in dict.fromkeys(r["dataset"] for r in runs):
+        mine = [r for r in runs if r["dataset"] == dataset and "confirm" in r]
+        by_agent: dict[str, dict[int, float | None]] = {}
+        for r in mine:
+            c = r["confirm"]["confirmed"]
+            by_agent.setdefault(r["agent"], {})[r["seed"]] = (
+                c["inference_flops_ratio"] if c else None
+            )
+        fixed = by_agent.get("fixed-k", {})
+        for agent, per_seed in by_agent.items():
+            found = [v for v in per_seed.values() if v is not None]
+            pairs = [
+                fixed[s] / v
+                for s, v in per_seed.items()
+                if v is not None and fixed.get(s) is not None
+            ]
+            dense_acc = [
+                d["test_accuracy_mean"] for d in dense.get(dataset, {}).values() if d is not None
+            ]
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "agent": agent,
+                    "dense_test_accuracy": float(np.mean(dense_acc)) if dense_acc else None,
+                    "per_seed": {str(s): v for s, v in sorted(per_seed.items())},
+                    "seeds_with_one": len(found),
+                    "seeds": len(per_seed),
+                    "flops_ratio_mean": float(np.mean(found)) if found else None,
+                    "cheaper_than_fixed_k": float(np.mean(pairs)) if pairs else None,
+                }
+            )
+    return rows
+
+
 def fixed_k_table(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for dataset in dict.fromkeys(r["dataset"] for r in runs):
@@ -319,6 +454,46 @@ def fixed_k_table(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 )
             rows.append(row)
     return rows
+
+
+def suite_markdown(result: dict[str, Any]) -> str:
+    """The README's tables: HV@k mean (sd) and wall time; the cheapest confirmed schedule."""
+    checkpoints = tuple(result["config"].get("checkpoints", CHECKPOINTS))
+    lines = [
+        "| dataset | agent | seeds | "
+        + " | ".join(f"HV@{k}" for k in checkpoints)
+        + " | wall s (search + confirm) |",
+        "|---|---|---|" + "---|" * len(checkpoints) + "---|",
+    ]
+    for r in result["hypervolume"]:
+        cells = " | ".join(
+            f"{r[f'hv@{k}']:.3f} ({r[f'hv_std@{k}']:.3f})" if f"hv@{k}" in r else "-"
+            for k in checkpoints
+        )
+        lines.append(
+            f"| {r['dataset']} | {r['agent']} | {r['seeds']} | {cells} | "
+            f"{r['search_wall_s_mean']:.0f} + {r['wall_s_mean'] - r['search_wall_s_mean']:.0f} |"
+        )
+    if result.get("confirmed"):
+        lines += [
+            "",
+            "| dataset | agent | dense test acc | cheapest confirmed FLOPs ratio per seed | mean "
+            "| x cheaper than fixed-k |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in result["confirmed"]:
+            seeds = ", ".join(
+                f"s{s}: {'-' if v is None else f'{v:.3f}'}" for s, v in r["per_seed"].items()
+            )
+            mean = "-" if r["flops_ratio_mean"] is None else f"{r['flops_ratio_mean']:.3f}"
+            dense = "-" if r["dense_test_accuracy"] is None else f"{r['dense_test_accuracy']:.4f}"
+            cheaper = (
+                "-" if r["cheaper_than_fixed_k"] is None else f"{r['cheaper_than_fixed_k']:.2f}x"
+            )
+            lines.append(
+                f"| {r['dataset']} | {r['agent']} | {dense} | {seeds} | {mean} | {cheaper} |"
+            )
+    return "\n".join(lines)
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -450,21 +625,38 @@ def figure(result: dict[str, Any]) -> Any:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--trials", type=int, default=50, help="trials per search")
+    p.add_argument("--trials", type=int, default=30, help="trials per search")
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1")
     p.add_argument(
         "--datasets",
         type=lambda s: s.split(","),
         default=list(EXPERIMENTS),
-        help="comma-separated: digits,mnist1d",
+        help=f"comma-separated: {','.join(EXPERIMENTS)}",
     )
     p.add_argument(
         "--agents",
         type=lambda s: s.split(","),
         default=list(AGENTS),
-        help="comma-separated agent or agent:space (e.g. tpe:budget)",
+        help="comma-separated agent or agent:space (e.g. tpe:budget), default (the CLI "
+        "default search) or default+ranks (the same with --search-ranks)",
     )
-    p.add_argument("--space", default="cosine", help="the space of agents given without one")
+    p.add_argument(
+        "--space",
+        default=None,
+        help="the space of agents given without one (default: the experiment's, budget)",
+    )
+    p.add_argument(
+        "--confirm-seeds",
+        type=int,
+        default=3,
+        help="seeds of the dense baseline and of each confirmation (0: no confirmation)",
+    )
+    p.add_argument(
+        "--confirm-candidates",
+        type=int,
+        default=3,
+        help="most front schedules retrained per search, cheapest first",
+    )
     p.add_argument(
         "--seed-grid",
         type=int,
@@ -499,6 +691,8 @@ def main() -> None:
     for name in args.datasets:
         if name not in EXPERIMENTS:
             p.error(f"unknown dataset {name!r}; valid: {', '.join(EXPERIMENTS)}")
+    if not 0 <= args.confirm_seeds <= len(CONFIRM_SEEDS):
+        p.error(f"--confirm-seeds must be in [0, {len(CONFIRM_SEEDS)}]")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     result = merge(args.merge) if args.merge else run(args, out)
@@ -509,6 +703,8 @@ def main() -> None:
         fig.write_image(out.with_suffix(".png"))
     except Exception as exc:  # kaleido needs a browser; the HTML is enough
         print(f"(no PNG: {exc})")
+    print(suite_markdown(result))
+    print()
     print(markdown(result))
     print(f"\nwrote {out.with_suffix('.json')} ({result['wall_s']:.0f} s)")
 

@@ -19,6 +19,7 @@ from midl_autok.data import Dataset, load_dataset
 from midl_autok.models import MIDLNet, build_model
 
 if TYPE_CHECKING:
+    from midl_autok.schedule import KSchedule
     from midl_autok.spec import ExperimentSpec
 
 __all__ = ["build_for_spec", "dataset_for_spec", "model_for_spec", "seed_everything"]
@@ -72,13 +73,26 @@ def _load(spec: ExperimentSpec) -> Dataset:
     )
 
 
-def build_for_spec(spec: ExperimentSpec, data: Dataset, *, seed: int | None = None) -> MIDLNet:
-    """Build the spec's model for ``data``, with parameters initialized from ``seed``."""
+def build_for_spec(
+    spec: ExperimentSpec,
+    data: Dataset,
+    *,
+    seed: int | None = None,
+    ranks: KSchedule | None = None,
+) -> MIDLNet:
+    """Build the spec's model for ``data``, with parameters initialized from ``seed``.
+
+    ``ranks``: a schedule whose per-layer MID-L ranks (:attr:`KSchedule.ranks`, from a rank
+    co-search) replace the spec's ``gate_rank``/``light_rank``; a schedule without ranks, or
+    None, keeps the spec's.
+    """
     seed_everything(spec.seed if seed is None else seed)
-    return model_for_spec(spec, data)
+    return model_for_spec(spec, data, ranks=ranks)
 
 
-def model_for_spec(spec: ExperimentSpec, data: Dataset) -> MIDLNet:
+def model_for_spec(
+    spec: ExperimentSpec, data: Dataset, *, ranks: KSchedule | None = None
+) -> MIDLNet:
     """Build the spec's model for ``data`` (the built-in ``arch`` or ``model.factory``),
     without seeding: parameters come from the current global RNG."""
     if spec.model.factory is not None:
@@ -92,10 +106,11 @@ def model_for_spec(spec: ExperimentSpec, data: Dataset) -> MIDLNet:
             options=spec.model.factory_options,
             probe=data.x_train[:2].cpu(),
         )
+    options = {**spec.model.options(), **(ranks.rank_options() if ranks is not None else {})}
     return build_model(
         spec.model.arch,
         input_shape=data.input_shape,
         num_classes=data.num_classes,
         vocab_size=data.vocab_size,
-        **spec.model.options(),
+        **options,
     )

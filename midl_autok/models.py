@@ -10,10 +10,16 @@ Hidden layers are named ``body.0``, ``body.1``, ... in every variant; these are 
 :class:`~midl_autok.schedule.KSchedule` uses. The ``transformer`` (:mod:`midl_autok.transformer`,
 imported by name when first built) names its gated layers ``body.<block>.ffn`` and, with
 ``gating: head``, ``body.<block>.heads``.
+
+``gate_rank`` and ``light_rank`` are one integer for every MID-L layer, or per layer: a list
+(one per hidden layer) or a mapping by layer name (every layer named). Per-layer values are
+kept as a list in the model's config (so they enter its signature and its saved metadata); a
+single integer keeps the config, and the signature, of a model built before per-layer ranks.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import json
@@ -28,7 +34,7 @@ from midl_autok.gating import Gating
 from midl_autok.layers import ACTIVATIONS, MIDL, make_activation
 from midl_autok.schedule import KSchedule, LayerSpec
 
-__all__ = ["MODELS", "VARIANTS", "MIDLNet", "build_model"]
+__all__ = ["MODELS", "VARIANTS", "MIDLNet", "build_model", "per_layer_ranks"]
 
 VARIANTS = ("midl", "dense", "dropout")
 
@@ -51,6 +57,13 @@ class MIDLNet(nn.Module):
 
     def layer_specs(self) -> tuple[LayerSpec, ...]:
         return tuple(LayerSpec(n, m.out_features) for n, m in self.midl_layers())
+
+    def layer_ranks(self) -> dict[str, tuple[int, int]]:
+        """``{layer: (gate_rank, light_rank)}`` when the model was built with per-layer ranks
+        (its schedules then carry them, see :attr:`KSchedule.ranks`), else ``{}``."""
+        if not any(isinstance(self.config.get(key), list) for key in ("gate_rank", "light_rank")):
+            return {}
+        return {n: (m.gate_rank, m.light_rank) for n, m in self.midl_layers()}
 
     def set_k(self, k: Mapping[str, int]) -> None:
         """Set k of named MID-L layers (``None`` values mean all neurons)."""
@@ -89,7 +102,12 @@ class MIDLNet(nn.Module):
         """A constant schedule for this model (``fraction`` of every layer's neurons; with
         block gating snapped to whole groups, :meth:`~midl_autok.gating.Gating.snap`)."""
         template = KSchedule.constant(
-            self.layer_specs(), epochs, fraction, arch=self.arch, signature=self.signature()
+            self.layer_specs(),
+            epochs,
+            fraction,
+            arch=self.arch,
+            signature=self.signature(),
+            ranks=self.layer_ranks(),
         )
         gatings = [layer.gating for _, layer in self.midl_layers()]
         if all(g.kind == "neuron" for g in gatings):
@@ -98,7 +116,7 @@ class MIDLNet(nn.Module):
             tuple(g.snap(k, spec.width) for k in row)
             for g, spec, row in zip(gatings, template.layers, template.k, strict=True)
         )
-        return KSchedule(template.layers, epochs, rows, arch=self.arch, signature=self.signature())
+        return dataclasses.replace(template, k=rows)
 
 
 def _hidden_block(
@@ -139,14 +157,51 @@ def _body(d_in: int, hidden: Sequence[int], cfg: Mapping[str, Any]) -> nn.Module
                 d,
                 variant=cfg["variant"],
                 activation=cfg["activation"],
-                gate_rank=cfg["gate_rank"],
-                light_rank=cfg["light_rank"],
+                gate_rank=_rank_at(cfg["gate_rank"], i),
+                light_rank=_rank_at(cfg["light_rank"], i),
                 dropout=cfg["dropout"],
                 gating=cfg.get("gating", "neuron"),
             )
         )
         d_in = d
     return blocks
+
+
+def _rank_at(value: int | Sequence[int], i: int) -> int:
+    return value if isinstance(value, int) else int(value[i])
+
+
+def per_layer_ranks(key: str, value: Any, names: Sequence[str]) -> int | list[int]:
+    """``value`` of ``gate_rank``/``light_rank`` for the layers ``names``: an integer as is, a
+    list (one per layer) or a mapping (every layer named) as a list in layer order."""
+    low = 1 if key == "gate_rank" else 0
+    if isinstance(value, Mapping):
+        unknown = sorted(str(n) for n in set(value) - set(names))
+        missing = [n for n in names if n not in value]
+        if unknown or missing:
+            bad = f"has no layer {unknown[0]!r}" if unknown else f"lacks layer {missing[0]}"
+            raise SpecError(
+                f"model option '{key}' by layer name must name every hidden layer "
+                f"({', '.join(names) or 'none'}), but it {bad}"
+            )
+        value = [value[n] for n in names]
+    if isinstance(value, (list, tuple)):
+        if len(value) != len(names):
+            raise SpecError(
+                f"model option '{key}' as a list needs one value per hidden layer "
+                f"({len(names)}), but got {len(value)}"
+            )
+        values = list(value)
+    else:
+        values = [value]
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            raise SpecError(
+                f"model option '{key}' must be an integer >= {low}"
+                + (" (0 = no light path)" if low == 0 else "")
+                + f", or one per hidden layer, but got {v!r}"
+            )
+    return values if isinstance(value, (list, tuple)) else values[0]
 
 
 class MLP(MIDLNet):
@@ -266,8 +321,9 @@ def build_model(
 ) -> MIDLNet:
     """Build ``arch`` (``mlp``, ``cnn``, ``lstm``, ``transformer``) for data of ``input_shape``.
 
-    Options: ``variant`` (midl|dense|dropout), ``activation``, ``gate_rank``, ``light_rank``,
-    ``dropout``, ``gating`` (``neuron``, ``block:B`` or, for transformer attention, ``head``;
+    Options: ``variant`` (midl|dense|dropout), ``activation``, ``gate_rank``, ``light_rank``
+    (an integer, or per hidden layer a list or a mapping by name ``body.<i>``), ``dropout``,
+    ``gating`` (``neuron``, ``block:B`` or, for transformer attention, ``head``;
     :mod:`midl_autok.gating`) and per architecture ``hidden`` (mlp, cnn, lstm), ``channels``
     (cnn), ``embed_dim`` and ``hidden_size`` (lstm), ``d_model``, ``depth``, ``heads``, ``ffn``
     and ``patch`` (transformer). Unknown options are an error.
@@ -297,6 +353,9 @@ def build_model(
                     f"model option '{key}' must be a list of integers >= 1, got {values}"
                 )
             cfg[key] = values
+    names = [f"body.{i}" for i in range(len(cfg["hidden"]))]
+    for key in ("gate_rank", "light_rank"):
+        cfg[key] = per_layer_ranks(key, cfg[key], names)
     if arch == "cnn" and len(input_shape) != 3:
         raise SpecError(
             f"model 'cnn' needs image input (C, H, W), but the data has shape {tuple(input_shape)}"

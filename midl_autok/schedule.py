@@ -10,6 +10,11 @@ validates itself on construction, and round-trips exactly through JSON and YAML:
      "epochs": 12,
      "k": [[256, 240, ...], ...],
      "metrics": {...}, "provenance": {...}}
+
+A schedule found by a rank co-search (``--search-ranks``) also carries each layer's MID-L
+ranks, ``"ranks": {"body.0": {"gate_rank": 8, "light_rank": 0}, ...}``; the trainer builds the
+model with them (:func:`midl_autok.experiment.build_for_spec`), so the schedule replays exactly.
+Files without ``ranks`` (every older file) load as before and use the experiment's ranks.
 """
 
 from __future__ import annotations
@@ -71,6 +76,8 @@ class KSchedule:
     signature: str = ""
     metrics: Mapping[str, Any] = field(default_factory=dict)
     provenance: Mapping[str, Any] = field(default_factory=dict)
+    #: ``{layer: (gate_rank, light_rank)}`` for every layer, or empty: the model's own ranks.
+    ranks: Mapping[str, tuple[int, int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         layers = tuple(
@@ -80,7 +87,11 @@ class KSchedule:
         object.__setattr__(self, "k", tuple(tuple(row) for row in self.k))
         object.__setattr__(self, "metrics", dict(self.metrics))
         object.__setattr__(self, "provenance", dict(self.provenance))
+        object.__setattr__(
+            self, "ranks", {name: tuple(pair) for name, pair in dict(self.ranks).items()}
+        )
         self._validate()
+        self._validate_ranks()
 
     def _validate(self) -> None:
         if not self.layers:
@@ -121,6 +132,40 @@ class KSchedule:
                         f"k must satisfy 1 <= k <= {spec.width} for layer {spec.name} at epoch "
                         f"{epoch}, but got {value}"
                     )
+
+    def _validate_ranks(self) -> None:
+        if not self.ranks:
+            return
+        names = set(self.names)
+        for name, pair in self.ranks.items():
+            if name not in names:
+                raise ScheduleError(
+                    f"ranks name layer {name!r}, which the schedule does not have; "
+                    f"its layers: {', '.join(self.names)}"
+                )
+            if len(pair) != 2 or not all(_is_int(v) for v in pair):
+                raise ScheduleError(
+                    f"ranks of layer {name} must be two integers (gate_rank, light_rank), "
+                    f"but got {pair!r}"
+                )
+            if not (pair[0] >= 1 and pair[1] >= 0):
+                raise ScheduleError(
+                    f"ranks of layer {name} must satisfy gate_rank >= 1 and light_rank >= 0 "
+                    f"(0 = no light path), but got gate_rank={pair[0]}, light_rank={pair[1]}"
+                )
+        missing = [n for n in self.names if n not in self.ranks]
+        if missing:
+            raise ScheduleError(f"ranks must name every layer, but layer {missing[0]} is missing")
+
+    def rank_options(self) -> dict[str, dict[str, int]]:
+        """``{"gate_rank": {layer: r_g}, "light_rank": {layer: r}}`` for
+        :func:`~midl_autok.models.build_model` (empty when the schedule carries no ranks)."""
+        if not self.ranks:
+            return {}
+        return {
+            "gate_rank": {name: pair[0] for name, pair in self.ranks.items()},
+            "light_rank": {name: pair[1] for name, pair in self.ranks.items()},
+        }
 
     # -- constructors -----------------------------------------------------------------------
 
@@ -223,7 +268,7 @@ class KSchedule:
     # -- (de)serialization ------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "format": FORMAT,
             "version": VERSION,
             "model": {"arch": self.arch, "signature": self.signature},
@@ -233,6 +278,12 @@ class KSchedule:
             "metrics": dict(self.metrics),
             "provenance": dict(self.provenance),
         }
+        if self.ranks:
+            out["ranks"] = {
+                s.name: {"gate_rank": self.ranks[s.name][0], "light_rank": self.ranks[s.name][1]}
+                for s in self.layers
+            }
+        return out
 
     @classmethod
     def from_dict(cls, data: Any, *, source: str = "schedule") -> KSchedule:
@@ -251,6 +302,7 @@ class KSchedule:
                 f"version {VERSION}"
             )
         known = {"format", "version", "model", "layers", "epochs", "k", "metrics", "provenance"}
+        known.add("ranks")
         unknown = sorted(str(key) for key in set(data) - known)
         if unknown:
             raise ScheduleError(
@@ -288,6 +340,7 @@ class KSchedule:
             problem = _json_problem(data.get(key, {}), key)
             if problem is not None:
                 raise ScheduleError(f"{source}: {problem}")
+        ranks = _parse_ranks(data.get("ranks", {}), source)
         try:
             return cls(
                 layers=tuple(layers),
@@ -297,6 +350,7 @@ class KSchedule:
                 signature=model.get("signature", ""),
                 metrics=data.get("metrics", {}),
                 provenance=data.get("provenance", {}),
+                ranks=ranks,
             )
         except ScheduleError as exc:
             raise ScheduleError(f"{source}: {exc}") from None
@@ -341,6 +395,30 @@ class KSchedule:
         if yaml_file:
             return cls.from_yaml(text, source=source)
         return cls.from_json(text, source=source)
+
+
+def _parse_ranks(raw: Any, source: str) -> dict[str, tuple[int, int]]:
+    """The ``ranks`` object of a schedule document as ``{layer: (gate_rank, light_rank)}``."""
+    if not isinstance(raw, dict):
+        raise ScheduleError(f"{source}: 'ranks' must be an object, got {_kind(raw)}")
+    out: dict[str, tuple[int, int]] = {}
+    for name, item in raw.items():
+        if not isinstance(item, dict) or set(item) != {"gate_rank", "light_rank"}:
+            raise ScheduleError(
+                f"{source}: ranks.{name} must be an object with exactly 'gate_rank' and "
+                "'light_rank'"
+            )
+        for key in ("gate_rank", "light_rank"):
+            if not _is_int(item[key]):
+                raise ScheduleError(
+                    f"{source}: ranks.{name}.{key} must be an integer, got {item[key]!r:.40}"
+                )
+        out[str(name)] = (item["gate_rank"], item["light_rank"])
+    return out
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _reject_constant(name: str) -> Any:

@@ -131,8 +131,10 @@ class ModelSpec(_Strict):
     channels: list[StrictInt] | None = Field(None, max_length=MAX_LAYERS)
     embed_dim: StrictInt | None = Field(None, ge=1, le=MAX_SIZE)
     hidden_size: StrictInt | None = Field(None, ge=1, le=MAX_SIZE)
-    gate_rank: StrictInt = Field(16, ge=1, le=MAX_SIZE)
-    light_rank: StrictInt = Field(16, ge=0, le=MAX_SIZE)
+    #: One rank for every MID-L layer, or per layer: a list (one per hidden layer) or a
+    #: mapping by layer name (``body.0: 8``); see :func:`midl_autok.models.build_model`.
+    gate_rank: int | list[int] | dict[str, int] = 16
+    light_rank: int | list[int] | dict[str, int] = 16
     activation: str = "relu"
     dropout: float = Field(0.5, ge=0, lt=1)
     #: What a MID-L gate selects: ``neuron``, ``block:B`` or ``head`` (:mod:`midl_autok.gating`).
@@ -182,6 +184,28 @@ class ModelSpec(_Strict):
     @model_serializer(mode="wrap")
     def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         return _without_unset_factory(handler(self))
+
+    @field_validator("gate_rank", "light_rank", mode="before")
+    @classmethod
+    def _ranks(cls, value: Any, info: ValidationInfo) -> Any:
+        low = 1 if info.field_name == "gate_rank" else 0
+        items = list(value.values()) if isinstance(value, dict) else value
+        items = items if isinstance(items, list) else [items]
+        names_ok = not isinstance(value, dict) or all(isinstance(k, str) for k in value)
+        if (
+            not names_ok
+            or not items
+            or any(
+                isinstance(v, bool) or not isinstance(v, int) or not low <= v <= MAX_SIZE
+                for v in items
+            )
+        ):
+            zero = " (0: no light path)" if low == 0 else ""
+            raise ValueError(
+                f"must be an integer in [{low}, {MAX_SIZE}]{zero}, or one per hidden layer: "
+                "a list, or a mapping by layer name (body.0: 8)"
+            )
+        return value
 
     @field_validator("hidden", "channels")
     @classmethod
@@ -299,6 +323,9 @@ class SearchSpec(_Strict):
     #: After the search, retrain the front's schedules with this many more seeds
     #: (:mod:`midl_autok.search.confirm`; at most ``MAX_CONFIRM`` = 20); 0: no confirmation.
     confirm: StrictInt = Field(0, ge=0, le=20)
+    #: Co-search every MID-L layer's ``gate_rank`` and ``light_rank`` with the schedule
+    #: (``--search-ranks``; :mod:`midl_autok.search_spaces.ranks`).
+    ranks: bool = False
 
 
 def _default_objectives() -> list[Objective]:

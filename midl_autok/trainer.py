@@ -348,6 +348,7 @@ class TrainSession:
             k=rows,
             arch=getattr(model, "arch", ""),
             signature=model.signature() if isinstance(model, MIDLNet) else "",
+            ranks=model.layer_ranks() if isinstance(model, MIDLNet) else {},
         )
 
     def finish(self, status: Literal["completed", "stopped"] = "completed") -> TrainResult:
@@ -474,9 +475,10 @@ def run_experiment(
     data: Dataset | None = None,
 ) -> TrainResult:
     """Train the spec's model under ``schedule`` / ``controller`` / a constant ``k_fraction``
-    (default: the spec's ``training.k_fraction``); dataset and model come from the spec."""
+    (default: the spec's ``training.k_fraction``); dataset and model come from the spec (with
+    the schedule's per-layer ranks when it carries them)."""
     data = data if data is not None else dataset_for_spec(spec)
-    model = build_for_spec(spec, data)
+    model = build_for_spec(spec, data, ranks=schedule)
     config = TrainConfig.from_spec(spec, device=device)
     if schedule is None and controller is None and model.layer_specs():
         fraction = spec.training.k_fraction if k_fraction is None else k_fraction

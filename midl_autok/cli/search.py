@@ -115,6 +115,15 @@ def search(
             show_default=False,
         ),
     ] = None,
+    search_ranks: Annotated[
+        bool,
+        typer.Option(
+            "--search-ranks",
+            help="Also search every MID-L layer's gate_rank and light_rank (powers of two up "
+            "to the layer's width and 64; light 0 = no light path); the budget space counts "
+            "them in its FLOPs target, and exported schedules carry them. Sampler agents only.",
+        ),
+    ] = False,
     study: Annotated[
         str | None,
         typer.Option(
@@ -305,6 +314,7 @@ def search(
             "budget.flops_budget": flops_budget,
             "search.seed_grid": seed_grid,
             "search.confirm": confirm,
+            "search.ranks": True if search_ranks else None,
         },
     )
     if seed_grid is not None and seed_grid > spec.budget.trials:

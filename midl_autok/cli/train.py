@@ -226,7 +226,7 @@ def train(
     )
     torch.set_num_threads(threads)  # for the whole run, as a search does per trial
     data = dataset_for_spec(spec)
-    model = build_for_spec(spec, data)
+    model = build_for_spec(spec, data, ranks=loaded)  # a co-searched schedule's ranks
     config = TrainConfig.from_spec(spec, device=device)
     if loaded is not None:
         if not model.layer_specs():

@@ -76,6 +76,7 @@ def open_search(
     from midl_autok.flops import cost_model, training_flops
     from midl_autok.pareto import reference_point
     from midl_autok.search_spaces import SEARCH_SPACES
+    from midl_autok.search_spaces.ranks import rank_search_options
     from midl_autok.trainer import build_for_spec, dataset_for_spec
 
     if study is not None:
@@ -102,6 +103,8 @@ def open_search(
     _check_flops_budget(spec.budget.flops_budget, costs.ratio({c.name: 1 for c in layers}))
     if agent.uses_space and "cost" in SEARCH_SPACES[spec.search.space].option_names():
         space_opts["cost"] = costs  # e.g. the budget space: its target is a FLOPs ratio
+    if spec.search.ranks:
+        space_opts.update(rank_search_options(agent, model))
     space = agent.make_space(spec.search.space, layers, spec.training.epochs, space_opts)
     objectives = [o.metric for o in spec.objectives]
     epochs = spec.training.epochs

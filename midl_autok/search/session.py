@@ -45,6 +45,7 @@ from midl_autok.search import recording, recovery
 from midl_autok.search.outcome import TrialOutcome, TrialRequest
 from midl_autok.search.reserve import reserve_number
 from midl_autok.search.summary import SearchSummary
+from midl_autok.search_spaces.ranks import rank_params
 from midl_autok.tracking import FAILED, FINISHED, KILLED, Tracker, git_sha
 
 if TYPE_CHECKING:
@@ -250,7 +251,7 @@ class SearchSession:
             spec=self.attrs["spec"],
             schedule=snap_schedule(schedule, self.block_gatings).to_dict(),
             trial_number=trial_number,
-            params=dict(params or {}),
+            params={**(params or {}), **rank_params(schedule.ranks)},  # ranks: their values
             tracking=self.tracker.ref(self.parent_run_id),
             tags={
                 "study": self.study_name,

@@ -29,6 +29,20 @@ from numpy.typing import ArrayLike
 
 from midl_autok.errors import ScheduleError, SpecError, unknown_name
 from midl_autok.schedule import KSchedule, LayerSpec
+from midl_autok.search_spaces.curves import (
+    cosine_ramp,
+    cubic_ramp,
+    epoch_times,
+    linear_ramp,
+    piecewise_linear,
+    ramp_progress,
+)
+from midl_autok.search_spaces.ranks import (
+    DEFAULT_MAX_RANK,
+    RankChoices,
+    check_rank_options,
+    rank_choices,
+)
 
 if TYPE_CHECKING:
     import optuna
@@ -48,102 +62,6 @@ __all__ = [
 
 # Values this far outside [low, high] (relative to the width) are rounding, not mistakes.
 _TOLERANCE = 1e-9
-
-
-# --------------------------------------------------------------------------- pure functions
-
-
-def epoch_times(epochs: int) -> np.ndarray:
-    """Normalized time of each epoch: ``t_e = e / (E - 1)`` for ``E > 1``, ``[1.0]`` for ``E = 1``.
-
-    The first epoch is at ``t = 0`` and the last, deployed epoch at ``t = 1``, so a ramp's end
-    value is always the k of the exported model.
-    """
-    if epochs < 1:
-        raise ValueError(f"`epochs >= 1` must hold, but got {epochs}")
-    if epochs == 1:
-        return np.ones(1)
-    return np.arange(epochs, dtype=float) / (epochs - 1)
-
-
-def ramp_progress(t: ArrayLike, t0: float = 0.0, t1: float = 1.0) -> np.ndarray:
-    """Progress through the ramp window ``[t0, t1]``.
-
-    ``p(t) = clip((t - t0) / (t1 - t0), 0, 1)``; when ``t0 == t1`` the ramp is a step:
-    ``p(t) = 0`` for ``t < t0`` and ``1`` for ``t >= t0``.
-    """
-    if not t0 <= t1:
-        raise ValueError(f"`t0 <= t1` must hold, but got t0={t0}, t1={t1}")
-    tt = np.asarray(t, dtype=float)
-    if t1 == t0:
-        return (tt >= t0).astype(float)
-    with np.errstate(over="ignore"):  # a tiny window overflows to +-inf, clipped to a step
-        return np.clip((tt - t0) / (t1 - t0), 0.0, 1.0)
-
-
-def linear_ramp(
-    t: ArrayLike, start: float, end: float, t0: float = 0.0, t1: float = 1.0
-) -> np.ndarray:
-    """Linear ramp from ``start`` to ``end`` over ``[t0, t1]``, flat outside.
-
-    ``f(t) = start + (end - start) * p``, with ``p = clip((t - t0) / (t1 - t0), 0, 1)``.
-    """
-    p = ramp_progress(t, t0, t1)
-    return _blend(start, end, 1.0 - p)
-
-
-def cosine_ramp(
-    t: ArrayLike, start: float, end: float, t0: float = 0.0, t1: float = 1.0
-) -> np.ndarray:
-    """Half-cosine ramp (as in cosine annealing) from ``start`` to ``end`` over ``[t0, t1]``.
-
-    ``f(t) = end + (start - end) * (1 + cos(pi * p)) / 2``, with
-    ``p = clip((t - t0) / (t1 - t0), 0, 1)``. Flat at both ends of the window.
-    """
-    p = ramp_progress(t, t0, t1)
-    return _blend(start, end, 0.5 * (1.0 + np.cos(np.pi * p)))
-
-
-def cubic_ramp(
-    t: ArrayLike, start: float, end: float, t0: float = 0.0, t1: float = 1.0
-) -> np.ndarray:
-    """Cubic ramp of gradual pruning (Zhu & Gupta 2017, "To prune, or not to prune").
-
-    ``f(t) = end + (start - end) * (1 - (t - t0) / (t1 - t0))^3`` for ``t0 <= t <= t1``,
-    ``start`` before ``t0`` and ``end`` after ``t1``. Zhu & Gupta ramp sparsity
-    ``s_t = s_f + (s_i - s_f)(1 - (t - t0) / (n dt))^3``; here the ramped quantity is the
-    kept fraction ``1 - s``, which follows the same curve. It changes fast early and
-    flattens as it reaches ``end``.
-    """
-    p = ramp_progress(t, t0, t1)
-    return _blend(start, end, (1.0 - p) ** 3)
-
-
-def _blend(start: float, end: float, w: np.ndarray) -> np.ndarray:
-    """``w * start + (1 - w) * end``: the same as ``end + (start - end) * w``, but exactly
-    ``start`` at ``w = 1`` and exactly ``end`` at ``w = 0`` in floating point (so a ramp's
-    endpoints round to the same k as its start and end fractions)."""
-    return w * start + (1.0 - w) * end
-
-
-def piecewise_linear(t: ArrayLike, times: ArrayLike, values: ArrayLike) -> np.ndarray:
-    """Linear interpolation through knots ``(times[i], values[i])``, flat outside them.
-
-    For ``times[i] <= t <= times[i+1]``:
-    ``f(t) = values[i] + (values[i+1] - values[i]) * (t - times[i]) / (times[i+1] - times[i])``.
-    ``times`` must be non-decreasing; at a repeated time the later knot wins for ``t`` at or
-    after it (a step).
-    """
-    tk = np.asarray(times, dtype=float)
-    vk = np.asarray(values, dtype=float)
-    if tk.ndim != 1 or tk.shape != vk.shape or tk.size == 0:
-        raise ValueError(
-            f"times and values must be 1-D of the same non-zero length, "
-            f"but got shapes {tk.shape} and {vk.shape}"
-        )
-    if np.any(np.diff(tk) < 0):
-        raise ValueError(f"`times` must be non-decreasing, but got {tk.tolist()}")
-    return np.asarray(np.interp(np.asarray(t, dtype=float), tk, vk), dtype=float)
 
 
 # --------------------------------------------------------------------------- the contract
@@ -172,6 +90,11 @@ class SearchSpace:
         epochs: Number of training epochs.
         min_fraction: Lowest k fraction any parameter can ask for (``0 < min <= max``).
         max_fraction: Highest k fraction (``<= 1``).
+        ranks: Also search every layer's ``gate_rank`` and ``light_rank``
+            (:mod:`~midl_autok.search_spaces.ranks`); the schedule then carries them.
+        max_rank: Highest rank searched (a layer's width lowers it).
+        rank_base: ``{layer: (gate_rank, light_rank)}``, the model's own ranks: always a
+            choice, and the ranks a schedule without ranks encodes at.
     """
 
     name: ClassVar[str] = ""
@@ -183,6 +106,9 @@ class SearchSpace:
         *,
         min_fraction: float = 0.05,
         max_fraction: float = 1.0,
+        ranks: bool = False,
+        max_rank: int = DEFAULT_MAX_RANK,
+        rank_base: Mapping[str, Sequence[int]] | None = None,
         **options: Any,
     ) -> None:
         if options:
@@ -211,7 +137,18 @@ class SearchSpace:
         self.min_fraction: float = float(min_fraction)
         self.max_fraction: float = float(max_fraction)
         self._times = epoch_times(epochs)
-        self._params: tuple[Param, ...] = tuple(self._build_params())
+        check_rank_options(ranks, max_rank, rank_base)
+        self.max_rank: int = max_rank
+        self._prepare()
+        base = dict(rank_base) if rank_base is not None else self._model_ranks()
+        self.rank_search: RankChoices | None = (
+            RankChoices(specs, self._rank_choices(base), base) if ranks else None
+        )
+        self._encode_ranks: dict[str, tuple[int, int]] = {}  # set while encoding
+        params = list(self._build_params())
+        if self.rank_search is not None:
+            params += [Param(n, 0.0, 1.0) for n in self.rank_search.names()]
+        self._params: tuple[Param, ...] = tuple(params)
         names = [p.name for p in self._params]
         if len(set(names)) != len(names):
             dup = next(n for n in names if names.count(n) > 1)
@@ -222,6 +159,32 @@ class SearchSpace:
         self._index = {p.name: i for i, p in enumerate(self._params)}
 
     # -- to implement ------------------------------------------------------------------------
+
+    def _prepare(self) -> None:
+        """Work that :meth:`_rank_choices` and :meth:`_build_params` need (optional)."""
+
+    def _model_ranks(self) -> dict[str, tuple[int, int]]:
+        """The model's own ranks when the space knows them (the budget space's cost model)."""
+        return {}
+
+    def _rank_choices(
+        self, base: Mapping[str, Sequence[int]]
+    ) -> dict[str, tuple[tuple[int, ...], tuple[int, ...]]]:
+        """``{layer: (gate_rank choices, light_rank choices)}`` (with ``ranks=True``)."""
+        out = {}
+        for s in self.layers:
+            limit = min(self.max_rank, s.width)
+            g, r = base.get(s.name, (None, None))
+            out[s.name] = (
+                rank_choices("gate_rank", limit, base=g),
+                rank_choices("light_rank", limit, base=r),
+            )
+        return out
+
+    def _ranks(self, values: Mapping[str, float]) -> dict[str, tuple[int, int]]:
+        """The decoded ranks (with ``ranks=True``); the budget space fits them to its target."""
+        assert self.rank_search is not None
+        return self.rank_search.decode(values)
 
     def _build_params(self) -> list[Param]:
         raise NotImplementedError
@@ -252,7 +215,10 @@ class SearchSpace:
     @property
     def options(self) -> dict[str, Any]:
         """The options this space was built with (for provenance and reproducing it)."""
-        return {"min_fraction": self.min_fraction, "max_fraction": self.max_fraction}
+        out: dict[str, Any] = {"min_fraction": self.min_fraction, "max_fraction": self.max_fraction}
+        if self.rank_search is not None:
+            out.update(ranks=True, max_rank=self.max_rank)
+        return out
 
     def dim(self) -> int:
         """Number of parameters ``D``."""
@@ -327,7 +293,8 @@ class SearchSpace:
         """The schedule for named parameter values (exactly :meth:`param_names`, in bounds)."""
         values = self._check_params(params)
         fractions = np.clip(self._fractions(values), self.min_fraction, self.max_fraction)
-        return KSchedule.from_fractions(self.layers, fractions.tolist())
+        ranks = self._ranks(values) if self.rank_search is not None else {}
+        return KSchedule.from_fractions(self.layers, fractions.tolist(), ranks=ranks)
 
     def _check_params(self, params: Mapping[str, float]) -> dict[str, float]:
         if not isinstance(params, Mapping):
@@ -377,21 +344,36 @@ class SearchSpace:
             )
         by_name = dict(zip(schedule.names, schedule.fractions(), strict=True))
         fractions = np.array([by_name[s.name] for s in self.layers], dtype=float)
-        guess = self._encode_guess(fractions)
-        if guess is not None:
+        rank_params: dict[str, float] | None = {}
+        if self.rank_search is not None:
+            self._encode_ranks = dict(schedule.ranks) or self.rank_search.default()
+            rank_params = self.rank_search.encode(self._encode_ranks)
+        try:
+            guess = self._encode_guess(fractions) if rank_params is not None else None
+        finally:
+            self._encode_ranks = {}
+        if guess is not None and rank_params is not None:
             bounds = self.param_bounds()
+            guess = {**guess, **rank_params}
             clipped = {n: min(bounds[n][1], max(bounds[n][0], v)) for n, v in guess.items()}
             decoded = self.decode_params(clipped)
-            if list(decoded.k) == _rows_in_order(schedule, self.layers):
+            same_ranks = not schedule.ranks or decoded.ranks == schedule.ranks
+            if list(decoded.k) == _rows_in_order(schedule, self.layers) and same_ranks:
                 return clipped
         raise ScheduleError(
             f"search space '{self.name}' cannot express this schedule exactly "
-            f"({self._encodable()}; k fractions in [{self.min_fraction}, {self.max_fraction}]); "
+            f"({self._encodable()}; k fractions in [{self.min_fraction}, {self.max_fraction}]"
+            f"{self._encodable_ranks()}); "
             "use the 'free' space to encode any schedule"
         )
 
     def _encodable(self) -> str:
         return "it encodes schedules with one k per layer for all epochs"
+
+    def _encodable_ranks(self) -> str:
+        if self.rank_search is None:
+            return ""
+        return f"; ranks from its choices, {self.rank_search.describe()}"
 
     def encode(self, schedule: KSchedule) -> np.ndarray:
         """The ``u`` in ``[0, 1]^D`` that decodes to ``schedule`` (see :meth:`encode_params`)."""

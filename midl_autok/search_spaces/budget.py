@@ -22,6 +22,13 @@ Decoding is exact: the budget minus the fixed cost is split by :func:`water_fill
 layer's position ``p`` in its k range, ``k = round(k_lo + p (k_hi - k_lo))``, so the decoded
 schedule's cost is the target within half a k step per layer. Any sampler thus reaches the
 cheap end of the front as the fixed-k grid does, and learns where to spend.
+
+With ``ranks=True`` (:mod:`~midl_autok.search_spaces.ranks`) the ranks' gate and light paths
+count in the target too: the budget runs from every layer at its lowest rank and k to every
+layer at its highest, and :meth:`BudgetSpace.fit_ranks` moves the sampled ranks, one step at a
+time, until the target lies between the schedule's cost at its lowest and highest k; the k
+then spend the rest exactly as above. A layer's rank choices stop below a step that costs more
+than the whole k range, which guarantees that fit.
 """
 
 from __future__ import annotations
@@ -51,6 +58,16 @@ __all__ = ["SHARE_SPREAD", "BudgetSpace", "water_fill"]
 
 SHARE_SPREAD = 10.0  # R: a share of 0 weighs 1/R, 0.5 weighs 1, 1 weighs R
 RAMPS = {"linear": linear_ramp, "cosine": cosine_ramp, "cubic": cubic_ramp}
+
+
+def _affordable(options: Sequence[int], unit: float, k_range: float) -> tuple[int, ...]:
+    """``options`` (sorted) up to the first step that costs more than ``k_range``."""
+    kept = list(options[:1])
+    for c in options[1:]:
+        if (c - kept[-1]) * unit > k_range + 1e-15:
+            break
+        kept.append(c)
+    return tuple(kept)
 
 
 def water_fill(amount: float, caps: Sequence[float], weights: Sequence[float]) -> np.ndarray:
@@ -176,23 +193,123 @@ class BudgetSpace(SearchSpace):
         )
         return fixed, per_k
 
-    def ratio(self, k: Mapping[str, int]) -> float:
-        """The cost of final ``k`` (``{layer: k}``) in the budget's unit."""
-        return self._fixed + float(
-            sum(c * k[s.name] for s, c in zip(self.layers, self._per_k, strict=True))
+    def ratio(
+        self, k: Mapping[str, int], ranks: Mapping[str, tuple[int, int]] | None = None
+    ) -> float:
+        """The cost of final ``k`` (``{layer: k}``) in the budget's unit, with the model's
+        ranks or ``ranks`` (``{layer: (gate_rank, light_rank)}``)."""
+        return (
+            self._fixed
+            + self._rank_offset(ranks)
+            + float(sum(c * k[s.name] for s, c in zip(self.layers, self._per_k, strict=True)))
         )
 
-    def floor(self, *, k1: bool = False) -> float:
-        """The lowest budget: every layer at its lowest k (``k1=True``: at ``k = 1``)."""
-        return self._fixed + float(self._per_k @ (np.ones_like(self._k_lo) if k1 else self._k_lo))
+    def floor(
+        self, *, k1: bool = False, ranks: Mapping[str, tuple[int, int]] | None = None
+    ) -> float:
+        """The lowest budget: every layer at its lowest k (``k1=True``: at ``k = 1``), at
+        ``ranks``, or with ``ranks=True`` and no ``ranks`` at every layer's lowest ranks."""
+        k = np.ones_like(self._k_lo) if k1 else self._k_lo
+        return self._fixed + self._rank_offset(ranks, "lowest") + float(self._per_k @ k)
 
-    def ceiling(self) -> float:
-        """The highest budget: every layer at its highest k."""
-        return self._fixed + float(self._per_k @ self._k_hi)
+    def ceiling(self, *, ranks: Mapping[str, tuple[int, int]] | None = None) -> float:
+        """The highest budget: every layer at its highest k (and highest ranks, see floor)."""
+        return self._fixed + self._rank_offset(ranks, "highest") + float(self._per_k @ self._k_hi)
+
+    # -- the ranks ---------------------------------------------------------------------------
+
+    def _rank_offset(
+        self, ranks: Mapping[str, tuple[int, int]] | None, extreme: str = "model"
+    ) -> float:
+        """The cost of ``ranks`` minus that of the model's ranks (``ranks`` None: the model's,
+        or with rank co-search the ``extreme`` choices)."""
+        if ranks is None:
+            if self.rank_search is None or extreme == "model":
+                return 0.0
+            pick = 0 if extreme == "lowest" else -1
+            ranks = {
+                s.name: (
+                    self.rank_search.choices[s.name][0][pick],
+                    self.rank_search.choices[s.name][1][pick],
+                )
+                for s in self.layers
+            }
+        total = np.array([sum(ranks[s.name]) for s in self.layers], dtype=float)
+        return float(self._rank_unit @ (total - self._rank_sum))
+
+    def _model_ranks(self) -> dict[str, tuple[int, int]]:
+        if self.cost is None:
+            return {}
+        return {c.name: (c.gate_rank, c.light_rank) for c in self.cost.midl_layers}
+
+    def _rank_choices(
+        self, base: Mapping[str, Sequence[int]]
+    ) -> dict[str, tuple[tuple[int, ...], tuple[int, ...]]]:
+        # Ranks up to the layer's input size too, and no step dearer than the whole k range.
+        by_name = {c.name: c for c in self.cost.midl_layers} if self.cost is not None else {}
+        k_range = float(self._per_k @ (self._k_hi - self._k_lo))
+        out = {}
+        for (name, (gate, light)), unit in zip(
+            super()._rank_choices(base).items(), self._rank_unit, strict=True
+        ):
+            d_in = by_name[name].d_in if name in by_name else None
+            out[name] = tuple(
+                _affordable(
+                    [c for c in options if d_in is None or c <= max(1, d_in)], unit, k_range
+                )
+                for options in (gate, light)
+            )
+        return out  # type: ignore[return-value]
+
+    def fit_ranks(
+        self, ranks: Mapping[str, tuple[int, int]], budget: float
+    ) -> dict[str, tuple[int, int]]:
+        """``ranks`` moved until ``floor(ranks) <= budget <= ceiling(ranks)``.
+
+        While the floor is above the budget, the rank whose next step down saves most steps
+        down; while the ceiling is below it, the rank whose next step up costs least steps up
+        (ties: the first layer, gate before light). No step costs more than the k range
+        ``ceiling - floor`` (see :meth:`_rank_choices`), so a step down from a floor above the
+        budget leaves the ceiling above it, and a step up from a ceiling below it leaves the
+        floor below it: the loop ends in the bracket. Without a cost model the ranks cost
+        nothing and are returned as they are.
+        """
+        assert self.rank_search is not None
+        current = {s.name: list(ranks[s.name]) for s in self.layers}
+        slack = 1e-12 * max(1.0, abs(budget))
+
+        def moves(direction: int) -> list[tuple[float, int, int, int]]:
+            found = []
+            for i, s in enumerate(self.layers):
+                for j, options in enumerate(self.rank_search.choices[s.name]):  # type: ignore[union-attr]
+                    at = options.index(current[s.name][j])
+                    to = at + direction
+                    if 0 <= to < len(options):
+                        step = abs(options[to] - options[at]) * float(self._rank_unit[i])
+                        found.append((step, i, j, options[to]))
+            return found
+
+        def fitted() -> dict[str, tuple[int, int]]:
+            return {n: (v[0], v[1]) for n, v in current.items()}
+
+        while self.floor(ranks=fitted()) > budget + slack:
+            step = max(moves(-1), key=lambda m: (m[0], -m[1], -m[2]), default=None)
+            if step is None:
+                break
+            current[self.layers[step[1]].name][step[2]] = step[3]
+        while self.ceiling(ranks=fitted()) < budget - slack:
+            step = min(moves(+1), key=lambda m: (m[0], m[1], m[2]), default=None)
+            if step is None:
+                break
+            current[self.layers[step[1]].name][step[2]] = step[3]
+        return fitted()
+
+    def _ranks(self, values: Mapping[str, float]) -> dict[str, tuple[int, int]]:
+        return self.fit_ranks(super()._ranks(values), values["budget"])
 
     # -- the contract ------------------------------------------------------------------------
 
-    def _build_params(self) -> list[Param]:
+    def _prepare(self) -> None:
         self._fixed, self._per_k = self._coefficients()
         self._k_lo = np.array(
             [k_from_fraction(self.min_fraction, s.width) for s in self.layers], float
@@ -200,6 +317,24 @@ class BudgetSpace(SearchSpace):
         self._k_hi = np.array(
             [k_from_fraction(self.max_fraction, s.width) for s in self.layers], float
         )
+        # Cost of one unit of gate or light rank per layer: 2 (d_in + d) / dense FLOPs.
+        by_name = {c.name: c for c in self.cost.midl_layers} if self.cost is not None else {}
+        dense = float(self.cost.dense_flops()) if self.cost is not None else 1.0
+        self._rank_unit = np.array(
+            [
+                2.0 * (by_name[s.name].d_in + s.width) / dense if s.name in by_name else 0.0
+                for s in self.layers
+            ]
+        )
+        self._rank_sum = np.array(
+            [
+                by_name[s.name].gate_rank + by_name[s.name].light_rank if s.name in by_name else 0
+                for s in self.layers
+            ],
+            dtype=float,
+        )
+
+    def _build_params(self) -> list[Param]:
         floor, ceiling = self.floor(), self.ceiling()
         low = floor if self.min_budget is None else self.min_budget
         high = ceiling if self.max_budget is None else self.max_budget
@@ -231,10 +366,12 @@ class BudgetSpace(SearchSpace):
         return params
 
     def final_k(self, values: Mapping[str, float]) -> np.ndarray:
-        """Each layer's final k for parameter ``values``: the budget split by :func:`water_fill`."""
+        """Each layer's final k for parameter ``values``: the budget split by :func:`water_fill`
+        (after the decoded ranks' cost, with ``ranks=True``)."""
         span = self._k_hi - self._k_lo
         weights = [SHARE_SPREAD ** (2.0 * values[f"{s.name}.share"] - 1.0) for s in self.layers]
-        amount = values["budget"] - self.floor()
+        ranks = self._ranks(values) if self.rank_search is not None else None
+        amount = values["budget"] - self.floor(ranks=ranks)
         p = water_fill(amount, self._per_k * span, weights)
         return np.round(self._k_lo + p * span)
 
@@ -262,7 +399,7 @@ class BudgetSpace(SearchSpace):
         top = float(p.max()) if p.size else 0.0
         w = p / top if top > 0 else np.ones_like(p)
         shares = 0.5 + 0.5 * np.log(np.maximum(w, 1.0 / SHARE_SPREAD)) / math.log(SHARE_SPREAD)
-        guess = {"budget": self.ratio(k)}
+        guess = {"budget": self.ratio(k, self._encode_ranks or None)}
         guess.update(
             {f"{s.name}.share": float(v) for s, v in zip(self.layers, shares, strict=True)}
         )

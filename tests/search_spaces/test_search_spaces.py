@@ -4,6 +4,7 @@ the error messages."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import subprocess
@@ -39,15 +40,19 @@ LAYERS = [LayerSpec("body.0", 256), LayerSpec("body.1", 7), LayerSpec("head", 1)
 EPOCHS = 6
 
 # Every registered space with its defaults, plus the non-default options worth covering.
-CASES: list[tuple[str, dict[str, Any]]] = [(name, {}) for name in SEARCH_SPACES] + [
-    ("linear", {"window": "per_layer"}),
-    ("cubic", {"window": "per_layer", "min_fraction": 0.2, "max_fraction": 0.8}),
-    ("knots", {"n_knots": 2}),
-    ("knots", {"n_knots": 5, "search_times": True}),
-    ("free", {"min_fraction": 0.5, "max_fraction": 0.5}),
-    ("budget", {"ramp": "none"}),
-    ("budget", {"ramp": "cubic", "min_fraction": 0.2, "max_fraction": 0.8}),
-]
+CASES: list[tuple[str, dict[str, Any]]] = (
+    [(name, {}) for name in SEARCH_SPACES]
+    + [
+        ("linear", {"window": "per_layer"}),
+        ("cubic", {"window": "per_layer", "min_fraction": 0.2, "max_fraction": 0.8}),
+        ("knots", {"n_knots": 2}),
+        ("knots", {"n_knots": 5, "search_times": True}),
+        ("free", {"min_fraction": 0.5, "max_fraction": 0.5}),
+        ("budget", {"ramp": "none"}),
+        ("budget", {"ramp": "cubic", "min_fraction": 0.2, "max_fraction": 0.8}),
+    ]
+    + [(name, {"ranks": True}) for name in SEARCH_SPACES]
+)  # rank co-search in every space
 CASE_IDS = [name + "".join(f"-{k}={v}" for k, v in opts.items()) for name, opts in CASES]
 
 layer_lists = st.lists(
@@ -90,6 +95,13 @@ class TestSearchSpaceContract:
             lo, hi = k_bounds(space, spec.width)
             assert all(lo <= k <= hi for k in row), (spec, row)
             assert all(1 <= k <= spec.width for k in row)
+        if space.rank_search is not None:  # ranks: one of each layer's choices
+            assert set(schedule.ranks) == {spec.name for spec in schedule.layers}
+            for layer, (gate, light) in schedule.ranks.items():
+                gates, lights = space.rank_search.choices[layer]
+                assert gate in gates and light in lights
+        else:
+            assert schedule.ranks == {}
 
     @settings(max_examples=25, deadline=None)
     @given(data=st.data())
@@ -141,6 +153,8 @@ class TestSearchSpaceContract:
         space = make_space(name, LAYERS, EPOCHS, **options)
         fixed = KSchedule.constant(LAYERS, EPOCHS, 0.5)
         params = space.encode_params(fixed)
+        if space.rank_search is not None:  # decoded at the default ranks
+            fixed = dataclasses.replace(fixed, ranks=space.rank_search.default())
         assert space.decode_params(params) == fixed
         assert space.decode(space.encode(fixed)) == fixed
         study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
