@@ -23,6 +23,7 @@ _EXPORTS = {
     "cost_model": "midl_autok.flops",
     "build_model": "midl_autok.models",
     "MIDLNet": "midl_autok.models",
+    "midlify": "midl_autok._midlify",
     "Dataset": "midl_autok.data",
     "load_dataset": "midl_autok.data",
     "ExperimentSpec": "midl_autok.spec",
@@ -63,6 +64,7 @@ __all__ = [
     "k_from_fraction",
     "load_dataset",
     "load_spec",
+    "midlify",
     "run_experiment",
     "train",
 ]
@@ -72,6 +74,7 @@ if TYPE_CHECKING:
     from midl_autok.errors import DataError, ScheduleError, SpecError, UserError
     from midl_autok.flops import CostModel, cost_model
     from midl_autok.layers import MIDL
+    from midl_autok._midlify import midlify
     from midl_autok.models import MIDLNet, build_model
     from midl_autok.schedule import KSchedule, LayerSpec, k_from_fraction
     from midl_autok.spec import ExperimentSpec, load_spec

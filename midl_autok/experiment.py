@@ -55,12 +55,18 @@ def dataset_for_spec(spec: ExperimentSpec) -> Dataset:
 
 
 def build_for_spec(spec: ExperimentSpec, data: Dataset, *, seed: int | None = None) -> MIDLNet:
-    """Build the spec's model for ``data``, with parameters initialized from ``seed``."""
+    """Build the spec's model for ``data``, with parameters initialized from ``seed``, or from
+    the dense weights in ``model.init_from`` (``midl_autok._midlify.init_from_checkpoint``)."""
     seed_everything(spec.seed if seed is None else seed)
-    return build_model(
+    model = build_model(
         spec.model.arch,
         input_shape=data.input_shape,
         num_classes=data.num_classes,
         vocab_size=data.vocab_size,
         **spec.model.options(),
     )
+    if spec.model.init_from is not None:  # fine-tune from a dense model's weights
+        from midl_autok._midlify import init_from_checkpoint
+
+        init_from_checkpoint(model, spec.model.init_from)
+    return model

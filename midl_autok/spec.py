@@ -101,6 +101,10 @@ class ModelSpec(_Strict):
     light_rank: StrictInt = Field(16, ge=0, le=MAX_SIZE)
     activation: str = "relu"
     dropout: float = Field(0.5, ge=0, lt=1)
+    #: A dense model's weights (``torch.save(state_dict)``, read with ``weights_only=True``,
+    #: or a ``midl-autok export`` file) that every trial converts with
+    #: :func:`midl_autok._midlify.init_from_checkpoint` and fine-tunes.
+    init_from: str | None = Field(None, min_length=1)
 
     @field_validator("hidden", "channels")
     @classmethod
@@ -127,7 +131,8 @@ class ModelSpec(_Strict):
 
     def options(self) -> dict[str, Any]:
         """Keyword options for :func:`midl_autok.models.build_model` (unset ones omitted)."""
-        return {k: v for k, v in self.model_dump(exclude={"arch"}).items() if v is not None}
+        dumped = self.model_dump(exclude={"arch", "init_from"})
+        return {k: v for k, v in dumped.items() if v is not None}
 
 
 def _short(values: list[int]) -> str:

@@ -17,6 +17,7 @@ from midl_autok.cli._app import (
     ExperimentArg,
     ExperimentOpt,
     GateRankOpt,
+    InitFromOpt,
     LightRankOpt,
     SeedOpt,
     TargetOpt,
@@ -66,6 +67,7 @@ def search(
     dataset: DatasetOpt = None,
     data_path: DataPathOpt = None,
     target: TargetOpt = None,
+    init_from: InitFromOpt = None,
     agent: Annotated[
         str | None,
         typer.Option(
@@ -285,6 +287,7 @@ def search(
             "budget.trials": trials,
             "budget.flops_budget": flops_budget,
             "search.seed_grid": seed_grid,
+            "model.init_from": init_from and str(init_from.resolve()),
         },
     )
     if seed_grid is not None and seed_grid > spec.budget.trials:

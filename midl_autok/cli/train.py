@@ -19,6 +19,7 @@ from midl_autok.cli._app import (
     ExperimentArg,
     ExperimentOpt,
     GateRankOpt,
+    InitFromOpt,
     LightRankOpt,
     SeedOpt,
     TargetOpt,
@@ -67,6 +68,7 @@ def train(
     dataset: DatasetOpt = None,
     data_path: DataPathOpt = None,
     target: TargetOpt = None,
+    init_from: InitFromOpt = None,
     schedule: Annotated[
         Path | None,
         typer.Option(
@@ -218,7 +220,7 @@ def train(
         seed=seed if seed is not None else base_seed,
         gate_rank=gate_rank,
         light_rank=light_rank,
-        extra={"model.variant": variant},
+        extra={"model.variant": variant, "model.init_from": init_from and str(init_from.resolve())},
     )
     torch.set_num_threads(threads)  # for the whole run, as a search does per trial
     data = dataset_for_spec(spec)
