@@ -70,11 +70,11 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from midl_autok._midlify import midlify
     from midl_autok.data import Dataset, load_dataset
     from midl_autok.errors import DataError, ScheduleError, SpecError, UserError
     from midl_autok.flops import CostModel, cost_model
     from midl_autok.layers import MIDL
-    from midl_autok._midlify import midlify
     from midl_autok.models import MIDLNet, build_model
     from midl_autok.schedule import KSchedule, LayerSpec, k_from_fraction
     from midl_autok.spec import ExperimentSpec, load_spec
