@@ -23,6 +23,7 @@ _EXPORTS = {
     "cost_model": "midl_autok.flops",
     "build_model": "midl_autok.models",
     "MIDLNet": "midl_autok.models",
+    "midlify": "midl_autok._midlify",
     "Dataset": "midl_autok.data",
     "load_dataset": "midl_autok.data",
     "ExperimentSpec": "midl_autok.spec",
@@ -64,12 +65,14 @@ __all__ = [
     "k_from_fraction",
     "load_dataset",
     "load_spec",
+    "midlify",
     "run_experiment",
     "train",
     "with_factories",
 ]
 
 if TYPE_CHECKING:
+    from midl_autok._midlify import midlify
     from midl_autok.data import Dataset, load_dataset
     from midl_autok.errors import DataError, ScheduleError, SpecError, UserError
     from midl_autok.factories import with_factories

@@ -94,7 +94,8 @@ def model_for_spec(
     spec: ExperimentSpec, data: Dataset, *, ranks: KSchedule | None = None
 ) -> MIDLNet:
     """Build the spec's model for ``data`` (the built-in ``arch`` or ``model.factory``),
-    without seeding: parameters come from the current global RNG."""
+    without seeding: parameters come from the current global RNG, or from the dense weights
+    in ``model.init_from`` (:func:`midl_autok._midlify.init_from_checkpoint`)."""
     if spec.model.factory is not None:
         from midl_autok.factories import build_factory_model
 
@@ -107,10 +108,15 @@ def model_for_spec(
             probe=data.x_train[:2].cpu(),
         )
     options = {**spec.model.options(), **(ranks.rank_options() if ranks is not None else {})}
-    return build_model(
+    model = build_model(
         spec.model.arch,
         input_shape=data.input_shape,
         num_classes=data.num_classes,
         vocab_size=data.vocab_size,
         **options,
     )
+    if spec.model.init_from is not None:  # fine-tune from a dense model's weights
+        from midl_autok._midlify import init_from_checkpoint
+
+        init_from_checkpoint(model, spec.model.init_from)
+    return model

@@ -146,6 +146,10 @@ class ModelSpec(_Strict):
     heads: StrictInt | None = Field(None, ge=1, le=MAX_SIZE)
     ffn: StrictInt | None = Field(None, ge=1, le=MAX_SIZE)
     patch: StrictInt | None = Field(None, ge=1, le=MAX_SIZE)
+    #: A dense model's weights (``torch.save(state_dict)``, read with ``weights_only=True``,
+    #: or a ``midl-autok export`` file) that every trial converts with
+    #: :func:`midl_autok._midlify.init_from_checkpoint` and fine-tunes.
+    init_from: str | None = Field(None, min_length=1)
 
     @field_validator("gating")
     @classmethod
@@ -238,7 +242,7 @@ class ModelSpec(_Strict):
 
     def options(self) -> dict[str, Any]:
         """Keyword options for :func:`midl_autok.models.build_model` (unset ones omitted)."""
-        dump = self.model_dump(exclude={"arch", "factory", "factory_options"})
+        dump = self.model_dump(exclude={"arch", "factory", "factory_options", "init_from"})
         return {k: v for k, v in dump.items() if v is not None}
 
 
@@ -258,6 +262,9 @@ def _without_unset_factory(data: dict[str, Any]) -> dict[str, Any]:
         data.pop("factory")
         if "arch" in data and data.get("options") == {}:
             data.pop("options")
+    for key in ("init_from", "d_model", "depth", "heads", "ffn", "patch"):  # newer fields
+        if isinstance(data, dict) and key in data and data[key] is None:
+            data.pop(key)
     if isinstance(data, dict) and data.get("gating") == "neuron":
         data.pop("gating")  # the default: the dumps (and study identities) of before gating
     return data

@@ -148,6 +148,17 @@ DataPathOpt = Annotated[
         show_default=False,
     ),
 ]
+InitFromOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--init-from",
+        metavar="FILE",
+        help="Start from a dense model's weights (torch.save(state_dict) of the same "
+        "architecture with variant dense, or its `export`): MID-L layers take W, b, an SVD "
+        "light path and a neutral gate (model.init_from).",
+        show_default=False,
+    ),
+]
 TargetOpt = Annotated[
     str | None,
     typer.Option(

@@ -17,6 +17,7 @@ from midl_autok.cli._app import (
     ExperimentArg,
     ExperimentOpt,
     GateRankOpt,
+    InitFromOpt,
     LightRankOpt,
     SeedOpt,
     TargetOpt,
@@ -69,6 +70,7 @@ def search(
     target: TargetOpt = None,
     model_factory: ModelFactoryOpt = None,
     data_factory: DataFactoryOpt = None,
+    init_from: InitFromOpt = None,
     agent: Annotated[
         str | None,
         typer.Option(
@@ -315,6 +317,7 @@ def search(
             "search.seed_grid": seed_grid,
             "search.confirm": confirm,
             "search.ranks": True if search_ranks else None,
+            "model.init_from": init_from and str(init_from.resolve()),
         },
     )
     if seed_grid is not None and seed_grid > spec.budget.trials:

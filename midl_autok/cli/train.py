@@ -19,6 +19,7 @@ from midl_autok.cli._app import (
     ExperimentArg,
     ExperimentOpt,
     GateRankOpt,
+    InitFromOpt,
     LightRankOpt,
     SeedOpt,
     TargetOpt,
@@ -70,6 +71,7 @@ def train(
     target: TargetOpt = None,
     model_factory: ModelFactoryOpt = None,
     data_factory: DataFactoryOpt = None,
+    init_from: InitFromOpt = None,
     schedule: Annotated[
         Path | None,
         typer.Option(
@@ -222,7 +224,10 @@ def train(
         gate_rank=gate_rank,
         light_rank=light_rank,
         factories=(model_factory, data_factory),
-        extra={"model.variant": variant},
+        extra={
+            "model.variant": variant,
+            "model.init_from": init_from and str(init_from.resolve()),
+        },
     )
     torch.set_num_threads(threads)  # for the whole run, as a search does per trial
     data = dataset_for_spec(spec)

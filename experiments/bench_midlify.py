@@ -1,0 +1,159 @@
+"""midlify a trained dense MLP: SVD vs random light path at k = d/2, before any fine-tuning.
+
+    python experiments/bench_midlify.py                          # digits + MNIST-1D, 3 seeds
+    python experiments/bench_midlify.py --experiments digits-mlp --seeds 1 --epochs 5
+
+For each experiment and seed: train the experiment's architecture dense (``variant: dense``,
+the spec's epochs, lr and batch size), convert it with the ``model.init_from`` path
+(:func:`midl_autok._midlify.init_from_dense_state`: full path from W and b, gate at
+``g = 1/2``, light path by ``init``), then, with no fine-tuning, measure test accuracy
+
+- at ``k = d`` (every neuron on the full path): should equal the dense model's; the largest
+  absolute logit difference is reported too;
+- at ``k = d/2`` (and d/4, d/8) with the light path the truncated SVD of W (``svd``) and
+  with MIDL's random light path (``random``), same gate and full path.
+
+The accuracy loss is ``dense - converted`` in points; the target of issue 18 is that SVD
+loses at least 3x fewer points than random. Prints a markdown table and writes
+``experiments/results/bench_midlify.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("MIDL_AUTOK_NO_EXTENSIONS", "1")  # same function; no kernel build
+
+import torch
+
+from midl_autok._midlify import init_from_dense_state
+from midl_autok.data import Dataset
+from midl_autok.experiment import build_for_spec, dataset_for_spec
+from midl_autok.models import MIDLNet
+from midl_autok.spec import ExperimentSpec, load_spec
+from midl_autok.trainer import TrainConfig, train
+
+OUT = Path(__file__).parent / "results" / "bench_midlify.json"
+DIVISORS = (2, 4, 8)  # k = d / divisor; issue 18's target is at d/2
+LOSSES = tuple(f"d{d}_{i}_loss_points" for d in DIVISORS for i in ("svd", "random"))
+
+
+def train_dense(spec: ExperimentSpec, seed: int) -> tuple[MIDLNet, float, Dataset]:
+    """The spec's architecture trained dense with ``seed``: (model, test accuracy, data)."""
+    dense_spec = spec.override(**{"model.variant": "dense", "seed": seed})
+    data = dataset_for_spec(dense_spec)
+    model = build_for_spec(dense_spec, data)
+    result = train(model, data, config=TrainConfig.from_spec(dense_spec, device="cpu"))
+    return model, float(result.metrics["test_accuracy"]), data
+
+
+@torch.no_grad()
+def logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    model.eval()
+    return torch.cat([model(part) for part in x.split(1024)])
+
+
+def accuracy(out: torch.Tensor, y: torch.Tensor) -> float:
+    return float((out.argmax(1) == y).float().mean())
+
+
+def converted(spec: ExperimentSpec, dense: MIDLNet, data: Dataset, init: str) -> MIDLNet:
+    model = build_for_spec(spec, data)
+    init_from_dense_state(model, dense.state_dict(), init=init)  # type: ignore[arg-type]
+    return model
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    rows: list[dict[str, Any]] = []
+    for name in args.experiments:
+        spec = load_spec(name)
+        if args.epochs:
+            spec = spec.override(**{"training.epochs": args.epochs})
+        for seed in range(args.seeds):
+            start = time.perf_counter()
+            dense, dense_acc, data = train_dense(spec, seed)
+            ref = logits(dense, data.x_test)
+            row: dict[str, Any] = {
+                "experiment": name,
+                "seed": seed,
+                "dense_test_accuracy": accuracy(ref, data.y_test),
+                "dense_trainer_test_accuracy": dense_acc,
+            }
+            for init in ("svd", "random"):
+                model = converted(spec.override(seed=seed), dense, data, init)
+                full = logits(model, data.x_test)
+                if init == "svd":
+                    row["k_d_accuracy"] = accuracy(full, data.y_test)
+                    row["k_d_max_abs_logit_diff"] = float((full - ref).abs().max())
+                    row["k_d_same_predictions"] = float(
+                        (full.argmax(1) == ref.argmax(1)).float().mean()
+                    )
+                for divisor in DIVISORS:
+                    for _, layer in model.midl_layers():
+                        layer.k = max(1, layer.out_features // divisor)
+                    acc = accuracy(logits(model, data.x_test), data.y_test)
+                    row[f"d{divisor}_{init}_accuracy"] = acc
+                    row[f"d{divisor}_{init}_loss_points"] = 100 * (row["dense_test_accuracy"] - acc)
+            row["seconds"] = time.perf_counter() - start
+            rows.append(row)
+            print(json.dumps(row))
+    summary = {}
+    for name in args.experiments:
+        mine = [r for r in rows if r["experiment"] == name]
+        summary[name] = {
+            key: statistics.mean(r[key] for r in mine)
+            for key in ("dense_test_accuracy", "k_d_accuracy", "k_d_max_abs_logit_diff", *LOSSES)
+        }
+    return {
+        "experiments": args.experiments,
+        "seeds": args.seeds,
+        "epochs": args.epochs or "spec",
+        "machine": {"platform": platform.platform(), "threads": torch.get_num_threads()},
+        "rows": rows,
+        "summary": summary,
+    }
+
+
+def table(result: dict[str, Any]) -> str:
+    head = " | ".join(f"k=d/{d} SVD / random loss (pts)" for d in DIVISORS)
+    lines = [
+        f"| experiment | dense acc | k=d acc | k=d max abs logit diff | {head} |",
+        "|---|---|---|---|" + "---|" * len(DIVISORS),
+    ]
+    for name, s in result["summary"].items():
+        cells = " | ".join(
+            f"{s[f'd{d}_svd_loss_points']:.2f} / {s[f'd{d}_random_loss_points']:.2f}"
+            for d in DIVISORS
+        )
+        lines.append(
+            f"| {name} | {100 * s['dense_test_accuracy']:.2f} | {100 * s['k_d_accuracy']:.2f} "
+            f"| {s['k_d_max_abs_logit_diff']:.1e} | {cells} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--experiments", nargs="+", default=["digits-mlp", "mnist1d-mlp"])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=0, help="dense training epochs (0: spec)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    result = run(args)
+    result["table"] = table(result)
+    print(result["table"])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,363 @@
+"""Convert the ``nn.Linear`` layers of a (trained) model into MID-L layers, and start a search
+from a dense checkpoint.
+
+:func:`midlify` replaces the chosen Linear layers of any module by :class:`~midl_autok.layers.MIDL`
+layers initialized so that the converted model starts where the dense one was.
+:func:`init_from_checkpoint` does the same for a built-in model from a dense model's weights
+(the spec's ``model.init_from``).
+
+**Initialization** (``init="svd"``) of a MID-L layer from a dense layer ``y = W x + b``
+(``W = P S Q^T``, singular values ``s_1 >= s_2 >= ...``). MIDL mixes
+``y = a ⊙ f + (1 - a) ⊙ l`` with ``a = m ⊙ g`` and a gate ``g = sigmoid(G2 · G1 · x)`` that
+has no bias, so ``g`` cannot start near 1 for every input; it starts at ``g0 = 1/2``:
+
+- **light path** ``l = U · V · x + c``: the best rank-r approximation of W (Eckart-Young,
+  truncated SVD), ``U = P_r S_r^{1/2}``, ``V = S_r^{1/2} Q_r^T``, ``c = b``; its error
+  ``||W - U V||_2 = s_{r+1}``. Components beyond the rank of W: ``V`` rows keep their random
+  init, ``U`` columns are zero (the product stays exact, both factors still learn).
+- **gate** ``G2 · G1 = (τ / s_1) · W_{r_g}`` (the leading ``r_g`` SVD components of W, split
+  ``sqrt`` evenly): its spectral norm is ``τ`` = ``gate_scale`` (default 1e-4), so
+  ``|g - 1/2| <= τ ||x|| / 4``. Top-k runs on the logits, which do not depend on ``τ``: the
+  k neurons whose pre-activation ``W x`` is predicted largest take the full path.
+- **full path** ``f``: ``W' = (W - (1 - g0) U V) / g0 = 2 W - U V``, ``b' = 2 b - c``, so a
+  selected neuron outputs ``g0 f + (1 - g0) l = W x + b`` exactly and one off the top-k
+  outputs the SVD estimate ``l``. At ``k = d`` the layer computes
+  ``y = W x + b + (2 g - 1)(f - l)``, within ``τ ||x|| · |W x + b - l| / 2`` of the dense
+  output (the tests hold a converted model to that before any fine-tuning).
+
+``init="random"`` keeps MIDL's random light path (``U``, ``V``, ``c``) and sets the gate and
+the full path as above (``W' = 2 W - U V``), so k = d still reproduces the dense output and
+only the estimate of the neurons off the top-k differs: the comparison of
+``experiments/bench_midlify.py``.
+
+(A private module: a public ``midl_autok.midlify`` module would shadow the function
+``midl_autok.midlify`` once imported.)
+"""
+
+from __future__ import annotations
+
+import base64
+import fnmatch
+import io
+import re
+import zipfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+from midl_autok.errors import UserError
+from midl_autok.layers import MIDL
+from midl_autok.schedule import KSchedule, LayerSpec
+
+__all__ = [
+    "GATE_START",
+    "CheckpointError",
+    "init_from_checkpoint",
+    "init_from_dense_state",
+    "init_midl_from_linear",
+    "load_dense_state",
+    "midlify",
+]
+
+Init = Literal["svd", "random"]
+INITS: tuple[Init, ...] = ("svd", "random")
+#: The gate value every neuron starts with (no gate bias: sigmoid(0)); see the module doc.
+GATE_START = 0.5
+Select = str | re.Pattern[str] | type | tuple[type, ...] | Callable[[str, nn.Module], bool] | None
+
+
+class CheckpointError(UserError):
+    """A dense checkpoint (``model.init_from``) cannot be read or does not fit the model."""
+
+
+# -- one layer --------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def init_midl_from_linear(
+    layer: MIDL,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    *,
+    init: Init = "svd",
+    gate_scale: float = 1e-4,
+) -> MIDL:
+    """Set ``layer`` from a dense layer ``y = weight · x + bias`` (see the module docstring).
+
+    ``weight``: ``(d, d_in)`` = ``(layer.out_features, layer.in_features)``. Computed in
+    float64, stored in the layer's dtype."""
+    if init not in INITS:
+        raise UserError(f"init must be one of {', '.join(INITS)}, but got {init!r}")
+    if not gate_scale >= 0:
+        raise UserError(f"gate_scale must be >= 0, but got {gate_scale}")
+    d, d_in = layer.out_features, layer.in_features
+    if tuple(weight.shape) != (d, d_in):
+        raise UserError(f"weight of shape {tuple(weight.shape)} does not fit a {d} x {d_in} layer")
+    if (bias is None) != (layer.bias is None):
+        raise UserError("the dense layer and the MID-L layer must both have a bias or neither")
+    w = weight.detach().to("cpu", torch.float64)  # (d, d_in)
+    b = None if bias is None else bias.detach().to("cpu", torch.float64)  # (d,)
+    p, s, qh = torch.linalg.svd(w, full_matrices=False)  # (d, n), (n,), (n, d_in)
+    root = s.sqrt()
+
+    def put(param: torch.Tensor | None, value: torch.Tensor) -> None:
+        if param is not None:
+            param.copy_(value.to(param.dtype))
+
+    light = torch.zeros_like(w)  # U V, (d, d_in)
+    light_bias = torch.zeros(d, dtype=torch.float64)
+    if layer.light_in is not None and layer.light_out is not None:
+        if init == "svd":
+            r = min(layer.light_rank, s.numel())
+            u = torch.zeros(d, layer.light_rank, dtype=torch.float64)  # (d, r)
+            u[:, :r] = p[:, :r] * root[:r]
+            v = layer.light_in.detach().to("cpu", torch.float64).clone()  # (r, d_in)
+            v[:r] = root[:r, None] * qh[:r]
+            put(layer.light_out, u)
+            put(layer.light_in, v)
+            put(layer.light_bias, b if b is not None else light_bias)
+        light = layer.light_out.detach().double().cpu() @ layer.light_in.detach().double().cpu()
+        if layer.light_bias is not None:
+            light_bias = layer.light_bias.detach().to("cpu", torch.float64)
+
+    rg = min(layer.gate_rank, s.numel())
+    top = float(s[0]) if s.numel() else 0.0
+    scale = (gate_scale / top) ** 0.5 if top > 0 else 0.0
+    g_in = layer.gate_in.detach().to("cpu", torch.float64).clone()  # (r_g, d_in)
+    g_out = torch.zeros(d, layer.gate_rank, dtype=torch.float64)  # (d, r_g)
+    g_in[:rg] = scale * root[:rg, None] * qh[:rg]
+    g_out[:, :rg] = scale * p[:, :rg] * root[:rg]
+    put(layer.gate_in, g_in)
+    put(layer.gate_out, g_out)
+
+    put(layer.weight, (w - (1 - GATE_START) * light) / GATE_START)
+    if b is not None:
+        put(layer.bias, (b - (1 - GATE_START) * light_bias) / GATE_START)
+    return layer
+
+
+# -- any module -------------------------------------------------------------------------------
+
+
+def _matcher(select: Select, linears: list[str]) -> Callable[[str, nn.Module], bool]:
+    if select is None:  # every Linear but the last registered one (the classifier)
+        hidden = set(linears[:-1])
+        return lambda name, _module: name in hidden
+    if isinstance(select, str):
+        return lambda name, _module: fnmatch.fnmatchcase(name, select)
+    if isinstance(select, re.Pattern):
+        return lambda name, _module: select.fullmatch(name) is not None
+    if isinstance(select, type) or (
+        isinstance(select, tuple) and select and all(isinstance(t, type) for t in select)
+    ):
+        return lambda _name, module: isinstance(module, select)
+    if callable(select):
+        return lambda name, module: bool(select(name, module))
+    raise UserError(
+        "midlify: select must be a glob pattern (str), a compiled regex, a module type or a "
+        f"callable (name, module) -> bool, but got {type(select).__name__}"
+    )
+
+
+def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, leaf = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, leaf, new)
+
+
+def midlify(
+    model: nn.Module,
+    select: Select = None,
+    *,
+    k_fraction: float = 1.0,
+    gate_rank: int = 16,
+    light_rank: int = 16,
+    init: Init = "svd",
+    gate_scale: float = 1e-4,
+    epochs: int = 1,
+) -> tuple[nn.Module, KSchedule]:
+    """Replace the chosen ``nn.Linear`` layers of ``model`` (in place) by MID-L layers.
+
+    Args:
+        model: any module; its Linear layers are found with ``named_modules()``.
+        select: which Linear layers: ``None`` = every Linear except the **last one registered**
+            (``named_modules()`` order, the classifier of a usual model); a glob on the
+            qualified name (``"encoder.*.fc1"``); a compiled regex (``re.compile(...)``,
+            full match); a module type or tuple of types (``isinstance``); or a callable
+            ``(name, module) -> bool``. Only ``nn.Linear`` modules are candidates.
+        k_fraction: the template's k fraction for every converted layer.
+        gate_rank, light_rank: ranks of the gate and of the light path (0 = none).
+        init: ``"svd"`` (light path = truncated SVD of W) or ``"random"``; see the module
+            docstring for the gate and full path, which both use.
+        gate_scale: spectral norm ``τ`` of the starting gate (the k = d deviation bound).
+        epochs: epochs of the returned template.
+
+    Returns:
+        ``(model, schedule)``: the same module object, and a constant
+        :class:`~midl_autok.schedule.KSchedule` over the converted layers (named by their
+        qualified names, in registration order). The MID-L layers use
+        ``activation="identity"`` (the model's own activations follow them), sit on the
+        Linear's device and dtype, and have ``k`` set from ``k_fraction``.
+    """
+    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    match = _matcher(select, linears)
+    chosen = [(n, model.get_submodule(n)) for n in linears]
+    chosen = [(n, m) for n, m in chosen if match(n, m)]
+    if not chosen:
+        listed = ", ".join(linears[:12]) + (", ..." if len(linears) > 12 else "")
+        raise UserError(
+            f"midlify: select={select!r} matches no nn.Linear layer of the model "
+            f"(its Linear layers: {listed or 'none'})"
+        )
+    specs: list[LayerSpec] = []
+    for name, linear in chosen:
+        assert isinstance(linear, nn.Linear)
+        layer = MIDL(
+            linear.in_features,
+            linear.out_features,
+            gate_rank=gate_rank,
+            light_rank=light_rank,
+            activation="identity",
+            bias=linear.bias is not None,
+        ).to(device=linear.weight.device, dtype=linear.weight.dtype)
+        init_midl_from_linear(layer, linear.weight, linear.bias, init=init, gate_scale=gate_scale)
+        _replace(model, name, layer)
+        specs.append(LayerSpec(name, linear.out_features))
+    template = KSchedule.constant(specs, epochs, k_fraction, arch=type(model).__name__)
+    for spec, row in zip(template.layers, template.k, strict=True):
+        converted = model.get_submodule(spec.name)
+        assert isinstance(converted, MIDL)
+        converted.k = row[0]
+    return model, template
+
+
+# -- a built-in model from a dense checkpoint ---------------------------------------------------
+
+
+def load_dense_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """The state dict in ``path``: a ``torch.save``'d state dict, or the plain copy of the
+    weights inside a file written by ``midl-autok export`` (``midl_autok_weights.b64``). Both
+    are read with ``torch.load(weights_only=True)``: nothing else is unpickled, nothing in
+    the file runs."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"model.init_from: {path} does not exist or is not a file")
+    raw = _exported_weights(path)
+    try:
+        data = io.BytesIO(path.read_bytes() if raw is None else raw)
+        state = torch.load(data, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a pickle with other globals, a damaged file, ...
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise CheckpointError(
+            f"model.init_from: {path} is not a weights_only state dict (torch.load with "
+            f"weights_only=True refused it: {first}); save one with "
+            "torch.save(model.state_dict(), PATH)"
+        ) from None
+    if not isinstance(state, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise CheckpointError(
+            f"model.init_from: {path} does not hold a state dict (a mapping of names to "
+            "tensors); save one with torch.save(model.state_dict(), PATH)"
+        )
+    return dict(state)
+
+
+_EXPORT_META, _EXPORT_WEIGHTS = "midl_autok.json", "midl_autok_weights.b64"  # see deploy.py
+_MAX_WEIGHTS_BYTES = 4 * 1024**3
+
+
+def _exported_weights(path: Path) -> bytes | None:
+    """The ``torch.save`` bytes of the weights in an export file, or None (not an export)."""
+    if not zipfile.is_zipfile(path):
+        return None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = {n.rsplit("/", 1)[-1]: n for n in archive.namelist()}
+            if _EXPORT_META not in names or _EXPORT_WEIGHTS not in names:
+                return None
+            if archive.getinfo(names[_EXPORT_WEIGHTS]).file_size > _MAX_WEIGHTS_BYTES:
+                raise CheckpointError(f"model.init_from: {path}: the weights are too large")
+            return base64.b64decode(archive.read(names[_EXPORT_WEIGHTS]), validate=True)
+    except CheckpointError:
+        raise
+    except (OSError, zipfile.BadZipFile, ValueError) as exc:
+        raise CheckpointError(f"model.init_from: {path}: cannot read the export ({exc})") from None
+
+
+def _expected(model: nn.Module) -> tuple[dict[str, tuple[int, ...]], dict[str, MIDL]]:
+    """Shapes a dense checkpoint of ``model``'s architecture holds, and the MID-L layers by
+    name. A MID-L layer ``N`` is ``N.0`` (``nn.Linear`` in the dense variant's
+    ``Sequential(Linear, activation)``); every other tensor keeps its name."""
+    midl = {n: m for n, m in model.named_modules() if isinstance(m, MIDL)}
+    shapes: dict[str, tuple[int, ...]] = {}
+    for name, tensor in model.state_dict().items():  # in the model's order
+        owner = next((n for n in midl if name.startswith(f"{n}.")), None)
+        if owner is None:
+            shapes[name] = tuple(tensor.shape)
+        elif f"{owner}.0.weight" not in shapes:
+            layer = midl[owner]
+            shapes[f"{owner}.0.weight"] = (layer.out_features, layer.in_features)
+            if layer.bias is not None:
+                shapes[f"{owner}.0.bias"] = (layer.out_features,)
+    return shapes, midl
+
+
+def _first_difference(
+    expected: Mapping[str, tuple[int, ...]], state: Mapping[str, torch.Tensor]
+) -> str | None:
+    for name, shape in expected.items():
+        if name not in state:
+            return f"{name}: the model has {shape}, the checkpoint has nothing"
+        if tuple(state[name].shape) != shape:
+            return f"{name}: the model has {shape}, the checkpoint has {tuple(state[name].shape)}"
+    for name in state:
+        if name not in expected:
+            return f"{name}: the checkpoint has {tuple(state[name].shape)}, the model has nothing"
+    return None
+
+
+def init_from_checkpoint(
+    model: nn.Module,
+    path: str | Path,
+    *,
+    init: Init = "svd",
+    gate_scale: float = 1e-4,
+) -> nn.Module:
+    """Initialize a built-in model (any variant) from the dense model's weights in ``path``
+    (read by :func:`load_dense_state`; see :func:`init_from_dense_state`)."""
+    state = load_dense_state(path)
+    return init_from_dense_state(
+        model, state, init=init, gate_scale=gate_scale, source=f"model.init_from: {path}"
+    )
+
+
+@torch.no_grad()
+def init_from_dense_state(
+    model: nn.Module,
+    state: Mapping[str, torch.Tensor],
+    *,
+    init: Init = "svd",
+    gate_scale: float = 1e-4,
+    source: str = "the dense state dict",
+) -> nn.Module:
+    """Initialize ``model`` from the state dict of its dense variant: MID-L layers through
+    :func:`init_midl_from_linear`, every other tensor copied. Names or shapes that differ are
+    a :class:`CheckpointError` naming the first differing tensor."""
+    expected, midl = _expected(model)
+    diff = _first_difference(expected, state)
+    if diff is not None:
+        raise CheckpointError(
+            f"{source} does not fit the model (first difference at {diff}); "
+            "give the weights of the same architecture built with variant dense"
+        )
+    for name, tensor in model.state_dict().items():
+        if name in expected:
+            tensor.copy_(state[name])
+    for n, layer in midl.items():
+        weight, bias = state[f"{n}.0.weight"], state.get(f"{n}.0.bias")
+        init_midl_from_linear(layer, weight, bias, init=init, gate_scale=gate_scale)
+    return model

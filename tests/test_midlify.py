@@ -1,0 +1,321 @@
+"""`midlify` (convert nn.Linear layers to MID-L) and `model.init_from` (fine-tune from a dense
+checkpoint): the converted model starts where the dense one was."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import midl_autok
+from midl_autok._midlify import CheckpointError, init_from_checkpoint, init_midl_from_linear
+from midl_autok.errors import UserError
+from midl_autok.experiment import build_for_spec, dataset_for_spec
+from midl_autok.layers import MIDL
+from midl_autok.spec import load_spec
+
+#: At k = d, before any fine-tuning, a converted model's outputs differ from the dense
+#: model's by at most this (absolute; outputs here are O(1)). The analytic bound is
+#: ``gate_scale * ||x|| * |W x + b - l| / 2`` per layer (see midl_autok/_midlify.py).
+K_EQUALS_D_ATOL = 1e-4
+
+
+def mlp() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 48), nn.ReLU(), nn.Linear(48, 5)
+    )
+
+
+class Block(nn.Module):
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(d, 2 * d)
+        self.fc2 = nn.Linear(2 * d, d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.fc2(torch.tanh(self.fc1(x)))  # residual
+
+
+class Nested(nn.Module):
+    """Linear layers at several depths: a ModuleList of blocks, a ModuleDict, a classifier."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(1)
+        self.stem = nn.Linear(16, 24)
+        self.blocks = nn.ModuleList([Block(24), Block(24)])
+        self.heads = nn.ModuleDict({"aux": nn.Sequential(nn.Linear(24, 24), nn.GELU())})
+        self.classifier = nn.Linear(24, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.stem(x))
+        for block in self.blocks:
+            h = block(h)
+        return self.classifier(self.heads["aux"](h))
+
+
+def outputs(model: nn.Module, x: torch.Tensor, *, train: bool) -> torch.Tensor:
+    model.train(train)
+    with torch.set_grad_enabled(train):
+        return model(x).detach()
+
+
+@pytest.mark.parametrize("make", [mlp, Nested], ids=["mlp", "nested"])
+def test_at_k_equal_d_the_converted_model_reproduces_the_dense_one(make) -> None:
+    dense = make()
+    x = torch.randn(300, 32 if make is mlp else 16, generator=torch.Generator().manual_seed(2))
+    ref = outputs(dense, x, train=False)
+    model, schedule = midl_autok.midlify(make(), k_fraction=1.0)
+    assert all(k == (layer.width,) for layer, k in zip(schedule.layers, schedule.k, strict=True))
+    for train in (False, True):  # the eval paths and the training path
+        torch.testing.assert_close(
+            outputs(model, x, train=train), ref, atol=K_EQUALS_D_ATOL, rtol=0
+        )
+    # at k < d it is a different function: the test above can fail
+    for layer in (m for m in model.modules() if isinstance(m, MIDL)):
+        layer.k = layer.out_features // 4
+    assert (outputs(model, x, train=False) - ref).abs().max() > 10 * K_EQUALS_D_ATOL
+
+
+def test_default_select_converts_hidden_layers_not_the_classifier() -> None:
+    model, schedule = midl_autok.midlify(Nested(), k_fraction=0.5)
+    names = [s.name for s in schedule.layers]
+    assert names == [
+        "stem",
+        "blocks.0.fc1",
+        "blocks.0.fc2",
+        "blocks.1.fc1",
+        "blocks.1.fc2",
+        "heads.aux.0",
+    ]
+    assert type(model.classifier) is nn.Linear
+    assert [model.get_submodule(n).k for n in names] == [12, 24, 12, 24, 12, 12]
+    assert schedule.k[0] == (12,) and schedule.epochs == 1
+
+    m, s = midl_autok.midlify(mlp())
+    assert [x.name for x in s.layers] == ["0", "2"] and type(m[4]) is nn.Linear
+
+
+@pytest.mark.parametrize(
+    ("select", "expected"),
+    [
+        ("blocks.*.fc1", ["blocks.0.fc1", "blocks.1.fc1"]),
+        (re.compile(r"blocks\.1\..*|stem"), ["stem", "blocks.1.fc1", "blocks.1.fc2"]),
+        (
+            nn.Linear,
+            [
+                "stem",
+                "blocks.0.fc1",
+                "blocks.0.fc2",
+                "blocks.1.fc1",
+                "blocks.1.fc2",
+                "heads.aux.0",
+                "classifier",
+            ],
+        ),
+        (lambda name, m: m.out_features == 48, ["blocks.0.fc1", "blocks.1.fc1"]),
+    ],
+    ids=["glob", "regex", "type", "callable"],
+)
+def test_select_by_pattern_type_or_callable(select, expected) -> None:
+    model, schedule = midl_autok.midlify(Nested(), select=select)
+    assert [s.name for s in schedule.layers] == expected
+    converted = [n for n, m in model.named_modules() if isinstance(m, MIDL)]
+    assert converted == expected
+
+
+def test_a_select_that_matches_nothing_is_one_user_error_line() -> None:
+    with pytest.raises(UserError, match=r"select='decoder\.\*' matches no nn.Linear layer") as err:
+        midl_autok.midlify(Nested(), select="decoder.*")
+    assert "\n" not in str(err.value) and "stem, blocks.0.fc1" in str(err.value)
+    with pytest.raises(UserError, match="select must be a glob pattern"):
+        midl_autok.midlify(Nested(), select=3)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("rank", [1, 4, 12])
+def test_the_light_path_is_the_truncated_svd(rank: int) -> None:
+    torch.manual_seed(3)
+    linear = nn.Linear(20, 30).double()
+    layer = MIDL(20, 30, gate_rank=4, light_rank=rank, activation="identity").double()
+    init_midl_from_linear(layer, linear.weight, linear.bias)
+    assert layer.light_in is not None and layer.light_out is not None
+    w = linear.weight.detach()
+    s = torch.linalg.svdvals(w)
+    error = w - layer.light_out.detach() @ layer.light_in.detach()
+    # Eckart-Young: the best rank-r error is the tail of the singular values
+    torch.testing.assert_close(torch.linalg.matrix_norm(error, ord=2), s[rank])
+    torch.testing.assert_close(torch.linalg.matrix_norm(error), s[rank:].square().sum().sqrt())
+    torch.testing.assert_close(layer.light_bias, linear.bias)
+    # a random light path is much worse
+    rand = MIDL(20, 30, gate_rank=4, light_rank=rank, activation="identity").double()
+    init_midl_from_linear(rand, linear.weight, linear.bias, init="random")
+    assert rand.light_in is not None and rand.light_out is not None
+    worse = w - rand.light_out.detach() @ rand.light_in.detach()
+    assert torch.linalg.matrix_norm(worse) > 1.2 * torch.linalg.matrix_norm(error)
+
+
+def test_a_light_rank_above_the_rank_of_w_is_exact() -> None:
+    linear = nn.Linear(6, 40)
+    layer = MIDL(6, 40, gate_rank=8, light_rank=10, activation="identity")
+    init_midl_from_linear(layer, linear.weight, linear.bias)
+    assert layer.light_in is not None and layer.light_out is not None
+    product = layer.light_out.detach() @ layer.light_in.detach()
+    torch.testing.assert_close(product, linear.weight.detach(), atol=1e-5, rtol=0)
+    assert layer.light_out.detach()[:, 6:].abs().max() == 0  # unused columns: zero, still learn
+
+
+# ---------------------------------------------------------------------- model.init_from
+
+
+def small_spec(variant: str = "midl", init_from: str | None = None):
+    return load_spec("synthetic-mlp").override(
+        **{"model.hidden": [40, 24], "model.variant": variant, "model.init_from": init_from}
+    )
+
+
+@pytest.fixture
+def dense_checkpoint(tmp_path: Path) -> tuple[Path, nn.Module]:
+    spec = small_spec("dense")
+    dense = build_for_spec(spec, dataset_for_spec(spec), seed=5)
+    path = tmp_path / "dense.pt"
+    torch.save(dense.state_dict(), path)
+    return path, dense
+
+
+def test_init_from_a_dense_state_dict(dense_checkpoint: tuple[Path, nn.Module]) -> None:
+    path, dense = dense_checkpoint
+    spec = small_spec(init_from=str(path))
+    data = dataset_for_spec(spec)
+    model = build_for_spec(spec, data)
+    assert [n for n, _ in model.midl_layers()] == ["body.0", "body.1"]
+    ref = outputs(dense, data.x_test, train=False)
+    torch.testing.assert_close(outputs(model, data.x_test, train=False), ref, atol=1e-4, rtol=0)
+    torch.testing.assert_close(model.head.weight, dense.head.weight)
+    # the FLOPs ratio keeps its meaning: same architecture, same cost model as from scratch
+    scratch = build_for_spec(small_spec(), data)
+    assert model.signature() == scratch.signature()
+
+
+def test_init_from_a_dense_export(tmp_path: Path, dense_checkpoint) -> None:
+    from midl_autok.deploy import export_model
+
+    _, dense = dense_checkpoint
+    path = export_model(dense, tmp_path / "dense.pt2", example=torch.zeros(2, 32), portable=True)
+    spec = small_spec(init_from=str(path))
+    data = dataset_for_spec(spec)
+    model = build_for_spec(spec, data)
+    ref = outputs(dense, data.x_test, train=False)
+    torch.testing.assert_close(outputs(model, data.x_test, train=False), ref, atol=1e-4, rtol=0)
+
+
+def test_a_checkpoint_of_other_shapes_names_the_first_differing_tensor(tmp_path: Path) -> None:
+    spec = small_spec("dense").override(**{"model.hidden": [40, 16]})
+    other = build_for_spec(spec, dataset_for_spec(spec))
+    path = tmp_path / "other.pt"
+    torch.save(other.state_dict(), path)
+    model = build_for_spec(small_spec(), dataset_for_spec(spec))
+    with pytest.raises(
+        CheckpointError,
+        match=r"first difference at body\.1\.0\.weight: the model "
+        r"has \(24, 40\), the checkpoint has \(16, 40\)",
+    ) as err:
+        init_from_checkpoint(model, path)
+    assert "\n" not in str(err.value)
+
+
+class _Marker:
+    """Unpickling this writes a marker file (what an attacker's pickle would do)."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (Path(self.marker), "unpickled"))
+
+
+def test_a_pickle_that_is_not_weights_only_is_refused_unread(tmp_path: Path) -> None:
+    marker = tmp_path / "marker"
+    evil = tmp_path / "evil.pt"
+    torch.save({"body.0.0.weight": _Marker(str(marker))}, evil)  # torch.save pickles it
+    plain = tmp_path / "plain.pkl"
+    plain.write_bytes(pickle.dumps(_Marker(str(marker))))
+    model = build_for_spec(small_spec(), dataset_for_spec(small_spec()))
+    for path in (evil, plain):
+        with pytest.raises(CheckpointError, match="is not a weights_only state dict") as err:
+            init_from_checkpoint(model, path)
+        assert "\n" not in str(err.value)
+    assert not marker.exists()
+    with pytest.raises(CheckpointError, match="does not exist"):
+        init_from_checkpoint(model, tmp_path / "missing.pt")
+    listed = tmp_path / "list.pt"
+    torch.save([torch.zeros(2)], listed)
+    with pytest.raises(CheckpointError, match="does not hold a state dict"):
+        init_from_checkpoint(model, listed)
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    # the compiled kernels are not what this checks: a cold build takes minutes on a busy CPU
+    env = {**os.environ, "MIDL_AUTOK_NO_EXTENSIONS": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("MIDL_AUTOK_HOME", None)
+    return subprocess.run(
+        [sys.executable, "-m", "midl_autok", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+        env=env,
+        check=False,
+    )
+
+
+@pytest.mark.slow
+def test_init_from_on_the_command_line(tmp_path: Path) -> None:
+    spec = load_spec("synthetic-mlp").override(**{"model.variant": "dense"})
+    dense = build_for_spec(spec, dataset_for_spec(spec))
+    good = tmp_path / "dense.pt"
+    torch.save(dense.state_dict(), good)
+    evil = tmp_path / "evil.pt"
+    marker = tmp_path / "marker"
+    torch.save({"x": _Marker(str(marker))}, evil)
+
+    bad = run("train", "synthetic-mlp", "--init-from", str(evil), "--epochs", "1", cwd=tmp_path)
+    lines = bad.stderr.strip().splitlines()
+    assert bad.returncode == 2 and len(lines) == 1, bad.stderr
+    assert "is not a weights_only state dict" in lines[0] and not marker.exists()
+
+    trained = run(
+        "train",
+        "synthetic-mlp",
+        "--init-from",
+        "dense.pt",
+        "--epochs",
+        "1",
+        "--json",
+        cwd=tmp_path,
+    )
+    assert trained.returncode == 0, trained.stderr
+    searched = run(
+        "search",
+        "synthetic-mlp",
+        "--init-from",
+        "dense.pt",
+        "--epochs",
+        "1",
+        "--trials",
+        "2",
+        "--agent",
+        "random",
+        "--store",
+        str(tmp_path / "store"),
+        cwd=tmp_path,
+    )
+    assert searched.returncode == 0, searched.stderr
