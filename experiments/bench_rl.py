@@ -2,6 +2,8 @@
 
     python experiments/bench_rl.py                       # digits, 10 epochs, 40 runs, 2 seeds
     python experiments/bench_rl.py --runs 20 --seeds 1 --epochs 5 --agents ppo
+    python experiments/bench_rl.py pool [...]            # one policy over a task pool
+                                                         # (experiments/bench_rl_pool.py)
 
 For every seed this runs real searches in the store ``--store`` (default
 ``midl_runs/bench_rl``; studies resume): an Optuna agent (``--baseline``, default tpe, cosine
@@ -30,6 +32,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -294,6 +297,11 @@ def _spread(values: list[float]) -> str:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["pool"]:
+        import bench_rl_pool
+
+        bench_rl_pool.main(sys.argv[2:])
+        return
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", choices=sorted(EXPERIMENTS), default="digits")
     p.add_argument("--epochs", type=int, default=10)
