@@ -18,7 +18,11 @@
 
    Hypervolume: accuracy 0..1 x inference FLOPs ratio 0..1, reference point (0, 1).
 
-Writes ``results/bench_rl_pool.json`` and ``.md`` and prints the markdown.
+Writes ``results/bench_rl_pool.json`` and ``.md`` and prints the markdown; after every phase
+and closed/open pair, ``results/bench_rl_pool.partial.json`` (what a run cut short finished).
+The trained policy is kept as ``<--store>/pool_policy.zip`` and reused unless ``--retrain``.
+On a machine where several checkouts build the C++ kernels at once, set
+``MIDL_AUTOK_NO_EXTENSIONS=1`` (PyTorch ops, same results) rather than wait on the build lock.
 """
 
 from __future__ import annotations
@@ -117,8 +121,13 @@ def tpe_points(task: str, trials: int, store: str, seed: int) -> list[dict[str, 
     ]
 
 
-def evaluate_task(task: str, policy: Path, args: argparse.Namespace) -> dict[str, Any]:
+def evaluate_task(
+    task: str, policy: Path, args: argparse.Namespace, save: Any = None
+) -> dict[str, Any]:
+    """Rollouts, the fixed-k grid, closed vs open loop, TPE; ``save(partial)`` after each
+    phase and each closed/open pair (a run cut short keeps what finished)."""
     runner = Runner(task, policy)
+    partial: dict[str, Any] = {"task": task, "held_out": task not in args.pool}
     ref = derive_seed(0, REF_SEED)
     t0 = time.perf_counter()
     rollouts = []
@@ -137,9 +146,20 @@ def evaluate_task(task: str, policy: Path, args: argparse.Namespace) -> dict[str
             f"flops {r['flops_ratio']:.3f}",
             flush=True,
         )
-    loops = []
-    for ro in rollouts:
-        for i in range(args.fresh):
+    grid = []
+    for f in sorted(fixed_k_grid(len(args.lambdas), args.min_fraction, 1.0)):
+        r = runner.run(ref, fraction=f)
+        grid.append(
+            {"fraction": f, "val_accuracy": r["val_accuracy"], "flops_ratio": r["flops_ratio"]}
+        )
+    partial.update(rollouts=[{k: v for k, v in r.items() if k != "_schedule"} for r in rollouts])
+    partial["fixed_k"] = grid
+    loops: list[dict[str, Any]] = []
+    partial["closed_vs_open"] = loops
+    if save is not None:
+        save(partial)
+    for i in range(args.fresh):
+        for ro in rollouts:
             seed = derive_seed(0, 9_000 + i)
             closed = runner.run(seed, lam=ro["lam"])
             opened = runner.run(seed, schedule=ro["_schedule"])
@@ -154,15 +174,11 @@ def evaluate_task(task: str, policy: Path, args: argparse.Namespace) -> dict[str
                     "schedules_differ": closed["schedule"].k != ro["_schedule"].k,
                 }
             )
+            if save is not None:
+                save(partial)
     for ro in rollouts:
         del ro["_schedule"]
     print(f"  {task}: rollouts + closed/open {time.perf_counter() - t0:.0f} s", flush=True)
-    grid = []
-    for f in sorted(fixed_k_grid(len(args.lambdas), args.min_fraction, 1.0)):
-        r = runner.run(ref, fraction=f)
-        grid.append(
-            {"fraction": f, "val_accuracy": r["val_accuracy"], "flops_ratio": r["flops_ratio"]}
-        )
     tpe = tpe_points(task, args.tpe_trials, args.store, 0) if args.tpe_trials > 0 else []
     ratios = [r["flops_ratio"] for r in rollouts]
 
@@ -224,6 +240,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             epochs=args.lo_epochs,
             seed=args.seed,
             min_fraction=args.min_fraction,
+            learning_rate=args.lr,
         )
         eps = trained.episodes
         wall = time.perf_counter() - t0
@@ -245,7 +262,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             },
         }
         print(f"trained: {len(eps)} episodes in {wall:.0f} s", flush=True)
-    tasks = [evaluate_task(t, policy, args) for t in args.tasks]
+    partial_out = Path(args.out).with_suffix(".partial.json")
+    partial_out.parent.mkdir(parents=True, exist_ok=True)
+    tasks: list[dict[str, Any]] = []
+
+    def save(current: dict[str, Any]) -> None:
+        body = {"config": vars(args), "training": training, "done": tasks, "current": current}
+        partial_out.write_text(json.dumps(body, indent=2, default=str))
+
+    for t in args.tasks:
+        tasks.append(evaluate_task(t, policy, args, save))
     return {
         "config": {k: v for k, v in vars(args).items() if k != "mode"},
         "machine": {
@@ -323,6 +349,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lo-epochs", type=int, default=4)
     p.add_argument("--min-fraction", type=float, default=0.05)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=float, default=1e-3, help="PPO learning rate")
     p.add_argument(
         "--lambdas",
         type=lambda s: [float(v) for v in s.split(",")],
