@@ -320,10 +320,13 @@ def main() -> None:
     p.add_argument("--out", default=str(OUT / "bench_rl"), help="output path without suffix")
     args = p.parse_args()
     result = run(args)
-    out = Path(args.out)
+    write_results(Path(args.out), result, markdown(result))
+
+
+def write_results(out: Path, result: dict[str, Any], text: str) -> None:
+    """``out.json`` (the result) and ``out.md`` (``text``, also printed)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=2))
-    text = markdown(result)
     out.with_suffix(".md").write_text(text + "\n")
     print(text)
 

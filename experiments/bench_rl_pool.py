@@ -367,12 +367,9 @@ def main(argv: list[str] | None = None) -> None:
     add_arguments(p)
     args = p.parse_args(argv)
     result = run(args)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2))
-    text = markdown(result)
-    out.with_suffix(".md").write_text(text + "\n")
-    print(text)
+    from bench_rl import write_results
+
+    write_results(Path(args.out), result, markdown(result))
 
 
 if __name__ == "__main__":
