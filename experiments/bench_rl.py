@@ -2,6 +2,8 @@
 
     python experiments/bench_rl.py                       # digits, 10 epochs, 40 runs, 2 seeds
     python experiments/bench_rl.py --runs 20 --seeds 1 --epochs 5 --agents ppo
+    python experiments/bench_rl.py pool [...]            # one policy over a task pool
+                                                         # (experiments/bench_rl_pool.py)
 
 For every seed this runs real searches in the store ``--store`` (default
 ``midl_runs/bench_rl``; studies resume): an Optuna agent (``--baseline``, default tpe, cosine
@@ -30,6 +32,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -294,6 +297,11 @@ def _spread(values: list[float]) -> str:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["pool"]:
+        import bench_rl_pool
+
+        bench_rl_pool.main(sys.argv[2:])
+        return
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", choices=sorted(EXPERIMENTS), default="digits")
     p.add_argument("--epochs", type=int, default=10)
@@ -312,10 +320,13 @@ def main() -> None:
     p.add_argument("--out", default=str(OUT / "bench_rl"), help="output path without suffix")
     args = p.parse_args()
     result = run(args)
-    out = Path(args.out)
+    write_results(Path(args.out), result, markdown(result))
+
+
+def write_results(out: Path, result: dict[str, Any], text: str) -> None:
+    """``out.json`` (the result) and ``out.md`` (``text``, also printed)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=2))
-    text = markdown(result)
     out.with_suffix(".md").write_text(text + "\n")
     print(text)
 

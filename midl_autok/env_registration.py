@@ -12,17 +12,20 @@ imports ``midl_autok`` first, whose ``__init__`` calls :func:`register_envs`.
 
 from __future__ import annotations
 
-__all__ = ["TOPK_SCHEDULE_ID", "register_envs"]
+__all__ = ["TOPK_POOL_ID", "TOPK_SCHEDULE_ID", "register_envs"]
 
 TOPK_SCHEDULE_ID = "midl_autok/TopKSchedule-v0"
+TOPK_POOL_ID = "midl_autok/TopKSchedulePool-v0"
 
 
 def register_envs() -> None:
-    """Register ``midl_autok/TopKSchedule-v0`` (idempotent; a no-op without gymnasium)."""
+    """Register ``midl_autok/TopKSchedule-v0`` and ``midl_autok/TopKSchedulePool-v0``
+    (idempotent; a no-op without gymnasium)."""
     try:
         import gymnasium
     except ImportError:  # pragma: no cover - gymnasium is a core dependency
         return
-    if TOPK_SCHEDULE_ID in gymnasium.registry:
-        return
-    gymnasium.register(id=TOPK_SCHEDULE_ID, entry_point="midl_autok.env:TopKScheduleEnv")
+    entries = {TOPK_SCHEDULE_ID: "TopKScheduleEnv", TOPK_POOL_ID: "TaskPoolEnv"}
+    for env_id, cls in entries.items():
+        if env_id not in gymnasium.registry:
+            gymnasium.register(id=env_id, entry_point=f"midl_autok.env:{cls}")

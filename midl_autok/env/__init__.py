@@ -2,7 +2,9 @@
 epoch (registered as ``midl_autok/TopKSchedule-v0``, see :mod:`midl_autok.env_registration`).
 
 The package: :mod:`~midl_autok.env.actions` (action -> k, the hard-budget clip),
-:mod:`~midl_autok.env.observer` (the observation), :mod:`~midl_autok.env.topk` (the env).
+:mod:`~midl_autok.env.observer` (the observation), :mod:`~midl_autok.env.topk` (the env),
+:mod:`~midl_autok.env.pool` (cheap episodes over a pool of tasks through a task-free view,
+``midl_autok/TopKSchedulePool-v0``).
 
 **Action** ``Box(-1, 1, (L,), float32)``, one entry per MID-L layer (forward order): the k of
 that layer for the epoch about to run::
@@ -93,6 +95,7 @@ from __future__ import annotations
 
 from midl_autok.env.actions import clip_to_budget, decide_k, decode_action, diverged_penalty
 from midl_autok.env.observer import GLOBAL_FEATURES, LAYER_FEATURES, Observer
+from midl_autok.env.pool import TaskPoolEnv, TaskView, lam_feature, low_fidelity
 from midl_autok.env.topk import EPISODE_KEY, TopKScheduleEnv
 
 __all__ = [
@@ -100,9 +103,13 @@ __all__ = [
     "GLOBAL_FEATURES",
     "LAYER_FEATURES",
     "Observer",
+    "TaskPoolEnv",
+    "TaskView",
     "TopKScheduleEnv",
     "clip_to_budget",
     "decide_k",
     "decode_action",
     "diverged_penalty",
+    "lam_feature",
+    "low_fidelity",
 ]

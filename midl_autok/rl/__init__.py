@@ -9,7 +9,9 @@ One module per concept:
   live k-controller;
 * :mod:`~midl_autok.rl.episodes`: an episode's record (the env's
   ``info["midl_autok/episode"]``) -> realized schedule, metrics, failure;
-* :mod:`~midl_autok.rl.rollout`: the one rollout loop (:func:`play`) and :func:`rollout`.
+* :mod:`~midl_autok.rl.rollout`: the one rollout loop (:func:`play`) and :func:`rollout`;
+* :mod:`~midl_autok.rl.pool`: :func:`train_pool_policy`, one policy trained on cheap episodes
+  over a pool of tasks (:class:`~midl_autok.env.TaskPoolEnv`), for full runs of any of them.
 
 The search agents built on them (``--agent ppo|sac|a2c``) are in :mod:`midl_autok.agents.sb3`.
 Stable-Baselines3 is the optional ``rl`` extra; it is imported inside the functions that need
@@ -35,6 +37,7 @@ from midl_autok.rl.policy import (
     save_policy,
     sb3_policy_fn,
 )
+from midl_autok.rl.pool import PoolTraining, train_pool_policy
 from midl_autok.rl.rollout import play, rollout
 
 __all__ = [
@@ -44,6 +47,7 @@ __all__ = [
     "LoadedPolicy",
     "PolicyController",
     "PolicyFn",
+    "PoolTraining",
     "episode_failure",
     "episode_metrics",
     "episode_record",
@@ -53,4 +57,5 @@ __all__ = [
     "rollout",
     "save_policy",
     "sb3_policy_fn",
+    "train_pool_policy",
 ]

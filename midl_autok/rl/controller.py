@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from midl_autok.data import Dataset
-from midl_autok.env import Observer, decide_k
+from midl_autok.env import Observer, TaskView, decide_k
 from midl_autok.errors import UserError
 from midl_autok.flops import CostModel, cost_model
 from midl_autok.models import MIDLNet
@@ -60,6 +60,7 @@ class PolicyController:
         probe_size: int = 256,
         eval_batch_size: int = 4096,
         max_budget: float | None = None,
+        view: TaskView | None = None,
     ) -> None:
         if hard_budget and budget is None:
             raise UserError("hard_budget=True needs a budget (a fraction of dense FLOPs)")
@@ -83,6 +84,7 @@ class PolicyController:
             eval_batch_size=eval_batch_size,
             max_budget=max_budget if max_budget is not None else (budget or 1.0),
         )
+        self.view = view  # a pool policy's task-free view (midl_autok.env.pool), or None
         self.trace: list[dict[str, Any]] = []  # per epoch: observation, action, k, clipped
 
     @classmethod
@@ -98,12 +100,25 @@ class PolicyController:
         deterministic: bool = True,
     ) -> PolicyController:
         """A controller from a :func:`save_policy` file; ``lam``/``budget`` default to the
-        training env's when it used one value (a range needs an explicit choice)."""
+        training env's when it used one value (a range needs an explicit choice). A policy
+        trained on a task pool (:class:`~midl_autok.env.TaskPoolEnv`) sees the run through
+        the pool's :class:`~midl_autok.env.TaskView`: it controls any model with at most its
+        ``max_layers`` MID-L layers."""
         loaded = load_policy(path)
         env = loaded.env_config
         names = [layer["name"] for layer in loaded.meta["layers"]]
         ours = [s.name for s in model.layer_specs()]
-        if len(names) != len(ours):
+        view = None
+        pool = env.get("pool")
+        if isinstance(pool, dict):
+            slots = int(pool.get("max_layers", len(names)))
+            if not 1 <= len(ours) <= slots:
+                raise UserError(
+                    f"{path}: the pool policy controls models with 1 to {slots} MID-L layers, "
+                    f"but the model has {len(ours)} ({', '.join(ours)})"
+                )
+            view = TaskView(data.num_classes, len(ours), slots)
+        elif len(names) != len(ours):
             raise UserError(
                 f"{path}: the policy chooses k for {len(names)} MID-L layers "
                 f"({', '.join(names)}), but the model has {len(ours)} ({', '.join(ours)})"
@@ -121,6 +136,7 @@ class PolicyController:
             probe_size=int(env.get("probe_size", 256)),
             eval_batch_size=int(env.get("eval_batch_size", 4096)),
             max_budget=None if configured_budget is None else max(_as_pair(configured_budget)),
+            view=view,
         )
 
     def __call__(self, epoch: int, history: Sequence[Mapping[str, float]]) -> dict[str, int]:
@@ -134,7 +150,11 @@ class PolicyController:
             self.trace = []
         else:
             obs = self.observer.step(self.model, history[-1])
+        if self.view is not None:
+            obs = self.view.observe(obs, lam=self.lam)
         action = np.asarray(self.policy_fn(obs), dtype=np.float32)
+        if self.view is not None:
+            action = self.view.action(action)
         k, clipped = decide_k(
             action,
             layers=self.layers,
