@@ -353,9 +353,17 @@ def build_model(
                     f"model option '{key}' must be a list of integers >= 1, got {values}"
                 )
             cfg[key] = values
-    names = [f"body.{i}" for i in range(len(cfg["hidden"]))]
-    for key in ("gate_rank", "light_rank"):
-        cfg[key] = per_layer_ranks(key, cfg[key], names)
+    if "hidden" in cfg:  # the transformer has one rank for all its FFN layers
+        names = [f"body.{i}" for i in range(len(cfg["hidden"]))]
+        for key in ("gate_rank", "light_rank"):
+            cfg[key] = per_layer_ranks(key, cfg[key], names)
+    else:
+        for key in ("gate_rank", "light_rank"):
+            if not isinstance(cfg[key], int) or isinstance(cfg[key], bool):
+                raise SpecError(
+                    f"model '{arch}': {key} must be one integer (per-layer ranks are for "
+                    f"mlp, cnn and lstm), but got {cfg[key]!r}"
+                )
     if arch == "cnn" and len(input_shape) != 3:
         raise SpecError(
             f"model 'cnn' needs image input (C, H, W), but the data has shape {tuple(input_shape)}"

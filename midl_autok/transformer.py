@@ -78,6 +78,7 @@ class HeadGate(nn.Module):
         self.k = k  # type: ignore[misc]  # MIDL.k checks 1 <= k <= out_features
         self._last: tuple[torch.Tensor, torch.Tensor] | None = None
 
+    gating = Gating("head")  # heads are the units: every k in 1..heads is valid
     k = MIDL.k  # MIDL's property, heads as the units: the same rule, 1 <= k <= heads
 
     @property

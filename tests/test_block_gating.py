@@ -188,7 +188,9 @@ def test_models_pass_gating_to_their_midl_layers() -> None:
 
 
 def test_models_refuse_head_and_unsplittable_widths() -> None:
-    with pytest.raises(SpecError, match=r"'head' gates attention heads; model 'mlp' has none"):
+    with pytest.raises(
+        SpecError, match=r"gating 'head' needs attention heads, but model 'mlp' has none"
+    ):
         build_model("mlp", input_shape=(10,), num_classes=3, hidden=[32], gating="head")
     with pytest.raises(SpecError, match=r"layer body.1: width 20 is not a multiple .* 8"):
         build_model("mlp", input_shape=(10,), num_classes=3, hidden=[32, 20], gating="block:8")
@@ -212,7 +214,7 @@ def _spec(tmp_path: Path, gating: str, k_fraction: float = 0.5) -> Path:
     [
         ("block:0", r"model\.gating.*block size must be a positive integer"),
         ("block:7", r"width 32 is not a multiple of the gating block 7"),
-        ("head", r"'head' gates attention heads"),
+        ("head", r"gating 'head' needs attention heads"),
     ],
 )
 def test_cli_bad_gating_is_one_line_exit_2(tmp_path: Path, gating: str, pattern: str) -> None:

@@ -209,7 +209,7 @@ def test_flops_formulas() -> None:
     [
         ("mlp", {"gating": "head"}, "gating 'head' needs attention heads, but model 'mlp'"),
         ("transformer", {"heads": 5}, "d_model 32 must be a multiple of heads 5"),
-        ("transformer", {"gating": "block:8"}, "gating 'block:8' is not supported yet"),
+        ("transformer", {"gating": "block:7"}, "width 128 is not a multiple of the gating block 7"),
         ("transformer", {"gating": "heads"}, "unknown gating 'heads'"),
         ("transformer", {"patch": 3}, "patch 3 does not divide the image size 8x8"),
         ("transformer", {"depth": 0}, "'depth' must be an integer >= 1"),
