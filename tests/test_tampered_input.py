@@ -133,7 +133,7 @@ MODEL_CASES = [  # (what is changed, value, the line that says so)
     ("k/body.0", 9, r"invalid k .*1 <= k <= 8"),
     ("k", {"body.9": 2}, r"invalid k .*no MID-L layer named body.9"),
     ("k", [1, 2], r"'k' must map layer names to integers"),
-    ("arch", "transformer", r"unknown model 'transformer'"),
+    ("arch", "nosuch", r"unknown model 'nosuch'"),
     ("arch", ["mlp"], r"'arch' must be a name"),
     ("config/gate_rank", -3, r"records an invalid model"),
     ("config/input_shape", "6", r"'input_shape' must be 1 to 4 integers"),

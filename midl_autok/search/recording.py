@@ -53,6 +53,7 @@ __all__ = [
     "complete_from_run",
     "fail_trial",
     "fail_trial_number",
+    "fail_waiting_trial",
     "finish_child_run",
     "finish_pruned_run",
     "new_trial",
@@ -208,6 +209,15 @@ def fail_trial_number(
     trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
     storage.set_trial_user_attr(trial_id, ATTR_FAIL_REASON, reason)
     study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
+
+
+def fail_waiting_trial(storage: Any, trial_id: int, reason: str) -> None:
+    """Finish a WAITING trial (a search's number reservation, :mod:`~midl_autok.search.reserve`,
+    that no ``ask`` took before the search was interrupted) as FAIL with ``fail_reason``."""
+    from optuna.trial import TrialState
+
+    storage.set_trial_user_attr(trial_id, ATTR_FAIL_REASON, reason)
+    storage.set_trial_state_values(trial_id, TrialState.FAIL)
 
 
 def complete_from_run(

@@ -12,7 +12,7 @@ The rules, applied when a search opens (:func:`recover_on_open`) and when it end
   between Optuna's ``ask`` and the next write) -> FAIL, once no live search could still name
   it (no RUNNING parent run) or once :data:`UNOWNED_GRACE_S` has passed;
 * **own leftovers** (:func:`fail_own_running`): an interrupted search fails the trials it left
-  RUNNING and ends its child runs;
+  RUNNING (and the trial-number reservation it left WAITING) and ends its child runs;
 * **orphaned run** (:func:`end_orphaned_runs`): RUNNING, tagged with this host and a dead
   ``pid`` -> KILLED;
 * **run of an ended search** (:func:`end_runs_of_ended_parents`, :func:`end_children`): a child
@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from midl_autok.results.record import ATTR_RUN_ID
-from midl_autok.search.recording import complete_from_run, fail_trial_number
+from midl_autok.search.recording import complete_from_run, fail_trial_number, fail_waiting_trial
 from midl_autok.tracking import FINISHED, KILLED, PARENT_TAG
 
 if TYPE_CHECKING:
@@ -159,6 +159,14 @@ def fail_own_running(
         fresh = pid is None and t.datetime_start is not None and t.datetime_start >= opened
         if mine or fresh:
             fail_trial_number(study, storage, study_id, t.number, reason)
+    from optuna.trial import TrialState
+
+    from midl_autok.search.reserve import ATTR_RESERVED_BY
+
+    for t in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,)):
+        if t.user_attrs.get(ATTR_RESERVED_BY) == parent_run_id:  # a reservation no ask took
+            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+            fail_waiting_trial(storage, trial_id, reason)
     end_orphaned_runs(tracker, host, lambda pid: pid != me, keep=[parent_run_id], reason=reason)
 
 

@@ -78,7 +78,7 @@ def test_pareto_shows_mean_and_sd_over_the_seeds(confirmed: tuple[Path, str]) ->
     points = json.loads(run("pareto", "--store", str(store), "--json").stdout)
     assert [p["trial"] for p in points] == [t.number for t in front]
     for p in points:
-        assert list(p) == [*POINT_KEYS, "mlflow_run_id", *CONFIRMED_KEYS]
+        assert list(p) == [*POINT_KEYS, "mlflow_run_id", *CONFIRMED_KEYS, "knee"]
         assert p["confirm_seeds"] == 3
         assert 0 <= p["val_accuracy_sd"] <= 1
     table = run("pareto", "--store", str(store)).stdout
