@@ -331,10 +331,31 @@ def _print_latency(result: TrainResult, written: Path) -> None:
     report = latency_report(model, example=example_input(model), exported=program)
     sidecar = written.with_name(written.name + ".latency.json")
     write_atomic(sidecar, json.dumps({k: v for k, v in report.items() if k != "markdown"}))
-    stdout_console().print(
-        f"latency, median ms per call ({report['threads']} torch thread(s), {report['device']}; "
-        f"dense = the same architecture with nn.Linear):\n{report['markdown']}\n"
-        f"wrote {sidecar}",
-        highlight=False,
-        soft_wrap=True,
+    from rich.table import Table
+
+    table = Table(
+        title=f"latency, median ms per call ({report['threads']} torch thread(s), "
+        f"{report['device']}; dense = the same architecture with nn.Linear; speed-up = dense "
+        "ms / ms, above 1x is faster than dense)",
+        title_justify="left",
     )
+    exported = any("exported_ms" in r for r in report["rows"])
+    headers = ["batch", "dense ms", "MID-L ms", "MID-L speed-up"]
+    headers += ["exported ms", "exported speed-up"] if exported else []
+    for header in headers:
+        table.add_column(header, justify="right")
+    for r in report["rows"]:
+        cells = [str(r["batch"]), f"{r['dense_ms']:.3f}", f"{r['midl_ms']:.3f}"]
+        cells.append(_speedup(r["midl_speedup"]))
+        if exported:
+            cells += [f"{r['exported_ms']:.3f}", _speedup(r["exported_speedup"])]
+        table.add_row(*cells)
+    console = stdout_console()
+    console.print(table)
+    console.print(f"wrote {sidecar}", highlight=False, soft_wrap=True)
+
+
+def _speedup(value: float) -> str:
+    """``1.42x`` in green when faster than dense, red when slower."""
+    colour = "green" if value >= 1 else "red"
+    return f"[{colour}]{value:.2f}x[/]"

@@ -203,10 +203,15 @@ def test_studies_pareto_export_and_replay(searched: tuple[Path, str], tmp_path: 
         str(model_file),
     )
     assert with_model.returncode == 0, with_model.stderr
-    assert "| batch | dense ms | MID-L ms | MID-L / dense | exported ms |" in with_model.stdout
+    table = " ".join(with_model.stdout.split())
+    assert "MID-L speed-up" in table and "exported speed-up" in table and "|" not in table
+    assert "above 1x is faster than dense" in table
     timing = json.loads((tmp_path / "model.pt2.latency.json").read_text())
     assert [r["batch"] for r in timing["rows"]] == [1, 16, 256]
     assert all(r["dense_ms"] > 0 and r["midl_ms"] > 0 for r in timing["rows"])
+    for r in timing["rows"]:  # speed-up reads higher = better: dense time over MID-L time
+        assert r["midl_speedup"] == pytest.approx(r["dense_ms"] / r["midl_ms"])
+        assert f"{r['midl_speedup']:.2f}x" in table
     from midl_autok.deploy import load_model
 
     deployed = load_model(model_file)
