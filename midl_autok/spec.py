@@ -325,7 +325,7 @@ class SearchSpec(_Strict):
     options: dict[str, Any] = Field(default_factory=dict)
     #: The first ``seed_grid`` trials of a sampler search: a coarse constant-k grid
     #: (:mod:`midl_autok.agents.seedgrid`). Defaults chosen by ``bench_search.py`` on digits
-    #: (docs/notes-seedgrid.md): TPE in the budget space with a grid of 5.
+    #: (README, "The budget space against the fixed-k grid"): TPE, budget space, a grid of 5.
     seed_grid: StrictInt = Field(5, ge=0, le=1_000_000)
     #: After the search, retrain the front's schedules with this many more seeds
     #: (:mod:`midl_autok.search.confirm`; at most ``MAX_CONFIRM`` = 20); 0: no confirmation.
