@@ -136,17 +136,18 @@ class Progress:
         self.progress.stop()
 
 
-def front_title(record: StudyRecord, front: int, knee: int | None) -> str:
-    """The Pareto table's title: front size, hypervolume, the knee mark, and the completed
-    trials left out because they are over the FLOPs budget (infeasible)."""
+def front_title(record: StudyRecord, pareto: dict[str, Any]) -> str:
+    """The Pareto table's title from ``pareto`` (:func:`~midl_autok.results.files.pareto_summary`
+    of ``record``): front size, hypervolume, the knee mark, and the completed trials left out
+    because they are over the FLOPs budget (infeasible)."""
     completed = len(record.completed())
-    hv = record.normalized_hypervolume()
+    hv = pareto["hypervolume_normalized"]
     over = completed - len(record.feasible())
     return (
-        f"Pareto front of {record.name}: {front} of {completed} completed trials"
+        f"Pareto front of {record.name}: {len(pareto['points'])} of {completed} completed trials"
         + (f", normalized hypervolume {hv:.4f}" if hv is not None else "")
         + (f"; {over} over the FLOPs budget left out" if over else "")
-        + ("  (* = knee)" if knee is not None else "")
+        + ("  (* = knee)" if pareto["knee_trial"] is not None else "")
     )
 
 
@@ -198,8 +199,8 @@ def print_summary(summary: SearchSummary, store: Store, *, overhead: bool = True
 
     console = stdout_console()
     record = load_study_record(store, summary.study)
-    knee = pareto_summary(record)["knee_trial"]
-    console.print(front_table(front_title(record, len(summary.front), knee), summary.front, knee))
+    pareto = pareto_summary(record)
+    console.print(front_table(front_title(record, pareto), summary.front, pareto["knee_trial"]))
     new = f"{summary.new_trials} new trial(s)"
     if summary.failed:
         new += f", {summary.failed} failed"

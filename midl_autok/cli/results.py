@@ -171,9 +171,8 @@ def pareto(
     if json_out:
         print(json.dumps(summary["points"], indent=2))
         return
-    knee = summary["knee_trial"]
-    title = front_title(record, len(summary["points"]), knee)
-    stdout_console().print(front_table(title, summary["points"], knee))
+    title = front_title(record, summary)
+    stdout_console().print(front_table(title, summary["points"], summary["knee_trial"]))
     if not summary["points"]:
         stdout_console().print(_no_front(record))
 

@@ -12,7 +12,7 @@ the FLOPs-ratio axis into bands, each won by the study with the better accuracy 
 
 from __future__ import annotations
 
-import itertools
+import bisect
 from typing import TYPE_CHECKING, Any
 
 from midl_autok.metrics import INFERENCE_FLOPS_RATIO, VAL_ACCURACY
@@ -44,44 +44,43 @@ def _dominates(p: tuple[float, float], q: tuple[float, float]) -> bool:
     return p[0] >= q[0] and p[1] <= q[1] and p != q
 
 
-def _band(ratio: float) -> str:
-    edges = [*BANDS, float("inf")]
-    for lo, hi in itertools.pairwise(edges):
-        if lo <= ratio < hi:
-            return f"{lo:g}-{hi:g}" if hi != float("inf") else f">= {lo:g}"
-    return f"< {BANDS[0]:g}"
+def _band(ratio: float) -> int:
+    """Index of the FLOPs-ratio band of :data:`BANDS` holding ``ratio`` (the last is open)."""
+    return max(0, bisect.bisect_right(BANDS, ratio) - 1)
+
+
+def _band_label(index: int) -> str:
+    lo = BANDS[index]
+    return f"{lo:g}-{BANDS[index + 1]:g}" if index + 1 < len(BANDS) else f">= {lo:g}"
 
 
 def compare_studies(a: StudyRecord, b: StudyRecord) -> dict[str, Any]:
     """The comparison as JSON data (see the module's docstring)."""
     fronts = {r.name: [p for p in map(_point, r.front()) if p is not None] for r in (a, b)}
+    feasible = {r.name: r.feasible() for r in (a, b)}
     hv_rows = []
     for n in trial_counts(max(len(a.trials), len(b.trials))):
         row: dict[str, Any] = {"trials": n}
         for r in (a, b):
-            first = r.trials[:n]
-            feasible = {t.number for t in r.feasible()}
-            row[r.name] = (
-                r.normalized_hypervolume([t for t in first if t.number in feasible])
-                if len(r.trials) >= n
-                else None
-            )
+            first = {t.number for t in r.trials[:n]}
+            pool = [t for t in feasible[r.name] if t.number in first]
+            row[r.name] = r.normalized_hypervolume(pool) if len(r.trials) >= n else None
         hv_rows.append(row)
     dominated = {}
     for mine, other in ((a.name, b.name), (b.name, a.name)):
         points = fronts[mine]
         beaten = [p for p in points if any(_dominates(q, p) for q in fronts[other])]
         dominated[mine] = {"front": len(points), "dominated_by_other": len(beaten)}
-    bands: dict[str, dict[str, float | None]] = {}
+    bands: dict[int, dict[str, float | None]] = {}
     for r in (a, b):
         for acc, ratio in fronts[r.name]:
             best = bands.setdefault(_band(ratio), {a.name: None, b.name: None})
-            if best[r.name] is None or acc > (best[r.name] or 0.0):
-                best[r.name] = acc
-    where = []
-    for band in sorted(bands, key=_band_key):
-        accs = bands[band]
-        where.append({"flops_ratio": band, **accs, "better": _better(accs)})
+            held = best[r.name]
+            best[r.name] = acc if held is None else max(acc, held)
+    where = [
+        {"flops_ratio": _band_label(i), **bands[i], "better": _better(bands[i])}
+        for i in sorted(bands)
+    ]
     return {
         "studies": [a.name, b.name],
         "hypervolume_normalized": hv_rows,
@@ -96,8 +95,3 @@ def _better(accs: dict[str, float | None]) -> str:
     if len(got) == 1:
         return got[0][1]
     return "tie" if got[0][0] == got[1][0] else got[-1][1]
-
-
-def _band_key(band: str) -> float:
-    text = band.split("-")[0].replace(">= ", "").replace("< ", "-")
-    return float(text)

@@ -122,8 +122,8 @@ def test_two_searches_started_together_train_different_schedules(
 
 
 def test_a_search_alone_seeds_from_the_trial_numbers_it_gets(tmp_path: Path) -> None:
-    """Reserving changes nothing for a search alone on its study: the sampler seeds are those
-    of the trial numbers, and no WAITING trial is left behind (with a seed grid too)."""
+    """Reserving keeps a search alone on its study reproducible (the same parameters in two
+    stores) and leaves no WAITING trial behind, with a seed grid too."""
     quiet()
     fresh_store(tmp_path / "runs")
     spec = tiny_spec(trials=4, agent="random", seed=2, seed_grid=2)
