@@ -11,8 +11,9 @@ enqueues an empty WAITING trial tagged with its token (Optuna gives every new tr
 number, atomically, in any storage) and seeds from that trial's number. ``ask`` then takes
 the oldest WAITING trial, which may be another search's reservation; the numbers the two
 searches seeded from still differ, so their proposals do. Nothing is enqueued when the next
-WAITING trial is a fixed point (the seed grid's): ``ask`` takes it and the seed does not
-matter. A search alone on its study reserves exactly the number its ``ask`` gets, so its seeds
+WAITING trial is a fixed point: ``ask`` takes it and the seed does not matter. A seed-grid
+point carries the token of the search that enqueued it, so a stopped search fails it with its
+other reservations (the grid retries a failed point). A search alone on its study reserves exactly the number its ``ask`` gets, so its seeds
 are those of the trial count, as before.
 """
 

@@ -43,7 +43,7 @@ from midl_autok.results.hypervolume import hypervolume, normalized_hypervolume
 from midl_autok.results.record import StudyRecord, load_study_record
 from midl_autok.search import recording, recovery
 from midl_autok.search.outcome import TrialOutcome, TrialRequest
-from midl_autok.search.reserve import reserve_number
+from midl_autok.search.reserve import ATTR_RESERVED_BY, reserve_number
 from midl_autok.search.summary import SearchSummary
 from midl_autok.search_spaces.ranks import rank_params
 from midl_autok.tracking import FAILED, FINISHED, KILLED, Tracker, git_sha
@@ -226,7 +226,10 @@ class SearchSession:
             size=self.spec.search.seed_grid,
         )
         if point is not None:
-            self.study.enqueue_trial(point.params, user_attrs=point.user_attrs)
+            # Tagged as this search's reservation: if it is stopped before ``ask`` takes the
+            # point, it fails the point (recovery.fail_own_running) and the grid retries it.
+            attrs = {**point.user_attrs, ATTR_RESERVED_BY: self.parent_run_id}
+            self.study.enqueue_trial(point.params, user_attrs=attrs)
 
     def provenance(self, trial_number: int) -> dict[str, Any]:
         """Provenance of a schedule evaluated as ``trial_number`` (spec included)."""

@@ -150,3 +150,32 @@ def test_a_block_gated_search_trains_whole_groups(tmp_path: Path) -> None:
     assert [t.state.name for t in record.trials] == ["COMPLETE"] * 4
     rows = [row for t in record.trials for row in t.user_attrs["schedule"]["k"]]
     assert rows and all(k % 8 == 0 for row in rows for k in row)
+
+
+def test_a_search_stopped_before_ask_fails_what_it_enqueued_and_the_grid_retries(
+    tmp_path: Path,
+) -> None:
+    """A stop between enqueueing the seed-grid point and ``ask`` (the window CI hit with
+    SIGTERM) leaves no WAITING trial; the next search trains that grid point again."""
+    from midl_autok.search.opening import open_search
+
+    quiet()
+    root = tmp_path / "runs"
+    fresh_store(root)
+    spec = tiny_spec(trials=2, agent="random", seed=3, seed_grid=2)
+    session = open_search(spec, store=open_store(root), study="stopped", device="cpu")
+
+    def stopped(*args: Any, **kwargs: Any) -> Any:
+        raise KeyboardInterrupt
+
+    session.study.ask = stopped  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt), session:
+        session.ask()
+    record = load_study_record(open_store(root), "stopped")
+    assert [(t.state.name, t.user_attrs.get("seed_grid")) for t in record.trials] == [("FAIL", 0)]
+
+    run_search(spec, store=open_store(root), study="stopped", device="cpu")
+    record = load_study_record(open_store(root), "stopped")
+    done = [t.user_attrs.get("seed_grid") for t in record.trials if t.state.name == "COMPLETE"]
+    assert done == [0, 1]  # the failed point first, then the rest of the grid
+    assert not [t for t in record.trials if t.state.name not in ("COMPLETE", "FAIL")]
