@@ -13,8 +13,8 @@ the oldest WAITING trial, which may be another search's reservation; the numbers
 searches seeded from still differ, so their proposals do. Nothing is enqueued when the next
 WAITING trial is a fixed point: ``ask`` takes it and the seed does not matter. A seed-grid
 point carries the token of the search that enqueued it, so a stopped search fails it with its
-other reservations (the grid retries a failed point). A search alone on its study reserves exactly the number its ``ask`` gets, so its seeds
-are those of the trial count, as before.
+other reservations (the grid retries a failed point). A search alone on its study reserves
+exactly the number its ``ask`` gets, so its seeds are those of the trial count, as before.
 """
 
 from __future__ import annotations
