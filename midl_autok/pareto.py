@@ -227,7 +227,9 @@ def knee_point(points: ArrayLike, directions: Sequence[Direction]) -> int:
     lo, hi = front.min(axis=0), front.max(axis=0)
     span = np.where(hi > lo, hi - lo, 1.0)
     score = ((front - lo) / span).sum(axis=1)
-    return int(idx[int(np.argmin(score))])
+    # Ties go to the earliest point, also when rounding split them (1/26 + 10/26 != 9/26 + 2/26)
+    tied = np.flatnonzero(score <= score.min() + 1e-12)
+    return int(idx[int(tied[0])])
 
 
 _REFERENCE_BY_METRIC: dict[str, float | str] = {

@@ -305,3 +305,9 @@ def test_reference_point_is_fixed_by_the_objectives() -> None:
         reference_point(["val_accuracy", "inference_flops"])
     with pytest.raises(ValueError, match="no fixed hypervolume reference for objective 'val_loss'"):
         reference_point(["val_loss", "inference_flops_ratio"])
+
+
+def test_a_knee_tie_that_rounding_splits_goes_to_the_earliest_point() -> None:
+    # normalized losses 1/26 + 10/26 and 9/26 + 2/26: equal, but not in floating point
+    points = np.array([(4, 7), (29, 12), (21, 8), (30, 20)], dtype=float)
+    assert knee_point(points, ACC_FLOPS) == 1
