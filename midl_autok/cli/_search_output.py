@@ -201,7 +201,9 @@ def print_summary(summary: SearchSummary, store: Store, *, overhead: bool = True
     record = load_study_record(store, summary.study)
     pareto = pareto_summary(record)
     console.print(front_table(front_title(record, pareto), summary.front, pareto["knee_trial"]))
-    new = f"{summary.new_trials} new trial(s)"
+    new = f"{summary.new_trials - summary.confirmations} new trial(s)"
+    if summary.confirmations:
+        new += f", {summary.confirmations} confirmation retraining(s) of the front"
     if summary.failed:
         new += f", {summary.failed} failed"
     if summary.pruned:

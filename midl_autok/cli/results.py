@@ -79,7 +79,10 @@ def studies(
     rows = []
     for name in list_studies(opened):
         record = load_study_record(opened, name)
-        counts = record.counts()
+        confirmations = record.confirmations()
+        counts = record.counts()  # the search's trials: confirmations are counted apart
+        for t in confirmations:
+            counts[t.state.name] -= 1
         best = max(
             (t.user_attrs.get("val_accuracy", float("-inf")) for t in record.feasible()),
             default=None,
@@ -93,6 +96,8 @@ def studies(
                 "seed": record.get("seed", None),
                 "complete": counts.get("COMPLETE", 0),
                 "failed": counts.get("FAIL", 0),
+                "confirmations": sum(t.state.name == "COMPLETE" for t in confirmations),
+                "confirmed": len(record.confirmed()),
                 "running": counts.get("RUNNING", 0),
                 "front": len(record.front()),
                 "hypervolume": record.hypervolume(),
@@ -108,7 +113,8 @@ def studies(
 
     table = Table(title=f"studies in {opened.root}", title_justify="left")
     table.add_column("study", overflow="fold", min_width=20)
-    for header in ("agent", "space", "seed", "done", "failed", "front", "HV", "best acc"):
+    headers = ("agent", "space", "seed", "done", "failed", "front", "confirmed", "HV", "best acc")
+    for header in headers:
         table.add_column(header, justify="right", no_wrap=True)
     for r in rows:
         hv = r["hypervolume_normalized"]
@@ -120,6 +126,7 @@ def studies(
             str(r["complete"]),
             str(r["failed"]),
             str(r["front"]),
+            str(r["confirmed"] or "-"),
             "-" if hv is None else f"{hv:.4f}",
             "-" if r["best_val_accuracy"] is None else f"{r['best_val_accuracy']:.4f}",
         )

@@ -246,11 +246,14 @@ def search_to_the_end(
         ) as session,
     ):
         stopped = drive(session, target)
+        confirmations = 0
         if stopped is None:  # the target reached: confirm the front (--confirm N)
             from midl_autok.search.confirm import run_confirm
 
-            run_confirm(session)
-        return session.finish(target=target, stopped=stopped, plotlyjs=plotlyjs)
+            confirmations = run_confirm(session)
+        summary = session.finish(target=target, stopped=stopped, plotlyjs=plotlyjs)
+        summary.confirmations = confirmations
+        return summary
 
 
 def _check_flops_budget(budget: float | None, floor: float) -> None:

@@ -32,6 +32,7 @@ class SearchSummary:
     files: list[Path] = field(default_factory=list)
     stopped: str | None = None  # why the search stopped before the target, if it did
     pruned: int = 0  # of the new trials, stopped early by a scheduler (counted as completed)
+    confirmations: int = 0  # of the new trials, retrainings of the front (--confirm N)
 
     @property
     def overhead_per_trial_s(self) -> float | None:

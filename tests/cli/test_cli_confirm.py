@@ -66,8 +66,25 @@ def confirmed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     store = tmp_path_factory.mktemp("confirmed") / "runs"
     proc = run(*SEARCH, "--trials", "4", "--confirm", "2", "--store", str(store))
     assert proc.returncode == 0, proc.stderr
+    front = len(load_study_record(open_store(store), study_of(store)).front())
+    line = f"4 new trial(s), {2 * front} confirmation retraining(s) of the front in"
+    assert line in " ".join(proc.stdout.split())  # the search's trials, the retrainings apart
+    return store, study_of(store)
+
+
+def study_of(store: Path) -> str:
     (study,) = [p.name for p in open_store(store).reports_dir.iterdir() if p.is_dir()]
-    return store, study
+    return study
+
+
+def test_studies_counts_the_confirmations_apart(confirmed: tuple[Path, str]) -> None:
+    store, study = confirmed
+    front = len(load_study_record(open_store(store), study).front())
+    (row,) = json.loads(run("studies", "--store", str(store), "--json").stdout)
+    assert (row["complete"], row["failed"]) == (4, 0)  # the search's 4 trials, not 4 + 2 x front
+    assert (row["confirmations"], row["confirmed"]) == (2 * front, front)
+    table = run("studies", "--store", str(store)).stdout
+    assert "confirmed" in table
 
 
 def test_pareto_shows_mean_and_sd_over_the_seeds(confirmed: tuple[Path, str]) -> None:
