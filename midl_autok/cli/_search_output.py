@@ -96,8 +96,10 @@ class Progress:
         from optuna.trial import TrialState
 
         from midl_autok.agents import SamplerAgent
+        from midl_autok.results.confirmed import is_confirmation
 
-        phase = trial.user_attrs.get("phase")  # RL agents: training or rollout
+        # RL agents: training or rollout; --confirm: a retraining of the front
+        phase = trial.user_attrs.get("phase") or ("confirm" if is_confirmation(trial) else None)
         label = f"#{trial.number}" + (f" {phase}" if phase else "")
         reason = getattr(outcome, "fail_reason", None) or trial.user_attrs.get("fail_reason")
         if trial.state == TrialState.COMPLETE:
@@ -107,8 +109,9 @@ class Progress:
             last = f"{label}: [yellow]stopped early[/]"
         else:
             last = f"{label}: [red]failed[/]"
-        # a sampler's target counts completed trials; an external agent's plan, every episode
-        if isinstance(session.agent, SamplerAgent):
+        # a sampler's target counts completed trials; an external agent's plan, every episode;
+        # the confirm phase, every retraining
+        if isinstance(session.agent, SamplerAgent) and not is_confirmation(trial):
             self.progress.update(self.task, completed=session.counted_trials())
         else:
             self.progress.advance(self.task)
@@ -128,6 +131,18 @@ class Progress:
                 highlight=False,
                 soft_wrap=True,
             )
+
+    def on_confirm_start(self, session: SearchSession, *, total: int) -> None:
+        """The confirm phase (``--confirm N``): the bar counts its retrainings from 0."""
+        description = f"{session.study_name}: confirming the front"
+        self.progress.update(self.task, description=description, total=total, completed=0)
+        self.progress.console.print(
+            f"midl-autok: retraining the front with more seeds: {total} confirmation "
+            f"trial(s) (--confirm {session.spec.search.confirm})",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
 
     def __enter__(self) -> Progress:
         return self

@@ -137,9 +137,15 @@ def pending(
     ]
 
 
-def run_confirm(session: SearchSession, *, n: int | None = None) -> int:
+def run_confirm(
+    session: SearchSession, *, n: int | None = None, callbacks: Sequence[Any] = ()
+) -> int:
     """Retrain the front's schedules with ``n`` more seeds (default: the spec's
-    ``search.confirm``); return how many retrainings ran. Nothing runs for ``n = 0``."""
+    ``search.confirm``); return how many retrainings ran. Nothing runs for ``n = 0``.
+
+    ``callbacks`` (the search's, :class:`~midl_autok.search.local.SearchCallback`): those with
+    an ``on_confirm_start(session, total=)`` method get it before the first retraining; all
+    get ``on_trial_end`` after each (a progress bar shows the phase)."""
     n = session.spec.search.confirm if n is None else n
     if n <= 0:
         return 0
@@ -150,8 +156,13 @@ def run_confirm(session: SearchSession, *, n: int | None = None) -> int:
     tasks = pending(record.trials, targets, n, seed=session.spec.seed)
     if tasks and int(session.study_attr(STUDY_ATTR) or 0) < n:
         session.set_study_attr(STUDY_ATTR, n)  # before the first confirmation trial
+    for cb in callbacks if tasks else ():
+        if (start := getattr(cb, "on_confirm_start", None)) is not None:
+            start(session, total=len(tasks))
     for task in tasks:
-        _confirm_one(session, task)
+        frozen, outcome = _confirm_one(session, task)
+        for cb in callbacks:
+            cb.on_trial_end(session, frozen, outcome)
     if tasks or session.study_attr(SUMMARY_ATTR) is None:
         _publish(session)
     return len(tasks)
@@ -160,7 +171,7 @@ def run_confirm(session: SearchSession, *, n: int | None = None) -> int:
 _INFO = ("metrics", "provenance")
 
 
-def _confirm_one(session: SearchSession, task: ConfirmTask) -> None:
+def _confirm_one(session: SearchSession, task: ConfirmTask) -> tuple[FrozenTrial, TrialOutcome]:
     """One retraining: a trial from a template, evaluated like any trial, then told."""
     from midl_autok.schedule import KSchedule
 
@@ -197,7 +208,8 @@ def _confirm_one(session: SearchSession, task: ConfirmTask) -> None:
                 raise
             first = (str(exc).strip().splitlines() or [""])[0][:300]
             outcome = TrialOutcome.failed(f"{type(exc).__name__}: {first}")
-        session.tell(trial, outcome)  # never in the parent run's front (a confirmation)
+        # never in the parent run's front (a confirmation)
+        return session.tell(trial, outcome), outcome
     except BaseException:  # interrupted: the trial is failed, the caller ends the runs
         session.fail(trial, f"interrupted (process {os.getpid()} was stopped)")
         raise

@@ -163,6 +163,7 @@ def run_search(
         threads=threads,
         backend="local",
         plotlyjs=plotlyjs,
+        callbacks=callbacks,
     )
 
 

@@ -19,7 +19,7 @@ import os
 import socket
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from midl_autok import __version__
@@ -227,10 +227,12 @@ def search_to_the_end(
     threads: int | None,
     backend: str,
     plotlyjs: str | bool,
+    callbacks: Sequence[Any] = (),
 ) -> SearchSummary:
     """One whole search invocation, whatever the backend: open the study (``budget.trials``
     is the target), let ``drive(session, target)`` run the trials (it returns why it stopped
-    early, if it did), write the Pareto files and end the parent run. Ctrl-C and SIGTERM are
+    early, if it did), confirm the front (``--confirm N``, reported to ``callbacks``), write
+    the Pareto files and end the parent run. Ctrl-C and SIGTERM are
     held while a storage call runs; an interruption fails the live trials and ends the runs."""
     target = spec.budget.trials
     with (
@@ -250,7 +252,7 @@ def search_to_the_end(
         if stopped is None:  # the target reached: confirm the front (--confirm N)
             from midl_autok.search.confirm import run_confirm
 
-            confirmations = run_confirm(session)
+            confirmations = run_confirm(session, callbacks=callbacks)
         summary = session.finish(target=target, stopped=stopped, plotlyjs=plotlyjs)
         summary.confirmations = confirmations
         return summary

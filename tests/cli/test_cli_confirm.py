@@ -6,6 +6,7 @@ user runs them (real subprocesses); the bad input of issue 16 (``--confirm`` and
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,12 @@ def confirmed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     front = len(load_study_record(open_store(store), study_of(store)).front())
     line = f"4 new trial(s), {2 * front} confirmation retraining(s) of the front in"
     assert line in " ".join(proc.stdout.split())  # the search's trials, the retrainings apart
+    # the confirm phase has its own progress (stderr is not a terminal: one line per trial)
+    assert f"retraining the front with more seeds: {2 * front} confirmation trial(s)" in (
+        " ".join(proc.stderr.split())
+    )
+    lines = [x for x in proc.stderr.splitlines() if re.match(r"search \d+/\d+ .* confirm: acc ", x)]
+    assert [x.split()[1] for x in lines] == [f"{i}/{2 * front}" for i in range(1, 2 * front + 1)]
     return store, study_of(store)
 
 

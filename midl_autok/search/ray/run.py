@@ -193,6 +193,7 @@ def run_ray_search(
         threads=threads,
         backend="ray",
         plotlyjs=plotlyjs,
+        callbacks=callbacks,
     )
 
 
