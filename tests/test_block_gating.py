@@ -75,6 +75,28 @@ def test_eval_paths_equal_masked_dense(
     assert (groups.all(-1) | ~groups.any(-1)).all()  # whole groups only
 
 
+def test_the_kernel_sees_every_change_of_the_weight() -> None:
+    """The kernel caches W packed by group per weight (key: data pointer, shape, version): an
+    in-place update, a new tensor and inference mode must each give the new weight's output."""
+    layer = make_layer(40, 64, 16, 8).eval()
+    x = inputs(33, 40)
+    run = layer._kernel_forward
+    with torch.no_grad():
+        first = run(x, 16)
+        assert torch.equal(run(x, 16), first)  # the cached packing: the same output
+        layer.weight.mul_(2.0)  # in place: the version counter moves
+        doubled = run(x, 16)
+        torch.testing.assert_close(doubled.double(), reference(layer, x), atol=1e-5, rtol=1e-4)
+        assert not torch.allclose(doubled, first)
+        layer.weight.data = torch.randn_like(layer.weight)  # another tensor, another pointer
+        torch.testing.assert_close(run(x, 16).double(), reference(layer, x), atol=1e-5, rtol=1e-4)
+    with torch.inference_mode():
+        fresh = make_layer(40, 64, 16, 8).eval()  # inference tensors: packed per call
+        torch.testing.assert_close(
+            fresh._kernel_forward(x, 16).double(), reference(fresh, x), atol=1e-5, rtol=1e-4
+        )
+
+
 @pytest.mark.parametrize(("d_in", "d", "k", "size"), CASES)
 @pytest.mark.parametrize("light_rank", [0, 4])
 def test_training_forward_and_straight_through_gradients(

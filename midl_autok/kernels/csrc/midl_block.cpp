@@ -8,10 +8,12 @@
 //    size), -1)`` with the same ATen calls as the Python path (same selection);
 // 2. per sample the k / size groups with the largest scores (ties: lowest index first);
 // 3. the (sample, group) pairs sorted by group (CSR), so each group j runs one small dense
-//    product of its samples' rows of x with the contiguous rows W[j * size, (j + 1) * size):
-//    an AVX2 + FMA tile of 3 samples x 4 rows (twelve 8-float accumulators along d_in), W_j
-//    read from L2 once per 3 samples, x rows read in place (no gather copy);
-// 4. the mix fused into the tile's store: y = l + g * (W x + b - l) on the selected entries,
+//    product of its samples' rows of x with the contiguous rows W[j * size, (j + 1) * size).
+//    With AVX2 + FMA and size a multiple of 8: W packed by group, transposed (cached per
+//    weight, see packed_weight), and per chunk of 128 inputs an outer-product tile of 6
+//    samples x 16 outputs (twelve 8-float accumulators, x broadcast from its rows in place);
+//    other sizes use a dot-product tile of 3 samples x 4 rows along d_in;
+// 4. the mix: y = l + g * (W x + b - l) on the selected entries (g = sigmoid(logits), ATen),
 //    y = l (the light path, or 0) elsewhere; then the activation (ATen, in place).
 //
 // float32 only: midl_autok/ops.py's implementation of the op calls it for float32 CPU input
@@ -24,6 +26,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <mutex>
 #include <numeric>
 #include <vector>
 
@@ -87,22 +90,89 @@ inline void tile_rows(int rows, const float* const* xs, const float* w, int64_t 
 constexpr int kTileSamples = 3;
 constexpr int kTileRows = 4;
 #ifndef MIDL_BLOCK_CHUNK
-#define MIDL_BLOCK_CHUNK 256
+#define MIDL_BLOCK_CHUNK 128
 #endif
-// d_in runs in chunks of this many inputs, so a group's chunk of W (size x chunk floats; 32 KB
+// d_in runs in chunks of this many inputs, so a group's chunk of W (size x chunk floats; 16 KB
 // at size 32) stays in L1/L2 while all of the group's samples pass over it.
 constexpr int64_t kChunk = MIDL_BLOCK_CHUNK;
 
+#if MIDL_BLOCK_AVX2
+// The outer-product tile (size a multiple of 8): f[s][r0 .. r0 + 16) += sum_p xs[s][p] *
+// wt[p][r0 .. r0 + 16) for S samples, wt the chunk of W_j packed transposed (n x size). Twelve
+// accumulators for S = 6, no horizontal sums; x values are broadcast from their rows in place.
+template <int S, int V>
+inline void outer_tile(const float* const* xs, const float* wt, int64_t size, int64_t n,
+                       float* f, int64_t r0) {
+  __m256 acc[S][V];
+  for (int s = 0; s < S; ++s)
+    for (int v = 0; v < V; ++v) acc[s][v] = _mm256_setzero_ps();
+  for (int64_t p = 0; p < n; ++p) {
+    __m256 wv[V];
+    for (int v = 0; v < V; ++v) wv[v] = _mm256_loadu_ps(wt + p * size + r0 + 8 * v);
+    for (int s = 0; s < S; ++s) {
+      const __m256 xv = _mm256_broadcast_ss(xs[s] + p);
+      for (int v = 0; v < V; ++v) acc[s][v] = _mm256_fmadd_ps(xv, wv[v], acc[s][v]);
+    }
+  }
+  for (int s = 0; s < S; ++s)
+    for (int v = 0; v < V; ++v) {
+      float* out = f + s * size + r0 + 8 * v;
+      _mm256_storeu_ps(out, _mm256_add_ps(_mm256_loadu_ps(out), acc[s][v]));
+    }
+}
+
+template <int V>
+inline void outer_rows(int ns, const float* const* xs, const float* wt, int64_t size, int64_t n,
+                       float* f, int64_t r0) {
+  switch (ns) {
+    case 6: outer_tile<6, V>(xs, wt, size, n, f, r0); break;
+    case 5: outer_tile<5, V>(xs, wt, size, n, f, r0); break;
+    case 4: outer_tile<4, V>(xs, wt, size, n, f, r0); break;
+    case 3: outer_tile<3, V>(xs, wt, size, n, f, r0); break;
+    case 2: outer_tile<2, V>(xs, wt, size, n, f, r0); break;
+    default: outer_tile<1, V>(xs, wt, size, n, f, r0); break;
+  }
+}
+
+constexpr int kOuterSamples = 6;
+
+// run_group's product for size % 8 == 0: wtj is W_j packed transposed (d_in x size floats,
+// packed_weight); per chunk of d_in (16 KB of it at size 32) all of the group's samples pass.
+void group_product_outer(const int64_t* samples, int64_t begin, int64_t count, const float* x,
+                         int64_t din, const float* wtj, int64_t size, float* f) {
+  for (int64_t p0 = 0; p0 < din; p0 += kChunk) {
+    const int64_t n = std::min<int64_t>(kChunk, din - p0);
+    const float* wt = wtj + p0 * size;
+    for (int64_t s0 = 0; s0 < count; s0 += kOuterSamples) {
+      const int ns = static_cast<int>(std::min<int64_t>(kOuterSamples, count - s0));
+      const float* xs[kOuterSamples];
+      for (int s = 0; s < ns; ++s) xs[s] = x + samples[begin + s0 + s] * din + p0;
+      int64_t r0 = 0;
+      for (; r0 + 16 <= size; r0 += 16) outer_rows<2>(ns, xs, wt, size, n, f + s0 * size, r0);
+      if (r0 < size) outer_rows<1>(ns, xs, wt, size, n, f + s0 * size, r0);
+    }
+  }
+}
+#endif
+
 // Group j: its samples (sorted pairs [begin, end)), the rows W[j * size, +size), mixed into y.
-// f: scratch of (end - begin) * size floats (the partial dot products over the chunks).
+// f: scratch of (end - begin) * size floats (the partial dot products over the chunks); wt:
+// W packed by group (packed_weight) for the outer-product tile, or null (the dot tile).
 void run_group(int64_t j, const int64_t* samples, int64_t begin, int64_t end, const float* x,
                int64_t din, const float* W, const float* b, const float* g, float* y,
-               int64_t d, int64_t size, bool light, float* f) {
+               int64_t d, int64_t size, bool light, float* f, const float* wt) {
   const float* wj = W + j * size * din;
   const int64_t count = end - begin;
   std::fill(f, f + count * size, 0.0f);
   float dots[kTileSamples * kTileRows];
-  for (int64_t p0 = 0; p0 < din; p0 += kChunk) {
+#if MIDL_BLOCK_AVX2
+  const bool outer = wt != nullptr;
+  if (outer) group_product_outer(samples, begin, count, x, din, wt + j * size * din, size, f);
+#else
+  const bool outer = false;
+  (void)wt;
+#endif
+  for (int64_t p0 = 0; !outer && p0 < din; p0 += kChunk) {
     const int64_t n = std::min<int64_t>(kChunk, din - p0);
     for (int64_t s0 = 0; s0 < count; s0 += kTileSamples) {
       const int ns = static_cast<int>(std::min<int64_t>(kTileSamples, count - s0));
@@ -126,12 +196,70 @@ void run_group(int64_t j, const int64_t* samples, int64_t begin, int64_t end, co
     for (int64_t r = 0; r < size; ++r) {
       const float v = f[s * size + r] + (b ? b[j * size + r] : 0.0f);
       const float l = light ? y[base + r] : 0.0f;
-      y[base + r] = l + g[base + r] * (v - l);
+      const float gate = g[base + r];
+      y[base + r] = l + gate * (v - l);
     }
   }
 }
 
 inline float score_key(float v) { return std::isnan(v) ? INFINITY : v; }
+
+// W packed by group for the outer-product tile: (G, d_in, size), group j's rows transposed.
+// Packing reads all of W (4 MB at d = 1024), ~1 ms a call at batch 256, as much as a quarter
+// of the layer's time, so a packed copy is cached per weight and reused while the weight is
+// unchanged: the key is the weight's data pointer, shape, strides, group size and version
+// counter (any in-place update bumps it; ``param.data = other`` changes the pointer; the entry
+// holds the storage it packed, so that address cannot be reused meanwhile). An entry whose
+// storage nobody else holds any more is dropped; at most kPackedEntries are kept (least
+// recently used first out). Inference tensors have no version counter: packed per call.
+// Memory: one more copy of each block-gated layer's W in eval.
+struct PackedEntry {
+  c10::Storage storage;  // of the weight packed (kept alive: its address stays unique)
+  const void* data;
+  std::vector<int64_t> sizes, strides;
+  int64_t version;
+  int64_t size;
+  at::Tensor packed;
+};
+constexpr size_t kPackedEntries = 32;
+std::mutex packed_mutex;
+std::vector<PackedEntry> packed_cache;
+
+at::Tensor pack_by_group(const at::Tensor& W, int64_t size) {
+  const int64_t d = W.size(0), din = W.size(1);
+  return W.view({d / size, size, din}).transpose(1, 2).contiguous();
+}
+
+at::Tensor packed_weight(const at::Tensor& weight, const at::Tensor& W, int64_t size) {
+  if (weight.is_inference()) return pack_by_group(W, size);
+  const int64_t version = weight._version();
+  std::lock_guard<std::mutex> guard(packed_mutex);
+  auto same = [&](const PackedEntry& e) {
+    return e.data == weight.data_ptr() && weight.sizes().equals(e.sizes) &&
+           weight.strides().equals(e.strides) && e.size == size;
+  };
+  for (auto it = packed_cache.begin(); it != packed_cache.end(); ++it) {
+    if (!same(*it)) continue;
+    if (it->version == version) {
+      PackedEntry hit = *it;
+      packed_cache.erase(it);
+      packed_cache.push_back(hit);
+      return hit.packed;
+    }
+    packed_cache.erase(it);  // the weight changed in place: pack it again
+    break;
+  }
+  packed_cache.erase(std::remove_if(packed_cache.begin(), packed_cache.end(),
+                                    [](const PackedEntry& e) {
+                                      return e.storage.use_count() <= 1;
+                                    }),
+                     packed_cache.end());
+  at::Tensor packed = pack_by_group(W, size);
+  packed_cache.push_back({weight.storage(), weight.data_ptr(), weight.sizes().vec(),
+                          weight.strides().vec(), version, size, packed});
+  if (packed_cache.size() > kPackedEntries) packed_cache.erase(packed_cache.begin());
+  return packed;
+}
 
 }  // namespace
 
@@ -192,12 +320,15 @@ std::vector<at::Tensor> midl_block_eval(
   float* yp = y.data_ptr<float>();
   const int64_t* smp = samples.data();
   const int64_t* off = counts.data();
+  at::Tensor packed;  // the outer-product tile's layout of W (AVX2 + FMA, size % 8 == 0)
+  if (MIDL_BLOCK_AVX2 && size % 8 == 0) packed = packed_weight(weight, W, size);
+  const float* wtp = packed.defined() ? packed.data_ptr<float>() : nullptr;
   at::parallel_for(0, groups, 1, [&](int64_t lo, int64_t hi) {
     std::vector<float> scratch;
     for (int64_t j = lo; j < hi; ++j) {
       scratch.resize(static_cast<size_t>((off[j + 1] - off[j]) * size));
       run_group(j, smp, off[j], off[j + 1], xp, din, wp, bp, gp, yp, d, size, light,
-                scratch.data());
+                scratch.data(), wtp);
     }
   });
   switch (act) {
