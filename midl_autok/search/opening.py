@@ -219,7 +219,7 @@ def open_search(
 
 def search_to_the_end(
     spec: ExperimentSpec,
-    drive: Callable[[SearchSession, int], str | None],
+    drive: Callable[..., str | None],
     *,
     store: Store | str | os.PathLike[str] | None,
     study: str | None,
@@ -229,9 +229,11 @@ def search_to_the_end(
     plotlyjs: str | bool,
 ) -> SearchSummary:
     """One whole search invocation, whatever the backend: open the study (``budget.trials``
-    is the target), let ``drive(session, target)`` run the trials (it returns why it stopped
-    early, if it did), write the Pareto files and end the parent run. Ctrl-C and SIGTERM are
-    held while a storage call runs; an interruption fails the live trials and ends the runs."""
+    is the target), let ``drive(session, target=..., timeout_s=budget.timeout_s)`` run the
+    trials (a backend's loop, e.g. :func:`~midl_autok.search.local.run_local` with its other
+    options bound; it returns why it stopped early, if it did), write the Pareto files and end
+    the parent run. Ctrl-C and SIGTERM are held while a storage call runs; an interruption
+    fails the live trials and ends the runs."""
     target = spec.budget.trials
     with (
         handling_signals(),  # Ctrl-C / SIGTERM never in the middle of a storage call
@@ -245,7 +247,7 @@ def search_to_the_end(
             threads=threads,
         ) as session,
     ):
-        stopped = drive(session, target)
+        stopped = drive(session, target=target, timeout_s=spec.budget.timeout_s)
         if stopped is None:  # the target reached: confirm the front (--confirm N)
             from midl_autok.search.confirm import run_confirm
 

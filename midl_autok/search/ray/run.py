@@ -25,7 +25,7 @@ import functools
 import os
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ray import tune
 
@@ -177,8 +177,7 @@ def run_ray_search(
             f"agent {spec.search.agent!r} evaluates its own schedules; use --backend local"
         )
     drive = functools.partial(
-        _drive,
-        timeout_s=spec.budget.timeout_s,
+        run_ray,
         callbacks=callbacks,
         options=options,
         device=trials_on,
@@ -194,10 +193,6 @@ def run_ray_search(
         backend="ray",
         plotlyjs=plotlyjs,
     )
-
-
-def _drive(session: SearchSession, target: int, **options: Any) -> str | None:
-    return run_ray(session, target=target, **options)
 
 
 def node_ids(store: Store, study: str) -> dict[int, str]:
