@@ -79,7 +79,6 @@ def run_ray(
             f"agent {agent.name!r} evaluates its own schedules; use --backend local with it"
         )
     trials_on = trial_device(device or session.device, gpus_per_trial=options.gpus_per_trial)
-    epochs = session.spec.training.epochs
     options.stopping.check(session)
     if session.counted_trials() >= target:
         for cb in callbacks:
@@ -90,14 +89,8 @@ def run_ray(
         with ray_connection(options) as connected:
             workers = check_resources(options, local=connected and not options.address)
             scheduler = make_scheduler(
-                options.early_stop,
+                options.stopping.rule(session),
                 objectives=session.objectives,
-                directions=session.directions,
-                epochs=epochs,
-                grace_period=options.grace(epochs),
-                reduction_factor=options.reduction_factor,
-                reference=session.reference,
-                ideal=session.attrs.get("ideal"),
                 prior=recorded_rungs(session.trials()),
             )
             searcher = SessionSearcher(
