@@ -59,6 +59,21 @@ def test_registry_names_and_did_you_mean() -> None:
         get_agent("dqn")
 
 
+def test_an_agent_whose_package_is_missing_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(AGENTS, "dqn", "no_such_package_for_midl.agents:DQNAgent")
+    with pytest.raises(
+        SpecError,
+        match=r"^agent 'dqn' needs a package that is not installed \(no_such_package_for_midl\); "
+        r"install the matching extra, e\.g\. pip install 'midl-autok\[rl\]'$",
+    ):
+        get_agent("dqn")
+    monkeypatch.setitem(AGENTS, "seed", "midl_autok.agents.base:derive_seed")
+    with pytest.raises(TypeError, match=r"^midl_autok.agents.base:derive_seed is not an Agent"):
+        get_agent("seed")
+
+
 def test_importing_the_registry_imports_no_optuna() -> None:
     code = (
         "import sys, midl_autok.agents as a; a.agent_names();"

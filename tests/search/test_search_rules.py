@@ -69,6 +69,18 @@ def test_backends_dispatch_through_the_registry() -> None:
         get_backend("locall")
 
 
+def test_a_backend_whose_package_is_missing_names_its_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(BACKENDS, "slurm", "no_such_package_for_midl.run:run_search")
+    with pytest.raises(
+        SpecError,
+        match=r"^backend 'slurm' needs a package that is not installed "
+        r"\(no_such_package_for_midl\); install it with: pip install 'midl-autok\[slurm\]'$",
+    ):
+        get_backend("slurm")
+
+
 def test_one_public_metrics_filter_for_trainer_and_search() -> None:
     from midl_autok.trainer import _public_metrics
 
