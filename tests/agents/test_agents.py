@@ -59,16 +59,8 @@ def test_registry_names_and_did_you_mean() -> None:
         get_agent("dqn")
 
 
-def test_an_agent_whose_package_is_missing_names_the_extra(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setitem(AGENTS, "dqn", "no_such_package_for_midl.agents:DQNAgent")
-    with pytest.raises(
-        SpecError,
-        match=r"^agent 'dqn' needs a package that is not installed \(no_such_package_for_midl\); "
-        r"install the matching extra, e\.g\. pip install 'midl-autok\[rl\]'$",
-    ):
-        get_agent("dqn")
+def test_an_entry_that_is_no_agent_class_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    # (a missing package: tests/search/test_search_rules.py, for both registries)
     monkeypatch.setitem(AGENTS, "seed", "midl_autok.agents.base:derive_seed")
     with pytest.raises(TypeError, match=r"^midl_autok.agents.base:derive_seed is not an Agent"):
         get_agent("seed")
