@@ -1,7 +1,8 @@
 """Import paths ``package.module:function``: check, resolve, and find a function's own.
 
-Light on purpose (no torch): :mod:`midl_autok.spec` checks factory paths with it, and
-:mod:`midl_autok.factories` resolves and calls them.
+Light on purpose (no torch): :mod:`midl_autok.spec` checks factory paths with it,
+:mod:`midl_autok.factories` resolves and calls them, and the registries of agents and
+backends load their entries with :func:`load_registered`.
 """
 
 from __future__ import annotations
@@ -9,12 +10,12 @@ from __future__ import annotations
 import difflib
 import importlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from midl_autok.errors import SpecError
+from midl_autok.errors import SpecError, unknown_name
 
-__all__ = ["check_path", "factory_path", "first_line", "resolve_factory"]
+__all__ = ["check_path", "factory_path", "first_line", "load_registered", "resolve_factory"]
 
 _PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 _MAX_SHOWN = 200
@@ -85,3 +86,21 @@ def resolve_factory(path: str, *, what: str = "factory") -> Callable[..., Any]:
     if not callable(obj):
         raise SpecError(f"{what} {path} is a {type(obj).__name__}, not a function")
     return obj
+
+
+def load_registered(registry: Mapping[str, str], name: str, *, kind: str, install: str) -> Any:
+    """The object registered as ``name`` in ``registry`` (name -> ``"package.module:attr"``),
+    its module imported now. An unknown name is a :class:`SpecError` with a "did you mean";
+    a module that needs a package not installed, a :class:`SpecError` that ends with
+    ``install`` (how to get it)."""
+    target = registry.get(name) if isinstance(name, str) else None
+    if target is None:
+        raise unknown_name(kind, str(name), registry, error=SpecError)
+    module, _, attr = target.partition(":")
+    try:
+        found = importlib.import_module(module)
+    except ImportError as exc:
+        raise SpecError(
+            f"{kind} '{name}' needs a package that is not installed ({exc.name or exc}); {install}"
+        ) from None
+    return getattr(found, attr)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import random
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -50,26 +50,19 @@ def dataset_for_spec(spec: ExperimentSpec) -> Dataset:
 
 def _load(spec: ExperimentSpec) -> Dataset:
     d = spec.dataset
+    # the split and the cap, the same for a registered dataset and a factory's
+    split: dict[str, Any] = {
+        "val_fraction": d.val_fraction,
+        "test_fraction": d.test_fraction,
+        "seed": spec.seed,
+        "max_samples": d.max_samples,
+    }
     if d.factory is not None:
         from midl_autok.factories import load_factory_data
 
-        return load_factory_data(
-            d.factory,
-            options=d.options,
-            val_fraction=d.val_fraction,
-            test_fraction=d.test_fraction,
-            seed=spec.seed,
-            max_samples=d.max_samples,
-        )
+        return load_factory_data(d.factory, options=d.options, **split)
     return load_dataset(
-        d.name,
-        path=d.path,
-        target=d.target,
-        val_fraction=d.val_fraction,
-        test_fraction=d.test_fraction,
-        seed=spec.seed,
-        max_samples=d.max_samples,
-        options=dict(d.options) or None,
+        d.name, path=d.path, target=d.target, options=dict(d.options) or None, **split
     )
 
 

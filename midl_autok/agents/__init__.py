@@ -13,11 +13,10 @@ the shared agent contract tests then cover it.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
+from midl_autok._import_path import load_registered
 from midl_autok.agents.base import Agent, ExternalAgent, SamplerAgent, derive_seed
-from midl_autok.errors import SpecError, unknown_name
 
 __all__ = [
     "AGENTS",
@@ -59,20 +58,10 @@ def register_agent(name: str, target: str) -> None:
 
 def get_agent(name: str) -> type[Agent]:
     """The agent class registered as ``name``."""
-    target = AGENTS.get(name) if isinstance(name, str) else None
-    if target is None:
-        raise unknown_name("agent", str(name), AGENTS, error=SpecError)
-    module_name, _, attr = target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise SpecError(
-            f"agent '{name}' needs a package that is not installed ({exc.name or exc}); "
-            "install the matching extra, e.g. pip install 'midl-autok[rl]'"
-        ) from None
-    cls = getattr(module, attr)
+    install = "install the matching extra, e.g. pip install 'midl-autok[rl]'"
+    cls = load_registered(AGENTS, name, kind="agent", install=install)
     if not (isinstance(cls, type) and issubclass(cls, Agent)):
-        raise TypeError(f"{target} is not an Agent subclass")
+        raise TypeError(f"{AGENTS[name]} is not an Agent subclass")
     return cls
 
 

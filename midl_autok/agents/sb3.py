@@ -193,8 +193,6 @@ class RLAgent(ExternalAgent):
         options: Mapping[str, Any],
     ) -> SearchSpace:
         """The ``free`` space (it encodes any realized schedule as trial parameters)."""
-        from midl_autok.search_spaces import make_space
-
         extra = sorted(set(options) - {"min_fraction", "max_fraction"})
         if extra:
             raise SpecError(
@@ -205,7 +203,7 @@ class RLAgent(ExternalAgent):
                 f"agent '{self.name}' lets actions reach k = width; max_fraction must be 1, "
                 f"but got {options['max_fraction']}"
             )
-        return make_space("free", layers, epochs, **options)
+        return super().make_space("free", layers, epochs, options)
 
     def env_kwargs(self, host: SearchHost) -> dict[str, Any]:
         """The environment options of the training envs (and of the rollouts)."""

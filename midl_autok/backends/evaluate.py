@@ -2,23 +2,7 @@
 :mod:`midl_autok.search.outcome`."""
 
 from midl_autok.search.evaluate import evaluate_trial
-from midl_autok.search.outcome import (
-    COMPLETE,
-    FAIL,
-    PRUNED,
-    StopTrial,
-    TrialOutcome,
-    TrialRequest,
-    non_finite,
-)
+from midl_autok.search.outcome import *  # noqa: F403
+from midl_autok.search.outcome import __all__ as _outcome_names
 
-__all__ = [
-    "COMPLETE",
-    "FAIL",
-    "PRUNED",
-    "StopTrial",
-    "TrialOutcome",
-    "TrialRequest",
-    "evaluate_trial",
-    "non_finite",
-]
+__all__ = [*_outcome_names, "evaluate_trial"]

@@ -25,7 +25,6 @@ A backend drives a session: for a sampler agent it loops ``session.ask()`` ->
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -82,20 +81,12 @@ if TYPE_CHECKING:
 def get_backend(name: str) -> Callable[..., SearchSummary]:
     """The search function of the backend registered as ``name`` (a
     :class:`~midl_autok.errors.SpecError` with a "did you mean" for an unknown one)."""
-    from midl_autok.errors import SpecError, unknown_name
+    from midl_autok._import_path import load_registered
 
-    target = BACKENDS.get(name)
-    if target is None:
-        raise unknown_name("backend", name, BACKENDS, error=SpecError)
-    module, _, attr = target.partition(":")
-    try:
-        found = importlib.import_module(module)
-    except ImportError as exc:
-        raise SpecError(
-            f"backend '{name}' needs a package that is not installed ({exc.name or exc}); "
-            f"install it with: pip install 'midl-autok[{name}]'"
-        ) from None
-    function: Callable[..., SearchSummary] = getattr(found, attr)
+    install = f"install it with: pip install 'midl-autok[{name}]'"
+    function: Callable[..., SearchSummary] = load_registered(
+        BACKENDS, name, kind="backend", install=install
+    )
     return function
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from midl_autok.agents import ExternalAgent, SamplerAgent
 from midl_autok.errors import SpecError, system_error_message
@@ -147,8 +147,7 @@ def run_search(
     :class:`SearchSummary`; the Pareto files are in ``summary.files``.
     """
     drive = functools.partial(
-        _drive,
-        timeout_s=spec.budget.timeout_s,
+        run_local,
         callbacks=callbacks,
         train_hooks=train_hooks,
         max_consecutive_failures=max_consecutive_failures,
@@ -165,7 +164,3 @@ def run_search(
         plotlyjs=plotlyjs,
         callbacks=callbacks,
     )
-
-
-def _drive(session: SearchSession, target: int, **options: Any) -> str | None:
-    return run_local(session, target=target, **options)

@@ -219,7 +219,7 @@ def open_search(
 
 def search_to_the_end(
     spec: ExperimentSpec,
-    drive: Callable[[SearchSession, int], str | None],
+    drive: Callable[..., str | None],
     *,
     store: Store | str | os.PathLike[str] | None,
     study: str | None,
@@ -230,10 +230,12 @@ def search_to_the_end(
     callbacks: Sequence[Any] = (),
 ) -> SearchSummary:
     """One whole search invocation, whatever the backend: open the study (``budget.trials``
-    is the target), let ``drive(session, target)`` run the trials (it returns why it stopped
-    early, if it did), confirm the front (``--confirm N``, reported to ``callbacks``), write
-    the Pareto files and end the parent run. Ctrl-C and SIGTERM are
-    held while a storage call runs; an interruption fails the live trials and ends the runs."""
+    is the target), let ``drive(session, target=..., timeout_s=budget.timeout_s)`` run the
+    trials (a backend's loop, e.g. :func:`~midl_autok.search.local.run_local` with its other
+    options bound; it returns why it stopped early, if it did), confirm the front
+    (``--confirm N``, reported to ``callbacks``), write the Pareto files and end the parent
+    run. Ctrl-C and SIGTERM are held while a storage call runs; an interruption fails the live
+    trials and ends the runs."""
     target = spec.budget.trials
     with (
         handling_signals(),  # Ctrl-C / SIGTERM never in the middle of a storage call
@@ -247,7 +249,7 @@ def search_to_the_end(
             threads=threads,
         ) as session,
     ):
-        stopped = drive(session, target)
+        stopped = drive(session, target=target, timeout_s=spec.budget.timeout_s)
         confirmations = 0
         if stopped is None:  # the target reached: confirm the front (--confirm N)
             from midl_autok.search.confirm import run_confirm

@@ -262,9 +262,21 @@ def record_external(
     train_s: float = 0.0,
     user_attrs: Mapping[str, str | int | float | bool | None] | None = None,
 ) -> FrozenTrial:
-    """Record a schedule an agent evaluated itself (see :meth:`SearchSession.record`): a new
-    trial from a template (its parameters in the session's space), a child run with the
-    epochs and ``schedule.json``, then :meth:`SearchSession.tell`."""
+    """Record a schedule an agent evaluated itself: one Optuna trial + one MLflow child run
+    (this is :meth:`SearchSession.record`, the host's ``record``).
+
+    ``schedule`` is the realized schedule, ``metrics`` the final metrics (names from
+    :mod:`midl_autok.metrics`, as :class:`~midl_autok.trainer.TrainResult` has them),
+    ``history`` the per-epoch rows. ``params`` are the trial's parameters in this session's
+    search space; by default the space's encoding of the schedule when it has one (the
+    ``free`` space encodes any schedule), else none. ``fail_reason`` (or a non-finite
+    metric) records a failed evaluation. ``user_attrs`` (plain values, e.g. an RL agent's
+    ``phase`` and ``lam``) go on the trial and, as tags, on the child run.
+
+    The trial is made from a template (:func:`new_trial`, its parameters in the session's
+    space), the child run gets the epochs and ``schedule.json``, then
+    :meth:`SearchSession.tell` records the outcome.
+    """
     from midl_autok.errors import UserError, unknown_name
 
     space = session.space

@@ -319,37 +319,9 @@ class SearchSession:
 
     # -- external agents ---------------------------------------------------------------------
 
-    def record(
-        self,
-        schedule: KSchedule,
-        *,
-        metrics: Mapping[str, float],
-        history: Sequence[Mapping[str, float]] = (),
-        params: Mapping[str, float] | None = None,
-        fail_reason: str | None = None,
-        train_s: float = 0.0,
-        user_attrs: Mapping[str, str | int | float | bool | None] | None = None,
-    ) -> FrozenTrial:
-        """Record a schedule an agent evaluated itself: one Optuna trial + one MLflow child run.
-
-        ``schedule`` is the realized schedule, ``metrics`` the final metrics (names from
-        :mod:`midl_autok.metrics`, as :class:`~midl_autok.trainer.TrainResult` has them),
-        ``history`` the per-epoch rows. ``params`` are the trial's parameters in this session's
-        search space; by default the space's encoding of the schedule when it has one (the
-        ``free`` space encodes any schedule), else none. ``fail_reason`` (or a non-finite
-        metric) records a failed evaluation. ``user_attrs`` (plain values, e.g. an RL agent's
-        ``phase`` and ``lam``) go on the trial and, as tags, on the child run.
-        """
-        return recording.record_external(
-            self,
-            schedule,
-            metrics=metrics,
-            history=history,
-            params=params,
-            fail_reason=fail_reason,
-            train_s=train_s,
-            user_attrs=user_attrs,
-        )
+    #: Record a schedule an agent evaluated itself: one Optuna trial + one MLflow child run
+    #: (:func:`~midl_autok.search.recording.record_external`, which documents the arguments).
+    record = recording.record_external
 
     # -- the end -----------------------------------------------------------------------------
 

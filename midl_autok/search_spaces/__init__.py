@@ -32,9 +32,10 @@ from typing import Any
 
 from midl_autok.errors import SpecError, unknown_name
 from midl_autok.schedule import LayerSpec
-from midl_autok.search_spaces.base import (
-    Param,
-    SearchSpace,
+from midl_autok.search_spaces.base import Param, SearchSpace
+from midl_autok.search_spaces.budget import BudgetSpace, water_fill
+from midl_autok.search_spaces.constant import ConstantSpace
+from midl_autok.search_spaces.curves import (
     cosine_ramp,
     cubic_ramp,
     epoch_times,
@@ -42,8 +43,6 @@ from midl_autok.search_spaces.base import (
     piecewise_linear,
     ramp_progress,
 )
-from midl_autok.search_spaces.budget import BudgetSpace, water_fill
-from midl_autok.search_spaces.constant import ConstantSpace
 from midl_autok.search_spaces.free import FreeSpace
 from midl_autok.search_spaces.knots import KnotsSpace
 from midl_autok.search_spaces.ramps import (

@@ -29,14 +29,9 @@ from numpy.typing import ArrayLike
 
 from midl_autok.errors import ScheduleError, SpecError, unknown_name
 from midl_autok.schedule import KSchedule, LayerSpec
-from midl_autok.search_spaces.curves import (
-    cosine_ramp,
-    cubic_ramp,
-    epoch_times,
-    linear_ramp,
-    piecewise_linear,
-    ramp_progress,
-)
+from midl_autok.search_spaces import curves
+from midl_autok.search_spaces.curves import *  # noqa: F403  (the ramps' former home)
+from midl_autok.search_spaces.curves import epoch_times
 from midl_autok.search_spaces.ranks import (
     DEFAULT_MAX_RANK,
     RankChoices,
@@ -48,17 +43,7 @@ if TYPE_CHECKING:
     import optuna
     from optuna.distributions import FloatDistribution
 
-__all__ = [
-    "Param",
-    "SearchSpace",
-    "cosine_ramp",
-    "cubic_ramp",
-    "epoch_times",
-    "linear_ramp",
-    "piecewise_linear",
-    "ramp_progress",
-    "time_param",
-]
+__all__ = ["Param", "SearchSpace", *curves.__all__, "time_param"]
 
 # Values this far outside [low, high] (relative to the width) are rounding, not mistakes.
 _TOLERANCE = 1e-9

@@ -41,14 +41,8 @@ import numpy as np
 
 from midl_autok.errors import SpecError
 from midl_autok.schedule import KSchedule, LayerSpec, k_from_fraction
-from midl_autok.search_spaces.base import (
-    Param,
-    SearchSpace,
-    cosine_ramp,
-    cubic_ramp,
-    linear_ramp,
-    time_param,
-)
+from midl_autok.search_spaces.base import Param, SearchSpace, time_param
+from midl_autok.search_spaces.curves import RAMPS
 from midl_autok.search_spaces.ramps import ramp_window
 
 if TYPE_CHECKING:
@@ -57,7 +51,6 @@ if TYPE_CHECKING:
 __all__ = ["SHARE_SPREAD", "BudgetSpace", "water_fill"]
 
 SHARE_SPREAD = 10.0  # R: a share of 0 weighs 1/R, 0.5 weighs 1, 1 weighs R
-RAMPS = {"linear": linear_ramp, "cosine": cosine_ramp, "cubic": cubic_ramp}
 
 
 def _affordable(options: Sequence[int], unit: float, k_range: float) -> tuple[int, ...]:

@@ -86,6 +86,11 @@ def cubic_ramp(
     return _blend(start, end, (1.0 - p) ** 3)
 
 
+#: The ramp shapes by name: the ramp spaces (``linear``, ``cosine``, ``cubic``) and the
+#: ``budget`` space's ``ramp`` option.
+RAMPS = {"linear": linear_ramp, "cosine": cosine_ramp, "cubic": cubic_ramp}
+
+
 def _blend(start: float, end: float, w: np.ndarray) -> np.ndarray:
     """``w * start + (1 - w) * end``: the same as ``end + (start - end) * w``, but exactly
     ``start`` at ``w = 1`` and exactly ``end`` at ``w = 0`` in floating point (so a ramp's

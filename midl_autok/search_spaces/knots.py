@@ -22,7 +22,8 @@ import numpy as np
 
 from midl_autok.errors import SpecError
 from midl_autok.schedule import LayerSpec
-from midl_autok.search_spaces.base import Param, SearchSpace, piecewise_linear, time_param
+from midl_autok.search_spaces.base import Param, SearchSpace, time_param
+from midl_autok.search_spaces.curves import piecewise_linear
 
 __all__ = ["KnotsSpace"]
 

@@ -10,8 +10,8 @@ Parameters (``<layer>`` is the layer name, e.g. ``body.0``):
     ``[t0, t1]`` with ``t1 = t0 + span * (1 - t0)``, so any values give a valid window
     (``span`` is the fraction of the training left after ``t0`` that the ramp takes).
 
-The three spaces differ only in the ramp: :func:`~.base.linear_ramp`,
-:func:`~.base.cosine_ramp` and :func:`~.base.cubic_ramp` (Zhu & Gupta 2017).
+The three spaces differ only in the ramp: :func:`~.curves.linear_ramp`,
+:func:`~.curves.cosine_ramp` and :func:`~.curves.cubic_ramp` (Zhu & Gupta 2017).
 """
 
 from __future__ import annotations
@@ -23,14 +23,8 @@ import numpy as np
 
 from midl_autok.errors import SpecError
 from midl_autok.schedule import LayerSpec
-from midl_autok.search_spaces.base import (
-    Param,
-    SearchSpace,
-    cosine_ramp,
-    cubic_ramp,
-    linear_ramp,
-    time_param,
-)
+from midl_autok.search_spaces.base import Param, SearchSpace, time_param
+from midl_autok.search_spaces.curves import cosine_ramp, cubic_ramp, linear_ramp
 
 __all__ = ["CosineSpace", "CubicSpace", "LinearSpace", "RampSpace", "ramp_window"]
 
@@ -118,21 +112,21 @@ class RampSpace(SearchSpace):
 
 
 class LinearSpace(RampSpace):
-    """Linear ramp per layer (:func:`~.base.linear_ramp`)."""
+    """Linear ramp per layer (:func:`~.curves.linear_ramp`)."""
 
     name = "linear"
     ramp = staticmethod(linear_ramp)
 
 
 class CosineSpace(RampSpace):
-    """Half-cosine ramp per layer (:func:`~.base.cosine_ramp`)."""
+    """Half-cosine ramp per layer (:func:`~.curves.cosine_ramp`)."""
 
     name = "cosine"
     ramp = staticmethod(cosine_ramp)
 
 
 class CubicSpace(RampSpace):
-    """Cubic gradual-pruning ramp per layer (:func:`~.base.cubic_ramp`, Zhu & Gupta 2017)."""
+    """Cubic gradual-pruning ramp per layer (:func:`~.curves.cubic_ramp`, Zhu & Gupta 2017)."""
 
     name = "cubic"
     ramp = staticmethod(cubic_ramp)

@@ -59,6 +59,13 @@ def test_registry_names_and_did_you_mean() -> None:
         get_agent("dqn")
 
 
+def test_an_entry_that_is_no_agent_class_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    # (a missing package: tests/search/test_search_rules.py, for both registries)
+    monkeypatch.setitem(AGENTS, "seed", "midl_autok.agents.base:derive_seed")
+    with pytest.raises(TypeError, match=r"^midl_autok.agents.base:derive_seed is not an Agent"):
+        get_agent("seed")
+
+
 def test_importing_the_registry_imports_no_optuna() -> None:
     code = (
         "import sys, midl_autok.agents as a; a.agent_names();"

@@ -25,6 +25,7 @@ from midl_autok.agents import make_agent
 from midl_autok.agents.sb3 import ATTR_POLICY, PHASE_ROLLOUT, PHASE_TRAINING
 from midl_autok.backends import run_search
 from midl_autok.errors import SpecError
+from midl_autok.schedule import LayerSpec
 from midl_autok.store import Store, load_study_record, open_store
 
 EXE = [sys.executable, "-m", "midl_autok"]
@@ -198,6 +199,18 @@ def test_agent_options_are_checked(tmp_path: Path) -> None:
     spec = tiny_spec(agent="ppo", options={"episodes": 1, "n_knots": 3})
     with pytest.raises(SpecError, match=r"unknown search option"):
         run_search(spec, store=tmp_path / "store", device="cpu")
+
+
+def test_the_rl_agents_search_the_free_space_and_check_its_options() -> None:
+    layers = [LayerSpec("body.0", 32), LayerSpec("body.1", 16)]
+    agent = make_agent("ppo")
+    space = agent.make_space("linear", layers, 3, {"min_fraction": 0.1})
+    assert (space.name, space.min_fraction, space.max_fraction) == ("free", 0.1, 1.0)
+    assert len(space.param_names()) == 2 * 3  # one k fraction per layer and epoch
+    with pytest.raises(SpecError, match=r"^agent 'ppo' takes only the space option min_fraction"):
+        agent.make_space("linear", layers, 3, {"min_fraction": 0.1, "n_knots": 3})
+    with pytest.raises(SpecError, match=r"max_fraction must be 1, but got 0.5$"):
+        agent.make_space("linear", layers, 3, {"max_fraction": 0.5})
 
 
 def test_two_workers_and_a_budget_sweep(tmp_path: Path) -> None:

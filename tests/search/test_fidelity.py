@@ -72,7 +72,8 @@ def test_the_ray_scheduler_follows_the_shared_rule() -> None:
     keys = ["objective/val_accuracy", "objective/inference_flops"]
     rule = RungRule("mo-asha", directions=MAX_MIN, epochs=6)
     sched = make_scheduler(
-        "mo-asha", objectives=["val_accuracy", "inference_flops"], directions=MAX_MIN, epochs=6
+        RungRule("mo-asha", directions=MAX_MIN, epochs=6),
+        objectives=["val_accuracy", "inference_flops"],
     )
     assert isinstance(sched, ParetoSuccessiveHalving)
     results = [
@@ -86,14 +87,15 @@ def test_the_ray_scheduler_follows_the_shared_rule() -> None:
     assert rule.stopped  # the sequence does stop some trials
     # the rung values a study already holds seed the scheduler (a resumed Ray search)
     seeded = make_scheduler(
-        "mo-asha",
+        RungRule("mo-asha", directions=MAX_MIN, epochs=6),
         objectives=["val_accuracy", "inference_flops"],
-        directions=MAX_MIN,
-        epochs=6,
         prior=[(0, 1, [0.9, 1.0])],
     )
     assert isinstance(seeded, ParetoSuccessiveHalving)
     assert seeded.decide("x", 1, dict(zip(keys, [0.5, 5.0], strict=True))) == "STOP"
+    # no rule (--early-stop none), or no rung before the last epoch: no scheduler
+    assert make_scheduler(None, objectives=["val_accuracy"]) is None
+    assert make_scheduler(RungRule("mo-asha", directions=MAX_MIN, epochs=1), objectives=[]) is None
 
 
 def test_early_stop_options_are_checked() -> None:

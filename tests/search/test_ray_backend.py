@@ -31,6 +31,7 @@ from midl_autok.search.ray.schedulers import (
     rung_epochs,
     scalarize,
 )
+from midl_autok.search.rungs import RungRule
 from midl_autok.store import Store
 
 pytestmark = pytest.mark.xdist_group("ray")
@@ -87,9 +88,8 @@ def test_promotion_by_rank_then_crowding() -> None:
 
 def test_pareto_successive_halving_decides_per_rung() -> None:
     keys = ["objective/val_accuracy", "objective/inference_flops"]
-    sched = ParetoSuccessiveHalving(
-        objectives=keys, directions=MAX_MIN, epochs=4, grace_period=1, reduction_factor=2
-    )
+    rule = RungRule("mo-asha", directions=MAX_MIN, epochs=4, grace_period=1, reduction_factor=2)
+    sched = ParetoSuccessiveHalving(rule, objectives=keys)
     assert sched.rungs == [1, 2]
 
     def result(acc: float, flops: float) -> dict[str, float]:

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 
 import optuna
 import pytest
 from optuna.trial import TrialState, create_trial
 
 from midl_autok import metrics as M
+from midl_autok.agents import AGENTS, get_agent
 from midl_autok.errors import SpecError, UserError
 from midl_autok.flops import training_flops
 from midl_autok.search import BACKENDS, get_backend
@@ -67,6 +69,35 @@ def test_backends_dispatch_through_the_registry() -> None:
     assert set(BACKENDS) == {"local", "ray"}
     with pytest.raises(SpecError, match="did you mean 'local'"):
         get_backend("locall")
+
+
+@pytest.mark.parametrize(
+    ("kind", "registry", "get", "install"),
+    [
+        (
+            "agent",
+            AGENTS,
+            get_agent,
+            r"install the matching extra, e\.g\. pip install 'midl-autok\[rl\]'",
+        ),
+        ("backend", BACKENDS, get_backend, r"install it with: pip install 'midl-autok\[slurm\]'"),
+    ],
+)
+def test_a_registered_entry_whose_package_is_missing_names_the_extra(
+    kind: str,
+    registry: dict[str, str],
+    get: Callable[[str], object],
+    install: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Agents and backends load their entries through one helper, with one message."""
+    monkeypatch.setitem(registry, "slurm", "no_such_package_for_midl.run:Thing")
+    with pytest.raises(
+        SpecError,
+        match=rf"^{kind} 'slurm' needs a package that is not installed "
+        rf"\(no_such_package_for_midl\); {install}$",
+    ):
+        get("slurm")
 
 
 def test_one_public_metrics_filter_for_trainer_and_search() -> None:

@@ -249,6 +249,16 @@ RAMPS = [linear_ramp, cosine_ramp, cubic_ramp]
 fractions = st.floats(0.0, 1.0)
 
 
+def test_one_table_of_ramp_shapes() -> None:
+    """The ramp spaces and the budget space's ``ramp`` option name the same curves."""
+    from midl_autok.search_spaces.curves import RAMPS as BY_NAME
+
+    spaces = [SEARCH_SPACES[name] for name in ("linear", "cosine", "cubic")]
+    assert {cls.name: cls.ramp for cls in spaces} == BY_NAME  # type: ignore[attr-defined]
+    with pytest.raises(SpecError, match=r"'linear', 'cosine', 'cubic', 'none', but got 'step'"):
+        make_space("budget", LAYERS, EPOCHS, ramp="step")
+
+
 @pytest.mark.parametrize("ramp", RAMPS)
 @settings(max_examples=60, deadline=None)
 @given(start=fractions, end=fractions, a=st.floats(0, 1), b=st.floats(0, 1))

@@ -63,6 +63,3 @@ class RayOptions:
     def stopping(self) -> EarlyStop:
         """``--early-stop`` with its rungs (the same rule as the local backend's)."""
         return EarlyStop(self.early_stop, self.grace_period, self.reduction_factor)
-
-    def grace(self, epochs: int) -> int:
-        return self.stopping.grace(epochs)

@@ -25,7 +25,7 @@ import functools
 import os
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ray import tune
 
@@ -79,7 +79,6 @@ def run_ray(
             f"agent {agent.name!r} evaluates its own schedules; use --backend local with it"
         )
     trials_on = trial_device(device or session.device, gpus_per_trial=options.gpus_per_trial)
-    epochs = session.spec.training.epochs
     options.stopping.check(session)
     if session.counted_trials() >= target:
         for cb in callbacks:
@@ -90,14 +89,8 @@ def run_ray(
         with ray_connection(options) as connected:
             workers = check_resources(options, local=connected and not options.address)
             scheduler = make_scheduler(
-                options.early_stop,
+                options.stopping.rule(session),
                 objectives=session.objectives,
-                directions=session.directions,
-                epochs=epochs,
-                grace_period=options.grace(epochs),
-                reduction_factor=options.reduction_factor,
-                reference=session.reference,
-                ideal=session.attrs.get("ideal"),
                 prior=recorded_rungs(session.trials()),
             )
             searcher = SessionSearcher(
@@ -177,8 +170,7 @@ def run_ray_search(
             f"agent {spec.search.agent!r} evaluates its own schedules; use --backend local"
         )
     drive = functools.partial(
-        _drive,
-        timeout_s=spec.budget.timeout_s,
+        run_ray,
         callbacks=callbacks,
         options=options,
         device=trials_on,
@@ -195,10 +187,6 @@ def run_ray_search(
         plotlyjs=plotlyjs,
         callbacks=callbacks,
     )
-
-
-def _drive(session: SearchSession, target: int, **options: Any) -> str | None:
-    return run_ray(session, target=target, **options)
 
 
 def node_ids(store: Store, study: str) -> dict[int, str]:

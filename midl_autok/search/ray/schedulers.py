@@ -66,42 +66,25 @@ class ParetoSuccessiveHalving(FIFOScheduler):
     """Asynchronous successive halving by :class:`~midl_autok.search.rungs.RungRule`.
 
     Args:
-        objectives: Result keys of the objective values (``objective/val_accuracy``, ...).
-        directions: ``"maximize"`` / ``"minimize"``, one per objective.
-        epochs: Epochs of a full trial; rungs lie strictly before the last one.
-        grace_period: First rung (epochs a trial always trains).
-        reduction_factor: Keep the best ``1 / r`` at each rung.
-        kind: ``mo-asha`` (Pareto order) or ``asha`` (the scalarized score; give
-            ``reference`` and ``ideal``).
+        rule: The rung rule, fresh (the scheduler records the values it judges in it), e.g.
+            :meth:`EarlyStop.rule <midl_autok.search.rungs.EarlyStop.rule>` of a session.
+        objectives: Result keys of the objective values (``objective/val_accuracy``, ...),
+            one per direction of ``rule``.
         prior: (trial, rung, values) recorded before this scheduler started.
     """
 
     def __init__(
         self,
+        rule: RungRule,
         *,
         objectives: Sequence[str],
-        directions: Sequence[str],
-        epochs: int,
-        grace_period: int = 1,
-        reduction_factor: float = 2,
-        kind: str = "mo-asha",
-        reference: Sequence[float] | None = None,
-        ideal: Sequence[float] | None = None,
         prior: Iterable[tuple[Any, int, Sequence[float]]] = (),
     ) -> None:
         super().__init__()
-        if len(objectives) != len(directions) or not objectives:
+        if len(objectives) != len(rule.directions) or not objectives:
             raise ValueError("objectives and directions need one entry per objective")
         self.objectives = list(objectives)
-        self.rule = RungRule(
-            kind,
-            directions=directions,
-            epochs=epochs,
-            grace_period=grace_period,
-            reduction_factor=reduction_factor,
-            reference=reference,
-            ideal=ideal,
-        )
+        self.rule = rule
         for key, rung, values in prior:
             self.rule.record(key, rung, values)
 
@@ -133,33 +116,17 @@ class ParetoSuccessiveHalving(FIFOScheduler):
 
 
 def make_scheduler(
-    kind: str,
+    rule: RungRule | None,
     *,
     objectives: Sequence[str],
-    directions: Sequence[str],
-    epochs: int,
-    grace_period: int = 1,
-    reduction_factor: float = 2,
-    reference: Sequence[float] | None = None,
-    ideal: Sequence[float] | None = None,
     prior: Iterable[tuple[Any, int, Sequence[float]]] = (),
 ) -> TrialScheduler | None:
-    """The Ray Tune scheduler for ``--early-stop kind`` (None for ``none``, or when no rung
-    lies before the last epoch). ``objectives`` are metric names (``val_accuracy``, ...)."""
-    if kind == "none":
-        return None
-    if kind not in EARLY_STOPS:
-        raise ValueError(f"unknown early stop {kind!r}; valid: {', '.join(EARLY_STOPS)}")
-    if not rung_epochs(epochs, grace_period=grace_period, reduction_factor=reduction_factor):
-        return None  # no rung before the last epoch: nothing to stop
+    """The Ray Tune scheduler that applies ``rule``, the one the local backend follows
+    (:meth:`EarlyStop.rule <midl_autok.search.rungs.EarlyStop.rule>`: None for ``--early-stop
+    none`` or when no rung lies before the last epoch, and then no scheduler).
+    ``objectives`` are metric names (``val_accuracy``, ...)."""
+    if rule is None or not rule.rungs:
+        return None  # nothing to stop
     return ParetoSuccessiveHalving(
-        objectives=[objective_key(m) for m in objectives],
-        directions=directions,
-        epochs=epochs,
-        grace_period=grace_period,
-        reduction_factor=reduction_factor,
-        kind=kind,
-        reference=reference,
-        ideal=ideal,
-        prior=prior,
+        rule, objectives=[objective_key(m) for m in objectives], prior=prior
     )
