@@ -75,6 +75,22 @@ def test_eval_paths_equal_masked_dense(
     assert (groups.all(-1) | ~groups.any(-1)).all()  # whole groups only
 
 
+@pytest.mark.parametrize("light_rank", [0, 4])
+@pytest.mark.parametrize("activation", [None, "relu", "tanh"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_the_kernel_folds_the_light_bias_and_relu_as_the_dense_path(
+    light_rank: int, activation: str | None, bias: bool
+) -> None:
+    """The block kernel adds the light path's bias in its mix and last pass, and fuses ReLU
+    there: the same output as the masked dense path."""
+    layer = make_layer(24, 64, 16, 8, light_rank=light_rank, activation=activation, bias=bias)
+    layer.eval()
+    x = inputs(21, 24)
+    with torch.no_grad():
+        got, want = layer._kernel_forward(x, 16), layer._dense_forward(x, 16)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+
+
 def test_the_kernel_sees_every_change_of_the_weight() -> None:
     """The kernel caches W packed by group per weight (key: data pointer, shape, version): an
     in-place update, a new tensor and inference mode must each give the new weight's output."""

@@ -13,8 +13,10 @@
 //    weight, see packed_weight), and per chunk of 128 inputs an outer-product tile of 6
 //    samples x 16 outputs (twelve 8-float accumulators, x broadcast from its rows in place);
 //    other sizes use a dot-product tile of 3 samples x 4 rows along d_in;
-// 4. the mix: y = l + g * (W x + b - l) on the selected entries (g = sigmoid(logits), ATen),
-//    y = l (the light path, or 0) elsewhere; then the activation (ATen, in place).
+// 4. the mix: y = l + g * (W x + b - l) on the selected entries, g = sigmoid(logits) computed
+//    there (the neuron kernels' vectorized sigmoid, midl_cpu.cpp: a quarter of the entries at
+//    k = d / 4, where ATen's sigmoid over all of them took ~0.6 ms at batch 256), y = l (the
+//    light path, or 0) elsewhere; then the activation (ATen, in place).
 //
 // float32 only: midl_autok/ops.py's implementation of the op calls it for float32 CPU input
 // and runs the PyTorch version otherwise (float64, other devices, no extension). Groups run in
@@ -36,6 +38,9 @@
 #else
 #define MIDL_BLOCK_AVX2 0
 #endif
+
+// midl_cpu.cpp: g[0..n) = sigmoid(z[0..n)), vectorized as the neuron kernels' gate.
+void midl_sigmoid_row(const float* z, float* g, int64_t n);
 
 namespace {
 
@@ -159,8 +164,9 @@ void group_product_outer(const int64_t* samples, int64_t begin, int64_t count, c
 // f: scratch of (end - begin) * size floats (the partial dot products over the chunks); wt:
 // W packed by group (packed_weight) for the outer-product tile, or null (the dot tile).
 void run_group(int64_t j, const int64_t* samples, int64_t begin, int64_t end, const float* x,
-               int64_t din, const float* W, const float* b, const float* g, float* y,
-               int64_t d, int64_t size, bool light, float* f, const float* wt) {
+               int64_t din, const float* W, const float* b, const float* z, float* y,
+               int64_t d, int64_t size, bool light, const float* lc, float* f,
+               const float* wt) {
   const float* wj = W + j * size * din;
   const int64_t count = end - begin;
   std::fill(f, f + count * size, 0.0f);
@@ -191,13 +197,14 @@ void run_group(int64_t j, const int64_t* samples, int64_t begin, int64_t end, co
       }
     }
   }
-  for (int64_t s = 0; s < count; ++s) {  // the mix: y = l + g * (f + b - l)
+  std::vector<float> gate(static_cast<size_t>(size));
+  for (int64_t s = 0; s < count; ++s) {  // the mix: y = l + g * (f + b - l), g = sigmoid(z)
     const int64_t base = samples[begin + s] * d + j * size;
+    midl_sigmoid_row(z + base, gate.data(), size);
     for (int64_t r = 0; r < size; ++r) {
       const float v = f[s * size + r] + (b ? b[j * size + r] : 0.0f);
-      const float l = light ? y[base + r] : 0.0f;
-      const float gate = g[base + r];
-      y[base + r] = l + gate * (v - l);
+      const float l = light ? y[base + r] + (lc ? lc[j * size + r] : 0.0f) : 0.0f;
+      y[base + r] = l + gate[r] * (v - l);
     }
   }
 }
@@ -280,9 +287,14 @@ std::vector<at::Tensor> midl_block_eval(
   at::Tensor logits = at::linear(at::linear(x, gate_in), gate_out);  // (B, d)
   const at::Tensor scores = logits.view({batch, groups, size}).sum(-1).contiguous();  // (B, G)
   const bool light = light_in.has_value() && light_out.has_value();
-  at::Tensor y = light ? at::linear(at::linear(x, *light_in), *light_out, light_bias).contiguous()
+  // the light path without its bias: the bias is added in the mix (selected entries) and in
+  // the last pass (the others), not by a (B, d) broadcast copy inside addmm (~0.2 ms at b=256)
+  at::Tensor y = light ? at::linear(at::linear(x, *light_in), *light_out).contiguous()
                        : at::zeros({batch, d}, x.options());
-  const at::Tensor g = at::sigmoid(logits).contiguous();  // (B, d)
+  const c10::optional<at::Tensor> lcc = light && light_bias.has_value()
+                                            ? c10::optional<at::Tensor>(light_bias->contiguous())
+                                            : c10::nullopt;
+  const float* lcp = lcc.has_value() ? lcc->data_ptr<float>() : nullptr;
   at::Tensor idx = at::empty({batch, per}, x.options().dtype(at::kLong));
   // 2. selection per sample; then the pairs as CSR by group.
   const float* sp = scores.data_ptr<float>();
@@ -316,7 +328,7 @@ std::vector<at::Tensor> midl_block_eval(
   const c10::optional<at::Tensor> bc =
       bias.has_value() ? c10::optional<at::Tensor>(bias->contiguous()) : c10::nullopt;
   const float* bp = bc.has_value() ? bc->data_ptr<float>() : nullptr;
-  const float *xp = x.data_ptr<float>(), *wp = W.data_ptr<float>(), *gp = g.data_ptr<float>();
+  const float *xp = x.data_ptr<float>(), *wp = W.data_ptr<float>(), *zp = logits.data_ptr<float>();
   float* yp = y.data_ptr<float>();
   const int64_t* smp = samples.data();
   const int64_t* off = counts.data();
@@ -327,12 +339,30 @@ std::vector<at::Tensor> midl_block_eval(
     std::vector<float> scratch;
     for (int64_t j = lo; j < hi; ++j) {
       scratch.resize(static_cast<size_t>((off[j + 1] - off[j]) * size));
-      run_group(j, smp, off[j], off[j + 1], xp, din, wp, bp, gp, yp, d, size, light,
+      run_group(j, smp, off[j], off[j + 1], xp, din, wp, bp, zp, yp, d, size, light, lcp,
                 scratch.data(), wtp);
     }
   });
+  // the last pass, per sample: the light bias on the unselected groups, and ReLU fused
+  const bool relu = act == 1;
+  if (lcp != nullptr || relu) {
+    at::parallel_for(0, batch, 16, [&](int64_t lo, int64_t hi) {
+      std::vector<uint8_t> chosen(static_cast<size_t>(groups));
+      for (int64_t s = lo; s < hi; ++s) {
+        std::fill(chosen.begin(), chosen.end(), 0);
+        for (int64_t t = 0; t < per; ++t) chosen[ip[s * per + t]] = 1;
+        float* row = yp + s * d;
+        if (lcp != nullptr)
+          for (int64_t j = 0; j < groups; ++j)
+            if (!chosen[j])
+              for (int64_t r = j * size; r < (j + 1) * size; ++r) row[r] += lcp[r];
+        if (relu)  // NaN stays NaN, as relu_
+          for (int64_t i = 0; i < d; ++i) row[i] = row[i] < 0.0f ? 0.0f : row[i];
+      }
+    });
+  }
   switch (act) {
-    case 1: y.relu_(); break;
+    case 1: break;  // fused above
     case 2: y.tanh_(); break;
     case 3: at::silu_(y); break;
     case 4: y = at::gelu(y); break;

@@ -858,6 +858,16 @@ void run(const at::Tensor& x, const at::Tensor& logits, const at::Tensor& gate,
 
 }  // namespace
 
+// g[0..n) = sigmoid(z[0..n)) with this file's vectorized sigmoid (scalar without SIMD); for
+// midl_block.cpp's mix, which needs the gate values of the selected groups only.
+void midl_sigmoid_row(const float* z, float* g, int64_t n) {
+#if MIDL_SIMD
+  sigmoid_row_f32(z, g, n);
+#else
+  for (int64_t j = 0; j < n; ++j) g[j] = 1.0f / (1.0f + std::exp(-z[j]));
+#endif
+}
+
 std::vector<at::Tensor> midl_sparse_eval(
     const at::Tensor& x_in, const at::Tensor& gate_in, const at::Tensor& gate_out,
     const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
