@@ -83,8 +83,12 @@ def _build_flags() -> list[str]:
 
 
 def _module_name() -> str:
-    """The extension's name: a hash of everything its build depends on."""
+    """The extension's name: a hash of everything its build depends on. That includes where
+    the sources are: torch's ``build.ninja`` names them by path, so two checkouts of the same
+    version (git worktrees, a clone next to an installed copy) under one name rebuilt each
+    other's kernel on every switch."""
     parts = [*(p.read_text(encoding="utf-8") for p in SOURCES), *_build_flags(), _cpu_flags()]
+    parts += [str(p.resolve()) for p in SOURCES]
     parts += _toolchain()
     return f"midl_autok_cpu_{hashlib.sha256(chr(10).join(parts).encode()).hexdigest()[:12]}"
 

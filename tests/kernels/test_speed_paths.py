@@ -363,11 +363,24 @@ def test_a_first_build_is_announced_and_a_cached_one_is_quiet(
     assert [r for r in caplog.records if r.levelno >= logging.INFO] == []
 
 
-def test_each_python_environment_keeps_its_own_build(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_each_python_environment_keeps_its_own_build(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     # torch rebuilds an extension whose build.ninja changed, and its include paths name the
     # environment: two venvs under one name rebuilt each other's kernel on every switch
     here = cpu_mod.build_directory()
     monkeypatch.setattr(torch, "__file__", "/elsewhere/venv/site-packages/torch/__init__.py")
+    assert cpu_mod.build_directory() != here
+    monkeypatch.undo()
+    # the same sources in another checkout: torch's build.ninja names them by path, so two
+    # checkouts under one name rebuilt each other's kernel on every switch
+    other = tmp_path / "checkout" / "csrc"
+    other.mkdir(parents=True)
+    copies = []
+    for source in cpu_mod.SOURCES:
+        copies.append(other / source.name)
+        copies[-1].write_text(source.read_text(encoding="utf-8"), encoding="utf-8")
+    monkeypatch.setattr(cpu_mod, "SOURCES", tuple(copies))
     assert cpu_mod.build_directory() != here
     monkeypatch.undo()
     # the name is stable within one environment, whichever name its interpreter is run by
