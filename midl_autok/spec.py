@@ -10,6 +10,7 @@ YAML file is found by path. Validation errors name the field path::
 from __future__ import annotations
 
 import itertools
+import math
 import os
 from importlib import resources
 from pathlib import Path
@@ -70,9 +71,11 @@ MAX_DEPTH = 32
 
 class _Strict(BaseModel):
     """Unknown fields are errors; integers are strict (``epochs: true`` or ``3.5`` is
-    refused, never read as 1 or 3) and a boolean is never read as a number."""
+    refused, never read as 1 or 3) and a boolean is never read as a number. Infinity and NaN
+    are refused everywhere, free-form ``options`` included: a spec's JSON/YAML dump writes
+    them as null, so the spec would not read back the same."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     @field_validator("*", mode="before")
     @classmethod
@@ -80,7 +83,24 @@ class _Strict(BaseModel):
         field = cls.model_fields[info.field_name] if info.field_name else None
         if isinstance(value, bool) and field is not None and field.annotation is not bool:
             raise ValueError("a boolean is not accepted here; write the value itself")
+        if info.field_name in _FREE_FORM and _has_non_finite(value):
+            raise ValueError("infinity and NaN are not accepted in a spec; write a finite number")
         return value
+
+
+#: Free-form fields (``dict[str, Any]``): their values are checked only for non-finite floats.
+_FREE_FORM = frozenset({"options", "factory_options"})
+
+
+def _has_non_finite(value: Any) -> bool:
+    """Whether a float that is infinite or NaN sits anywhere in ``value`` (dicts, lists)."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_has_non_finite(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_has_non_finite(v) for v in value)
+    return False
 
 
 class DatasetSpec(_Strict):

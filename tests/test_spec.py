@@ -204,3 +204,18 @@ def test_metric_names() -> None:
     assert M.TEST_ACCURACY not in M.OBJECTIVE_METRICS  # reported, never optimized
     assert M.active_fraction_key("body.1") == "active_fraction/body.1"
     assert M.k_key("body.0") == "k/body.0"
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        {"dataset": {"options": {"": float("inf")}}},  # hypothesis found it: dumped as null
+        {"search": {"options": {"n": [1.0, float("nan")]}}},
+        {"budget": {"timeout_s": float("inf")}},
+    ],
+)
+def test_non_finite_numbers_are_refused_because_a_dump_would_lose_them(
+    override: dict[str, Any],
+) -> None:
+    with pytest.raises(SpecError, match=r"infinity and NaN|finite number"):
+        validate_spec(override)
