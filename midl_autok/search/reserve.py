@@ -15,6 +15,10 @@ WAITING trial is a fixed point: ``ask`` takes it and the seed does not matter. A
 point carries the token of the search that enqueued it, so a stopped search fails it with its
 other reservations (the grid retries a failed point). A search alone on its study reserves
 exactly the number its ``ask`` gets, so its seeds are those of the trial count, as before.
+An ``ask`` that took an older WAITING trial (another search's, or one a killed search left)
+leaves the reservation for the next ``ask``; the session seeds that one from the number and
+how often it was used (:meth:`~midl_autok.search.session.SearchSession.ask`), never the same
+seed twice.
 """
 
 from __future__ import annotations

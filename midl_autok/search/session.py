@@ -30,12 +30,13 @@ import os
 import socket
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from midl_autok import __version__
-from midl_autok.agents import Agent, SamplerAgent
+from midl_autok.agents import Agent, SamplerAgent, derive_seed
 from midl_autok.gating import Gating, snap_schedule
 from midl_autok.results.confirmed import is_confirmation
 from midl_autok.results.feasibility import meets_constraints
@@ -99,6 +100,7 @@ class SearchSession:
         self.started = time.perf_counter()
         self.opened = datetime.datetime.now()  # Optuna's datetime_start is naive local time
         self.new_trials = 0
+        self._seed_uses: Counter[int] = Counter()  # reserved number -> asks seeded from it
         self.failed = 0
         self.pruned = 0
         self.train_s = 0.0
@@ -201,7 +203,11 @@ class SearchSession:
         started = time.perf_counter()
         self._enqueue_seed_point()
         number = reserve_number(self.study, self.parent_run_id)  # not a count: see reserve.py
-        self.study.sampler = self.agent.create_sampler(self.agent.trial_seed(number))
+        # an ask that took an older WAITING trial leaves this reservation for the next ask:
+        # seeding that one from the same number again would propose the same schedule again
+        reuse, self._seed_uses[number] = self._seed_uses[number], self._seed_uses[number] + 1
+        seed = self.agent.trial_seed(number)
+        self.study.sampler = self.agent.create_sampler(derive_seed(seed, reuse) if reuse else seed)
         trial = self.study.ask()
         self.started_trial(trial.number, started)
         # A kill between ask() and these two writes leaves a RUNNING trial that names no

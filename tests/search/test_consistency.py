@@ -179,3 +179,25 @@ def test_a_search_stopped_before_ask_fails_what_it_enqueued_and_the_grid_retries
     done = [t.user_attrs.get("seed_grid") for t in record.trials if t.state.name == "COMPLETE"]
     assert done == [0, 1]  # the failed point first, then the rest of the grid
     assert not [t for t in record.trials if t.state.name not in ("COMPLETE", "FAIL")]
+
+
+def test_a_reservation_left_by_a_dead_search_does_not_make_a_schedule_train_twice(
+    tmp_path: Path,
+) -> None:
+    """A killed search leaves its reserved number WAITING; the next search's ``ask`` takes that
+    trial first, while its own reservation waits for the next ``ask``. Seeding that next ask
+    from the same reserved number again proposed the same schedule twice (seen on Ray)."""
+    from midl_autok.search.opening import open_search
+    from midl_autok.search.reserve import ATTR_RESERVED_BY
+
+    quiet()
+    root = tmp_path / "runs"
+    fresh_store(root)
+    spec = tiny_spec(trials=4, agent="random", seed=4, seed_grid=0)
+    first = open_search(spec, store=open_store(root), study="stale", device="cpu")
+    first.study.enqueue_trial({}, user_attrs={ATTR_RESERVED_BY: "a-search-killed-by-sigkill"})
+    first.close()
+    run_search(spec, store=open_store(root), study="stale", device="cpu")
+    record = load_study_record(open_store(root), "stale")
+    params = [tuple(sorted(t.params.items())) for t in record.completed()]
+    assert len(params) == 4 and len(set(params)) == 4
