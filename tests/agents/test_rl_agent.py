@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +18,8 @@ import pytest
 from searchkit import fresh_store, quiet, runs, tiny_spec
 
 pytest.importorskip("stable_baselines3")
+
+from clikit import assert_user_error
 
 from midl_autok import metrics as M
 from midl_autok.agents import make_agent
@@ -42,14 +43,6 @@ def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]
     return subprocess.run(
         [*EXE, *args], capture_output=True, text=True, timeout=600, cwd=cwd, env=env, check=False
     )
-
-
-def assert_user_error(proc: subprocess.CompletedProcess[str], pattern: str) -> None:
-    """Exit status 2, exactly one line on stderr matching ``pattern``, no traceback."""
-    lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2, (proc.returncode, proc.stderr)
-    assert len(lines) == 1, proc.stderr
-    assert re.search(pattern, lines[0]), lines[0]
 
 
 def only_study(store: Store) -> str:

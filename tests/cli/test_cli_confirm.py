@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_cli_search import SEARCH, assert_user_error, run
+from clikit import assert_user_error
+from test_cli_search import SEARCH, run
 
 from midl_autok.results.confirmed import is_confirmation
 from midl_autok.results.record import CONFIRMED_KEYS, POINT_KEYS, load_study_record

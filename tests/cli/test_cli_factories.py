@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from clikit import assert_user_error
 
 from midl_autok.cli import main
 
@@ -81,14 +81,6 @@ def run(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*EXE, *args], capture_output=True, text=True, timeout=300, cwd=project, env=env
     )
-
-
-def assert_user_error(proc: subprocess.CompletedProcess[str], pattern: str) -> None:
-    lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2, (proc.returncode, proc.stderr)
-    assert len(lines) == 1, proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert re.search(pattern, lines[0]), lines[0]
 
 
 BAD = [

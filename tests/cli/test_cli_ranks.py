@@ -7,8 +7,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from clikit import assert_user_error
 from searchkit import quiet, runs
-from test_cli_search import assert_user_error, run
+from test_cli_search import run
 
 from midl_autok.results.record import load_study_record
 from midl_autok.schedule import KSchedule

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from clikit import assert_user_error
 from searchkit import completed_trials, quiet, runs
 
 from midl_autok.results.record import list_studies, load_study_record
@@ -44,15 +45,6 @@ def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]
         env=env(),
         check=False,
     )
-
-
-def assert_user_error(proc: subprocess.CompletedProcess[str], pattern: str) -> None:
-    """Exit status 2, exactly one line on stderr matching ``pattern``, no traceback."""
-    lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2, (proc.returncode, proc.stderr)
-    assert len(lines) == 1, proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert re.search(pattern, lines[0]), lines[0]
 
 
 def start_and_stop_after(store: Path, trials: int, done: int, sig: signal.Signals) -> int:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from clikit import assert_user_error
 
 from midl_autok.schedule import KSchedule
 
@@ -27,17 +28,6 @@ def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]
     return subprocess.run(
         [*EXE, *args], capture_output=True, text=True, timeout=300, cwd=cwd, check=False
     )
-
-
-def assert_user_error(proc: subprocess.CompletedProcess[str], pattern: str) -> None:
-    """Exit status 2, exactly one line on stderr matching ``pattern``, no traceback."""
-    import re
-
-    lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2, (proc.returncode, proc.stderr)
-    assert len(lines) == 1, proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert re.search(pattern, lines[0]), lines[0]
 
 
 def test_json_output_and_replay(tmp_path: Path) -> None:
