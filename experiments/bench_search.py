@@ -50,8 +50,9 @@ the study, so their hypervolume curves compare directly. ``bench_rl.py`` adds th
 rollouts-only front and closed-loop vs open-loop control on fresh seeds.
 
 Writes ``bench_search.json`` (config, curves, every trial's point, tables), ``bench_search.html``
-(plotly: hypervolume vs trials, mean and min-max band over seeds) and ``bench_search.png``
-(when kaleido can render), and prints markdown tables.
+(plotly: hypervolume vs trials, mean and min-max band over seeds; regenerated from the run,
+not kept in git: the JSON and the PNG are the record) and ``bench_search.png`` (when kaleido
+can render), and prints markdown tables.
 """
 
 from __future__ import annotations
