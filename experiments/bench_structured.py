@@ -47,6 +47,7 @@ from bench_speed import _cpu_name, compare, inputs  # experiments/ is on sys.pat
 from torch import nn
 
 from midl_autok.errors import UserError
+from midl_autok.experiment import model_for_spec
 from midl_autok.flops import cost_model
 from midl_autok.gating import Gating
 from midl_autok.kernels import cpu_kernels, cpu_kernels_status
@@ -119,9 +120,11 @@ def bench_models(args: argparse.Namespace) -> list[dict[str, Any]]:
     rows = []
     for name in args.experiments:
         base = load_spec(name)
-        width = min(base.model.hidden or [0]) or 512
+        data = dataset_for_spec(base)
+        # the narrowest MID-L layer of the neuron-gated model (an MLP's hidden layer, a
+        # transformer's FFN), so the snapped k fits every layer and every gating
+        width = min(m.out_features for _, m in model_for_spec(base, data).midl_layers())
         fraction = _common_k_fraction(width, args.k_fraction, args.gatings)
-        data = None
         for gating in args.gatings:
             accs: list[float] = []
             models = []
@@ -145,7 +148,6 @@ def bench_models(args: argparse.Namespace) -> list[dict[str, Any]]:
                 rows.append({"experiment": name, "gating": gating, "skipped": True})
                 continue
             spec, result = models[0]
-            data = data or dataset_for_spec(spec)
             model = result.model.eval()
             example = data.x_test[:1]
             costs = cost_model(model, example)
@@ -163,14 +165,19 @@ def bench_models(args: argparse.Namespace) -> list[dict[str, Any]]:
             }
             dense = build_model(
                 spec.model.arch,
-                input_shape=tuple(data.x_test.shape[1:]),
+                input_shape=data.input_shape,
                 num_classes=data.num_classes,
+                vocab_size=data.vocab_size,  # token models (transformer, lstm)
                 **{**spec.model.options(), "variant": "dense", "gating": "neuron"},
             ).eval()
             for batch in BATCHES:
                 pool = [data.x_test[i * batch : (i + 1) * batch] for i in range(4)]
+                # a test set smaller than 4 batches: batches of test rows drawn with
+                # replacement (real inputs, token ids included, rather than noise)
+                gen = torch.Generator().manual_seed(batch)
                 pool = [p for p in pool if len(p) == batch] or [
-                    torch.randn(batch, *data.x_test.shape[1:])
+                    data.x_test[torch.randint(len(data.x_test), (batch,), generator=gen)]
+                    for _ in range(4)
                 ]
                 fns = {
                     "dense": lambda i, pool=pool, m=dense: m(pool[i % len(pool)]),
