@@ -66,15 +66,18 @@ class PolicyController:
             raise UserError("hard_budget=True needs a budget (a fraction of dense FLOPs)")
         self.policy_fn = policy_fn
         self.model = model
+        self.epochs = epochs
         self.lam = lam
-        layers = model.layer_specs()
-        if not layers:
+        self.budget = budget
+        self.layers = model.layer_specs()
+        if not self.layers:
             raise UserError("a policy controller needs a model with MID-L layers")
-        costs = _costs(model, data)
-        self.rule = KRule(layers, costs, min_fraction, budget, hard_budget, epochs)  # action -> k
+        self.costs: CostModel = _costs(model, data)
+        #: action -> k (also holds ``min_fraction`` and ``hard_budget``)
+        self.rule = KRule(self.layers, self.costs, min_fraction, budget, hard_budget, epochs)
         self.observer = Observer(
-            layers=layers,
-            costs=costs,
+            layers=self.layers,
+            costs=self.costs,
             data=data,
             epochs=epochs,
             probe_size=probe_size,
@@ -143,7 +146,7 @@ class PolicyController:
                 f"after {len(history)} recorded epochs"
             )
         if epoch == 0:
-            obs, _ = self.observer.reset(self.model, lam=self.lam, budget=self.rule.budget)
+            obs, _ = self.observer.reset(self.model, lam=self.lam, budget=self.budget)
             self.trace = []
         else:
             obs = self.observer.step(self.model, history[-1])
