@@ -82,8 +82,6 @@ from midl_autok.rl import load_policy, play, save_policy
 
 if TYPE_CHECKING:
     from midl_autok.agents.host import SearchHost
-    from midl_autok.schedule import LayerSpec
-    from midl_autok.search_spaces import SearchSpace
 
 __all__ = [
     "A2CAgent",
@@ -185,13 +183,7 @@ class RLAgent(ExternalAgent):
         given = [float(v) for v in self.options["lambdas"]]
         return given or ([0.0] if self.options["budgets"] else list(DEFAULT_LAMBDAS))
 
-    def make_space(
-        self,
-        space: str,
-        layers: Sequence[LayerSpec],
-        epochs: int,
-        options: Mapping[str, Any],
-    ) -> SearchSpace:
+    def space_name(self, space: str, options: Mapping[str, Any]) -> str:
         """The ``free`` space (it encodes any realized schedule as trial parameters)."""
         extra = sorted(set(options) - {"min_fraction", "max_fraction"})
         if extra:
@@ -203,7 +195,7 @@ class RLAgent(ExternalAgent):
                 f"agent '{self.name}' lets actions reach k = width; max_fraction must be 1, "
                 f"but got {options['max_fraction']}"
             )
-        return super().make_space("free", layers, epochs, options)
+        return "free"
 
     def env_kwargs(self, host: SearchHost) -> dict[str, Any]:
         """The environment options of the training envs (and of the rollouts)."""
