@@ -213,8 +213,17 @@ class RLAgent(ExternalAgent):
         return kwargs
 
     def hyperparameters(self, epochs: int, workers: int) -> dict[str, Any]:
-        """SB3 constructor arguments for episodes of ``epochs`` steps on ``workers`` envs."""
-        return {"learning_rate": self.options["learning_rate"], "gamma": self.options["gamma"]}
+        """SB3 constructor arguments for episodes of ``epochs`` steps on ``workers`` envs: the
+        agent's options, then the algorithm's own (:meth:`algorithm_hyperparameters`)."""
+        return {
+            "learning_rate": self.options["learning_rate"],
+            "gamma": self.options["gamma"],
+            **self.algorithm_hyperparameters(epochs, workers),
+        }
+
+    def algorithm_hyperparameters(self, epochs: int, workers: int) -> dict[str, Any]:
+        """The constructor arguments particular to :attr:`algorithm` (none by default)."""
+        return {}
 
     # -- running -------------------------------------------------------------------------------
 
@@ -408,10 +417,9 @@ class PPOAgent(RLAgent):
     summary = "PPO (Stable-Baselines3): a closed-loop k-controller learned over training runs"
     algorithm = PPO
 
-    def hyperparameters(self, epochs: int, workers: int) -> dict[str, Any]:
+    def algorithm_hyperparameters(self, epochs: int, workers: int) -> dict[str, Any]:
         n_steps = epochs * max(1, math.ceil(2 / workers))  # >= 2 episodes per update
         return {
-            **super().hyperparameters(epochs, workers),
             "n_steps": n_steps,
             "batch_size": epochs if epochs > 1 else n_steps * workers,
             "n_epochs": 10,
@@ -424,12 +432,8 @@ class A2CAgent(RLAgent):
     summary = "A2C (Stable-Baselines3): synchronous advantage actor-critic k-controller"
     algorithm = A2C
 
-    def hyperparameters(self, epochs: int, workers: int) -> dict[str, Any]:
-        return {
-            **super().hyperparameters(epochs, workers),
-            "n_steps": epochs,
-            "policy_kwargs": {"log_std_init": -0.5},
-        }
+    def algorithm_hyperparameters(self, epochs: int, workers: int) -> dict[str, Any]:
+        return {"n_steps": epochs, "policy_kwargs": {"log_std_init": -0.5}}
 
 
 class SACAgent(RLAgent):
@@ -437,9 +441,8 @@ class SACAgent(RLAgent):
     summary = "SAC (Stable-Baselines3): off-policy soft actor-critic k-controller"
     algorithm = SAC
 
-    def hyperparameters(self, epochs: int, workers: int) -> dict[str, Any]:
+    def algorithm_hyperparameters(self, epochs: int, workers: int) -> dict[str, Any]:
         return {
-            **super().hyperparameters(epochs, workers),
             "learning_starts": 2 * epochs,  # two episodes of uniform actions first
             "batch_size": 64,
             "buffer_size": 100_000,
