@@ -62,10 +62,10 @@ __all__ = [
     "midlify",
 ]
 
-Init = Literal["svd", "random"]
-INITS: tuple[Init, ...] = ("svd", "random")
 #: The gate value every neuron starts with (no gate bias: sigmoid(0)); see the module doc.
 GATE_START = 0.5
+Init = Literal["svd", "random"]
+INITS: tuple[Init, ...] = ("svd", "random")
 Select = str | re.Pattern[str] | type | tuple[type, ...] | Callable[[str, nn.Module], bool] | None
 
 

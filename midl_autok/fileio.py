@@ -36,6 +36,8 @@ from midl_autok.errors import UserError
 
 __all__ = ["open_regular", "read_regular", "read_text", "write_atomic"]
 
+_Path = str | os.PathLike[str]  # what every function here takes as a path
+
 _READ_CHUNK = 1 << 20
 
 
@@ -60,7 +62,7 @@ def _not_regular(source: str, mode: int, what: str) -> str:
 # --------------------------------------------------------------------------- writes
 
 
-def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> None:
+def write_atomic(path: _Path, data: str | bytes) -> None:
     """Write ``data`` (text as UTF-8) to ``path``; see the module docstring for what is where.
 
     Raises:
@@ -141,11 +143,7 @@ def _write_into(target: Path, payload: bytes, *, fifo: bool, shown: Path) -> Non
 
 
 def open_regular(
-    path: str | os.PathLike[str],
-    *,
-    limit: int,
-    what: str = "file",
-    error: type[UserError] = UserError,
+    path: _Path, *, limit: int, what: str = "file", error: type[UserError] = UserError
 ) -> io.FileIO:
     """Open the regular file ``path`` for reading (unbuffered bytes), refusing anything else.
 
@@ -176,11 +174,7 @@ def open_regular(
 
 
 def read_regular(
-    path: str | os.PathLike[str],
-    *,
-    limit: int,
-    what: str = "file",
-    error: type[UserError] = UserError,
+    path: _Path, *, limit: int, what: str = "file", error: type[UserError] = UserError
 ) -> bytes:
     """The bytes of the regular file ``path``, at most ``limit`` of them (checked before
     reading and while reading: a file that grows meanwhile); errors as :func:`open_regular`."""
@@ -199,11 +193,7 @@ def read_regular(
 
 
 def read_text(
-    path: str | os.PathLike[str],
-    *,
-    limit: int,
-    what: str = "file",
-    error: type[UserError] = UserError,
+    path: _Path, *, limit: int, what: str = "file", error: type[UserError] = UserError
 ) -> str:
     """:func:`read_regular` decoded as UTF-8; "PATH: not a UTF-8 text file" otherwise."""
     raw = read_regular(path, limit=limit, what=what, error=error)

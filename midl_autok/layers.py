@@ -240,11 +240,7 @@ class _GateMix(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: Any,
-        g: torch.Tensor,
-        m: torch.Tensor | None,
-        f: torch.Tensor,
-        light: torch.Tensor | None,
+        ctx, g: torch.Tensor, m: torch.Tensor | None, f: torch.Tensor, light: torch.Tensor | None
     ) -> torch.Tensor:
         a = g if m is None else m * g  # (B, d)
         ctx.save_for_backward(g, m, a, f, light)

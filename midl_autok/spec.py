@@ -14,11 +14,12 @@ import math
 import os
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
@@ -103,6 +104,11 @@ def _has_non_finite(value: Any) -> bool:
     return False
 
 
+# a factory field: ``package.module:function``; a function given is turned into its path
+_DataFactory = Annotated[str | None, BeforeValidator(lambda v: _factory_path(v, "data factory"))]
+_ModelFactory = Annotated[str | None, BeforeValidator(lambda v: _factory_path(v, "model factory"))]
+
+
 class DatasetSpec(_Strict):
     name: str = "digits"
     path: str | None = None
@@ -113,12 +119,7 @@ class DatasetSpec(_Strict):
     options: dict[str, Any] = Field(default_factory=dict)
     #: ``package.module:function`` returning the data (:mod:`midl_autok.factories`), called
     #: with ``options``; ``name`` is then only a label. A function is turned into its path.
-    factory: str | None = None
-
-    @field_validator("factory", mode="before")
-    @classmethod
-    def _factory_path(cls, value: Any) -> Any:
-        return _factory_path(value, "data factory")
+    factory: _DataFactory = None
 
     @model_validator(mode="after")
     def _factory_alone(self) -> DatasetSpec:
@@ -181,13 +182,8 @@ class ModelSpec(_Strict):
 
     #: ``package.module:function`` building the model (:mod:`midl_autok.factories`), called
     #: with the data's input shape, number of classes and ``options``; replaces ``arch``.
-    factory: str | None = None
+    factory: _ModelFactory = None
     factory_options: dict[str, Any] = Field(default_factory=dict, alias="options")
-
-    @field_validator("factory", mode="before")
-    @classmethod
-    def _factory_path(cls, value: Any) -> Any:
-        return _factory_path(value, "model factory")
 
     @model_validator(mode="after")
     def _factory_alone(self) -> ModelSpec:

@@ -73,6 +73,19 @@ class DivergedError(RuntimeError):
         self.history = history
 
 
+#: The :class:`TrainConfig` fields a spec's ``training`` section sets (``seed`` is the spec's).
+_FROM_TRAINING = (
+    "epochs",
+    "batch_size",
+    "lr",
+    "optimizer",
+    "weight_decay",
+    "momentum",
+    "grad_clip",
+    "eval_batch_size",
+)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How to train. Field comments are the documentation."""
@@ -101,18 +114,8 @@ class TrainConfig:
 
     @classmethod
     def from_spec(cls, spec: ExperimentSpec, **overrides: Any) -> TrainConfig:
-        t = spec.training
-        values: dict[str, Any] = {
-            "epochs": t.epochs,
-            "batch_size": t.batch_size,
-            "lr": t.lr,
-            "optimizer": t.optimizer,
-            "weight_decay": t.weight_decay,
-            "momentum": t.momentum,
-            "grad_clip": t.grad_clip,
-            "eval_batch_size": t.eval_batch_size,
-            "seed": spec.seed,
-        }
+        values: dict[str, Any] = {name: getattr(spec.training, name) for name in _FROM_TRAINING}
+        values["seed"] = spec.seed
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 

@@ -88,10 +88,17 @@ class Agent:
         epochs: int,
         options: Mapping[str, Any],
     ) -> SearchSpace:
-        """The search space the agent samples in (the registry's space by default)."""
+        """The search space the agent samples in: the registry's space :meth:`space_name`
+        picks, built with ``options``."""
         from midl_autok.search_spaces import make_space
 
-        return make_space(space, layers, epochs, **options)
+        return make_space(self.space_name(space, options), layers, epochs, **options)
+
+    def space_name(self, space: str, options: Mapping[str, Any]) -> str:
+        """Which registered space :meth:`make_space` builds for the spec's ``space`` and its
+        ``options`` (the spec's by default); an agent that needs another, or refuses some
+        options, overrides this (raise :class:`~midl_autok.errors.SpecError`)."""
+        return space
 
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())

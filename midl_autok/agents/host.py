@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, Required, TypedDict, Unpack, runtime_checkable
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -20,7 +20,19 @@ if TYPE_CHECKING:
     from midl_autok.search_spaces import SearchSpace
     from midl_autok.spec import ExperimentSpec
 
-__all__ = ["SearchHost"]
+__all__ = ["RecordFields", "SearchHost"]
+
+
+class RecordFields(TypedDict, total=False):
+    """The keywords of :meth:`SearchHost.record` (only ``metrics`` is required); the search's
+    implementation, :func:`midl_autok.search.recording.record_external`, documents them."""
+
+    metrics: Required[Mapping[str, float]]  # final metrics (names from midl_autok.metrics)
+    history: Sequence[Mapping[str, float]]  # per-epoch rows; default: none
+    params: Mapping[str, float] | None  # the trial's parameters; default: the space's encoding
+    fail_reason: str | None  # a failed evaluation's reason; default: none
+    train_s: float  # training seconds; default 0
+    user_attrs: Mapping[str, str | int | float | bool | None] | None  # on the trial and the run
 
 
 @runtime_checkable
@@ -70,17 +82,7 @@ class SearchHost(Protocol):
         """The study's trials, read-only (for an agent that resumes from its own records)."""
         ...
 
-    def record(
-        self,
-        schedule: KSchedule,
-        *,
-        metrics: Mapping[str, float],
-        history: Sequence[Mapping[str, float]] = (),
-        params: Mapping[str, float] | None = None,
-        fail_reason: str | None = None,
-        train_s: float = 0.0,
-        user_attrs: Mapping[str, str | int | float | bool | None] | None = None,
-    ) -> FrozenTrial:
+    def record(self, schedule: KSchedule, **fields: Unpack[RecordFields]) -> FrozenTrial:
         """Record one schedule the agent evaluated: one Optuna trial + one MLflow child run."""
         ...
 

@@ -82,8 +82,6 @@ from midl_autok.rl import load_policy, play, save_policy
 
 if TYPE_CHECKING:
     from midl_autok.agents.host import SearchHost
-    from midl_autok.schedule import LayerSpec
-    from midl_autok.search_spaces import SearchSpace
 
 __all__ = [
     "A2CAgent",
@@ -185,13 +183,7 @@ class RLAgent(ExternalAgent):
         given = [float(v) for v in self.options["lambdas"]]
         return given or ([0.0] if self.options["budgets"] else list(DEFAULT_LAMBDAS))
 
-    def make_space(
-        self,
-        space: str,
-        layers: Sequence[LayerSpec],
-        epochs: int,
-        options: Mapping[str, Any],
-    ) -> SearchSpace:
+    def space_name(self, space: str, options: Mapping[str, Any]) -> str:
         """The ``free`` space (it encodes any realized schedule as trial parameters)."""
         extra = sorted(set(options) - {"min_fraction", "max_fraction"})
         if extra:
@@ -203,7 +195,7 @@ class RLAgent(ExternalAgent):
                 f"agent '{self.name}' lets actions reach k = width; max_fraction must be 1, "
                 f"but got {options['max_fraction']}"
             )
-        return super().make_space("free", layers, epochs, options)
+        return "free"
 
     def env_kwargs(self, host: SearchHost) -> dict[str, Any]:
         """The environment options of the training envs (and of the rollouts)."""
@@ -221,8 +213,17 @@ class RLAgent(ExternalAgent):
         return kwargs
 
     def hyperparameters(self, epochs: int, workers: int) -> dict[str, Any]:
-        """SB3 constructor arguments for episodes of ``epochs`` steps on ``workers`` envs."""
-        return {"learning_rate": self.options["learning_rate"], "gamma": self.options["gamma"]}
+        """SB3 constructor arguments for episodes of ``epochs`` steps on ``workers`` envs: the
+        agent's options, then the algorithm's own (:meth:`algorithm_hyperparameters`)."""
+        return {
+            "learning_rate": self.options["learning_rate"],
+            "gamma": self.options["gamma"],
+            **self.algorithm_hyperparameters(epochs, workers),
+        }
+
+    def algorithm_hyperparameters(self, epochs: int, workers: int) -> dict[str, Any]:
+        """The constructor arguments particular to :attr:`algorithm` (none by default)."""
+        return {}
 
     # -- running -------------------------------------------------------------------------------
 
@@ -416,10 +417,9 @@ class PPOAgent(RLAgent):
     summary = "PPO (Stable-Baselines3): a closed-loop k-controller learned over training runs"
     algorithm = PPO
 
-    def hyperparameters(self, epochs: int, workers: int) -> dict[str, Any]:
+    def algorithm_hyperparameters(self, epochs: int, workers: int) -> dict[str, Any]:
         n_steps = epochs * max(1, math.ceil(2 / workers))  # >= 2 episodes per update
         return {
-            **super().hyperparameters(epochs, workers),
             "n_steps": n_steps,
             "batch_size": epochs if epochs > 1 else n_steps * workers,
             "n_epochs": 10,
@@ -432,12 +432,8 @@ class A2CAgent(RLAgent):
     summary = "A2C (Stable-Baselines3): synchronous advantage actor-critic k-controller"
     algorithm = A2C
 
-    def hyperparameters(self, epochs: int, workers: int) -> dict[str, Any]:
-        return {
-            **super().hyperparameters(epochs, workers),
-            "n_steps": epochs,
-            "policy_kwargs": {"log_std_init": -0.5},
-        }
+    def algorithm_hyperparameters(self, epochs: int, workers: int) -> dict[str, Any]:
+        return {"n_steps": epochs, "policy_kwargs": {"log_std_init": -0.5}}
 
 
 class SACAgent(RLAgent):
@@ -445,9 +441,8 @@ class SACAgent(RLAgent):
     summary = "SAC (Stable-Baselines3): off-policy soft actor-critic k-controller"
     algorithm = SAC
 
-    def hyperparameters(self, epochs: int, workers: int) -> dict[str, Any]:
+    def algorithm_hyperparameters(self, epochs: int, workers: int) -> dict[str, Any]:
         return {
-            **super().hyperparameters(epochs, workers),
             "learning_starts": 2 * epochs,  # two episodes of uniform actions first
             "batch_size": 64,
             "buffer_size": 100_000,

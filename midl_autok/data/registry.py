@@ -108,6 +108,11 @@ def _opt(default: Any, kind: str, minimum: float | None = None, **kw: Any) -> Op
     return Option(default, kind, minimum, **kw)
 
 
+# the options both synthetic generators take, with the same defaults and bounds
+_N_SAMPLES = _opt(2000, "int", 4, maximum=MAX_GENERATED)
+_N_CLASSES = _opt(4, "int", 2, maximum=MAX_CLASSES)
+_DATA_SEED = _opt(0, "int", 0)
+
 _REGISTRY: dict[str, _Entry] = {
     "digits": _Entry(load_digits, "bundled"),
     "mnist1d": _Entry(
@@ -122,27 +127,27 @@ _REGISTRY: dict[str, _Entry] = {
         load_synthetic,
         "generated",
         {
-            "n_samples": _opt(2000, "int", 4, maximum=MAX_GENERATED),
+            "n_samples": _N_SAMPLES,
             "n_features": _opt(32, "int", 2, maximum=MAX_DIM),
             "n_informative": _opt(None, "int?", 1, maximum=MAX_DIM),
             "n_redundant": _opt(None, "int?", 0, maximum=MAX_DIM),
-            "n_classes": _opt(4, "int", 2, maximum=MAX_CLASSES),
+            "n_classes": _N_CLASSES,
             "n_clusters_per_class": _opt(2, "int", 1, maximum=MAX_CLASSES),
             "class_sep": _opt(1.0, "float", 0),
             "flip_y": _opt(0.01, "float", 0, maximum=1),
-            "data_seed": _opt(0, "int", 0),
+            "data_seed": _DATA_SEED,
         },
     ),
     "synthetic-tokens": _Entry(
         load_synthetic_tokens,
         "generated",
         {
-            "n_samples": _opt(2000, "int", 4, maximum=MAX_GENERATED),
+            "n_samples": _N_SAMPLES,
             "seq_len": _opt(32, "int", 1, maximum=MAX_DIM),
             "vocab_size": _opt(50, "int", 2, maximum=MAX_GENERATED),
-            "n_classes": _opt(4, "int", 2, maximum=MAX_CLASSES),
+            "n_classes": _N_CLASSES,
             "motif_len": _opt(4, "int", 1, maximum=MAX_DIM),
-            "data_seed": _opt(0, "int", 0),
+            "data_seed": _DATA_SEED,
         },
     ),
     "mnist": _Entry(idx.load, "directory"),

@@ -93,7 +93,13 @@ training pass of each epoch, as the trainer's rows have it).
 
 from __future__ import annotations
 
-from midl_autok.env.actions import clip_to_budget, decide_k, decode_action, diverged_penalty
+from midl_autok.env.actions import (
+    KRule,
+    clip_to_budget,
+    decide_k,
+    decode_action,
+    diverged_penalty,
+)
 from midl_autok.env.observer import GLOBAL_FEATURES, LAYER_FEATURES, Observer
 from midl_autok.env.pool import TaskPoolEnv, TaskView, lam_feature, low_fidelity
 from midl_autok.env.topk import EPISODE_KEY, TopKScheduleEnv
@@ -102,6 +108,7 @@ __all__ = [
     "EPISODE_KEY",
     "GLOBAL_FEATURES",
     "LAYER_FEATURES",
+    "KRule",
     "Observer",
     "TaskPoolEnv",
     "TaskView",

@@ -1,14 +1,16 @@
 """From an action to each layer's k: decode, clip to a hard budget, and the divergence penalty.
 
 The one decision rule of :class:`~midl_autok.env.TopKScheduleEnv` and
-:class:`~midl_autok.rl.PolicyController` (:func:`decide_k`), so a policy makes the same k in
-both. Equations in the docstring of :mod:`midl_autok.env`.
+:class:`~midl_autok.rl.PolicyController` (:func:`decide_k`, bound to a run's settings by
+:class:`KRule`), so a policy makes the same k in both. Equations in the docstring of
+:mod:`midl_autok.env`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -16,7 +18,7 @@ import numpy as np
 from midl_autok.flops import CostModel
 from midl_autok.schedule import LayerSpec, k_from_fraction
 
-__all__ = ["clip_to_budget", "decide_k", "decode_action", "diverged_penalty"]
+__all__ = ["KRule", "clip_to_budget", "decide_k", "decode_action", "diverged_penalty"]
 
 
 def decode_action(
@@ -80,6 +82,33 @@ def decide_k(
     k_min = {s.name: k_from_fraction(min_fraction, s.width) for s in layers}
     clipped = clip_to_budget(k, costs, max_flops=budget * costs.dense_flops(), k_min=k_min)
     return clipped, clipped != k
+
+
+@dataclass(frozen=True)
+class KRule:
+    """:func:`decide_k` with one run's settings bound: ``rule.decide(action, epoch)`` is the k
+    of ``epoch`` (the last of ``epochs`` is the ``final`` one, clipped in hard-budget mode).
+    The env builds one per episode (its ``budget`` may be drawn per episode); the controller
+    one per run."""
+
+    layers: Sequence[LayerSpec]
+    costs: CostModel
+    min_fraction: float
+    budget: float | None  # inference FLOPs budget as a fraction of dense, or None
+    hard_budget: bool
+    epochs: int
+
+    def decide(self, action: Any, epoch: int) -> tuple[dict[str, int], bool]:
+        """``(k, clipped)`` for ``action`` at ``epoch`` (0-based)."""
+        return decide_k(
+            action,
+            layers=self.layers,
+            costs=self.costs,
+            min_fraction=self.min_fraction,
+            budget=self.budget,
+            hard_budget=self.hard_budget,
+            final=epoch == self.epochs - 1,
+        )
 
 
 def diverged_penalty(lam: float, flops_max: float) -> float:

@@ -3,6 +3,7 @@ of :mod:`midl_autok.env` (actions, observation, reward, seeding, the episode rec
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from typing import Any, Literal
@@ -14,7 +15,7 @@ from gymnasium import spaces
 
 from midl_autok import metrics as M
 from midl_autok.data import Dataset
-from midl_autok.env.actions import decide_k, diverged_penalty
+from midl_autok.env.actions import KRule, diverged_penalty
 from midl_autok.env.observer import Observer
 from midl_autok.errors import SpecError
 from midl_autok.experiment import build_for_spec, dataset_for_spec, model_for_spec
@@ -152,6 +153,14 @@ class TopKScheduleEnv(gym.Env[np.ndarray, np.ndarray]):
         self.session: TrainSession | None = None
         self.lam = self.lam_range[0]
         self.budget: float | None = None if self.budget_range is None else self.budget_range[0]
+        self.rule = KRule(  # action -> k; rebuilt each episode with the episode's budget
+            self.layers,
+            self.costs,
+            min_fraction=self.min_fraction,
+            budget=self.budget,
+            hard_budget=self.hard_budget,
+            epochs=self.epochs,
+        )
         self._obs = np.zeros(self.observation_space.shape, dtype=np.float32)
         self._acc = 0.0  # validation accuracy after the last epoch (acc_{t-1})
         self._done = True
@@ -206,6 +215,7 @@ class TopKScheduleEnv(gym.Env[np.ndarray, np.ndarray]):
             self.budget = None
         else:
             self.budget = self._draw("budget", opts.get("budget"), self.budget_range)
+        self.rule = dataclasses.replace(self.rule, budget=self.budget)
         self._hooks = list(opts.get("hooks") or ())
         model = build_for_spec(self.experiment, self.data, seed=run_seed)
         config = TrainConfig.from_spec(self.experiment, device=self.device, seed=run_seed)
@@ -250,15 +260,7 @@ class TopKScheduleEnv(gym.Env[np.ndarray, np.ndarray]):
         final = epoch == self.epochs - 1
         info: dict[str, Any] = {"epoch": epoch, "diverged": False, "failed": False}
         try:
-            k, clipped = decide_k(
-                action,
-                layers=self.layers,
-                costs=self.costs,
-                min_fraction=self.min_fraction,
-                budget=self.budget,
-                hard_budget=self.hard_budget,
-                final=final,
-            )
+            k, clipped = self.rule.decide(action, epoch)
             info.update(k=k, clipped=clipped)
             self._k.append(k)
             row = session.run_epoch(k)  # set k, train one epoch, evaluate, record

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from midl_autok.data import Dataset
-from midl_autok.env import Observer, TaskView, decide_k
+from midl_autok.env import KRule, Observer, TaskView
 from midl_autok.errors import UserError
 from midl_autok.flops import CostModel, cost_model
 from midl_autok.models import MIDLNet
@@ -69,12 +69,12 @@ class PolicyController:
         self.epochs = epochs
         self.lam = lam
         self.budget = budget
-        self.hard_budget = hard_budget
-        self.min_fraction = min_fraction
         self.layers = model.layer_specs()
         if not self.layers:
             raise UserError("a policy controller needs a model with MID-L layers")
         self.costs: CostModel = _costs(model, data)
+        #: action -> k (also holds ``min_fraction`` and ``hard_budget``)
+        self.rule = KRule(self.layers, self.costs, min_fraction, budget, hard_budget, epochs)
         self.observer = Observer(
             layers=self.layers,
             costs=self.costs,
@@ -155,15 +155,7 @@ class PolicyController:
         action = np.asarray(self.policy_fn(obs), dtype=np.float32)
         if self.view is not None:
             action = self.view.action(action)
-        k, clipped = decide_k(
-            action,
-            layers=self.layers,
-            costs=self.costs,
-            min_fraction=self.min_fraction,
-            budget=self.budget,
-            hard_budget=self.hard_budget,
-            final=epoch == self.epochs - 1,
-        )
+        k, clipped = self.rule.decide(action, epoch)
         self.trace.append({"observation": obs, "action": action, "k": k, "clipped": clipped})
         return k
 

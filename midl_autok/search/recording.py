@@ -25,8 +25,9 @@ import os
 import socket
 import time
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
+from midl_autok.agents.host import RecordFields
 from midl_autok.interrupts import deferring
 from midl_autok.metrics import INFERENCE_FLOPS_RATIO
 from midl_autok.results.feasibility import FLOPS_CONSTRAINT
@@ -252,26 +253,20 @@ def complete_from_run(
 
 
 def record_external(
-    session: SearchSession,
-    schedule: KSchedule,
-    *,
-    metrics: Mapping[str, float],
-    history: Sequence[Mapping[str, float]] = (),
-    params: Mapping[str, float] | None = None,
-    fail_reason: str | None = None,
-    train_s: float = 0.0,
-    user_attrs: Mapping[str, str | int | float | bool | None] | None = None,
+    session: SearchSession, schedule: KSchedule, **fields: Unpack[RecordFields]
 ) -> FrozenTrial:
     """Record a schedule an agent evaluated itself: one Optuna trial + one MLflow child run
     (this is :meth:`SearchSession.record`, the host's ``record``).
 
     ``schedule`` is the realized schedule, ``metrics`` the final metrics (names from
     :mod:`midl_autok.metrics`, as :class:`~midl_autok.trainer.TrainResult` has them),
-    ``history`` the per-epoch rows. ``params`` are the trial's parameters in this session's
-    search space; by default the space's encoding of the schedule when it has one (the
-    ``free`` space encodes any schedule), else none. ``fail_reason`` (or a non-finite
-    metric) records a failed evaluation. ``user_attrs`` (plain values, e.g. an RL agent's
-    ``phase`` and ``lam``) go on the trial and, as tags, on the child run.
+    ``history`` the per-epoch rows (default: none). ``params`` are the trial's parameters in
+    this session's search space; by default the space's encoding of the schedule when it has
+    one (the ``free`` space encodes any schedule), else none. ``fail_reason`` (or a non-finite
+    metric) records a failed evaluation. ``train_s``: the training seconds (default 0).
+    ``user_attrs`` (plain values, e.g. an RL agent's ``phase`` and ``lam``) go on the trial
+    and, as tags, on the child run. The keywords are
+    :class:`~midl_autok.agents.host.RecordFields` (the host protocol's ``record``).
 
     The trial is made from a template (:func:`new_trial`, its parameters in the session's
     space), the child run gets the epochs and ``schedule.json``, then
@@ -279,6 +274,15 @@ def record_external(
     """
     from midl_autok.errors import UserError, unknown_name
 
+    known = RecordFields.__required_keys__ | RecordFields.__optional_keys__
+    unexpected = sorted(set(fields) - known)
+    if unexpected:
+        raise TypeError(f"record() got an unexpected keyword argument {unexpected[0]!r}")
+    if "metrics" not in fields:
+        raise TypeError("record() missing required keyword argument: 'metrics'")
+    metrics, history = fields["metrics"], fields.get("history", ())
+    params, fail_reason = fields.get("params"), fields.get("fail_reason")
+    train_s, user_attrs = fields.get("train_s", 0.0), fields.get("user_attrs")
     space = session.space
     if params is None:
         try:

@@ -178,6 +178,24 @@ def test_hard_budget_clip_never_exceeds_the_budget(
     assert all(k[n] <= free[n] for n in k)  # clipping only ever lowers k
 
 
+def test_k_rule_clips_only_the_last_epoch_at_the_episode_budget(spec: ExperimentSpec) -> None:
+    env = TopKScheduleEnv(
+        spec, device="cpu", budget=(0.4, 0.8), hard_budget=True, epochs=3, min_fraction=0.1
+    )
+    env.reset(seed=0, options={"budget": 0.5})
+    rule = env.rule
+    assert (rule.budget, rule.epochs, rule.min_fraction) == (0.5, 3, 0.1)
+    action = np.ones(len(env.layers), dtype=np.float32)  # every layer at k = width
+    free = decode_action(action, env.layers, min_fraction=0.1)
+    assert rule.decide(action, 0) == (free, False)
+    assert rule.decide(action, 1) == (free, False)
+    k, clipped = rule.decide(action, 2)  # the final epoch: clipped to the budget
+    assert clipped and env.costs.ratio(k) <= 0.5 < env.costs.ratio(free)
+    env.reset(seed=0, options={"budget": 0.7})
+    assert env.rule.budget == 0.7
+    assert env.costs.ratio(env.rule.decide(action, 2)[0]) <= 0.7
+
+
 def test_clip_to_budget_keeps_k_that_fits_and_rejects_unreachable_budget(
     env: TopKScheduleEnv,
 ) -> None:

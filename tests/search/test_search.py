@@ -417,6 +417,11 @@ def test_record_makes_one_trial_and_one_child_run(tmp_path: Path) -> None:
         failed = session.record(
             result.schedule, metrics={M.VAL_ACCURACY: math.nan}, fail_reason="env diverged"
         )
+        typo: Any = {"fail_reasons": "x"}  # RecordFields: a misspelt keyword is refused
+        with pytest.raises(TypeError, match="unexpected keyword argument 'fail_reasons'"):
+            session.record(result.schedule, metrics=result.metrics, **typo)
+        with pytest.raises(TypeError, match="missing required keyword argument: 'metrics'"):
+            session.record(result.schedule, **{})
         session.finish(target=2)
     assert done.state.name == "COMPLETE"
     assert failed.state.name == "FAIL"
