@@ -179,6 +179,18 @@ def _check_url(url: str, what: str) -> str:
     return url
 
 
+class _Under:
+    """A read-only ``Store`` attribute: the path ``name`` under the store's root."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, store: Store | None, owner: type | None = None) -> Path:
+        if store is None:
+            raise AttributeError(f"a path under a store's root ({self.name!r}), not a class one")
+        return store.root / self.name
+
+
 @dataclass(frozen=True)
 class Store:
     """Locations of one store. Build it with :func:`open_store`."""
@@ -189,23 +201,12 @@ class Store:
     artifact_location: str | None  # MLflow artifact root for new experiments (None: server's)
     _cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
-    # -- layout ----------------------------------------------------------------------------
+    # -- layout: what lives under root -----------------------------------------------------
 
-    @property
-    def optuna_db(self) -> Path:
-        return self.root / "optuna.db"
-
-    @property
-    def mlflow_db(self) -> Path:
-        return self.root / "mlflow.db"
-
-    @property
-    def ray_dir(self) -> Path:
-        return self.root / "ray"
-
-    @property
-    def reports_dir(self) -> Path:
-        return self.root / "reports"
+    optuna_db = _Under("optuna.db")  # the embedded Optuna storage (unless an RDB URL is given)
+    mlflow_db = _Under("mlflow.db")  # the embedded MLflow tracking store
+    ray_dir = _Under("ray")  # Ray Tune's trial folders
+    reports_dir = _Under("reports")  # Pareto files and pages (a folder per study), plotly.js
 
     @property
     def embedded_optuna(self) -> bool:

@@ -65,15 +65,14 @@ class SearchCallback(Protocol):
 
 def run_local(
     session: SearchSession,
+    rule: StopRule,
     *,
-    target: int,
-    timeout_s: float | None = None,
     callbacks: Sequence[SearchCallback] = (),
     train_hooks: HooksFactory | None = None,
-    max_consecutive_failures: int = 5,
     early_stop: EarlyStop | str = "none",
 ) -> str | None:
-    """Evaluate trials until the study counts ``target``; return why it stopped early, if so.
+    """Evaluate trials until the study counts ``rule.target`` (or the rule stops the search:
+    time budget, failures in a row); return why it stopped early, if so.
 
     ``early_stop``: stop unpromising trials at epoch rungs (an :class:`EarlyStop` or its kind).
     """
@@ -86,13 +85,12 @@ def run_local(
             "runs its own training episodes"
         )
     if isinstance(agent, ExternalAgent):  # its own loop; it calls the callbacks
-        agent.run_with(session, target=target, callbacks=callbacks, train_hooks=train_hooks)
+        agent.run_with(session, target=rule.target, callbacks=callbacks, train_hooks=train_hooks)
         return None
     for cb in callbacks:
-        cb.on_start(session, target=target, done=session.counted_trials())
+        cb.on_start(session, target=rule.target, done=session.counted_trials())
     if not isinstance(agent, SamplerAgent):
         raise TypeError(f"agent {agent.name!r} is neither a SamplerAgent nor an ExternalAgent")
-    rule = StopRule(target, timeout_s, max_consecutive_failures)
     while not rule.done(session.counted_trials()):
         if rule.check() is not None:
             return rule.stopped
@@ -147,11 +145,7 @@ def run_search(
     :class:`SearchSummary`; the Pareto files are in ``summary.files``.
     """
     drive = functools.partial(
-        run_local,
-        callbacks=callbacks,
-        train_hooks=train_hooks,
-        max_consecutive_failures=max_consecutive_failures,
-        early_stop=early_stop,
+        run_local, callbacks=callbacks, train_hooks=train_hooks, early_stop=early_stop
     )
     return search_to_the_end(
         spec,
@@ -163,4 +157,5 @@ def run_search(
         backend="local",
         plotlyjs=plotlyjs,
         callbacks=callbacks,
+        max_consecutive_failures=max_consecutive_failures,
     )

@@ -40,6 +40,7 @@ from midl_autok.search.identity import (
 from midl_autok.search.recording import start_run
 from midl_autok.search.recovery import recover_on_open
 from midl_autok.search.session import SearchSession, SearchSummary
+from midl_autok.search.stopping import StopRule
 from midl_autok.store import Store, open_store
 from midl_autok.tracking import Tracker, git_sha, package_versions
 
@@ -228,11 +229,14 @@ def search_to_the_end(
     backend: str,
     plotlyjs: str | bool,
     callbacks: Sequence[Any] = (),
+    max_consecutive_failures: int = 5,
 ) -> SearchSummary:
     """One whole search invocation, whatever the backend: open the study (``budget.trials``
-    is the target), let ``drive(session, target=..., timeout_s=budget.timeout_s)`` run the
-    trials (a backend's loop, e.g. :func:`~midl_autok.search.local.run_local` with its other
-    options bound; it returns why it stopped early, if it did), confirm the front
+    is the target), let ``drive(session, rule)`` run the trials under the one stop rule
+    (:class:`~midl_autok.search.stopping.StopRule`: the target, ``budget.timeout_s``,
+    ``max_consecutive_failures``; ``drive`` is a backend's loop, e.g.
+    :func:`~midl_autok.search.local.run_local` with its other options bound; it returns why it
+    stopped early, if it did), confirm the front
     (``--confirm N``, reported to ``callbacks``), write the Pareto files and end the parent
     run. Ctrl-C and SIGTERM are held while a storage call runs; an interruption fails the live
     trials and ends the runs."""
@@ -249,7 +253,7 @@ def search_to_the_end(
             threads=threads,
         ) as session,
     ):
-        stopped = drive(session, target=target, timeout_s=spec.budget.timeout_s)
+        stopped = drive(session, StopRule(target, spec.budget.timeout_s, max_consecutive_failures))
         confirmations = 0
         if stopped is None:  # the target reached: confirm the front (--confirm N)
             from midl_autok.search.confirm import run_confirm

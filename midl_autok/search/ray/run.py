@@ -49,6 +49,7 @@ from midl_autok.search.recovery import end_children
 if TYPE_CHECKING:
     from midl_autok.search.local import SearchCallback
     from midl_autok.search.session import SearchSession, SearchSummary
+    from midl_autok.search.stopping import StopRule
     from midl_autok.spec import ExperimentSpec
     from midl_autok.store import Store
 
@@ -57,15 +58,14 @@ __all__ = ["node_ids", "run_ray", "run_ray_search"]
 
 def run_ray(
     session: SearchSession,
+    rule: StopRule,
     *,
-    target: int,
-    timeout_s: float | None = None,
     callbacks: Sequence[SearchCallback] = (),
     options: RayOptions | None = None,
     device: str | None = None,
-    max_consecutive_failures: int = 5,
 ) -> str | None:
-    """Evaluate trials on Ray until the study counts ``target``; return why it stopped early.
+    """Evaluate trials on Ray until the study counts ``rule.target`` (or the rule stops the
+    search); return why it stopped early.
 
     ``device`` is the trials' device (default: the session's; ``auto`` = CUDA when the trial
     reserved GPUs). Starts a local Ray unless Ray is already initialized in this process or
@@ -80,9 +80,9 @@ def run_ray(
         )
     trials_on = trial_device(device or session.device, gpus_per_trial=options.gpus_per_trial)
     options.stopping.check(session)
-    if session.counted_trials() >= target:
+    if session.counted_trials() >= rule.target:
         for cb in callbacks:
-            cb.on_start(session, target=target, done=session.counted_trials())
+            cb.on_start(session, target=rule.target, done=session.counted_trials())
         return None
     reason = "Ray Tune ended before the trial reported its outcome"
     try:
@@ -95,13 +95,11 @@ def run_ray(
             )
             searcher = SessionSearcher(
                 session,
-                target=target,
+                rule,
                 early_stop=options.early_stop if scheduler is not None else "none",
                 rungs=getattr(scheduler, "rungs", ()),
                 device=trials_on,
-                timeout_s=timeout_s,
                 callbacks=callbacks,
-                max_consecutive_failures=max_consecutive_failures,
             )
             resources = {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
             tuner = tune.Tuner(
@@ -126,7 +124,7 @@ def run_ray(
                 ),
             )
             for cb in callbacks:
-                cb.on_start(session, target=target, done=session.counted_trials())
+                cb.on_start(session, target=rule.target, done=session.counted_trials())
             with tune_settings():
                 try:
                     tuner.fit()
@@ -148,11 +146,11 @@ def run_ray(
 def run_ray_search(
     spec: ExperimentSpec,
     *,
+    options: RayOptions | None = None,
     store: Store | str | os.PathLike[str] | None = None,
     study: str | None = None,
     device: str = "auto",
     threads: int | None = 1,
-    options: RayOptions | None = None,
     callbacks: Sequence[SearchCallback] = (),
     max_consecutive_failures: int = 5,
     plotlyjs: str | bool = True,
@@ -169,13 +167,7 @@ def run_ray_search(
         raise SpecError(
             f"agent {spec.search.agent!r} evaluates its own schedules; use --backend local"
         )
-    drive = functools.partial(
-        run_ray,
-        callbacks=callbacks,
-        options=options,
-        device=trials_on,
-        max_consecutive_failures=max_consecutive_failures,
-    )
+    drive = functools.partial(run_ray, callbacks=callbacks, options=options, device=trials_on)
     return search_to_the_end(
         spec,
         drive,
@@ -186,6 +178,7 @@ def run_ray_search(
         backend="ray",
         plotlyjs=plotlyjs,
         callbacks=callbacks,
+        max_consecutive_failures=max_consecutive_failures,
     )
 
 

@@ -68,32 +68,29 @@ class SessionSearcher(Searcher):
     """A Ray Tune ``Searcher`` that asks the session's Optuna study for trials and tells it
     their outcomes (COMPLETE, FAIL or PRUNED); see the module docstring.
 
-    It suggests until the study counts ``target`` COMPLETE + PRUNED trials (failed ones are
-    replaced), then returns ``FINISHED``; no new trial starts after ``timeout_s`` or after
-    ``max_consecutive_failures`` failures in a row (:class:`StopRule`; :attr:`stopped` says
-    why).
+    It suggests until the study counts ``rule.target`` COMPLETE + PRUNED trials (failed ones
+    are replaced), then returns ``FINISHED``; no new trial starts after the rule's time budget
+    or its failures in a row (:class:`StopRule`; :attr:`stopped` says why).
     """
 
     def __init__(
         self,
         session: SearchSession,
+        rule: StopRule,
         *,
-        target: int,
         early_stop: str = "none",
         device: str = "cpu",
-        timeout_s: float | None = None,
         callbacks: Sequence[SearchCallback] = (),
-        max_consecutive_failures: int = 5,
         rungs: Sequence[int] = (),
     ) -> None:
         super().__init__()
         self.session = session
-        self.target = target
+        self.target = rule.target
         self.early_stop = early_stop
         self.rungs = set(rungs)  # epochs whose objective values are kept on the trial
         self.device = device
         self.callbacks = list(callbacks)
-        self.rule = StopRule(target, timeout_s, max_consecutive_failures)
+        self.rule = rule
         self.report = {
             "objectives": session.objectives,
             "reference": session.reference,
