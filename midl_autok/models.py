@@ -33,10 +33,9 @@ from midl_autok.errors import ScheduleError, SpecError, unknown_name
 from midl_autok.gating import Gating
 from midl_autok.layers import ACTIVATIONS, MIDL, make_activation
 from midl_autok.schedule import KSchedule, LayerSpec
+from midl_autok.spec import VARIANTS
 
 __all__ = ["MODELS", "VARIANTS", "MIDLNet", "build_model", "per_layer_ranks"]
-
-VARIANTS = ("midl", "dense", "dropout")
 
 
 class MIDLNet(nn.Module):

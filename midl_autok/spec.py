@@ -14,7 +14,7 @@ import math
 import os
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -41,6 +41,7 @@ __all__ = [
     "MAX_LAYERS",
     "MAX_SIZE",
     "MAX_WEIGHTS",
+    "VARIANTS",
     "BudgetSpec",
     "DatasetSpec",
     "ExperimentSpec",
@@ -48,12 +49,16 @@ __all__ = [
     "Objective",
     "SearchSpec",
     "TrainingSpec",
+    "Variant",
     "list_experiments",
     "load_spec",
     "validate_spec",
 ]
 
 DEFAULT_EXPERIMENT = "digits-mlp"
+#: ``model.variant``: MID-L layers, or the dense and dropout baselines of the same network.
+Variant = Literal["midl", "dense", "dropout"]
+VARIANTS: tuple[Variant, ...] = get_args(Variant)
 _MAX_SPEC_BYTES = 1024 * 1024
 #: Upper bound of layer widths, ranks and batch sizes: far above any model this trains, low
 #: enough that a typo (``hidden: [10000000000]``) is an error, not an allocation that fails.
@@ -147,7 +152,7 @@ class ModelSpec(_Strict):
     )
 
     arch: str = "mlp"
-    variant: Literal["midl", "dense", "dropout"] = "midl"
+    variant: Variant = "midl"
     hidden: list[StrictInt] | None = Field(None, max_length=MAX_LAYERS)
     channels: list[StrictInt] | None = Field(None, max_length=MAX_LAYERS)
     embed_dim: StrictInt | None = Field(None, ge=1, le=MAX_SIZE)

@@ -167,20 +167,11 @@ def train(
     EXPERIMENT/--seed they are used (a policy's epochs too, without --epochs).
     """
     on_interrupt(lambda: "nothing was written; rerun the command to train from the start")
-    import torch
-
+    # torch-free until the command line and the spec are checked: a mistake is one line in
+    # well under a second, not after importing torch (~2 s)
     from midl_autok.errors import ScheduleError, SpecError
-    from midl_autok.models import VARIANTS
     from midl_autok.schedule import KSchedule
-    from midl_autok.trainer import (
-        DivergedError,
-        TrainConfig,
-        build_for_spec,
-        dataset_for_spec,
-    )
-    from midl_autok.trainer import (
-        train as train_model,
-    )
+    from midl_autok.spec import VARIANTS
 
     check_threads(threads)
     check_choice("--variant", variant, VARIANTS)
@@ -229,6 +220,18 @@ def train(
             "model.init_from": init_from and str(init_from.resolve()),
         },
     )
+    import torch
+
+    from midl_autok.trainer import (
+        DivergedError,
+        TrainConfig,
+        build_for_spec,
+        dataset_for_spec,
+    )
+    from midl_autok.trainer import (
+        train as train_model,
+    )
+
     torch.set_num_threads(threads)  # for the whole run, as a search does per trial
     data = dataset_for_spec(spec)
     model = build_for_spec(spec, data, ranks=loaded)  # a co-searched schedule's ranks
