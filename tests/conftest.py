@@ -6,11 +6,8 @@ Helper modules for several test folders live beside it (``searchkit``, ``raykit`
 from __future__ import annotations
 
 import pytest
+from clikit import USER_ENV
 from searchkit import quiet
-
-#: Environment variables that would point a test at the user's own store, MLflow server or
-#: Ray cluster instead of the temporary ones the tests make.
-USER_ENV = ("MLFLOW_TRACKING_URI", "MIDL_AUTOK_HOME", "RAY_ADDRESS")
 
 
 @pytest.fixture(autouse=True)
