@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 #: ``python -m midl_autok``: the command a subprocess runs.
@@ -62,6 +63,20 @@ def in_process(*argv: str) -> tuple[int, str, str]:
         else:  # pragma: no cover - main always exits
             code = 0
     return code, out.getvalue(), err.getvalue()
+
+
+def imported_by(statement: str, packages: Iterable[str]) -> list[str]:
+    """Which of ``packages`` (top-level names) a fresh interpreter has imported once it ran
+    ``statement``, sorted: what ``import midl_autok`` and friends cost a user."""
+    wanted = sorted(packages)
+    code = (
+        f"import sys, json; {statement}; "
+        f"print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & set({wanted!r}))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    return list(json.loads(out.stdout))
 
 
 @contextlib.contextmanager
