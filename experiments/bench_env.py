@@ -20,7 +20,6 @@ Target (issue 5): an episode of the digits environment with 10 epochs takes unde
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -30,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import benchkit
 import numpy as np
 import torch
 
@@ -149,8 +149,7 @@ def main() -> None:
     args = parser.parse_args()
     result = run(args)
     print(table(result))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+    benchkit.write_json(args.out, result)
     print(f"\nwrote {args.out}")
 
 

@@ -38,6 +38,7 @@ os.environ.setdefault("MIDL_AUTOK_NO_EXTENSIONS", "1")  # same function; no kern
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+import benchkit
 from bench_midlify import train_dense
 
 from midl_autok.backends import run_search
@@ -103,7 +104,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 }
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-                write(args.out, {**header(args), "rows": rows, "partial": True})
+                benchkit.write_json(args.out, {**header(args), "rows": rows, "partial": True})
             print(f"# {name} seed {seed}: {time.perf_counter() - start:.0f} s", flush=True)
     return {**header(args), "rows": rows}
 
@@ -116,14 +117,6 @@ def header(args: argparse.Namespace) -> dict[str, Any]:
         "tolerance_points": args.tolerance,
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
     }
-
-
-def write(path: Path, result: dict[str, Any]) -> None:
-    """Atomically (a partial benchmark is readable at any time)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, path)
 
 
 def _mean(values: list[Any]) -> float | None:
@@ -156,20 +149,15 @@ def table(result: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--experiments", nargs="+", default=["digits-mlp", "mnist1d-mlp"])
+    parser = benchkit.parser(__doc__, seeds=3)
     parser.add_argument("--trials", type=int, default=30)
-    parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--short-epochs", type=int, default=0, help="0: a quarter of the spec's")
     parser.add_argument("--tolerance", type=float, default=0.5, help="points below dense")
     parser.add_argument("--store", type=Path, default=Path("midl_runs/bench_init"))
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    result = run(args)
-    result["table"] = table(result)
-    print(result["table"])
-    write(args.out, result)
+    benchkit.finish(args.out, run(args), table)
 
 
 if __name__ == "__main__":

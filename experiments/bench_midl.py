@@ -18,7 +18,6 @@ inference FLOPs >= 1.5x lower than dense, training step time <= 1.5x dense.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -27,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import benchkit
 import torch
 
 from midl_autok.spec import load_spec
@@ -47,9 +47,7 @@ def step_time(history: list[dict[str, float]], steps: int) -> float:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     for name in args.experiments:
-        spec = load_spec(name)
-        if args.epochs:
-            spec = spec.override(**{"training.epochs": args.epochs})
+        spec = benchkit.experiment(name, epochs=args.epochs)
         ranks = {"model.gate_rank": args.gate_rank, "model.light_rank": args.light_rank}
         spec = spec.override(**{k: v for k, v in ranks.items() if v is not None})
         for seed in range(args.seeds):
@@ -131,9 +129,7 @@ def table(summary: list[dict[str, Any]]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--experiments", nargs="+", default=["digits-mlp", "mnist1d-mlp"])
-    parser.add_argument("--seeds", type=int, default=3)
+    parser = benchkit.parser(__doc__, seeds=3)
     parser.add_argument("--epochs", type=int, default=None, help="override the spec's epochs")
     parser.add_argument("--k-fraction", type=float, default=0.45)
     parser.add_argument("--gate-rank", type=int, default=None, help="override the spec's")
@@ -159,8 +155,7 @@ def main() -> None:
         "load_average": os.getloadavg(),
         "wall_s": time.perf_counter() - t0,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+    benchkit.write_json(args.out, result)
     print()
     print(table(result["summary"]))
     print(f"\nwrote {args.out}")

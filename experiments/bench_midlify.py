@@ -31,13 +31,14 @@ from typing import Any
 
 os.environ.setdefault("MIDL_AUTOK_NO_EXTENSIONS", "1")  # same function; no kernel build
 
+import benchkit
 import torch
 
 from midl_autok._midlify import init_from_dense_state
 from midl_autok.data import Dataset
 from midl_autok.experiment import build_for_spec, dataset_for_spec
 from midl_autok.models import MIDLNet
-from midl_autok.spec import ExperimentSpec, load_spec
+from midl_autok.spec import ExperimentSpec
 from midl_autok.trainer import TrainConfig, train
 
 OUT = Path(__file__).parent / "results" / "bench_midlify.json"
@@ -73,9 +74,7 @@ def converted(spec: ExperimentSpec, dense: MIDLNet, data: Dataset, init: str) ->
 def run(args: argparse.Namespace) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     for name in args.experiments:
-        spec = load_spec(name)
-        if args.epochs:
-            spec = spec.override(**{"training.epochs": args.epochs})
+        spec = benchkit.experiment(name, epochs=args.epochs)
         for seed in range(args.seeds):
             start = time.perf_counter()
             dense, dense_acc, data = train_dense(spec, seed)
@@ -140,19 +139,13 @@ def table(result: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--experiments", nargs="+", default=["digits-mlp", "mnist1d-mlp"])
-    parser.add_argument("--seeds", type=int, default=3)
+    parser = benchkit.parser(__doc__, seeds=3)
     parser.add_argument("--epochs", type=int, default=0, help="dense training epochs (0: spec)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    result = run(args)
-    result["table"] = table(result)
-    print(result["table"])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+    benchkit.finish(args.out, run(args), table)
 
 
 if __name__ == "__main__":

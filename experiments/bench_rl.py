@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import benchkit
 import numpy as np
 from bench_search import quiet
 
@@ -281,12 +282,7 @@ def markdown(result: dict[str, Any]) -> str:
             f"{np.mean(dv):+.4f} (min {np.min(dv):+.4f}, max {np.max(dv):+.4f}), FLOPs ratio "
             f"{np.mean(df):+.4f}.",
         ]
-    load = result["machine"]["load_average_end"]
-    lines += [
-        "",
-        f"Wall time {result['wall_s']:.0f} s on {result['machine']['cpus']} CPUs "
-        f"(load average at the end {load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f}).",
-    ]
+    lines += benchkit.wall_time_lines(result)
     return "\n".join(lines)
 
 

@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import benchkit
 import numpy as np
 
 from midl_autok import metrics as M
@@ -322,12 +323,7 @@ def markdown(result: dict[str, Any]) -> str:
             for r in t["fixed_k"]
         )
         lines += [f"* {t['task']}: policy {ro}; fixed-k {fk}"]
-    load = result["machine"]["load_average_end"]
-    lines += [
-        "",
-        f"Wall time {result['wall_s']:.0f} s on {result['machine']['cpus']} CPUs "
-        f"(load average at the end {load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f}).",
-    ]
+    lines += benchkit.wall_time_lines(result)
     return "\n".join(lines)
 
 

@@ -41,6 +41,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import benchkit
 import torch
 from torch import nn
 
@@ -373,8 +374,7 @@ def main() -> None:
         "load_average_after": os.getloadavg(),
         "wall_s": time.perf_counter() - t0,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+    benchkit.write_json(args.out, result)
     md = args.out.with_suffix(".md")
     md.write_text(f"{tables(result)}\n\n{machine_line(result['config'])}\n")
     print()

@@ -42,6 +42,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import benchkit
 import torch
 from bench_speed import _cpu_name, compare, inputs  # experiments/ is on sys.path
 from torch import nn
@@ -275,8 +276,7 @@ def main(argv: list[str] | None = None) -> None:
         result["models"] = bench_models(args)
     result["seconds"] = time.time() - start
     result["load_average_end"] = os.getloadavg()[0]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+    benchkit.write_json(args.out, result)
     args.out.with_suffix(".md").write_text(render(result))
     print(render(result))
 

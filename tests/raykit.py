@@ -66,18 +66,6 @@ def ray_spec(
     return spec.override(**{"dataset.options.n_samples": samples})
 
 
-def env(**extra: str) -> dict[str, str]:
-    """The environment of a CLI subprocess: no store or tracking server from the caller."""
-    out = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("MLFLOW_TRACKING_URI", "MIDL_AUTOK_HOME", "RAY_ADDRESS")
-    }
-    out["COLUMNS"] = "200"
-    out.update(extra)
-    return out
-
-
 def kill_session_of(driver_pid: int) -> list[int]:
     """SIGKILL the processes of the Ray session a (killed) driver started; return their pids."""
     pattern = re.compile(rf"session_\d{{4}}-\d\d-\d\d_\d\d-\d\d-\d\d_\d+_{driver_pid}\b")

@@ -12,28 +12,24 @@ through the real command in a subprocess. Also here: no unsafe deserializer in t
 from __future__ import annotations
 
 import ast
-import contextlib
 import errno
-import io
 import json
 import math
 import os
 import re
 import stat
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from clikit import in_process, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import midl_autok
 from midl_autok._yaml import MAX_VALUES
-from midl_autok.cli import main
 from midl_autok.errors import ScheduleError, SpecError, UserError
 from midl_autok.schedule import _MAX_FILE_BYTES, _MAX_YAML_BYTES, KSchedule, write_atomic
 from midl_autok.spec import ExperimentSpec, load_spec, validate_spec
@@ -478,19 +474,6 @@ def _write(path: Path, text: str) -> Path:
 # --------------------------------------------------------------------------- CLI values
 
 
-def cli(*argv: str) -> tuple[int, str]:
-    """Run ``midl-autok ARGV`` in this process; (exit status, stderr)."""
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        try:
-            main(list(argv))
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        else:  # pragma: no cover - main always exits
-            code = 0
-    return code, err.getvalue()
-
-
 def assert_one_line_exit_2(code: int, stderr: str, pattern: str = "") -> None:
     lines = stderr.strip().splitlines()
     assert code == 2, (code, stderr)
@@ -517,14 +500,14 @@ NO_STORE = "/dev/null/store"  # can never be created: nothing is written by thes
 @settings(EXAMPLES, max_examples=40)
 @given(BAD_FLOATS)
 def test_train_k_fraction_values(value: str) -> None:
-    code, err = cli("train", "synthetic-mlp", "--epochs", "1", "--k-fraction", value)
+    code, _, err = in_process("train", "synthetic-mlp", "--epochs", "1", "--k-fraction", value)
     assert_one_line_exit_2(code, err, r"--k-fraction")
 
 
 @settings(EXAMPLES, max_examples=40)
 @given(st.sampled_from(["--epochs", "--seed", "--trials", "--gate-rank", "--light-rank"]), BAD_INTS)
 def test_search_integer_values(flag: str, value: str) -> None:
-    code, err = cli("search", "synthetic-mlp", flag, value, "--store", NO_STORE)
+    code, _, err = in_process("search", "synthetic-mlp", flag, value, "--store", NO_STORE)
     names = "|training.epochs|seed|budget.trials|model.gate_rank|model.light_rank"
     assert_one_line_exit_2(code, err, re.escape(flag) + names)
 
@@ -532,7 +515,9 @@ def test_search_integer_values(flag: str, value: str) -> None:
 @settings(EXAMPLES, max_examples=30)
 @given(BAD_FLOATS)
 def test_search_flops_budget_values(value: str) -> None:
-    code, err = cli("search", "synthetic-mlp", "--flops-budget", value, "--store", NO_STORE)
+    code, _, err = in_process(
+        "search", "synthetic-mlp", "--flops-budget", value, "--store", NO_STORE
+    )
     assert_one_line_exit_2(code, err, r"--flops-budget")
 
 
@@ -555,26 +540,11 @@ def test_search_flops_budget_values(value: str) -> None:
     ],
 )
 def test_hostile_cli_values(argv: list[str], pattern: str) -> None:
-    code, err = cli(*argv)
+    code, _, err = in_process(*argv)
     assert_one_line_exit_2(code, err, pattern)
 
 
 # ------------------------------------------------------------------- the real command
-
-
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MIDL_AUTOK_HOME")
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "midl_autok", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=cwd,
-        env=env,
-        check=False,
-    )
 
 
 def test_hostile_files_through_the_real_command(tmp_path: Path) -> None:

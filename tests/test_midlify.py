@@ -3,15 +3,14 @@ checkpoint): the converted model starts where the dense one was."""
 
 from __future__ import annotations
 
-import os
 import pickle
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from clikit import cli_env, run_cli
 from torch import nn
 
 import midl_autok
@@ -62,6 +61,10 @@ class Nested(nn.Module):
         return self.classifier(self.heads["aux"](h))
 
 
+#: ``Nested``'s hidden linear layers, in module order (all of its linears but the classifier).
+HIDDEN = ["stem", "blocks.0.fc1", "blocks.0.fc2", "blocks.1.fc1", "blocks.1.fc2", "heads.aux.0"]
+
+
 def outputs(model: nn.Module, x: torch.Tensor, *, train: bool) -> torch.Tensor:
     model.train(train)
     with torch.set_grad_enabled(train):
@@ -88,14 +91,7 @@ def test_at_k_equal_d_the_converted_model_reproduces_the_dense_one(make) -> None
 def test_default_select_converts_hidden_layers_not_the_classifier() -> None:
     model, schedule = midl_autok.midlify(Nested(), k_fraction=0.5)
     names = [s.name for s in schedule.layers]
-    assert names == [
-        "stem",
-        "blocks.0.fc1",
-        "blocks.0.fc2",
-        "blocks.1.fc1",
-        "blocks.1.fc2",
-        "heads.aux.0",
-    ]
+    assert names == HIDDEN
     assert type(model.classifier) is nn.Linear
     assert [model.get_submodule(n).k for n in names] == [12, 24, 12, 24, 12, 12]
     assert schedule.k[0] == (12,) and schedule.epochs == 1
@@ -109,18 +105,7 @@ def test_default_select_converts_hidden_layers_not_the_classifier() -> None:
     [
         ("blocks.*.fc1", ["blocks.0.fc1", "blocks.1.fc1"]),
         (re.compile(r"blocks\.1\..*|stem"), ["stem", "blocks.1.fc1", "blocks.1.fc2"]),
-        (
-            nn.Linear,
-            [
-                "stem",
-                "blocks.0.fc1",
-                "blocks.0.fc2",
-                "blocks.1.fc1",
-                "blocks.1.fc2",
-                "heads.aux.0",
-                "classifier",
-            ],
-        ),
+        (nn.Linear, [*HIDDEN, "classifier"]),
         (lambda name, m: m.out_features == 48, ["blocks.0.fc1", "blocks.1.fc1"]),
     ],
     ids=["glob", "regex", "type", "callable"],
@@ -263,18 +248,7 @@ def test_a_pickle_that_is_not_weights_only_is_refused_unread(tmp_path: Path) -> 
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     # the compiled kernels are not what this checks: a cold build takes minutes on a busy CPU
-    env = {**os.environ, "MIDL_AUTOK_NO_EXTENSIONS": "1"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    env.pop("MIDL_AUTOK_HOME", None)
-    return subprocess.run(
-        [sys.executable, "-m", "midl_autok", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=cwd,
-        env=env,
-        check=False,
-    )
+    return run_cli(*args, cwd=cwd, env=cli_env(MIDL_AUTOK_NO_EXTENSIONS="1"), timeout=300)
 
 
 @pytest.mark.slow

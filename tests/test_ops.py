@@ -18,21 +18,11 @@ import torch
 
 from midl_autok import ops
 from midl_autok.deploy import export_model, load_model, load_program, read_metadata
-from midl_autok.kernels import cpu as cpu_mod
-from midl_autok.kernels import cpu_kernels
 from midl_autok.layers import MIDL
 from midl_autok.models import build_model
 
 OP = torch.ops.midl_autok.midl_eval.default
 ACTS = {"identity": 0, "relu": 1, "tanh": 2, "silu": 3, "gelu": 4}
-
-
-@pytest.fixture(scope="module")
-def kernels():
-    module = cpu_kernels()
-    if module is None:
-        pytest.skip(f"CPU kernels unavailable: {cpu_mod.cpu_kernels_status()}")
-    return module
 
 
 def calls_the_op(program: torch.nn.Module) -> int:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from clikit import run_cli
 from torch.utils.flop_counter import FlopCounterMode
 
 from midl_autok.errors import SpecError
@@ -242,14 +241,6 @@ def test_shipped_experiments_build() -> None:
 
 # --------------------------------------------------------------------------- search + export
 
-EXE = [sys.executable, "-m", "midl_autok"]
-
-
-def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*EXE, *args], capture_output=True, text=True, timeout=600, cwd=cwd, check=False
-    )
-
 
 @pytest.mark.slow
 def test_search_three_trials_and_export_model(tmp_path: Path) -> None:
@@ -262,10 +253,10 @@ def test_search_three_trials_and_export_model(tmp_path: Path) -> None:
     path = tmp_path / "tiny.yaml"
     path.write_text(json.dumps(spec))
     store = tmp_path / "runs"
-    proc = run("search", str(path), "--trials", "3", "--store", str(store), cwd=tmp_path)
+    proc = run_cli("search", str(path), "--trials", "3", "--store", str(store), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     schedule, model = tmp_path / "best.json", tmp_path / "model.pt2"
-    proc = run(
+    proc = run_cli(
         "export", "--store", str(store), "--pick", "min-flops", "-o", str(schedule),
         "--model", str(model), cwd=tmp_path,
     )  # fmt: skip

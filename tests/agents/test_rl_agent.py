@@ -9,9 +9,6 @@ vectorized workers, the budget sweep, and a policy that replays its rollout as a
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +16,7 @@ from searchkit import fresh_store, quiet, runs, tiny_spec
 
 pytest.importorskip("stable_baselines3")
 
-from clikit import assert_user_error
+from clikit import assert_user_error, run_cli
 
 from midl_autok import metrics as M
 from midl_autok.agents import make_agent
@@ -29,20 +26,10 @@ from midl_autok.errors import SpecError
 from midl_autok.schedule import LayerSpec
 from midl_autok.store import Store, load_study_record, open_store
 
-EXE = [sys.executable, "-m", "midl_autok"]
 SEARCH = [
     "search", "synthetic-mlp", "--epochs", "2", "--agent", "ppo",
     "--episodes", "3", "--lambdas", "0.01,1", "--seed", "0",
 ]  # fmt: skip
-
-
-def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI",)}
-    env.pop("MIDL_AUTOK_HOME", None)
-    env["COLUMNS"] = "200"
-    return subprocess.run(
-        [*EXE, *args], capture_output=True, text=True, timeout=600, cwd=cwd, env=env, check=False
-    )
 
 
 def only_study(store: Store) -> str:
@@ -57,7 +44,7 @@ def only_study(store: Store) -> str:
 
 def test_ppo_search_records_episodes_and_rollouts_and_drives_train(tmp_path: Path) -> None:
     root = tmp_path / "store"
-    first = run(*SEARCH, "--store", str(root))
+    first = run_cli(*SEARCH, "--store", str(root))
     assert first.returncode == 0, first.stderr
     assert "policy: " in first.stdout
     assert "--controller" in first.stdout
@@ -90,7 +77,7 @@ def test_ppo_search_records_episodes_and_rollouts_and_drives_train(tmp_path: Pat
     assert artifacts == [f"policy/{policy.name}"]
 
     # rerun: the policy and both rollouts exist, so nothing new is evaluated
-    again = run(*SEARCH, "--store", str(root))
+    again = run_cli(*SEARCH, "--store", str(root))
     assert again.returncode == 0, again.stderr
     assert "0 new trial(s)" in again.stdout
     assert load_study_record(store, study).counts() == {"COMPLETE": 5}
@@ -98,20 +85,20 @@ def test_ppo_search_records_episodes_and_rollouts_and_drives_train(tmp_path: Pat
     assert len(parents) == 2
     assert len(children) == 5
 
-    front = run("pareto", "--study", study, "--store", str(root), "--json")
+    front = run_cli("pareto", "--study", study, "--store", str(root), "--json")
     assert front.returncode == 0, front.stderr
     points = json.loads(front.stdout)
     assert points
     assert {p["trial"] for p in points} <= set(range(5))
     out = tmp_path / "knee.json"
-    exported = run(
+    exported = run_cli(
         "export", "--study", study, "--store", str(root), "--pick", "knee", "-o", str(out)
     )
     assert exported.returncode == 0, exported.stderr
     assert json.loads(out.read_text())["provenance"]["agent"] == "ppo"
 
     saved = tmp_path / "live.json"
-    trained = run(
+    trained = run_cli(
         "train", "--controller", str(policy), "--lam", "0.1", "--json",
         "--save-schedule", str(saved),
     )  # fmt: skip
@@ -124,11 +111,11 @@ def test_ppo_search_records_episodes_and_rollouts_and_drives_train(tmp_path: Pat
     assert schedule["provenance"]["controller"] == str(policy)
 
     assert_user_error(
-        run("train", "--controller", str(policy)),
+        run_cli("train", "--controller", str(policy)),
         r"trained with lam in \[0.01, 1\]; choose one with --lam \(e.g. --lam 0.01\)",
     )
     assert_user_error(
-        run("train", "digits-mlp", "--controller", str(policy), "--lam", "0.1"),
+        run_cli("train", "digits-mlp", "--controller", str(policy), "--lam", "0.1"),
         r"the policy was trained for MID-L layers body.0 \(64\), body.1 \(64\), but this "
         r"model has body.0 \(512\)",
     )
@@ -154,21 +141,21 @@ def test_bad_search_options_are_one_line_errors(
     args: list[str], pattern: str, tmp_path: Path
 ) -> None:
     base = ["search", "synthetic-mlp", "--agent", "ppo", "--store", str(tmp_path / "s")]
-    assert_user_error(run(*base, *args), pattern)
+    assert_user_error(run_cli(*base, *args), pattern)
 
 
 def test_bad_policy_files_are_one_line_errors(tmp_path: Path) -> None:
     assert_user_error(
-        run("train", "--controller", str(tmp_path / "missing.zip")), r"policy file not found"
+        run_cli("train", "--controller", str(tmp_path / "missing.zip")), r"policy file not found"
     )
     not_zip = tmp_path / "policy.zip"
     not_zip.write_text("not a zip")
-    assert_user_error(run("train", "--controller", str(not_zip)), r"not a readable policy zip")
+    assert_user_error(run_cli("train", "--controller", str(not_zip)), r"not a readable policy zip")
     assert_user_error(
-        run("train", "--controller", str(not_zip), "--k-fraction", "0.5"),
+        run_cli("train", "--controller", str(not_zip), "--k-fraction", "0.5"),
         r"give either --controller or --k-fraction, not both",
     )
-    assert_user_error(run("train", "--lam", "0.1"), r"--lam applies to --controller")
+    assert_user_error(run_cli("train", "--lam", "0.1"), r"--lam applies to --controller")
 
 
 # --------------------------------------------------------------------------- the library

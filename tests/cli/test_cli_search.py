@@ -7,66 +7,29 @@ missing trials run), exports the knee and replays it with `midl-autok train --sc
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-from clikit import assert_user_error
+from clikit import EXE, assert_user_error, cli_env, run_cli, started, wait_until
 from searchkit import completed_trials, quiet, runs
 
 from midl_autok.results.record import list_studies, load_study_record
 from midl_autok.store import open_store
 
-EXE = [sys.executable, "-m", "midl_autok"]
 # synthetic-mlp (2 x 64 MLP, 2,000 samples), 2 epochs: well under a second per trial
 SEARCH = ["search", "synthetic-mlp", "--epochs", "2", "--agent", "random", "--space", "cubic"]
 STUDY_PREFIX = "synthetic-mlp-random-cubic-seed0-"
 
 
-def env() -> dict[str, str]:
-    out = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI",)}
-    out.pop("MIDL_AUTOK_HOME", None)
-    out["COLUMNS"] = "200"
-    return out
-
-
-def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*EXE, *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=cwd,
-        env=env(),
-        check=False,
-    )
-
-
 def start_and_stop_after(store: Path, trials: int, done: int, sig: signal.Signals) -> int:
     """Start a search, send ``sig`` once ``done`` trials completed; return its exit code."""
-    proc = subprocess.Popen(
-        [*EXE, *SEARCH, "--trials", str(trials), "--store", str(store)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env(),
-    )
-    deadline = time.monotonic() + 300
-    try:
-        while completed_trials(store / "optuna.db") < done:
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            assert time.monotonic() < deadline, "the search made no progress"
-            time.sleep(0.05)
+    with started([*EXE, *SEARCH, "--trials", str(trials), "--store", str(store)]) as proc:
+        wait_until(proc, lambda: completed_trials(store / "optuna.db") >= done)
         proc.send_signal(sig)
         return proc.wait(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +39,7 @@ def searched(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     store = tmp_path_factory.mktemp("cli") / "runs"
     code = start_and_stop_after(store, trials=5, done=2, sig=signal.SIGKILL)
     assert code == -signal.SIGKILL
-    proc = run(*SEARCH, "--trials", "5", "--store", str(store))
+    proc = run_cli(*SEARCH, "--trials", "5", "--store", str(store))
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     study = re.search(r"Pareto front of (\S+):", out)
@@ -113,19 +76,19 @@ def test_killed_search_resumes_without_losing_or_duplicating(searched: tuple[Pat
 def test_rank_options_reach_the_searched_model(tmp_path: Path) -> None:
     store = tmp_path / "runs"
     argv = [*SEARCH, "--epochs", "1", "--trials", "1", "--store", str(store)]
-    proc = run(*argv, "--gate-rank", "4", "--light-rank", "0")
+    proc = run_cli(*argv, "--gate-rank", "4", "--light-rank", "0")
     assert proc.returncode == 0, proc.stderr
     record = load_study_record(open_store(store))  # the only study
     assert record.attrs["spec"]["model"]["gate_rank"] == 4
     assert record.attrs["spec"]["model"]["light_rank"] == 0
-    plain = run(*argv)  # another setup, so another study
+    plain = run_cli(*argv)  # another setup, so another study
     assert plain.returncode == 0, plain.stderr
     assert len(list_studies(open_store(store))) == 2
 
 
 def test_studies_pareto_export_and_replay(searched: tuple[Path, str], tmp_path: Path) -> None:
     store, study = searched
-    listing = run("studies", "--store", str(store), "--json")
+    listing = run_cli("studies", "--store", str(store), "--json")
     assert listing.returncode == 0, listing.stderr
     (row,) = json.loads(listing.stdout)
     assert (row["study"], row["agent"], row["space"], row["complete"]) == (
@@ -134,17 +97,17 @@ def test_studies_pareto_export_and_replay(searched: tuple[Path, str], tmp_path: 
         "cubic",
         5,
     )
-    table = run("studies", "--store", str(store))
+    table = run_cli("studies", "--store", str(store))
     assert study in table.stdout
     # piped without COLUMNS (a log file, `| tee`): the whole table, not rich's 80 columns
-    bare = {k: v for k, v in env().items() if k != "COLUMNS"}
+    bare = {k: v for k, v in cli_env().items() if k != "COLUMNS"}
     piped = subprocess.run(
         [*EXE, "studies", "--store", str(store)], capture_output=True, text=True, env=bare
     )
     assert piped.returncode == 0, piped.stderr
     (line,) = [row for row in piped.stdout.splitlines() if study in row]
     assert line.rstrip().endswith("│") and "best acc" in piped.stdout
-    front = run("pareto", "--store", str(store), "--study", study, "--json")
+    front = run_cli("pareto", "--store", str(store), "--study", study, "--json")
     assert front.returncode == 0, front.stderr
     points = json.loads(front.stdout)
     assert points
@@ -156,10 +119,10 @@ def test_studies_pareto_export_and_replay(searched: tuple[Path, str], tmp_path: 
             "inference_flops",
             "inference_flops_ratio",
         } <= set(p)
-    assert "Pareto front of" in run("pareto", "--store", str(store)).stdout  # the only study
+    assert "Pareto front of" in run_cli("pareto", "--store", str(store)).stdout  # the only study
 
     out = tmp_path / "knee.json"
-    export = run(
+    export = run_cli(
         "export", "--store", str(store), "--study", study, "--pick", "knee", "-o", str(out)
     )
     assert export.returncode == 0, export.stderr
@@ -171,7 +134,7 @@ def test_studies_pareto_export_and_replay(searched: tuple[Path, str], tmp_path: 
     assert prov["seed"] == 0
     assert prov["spec"]["training"]["epochs"] == 2
     assert prov["experiment"] == "synthetic-mlp"
-    replay = run("train", "--schedule", str(out), "--json", "--device", "cpu")
+    replay = run_cli("train", "--schedule", str(out), "--json", "--device", "cpu")
     assert replay.returncode == 0, replay.stderr
     metrics = json.loads(replay.stdout)
     assert metrics["val_accuracy"] == exported["metrics"]["val_accuracy"]
@@ -179,11 +142,11 @@ def test_studies_pareto_export_and_replay(searched: tuple[Path, str], tmp_path: 
 
     some = min(t.number for t in load_study_record(open_store(store), study).completed())
     by_number = tmp_path / "trial.json"
-    chosen = run("export", "--store", str(store), "--trial", str(some), "-o", str(by_number))
+    chosen = run_cli("export", "--store", str(store), "--trial", str(some), "-o", str(by_number))
     assert chosen.returncode == 0, chosen.stderr
     assert json.loads(by_number.read_text())["provenance"]["trial"] == some
     model_file = tmp_path / "model.pt2"
-    with_model = run(
+    with_model = run_cli(
         "export",
         "--store",
         str(store),
@@ -209,11 +172,11 @@ def test_studies_pareto_export_and_replay(searched: tuple[Path, str], tmp_path: 
     deployed = load_model(model_file)
     exported_k = json.loads(by_number.read_text())["k"]
     assert deployed.current_k() == {f"body.{i}": row[-1] for i, row in enumerate(exported_k)}
-    missing = run("export", "--store", str(store), "--trial", "999", "-o", str(by_number))
+    missing = run_cli("export", "--store", str(store), "--trial", "999", "-o", str(by_number))
     assert missing.returncode == 2 and "has no completed trial 999" in missing.stderr
 
     yaml_out = tmp_path / "cheap.yaml"
-    cheap = run("export", "--store", str(store), "--pick", "min-flops", "-o", str(yaml_out))
+    cheap = run_cli("export", "--store", str(store), "--pick", "min-flops", "-o", str(yaml_out))
     assert cheap.returncode == 0, cheap.stderr
     assert yaml_out.read_text().startswith("format: midl-autok/kschedule")
 
@@ -261,17 +224,17 @@ def test_sigterm_ends_the_search_cleanly(tmp_path: Path) -> None:
 )
 def test_bad_input_is_one_line_and_exit_2(args: list[str], pattern: str, tmp_path: Path) -> None:
     args = [a.replace("{empty}", str(tmp_path / "nothing")) for a in args]
-    assert_user_error(run(*args, cwd=tmp_path), pattern)
+    assert_user_error(run_cli(*args, cwd=tmp_path), pattern)
 
 
 def test_bad_input_against_a_real_store(searched: tuple[Path, str], tmp_path: Path) -> None:
     store, study = searched
     assert_user_error(
-        run("pareto", "--store", str(store), "--study", study[:-1]),
+        run_cli("pareto", "--store", str(store), "--study", study[:-1]),
         rf"unknown study in {re.escape(str(store))} '{re.escape(study[:-1])}'; did you mean",
     )
     assert_user_error(
-        run(
+        run_cli(
             "export",
             "--store",
             str(store),
@@ -286,11 +249,11 @@ def test_bad_input_against_a_real_store(searched: tuple[Path, str], tmp_path: Pa
     blocker = tmp_path / "file"
     blocker.write_text("")
     assert_user_error(
-        run(*SEARCH, "--trials", "1", "--store", str(blocker)),
+        run_cli(*SEARCH, "--trials", "1", "--store", str(blocker)),
         r"the store .*file exists but is not a folder; choose another folder with --store",
     )
     assert_user_error(
-        run(*SEARCH, "--trials", "1", "--store", str(store), "--study", study, "--epochs", "3"),
+        run_cli(*SEARCH, "--trials", "1", "--store", str(store), "--study", study, "--epochs", "3"),
         r"was made for another setup: training\.epochs is 2 there but 3 here",
     )
 
@@ -298,7 +261,7 @@ def test_bad_input_against_a_real_store(searched: tuple[Path, str], tmp_path: Pa
 def test_seed_grid_from_the_command_line(tmp_path: Path) -> None:
     store = tmp_path / "store"
     args = ["search", "synthetic-mlp", "--epochs", "1", "--agent", "tpe", "--space", "budget"]
-    proc = run(*args, "--trials", "3", "--seed-grid", "2", "--store", str(store))
+    proc = run_cli(*args, "--trials", "3", "--seed-grid", "2", "--store", str(store))
     assert proc.returncode == 0, proc.stderr
     (study,) = list_studies(open_store(store))
     trials = load_study_record(open_store(store), study).trials

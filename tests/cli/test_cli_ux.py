@@ -7,37 +7,29 @@ in-process through :func:`midl_autok.cli.main`."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from clikit import EXE, cli_env, run_cli
 from searchkit import completed_trials, fresh_store, quiet, tiny_spec
 
 from midl_autok.cli import main
 
-EXE = [sys.executable, "-m", "midl_autok"]
 TINY = ["train", "synthetic-mlp", "--epochs", "2", "--device", "cpu"]
 
 
 def env(**extra: str) -> dict[str, str]:
-    out = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI",)}
-    out.pop("MIDL_AUTOK_HOME", None)
-    out["COLUMNS"] = "200"
-    out["CUDA_VISIBLE_DEVICES"] = ""  # no GPU, even on a machine that has one
-    out.update(extra)
-    return out
+    # no GPU, even on a machine that has one
+    return cli_env(**{"CUDA_VISIBLE_DEVICES": "", **extra})
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*EXE, *args], capture_output=True, text=True, timeout=600, env=env(), check=False
-    )
+    return run_cli(*args, env=env())
 
 
 def assert_user_error(proc: subprocess.CompletedProcess[str], pattern: str) -> None:

@@ -11,17 +11,8 @@ import torch
 from midl_autok import ops
 from midl_autok.block import block_eval
 from midl_autok.deploy import export_model, load_model, load_program, read_metadata
-from midl_autok.kernels import cpu_kernels
 from midl_autok.layers import MIDL
 from midl_autok.models import build_model
-
-
-@pytest.fixture(scope="module")
-def kernels():
-    module = cpu_kernels()
-    if module is None:  # no compiler here: the PyTorch path is all there is to test
-        pytest.skip("the compiled CPU kernels are not available")
-    return module
 
 
 def params(d_in: int, d: int, *, bias: bool, light: bool, seed: int = 0) -> list:

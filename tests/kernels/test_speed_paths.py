@@ -20,14 +20,6 @@ from midl_autok.kernels import cpu_kernels, no_build
 from midl_autok.layers import MIDL, _blocked_path, _kernel_pays, topk_mask
 
 
-@pytest.fixture(scope="module")
-def ops():
-    module = cpu_kernels()
-    if module is None:
-        pytest.skip(f"CPU kernels unavailable: {cpu_mod.cpu_kernels_status()}")
-    return module
-
-
 def cpu_simd() -> str | None:
     """The SIMD level the kernels build for on this CPU (``-march=native``), or None."""
     flags = set(cpu_mod._cpu_flags().split())
@@ -39,20 +31,42 @@ def cpu_simd() -> str | None:
 
 
 @pytest.fixture(scope="module")
-def blocked_ops(ops):
+def blocked_ops(kernels):
     """The kernels with the blocked batch path and the fused training step: built on every
     CPU with AVX-512 or AVX2 + FMA (a build there without them fails the test); skipped only
     on a CPU with neither."""
     simd = cpu_simd()
     if simd is None:
         pytest.skip("this CPU has neither AVX-512 nor AVX2 + FMA: no blocked path, no fused step")
-    assert ops.midl_blocked_available(), f"the build on a CPU with {simd} lacks the blocked path"
-    return ops
+    assert kernels.midl_blocked_available(), (
+        f"the build on a CPU with {simd} lacks the blocked path"
+    )
+    return kernels
 
 
 def torch_topk_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
     idx = scores.topk(k, dim=-1).indices
     return torch.zeros_like(scores).scatter_(-1, idx, 1.0)
+
+
+def reference_output(
+    layer: MIDL, p: dict[str, torch.Tensor], x: torch.Tensor, k: int, *, straight_through: bool
+) -> torch.Tensor:
+    """``layer``'s output written out in float64 from its parameters ``p`` (DESIGN §2):
+    ``act(a * f + (1 - a) * light)`` with ``a = mask * sigmoid(logits)``, the light path left
+    out at light rank 0; ``straight_through``: the mask passes the gate's gradient."""
+    xd = x.double()
+    logits = xd @ p["gate_in"].T @ p["gate_out"].T
+    g = torch.sigmoid(logits)
+    m = torch_topk_mask(logits.detach(), k)
+    if straight_through:
+        m = m + g - g.detach()
+    a = m * g
+    f = xd @ p["weight"].T + p["bias"]
+    if not layer.light_rank:
+        return layer.act(a * f)
+    light = xd @ p["light_in"].T @ p["light_out"].T + p["light_bias"]
+    return layer.act(a * f + (1 - a) * light)
 
 
 # --------------------------------------------------------------------------- top-k kernel
@@ -62,40 +76,40 @@ def torch_topk_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
 @pytest.mark.parametrize("fraction", [0.01, 0.3, 0.5, 0.99, 1.0])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_topk_kernel_equals_torch_topk(
-    ops, batch: int, d: int, fraction: float, dtype: torch.dtype
+    kernels, batch: int, d: int, fraction: float, dtype: torch.dtype
 ) -> None:
     k = max(1, round(fraction * d))
     scores = torch.randn(batch, d, dtype=dtype, generator=torch.Generator().manual_seed(d))
-    assert torch.equal(ops.midl_topk_mask(scores, k), torch_topk_mask(scores, k))
+    assert torch.equal(kernels.midl_topk_mask(scores, k), torch_topk_mask(scores, k))
 
 
-def test_topk_kernel_selects_exactly_k_with_ties_and_nan(ops) -> None:
+def test_topk_kernel_selects_exactly_k_with_ties_and_nan(kernels) -> None:
     scores = torch.zeros(4, 10)
     scores[1, 3] = float("nan")
     scores[2, :5] = 1.0  # a tie across the k-th place
     scores[3, 6] = -0.0
-    mask = ops.midl_topk_mask(scores, 4)
+    mask = kernels.midl_topk_mask(scores, 4)
     assert mask.sum(dim=1).tolist() == [4.0] * 4
     assert mask[0].tolist() == [1.0] * 4 + [0.0] * 6  # ties break by lowest index
     assert mask[2, :5].sum() == 4
 
 
-def test_topk_kernel_on_half_precision(ops) -> None:
+def test_topk_kernel_on_half_precision(kernels) -> None:
     scores = torch.randn(6, 40, generator=torch.Generator().manual_seed(0))
     for dtype in (torch.bfloat16, torch.float16):
         low = scores.to(dtype)
-        mask = ops.midl_topk_mask(low, 9)
+        mask = kernels.midl_topk_mask(low, 9)
         assert mask.dtype == dtype
         assert mask.sum(dim=1).tolist() == [9.0] * 6
         assert torch.equal(mask, torch_topk_mask(low.float(), 9).to(dtype))
 
 
-def test_topk_kernel_rejects_bad_k(ops) -> None:
+def test_topk_kernel_rejects_bad_k(kernels) -> None:
     with pytest.raises(RuntimeError, match="1 <= k <= 5"):
-        ops.midl_topk_mask(torch.zeros(2, 5), 6)
+        kernels.midl_topk_mask(torch.zeros(2, 5), 6)
 
 
-def test_topk_mask_uses_the_kernel_for_large_inputs(ops) -> None:
+def test_topk_mask_uses_the_kernel_for_large_inputs(kernels) -> None:
     scores = torch.randn(64, 256, generator=torch.Generator().manual_seed(1))  # >= 8192 scores
     assert torch.equal(topk_mask(scores, 100), torch_topk_mask(scores, 100))
 
@@ -107,7 +121,7 @@ def test_topk_mask_uses_the_kernel_for_large_inputs(ops) -> None:
 @pytest.mark.parametrize("light_rank", [0, 8])
 @pytest.mark.parametrize("activation", ["relu", "identity", "tanh"])
 def test_training_gradients_with_the_compiled_kernels(
-    ops, k: int, light_rank: int, activation: str
+    kernels, k: int, light_rank: int, activation: str
 ) -> None:
     # B * d >= 8192: compiled top-k, and (relu/identity) the compiled mix forward/backward;
     # gradients as in DESIGN §2
@@ -121,18 +135,7 @@ def test_training_gradients_with_the_compiled_kernels(
     assert layer.last_mask.sum(dim=1).tolist() == [k] * 70
 
     p = {n: t.detach().double().requires_grad_() for n, t in layer.named_parameters()}
-    xd = x.double()
-    logits = xd @ p["gate_in"].T @ p["gate_out"].T
-    g = torch.sigmoid(logits)
-    m = torch_topk_mask(logits.detach(), k)
-    m = m + g - g.detach()  # straight-through
-    a = m * g
-    f = xd @ p["weight"].T + p["bias"]
-    if light_rank:
-        light = xd @ p["light_in"].T @ p["light_out"].T + p["light_bias"]
-        y = layer.act(a * f + (1 - a) * light)
-    else:
-        y = layer.act(a * f)
+    y = reference_output(layer, p, x, k, straight_through=True)
     (y * upstream.double()).sum().backward()
     for name, grad in got.items():
         torch.testing.assert_close(grad, p[name].grad.float(), msg=name, rtol=1e-4, atol=1e-5)
@@ -154,9 +157,9 @@ def test_kernel_cost_rule() -> None:
     assert not _kernel_pays(16, 1000, 1024, 1024, blocked=True)
 
 
-def test_auto_picks_the_kernel_at_batch_one_and_dense_at_large_batch(ops) -> None:
+def test_auto_picks_the_kernel_at_batch_one_and_dense_at_large_batch(kernels) -> None:
     layer = MIDL(256, 256, 64).eval()
-    blocked = bool(ops.midl_blocked_available())
+    blocked = bool(kernels.midl_blocked_available())
     with torch.no_grad():
         assert layer.eval_path(torch.zeros(1, 256)) == "kernel"
         assert layer.eval_path(torch.zeros(512, 256)) == "kernel"  # k/d = 0.25
@@ -418,7 +421,7 @@ def test_import_and_small_layers_do_not_build() -> None:
 
 @pytest.mark.parametrize("light_rank", [0, 8])
 @pytest.mark.parametrize("activation", ["relu", "identity"])
-def test_eval_masked_dense_with_the_compiled_mix(ops, light_rank: int, activation: str) -> None:
+def test_eval_masked_dense_with_the_compiled_mix(kernels, light_rank: int, activation: str) -> None:
     # B * d >= 8192 in eval: top-k and sigmoid/mix/activation compiled; same result as the
     # PyTorch formula in float64
     torch.manual_seed(1)
@@ -429,15 +432,7 @@ def test_eval_masked_dense_with_the_compiled_mix(ops, light_rank: int, activatio
     with torch.no_grad():
         got = layer(x)
         p = {n: t.double() for n, t in layer.named_parameters()}
-        xd = x.double()
-        logits = xd @ p["gate_in"].T @ p["gate_out"].T
-        a = torch_topk_mask(logits, 50) * torch.sigmoid(logits)
-        f = xd @ p["weight"].T + p["bias"]
-        if light_rank:
-            light = xd @ p["light_in"].T @ p["light_out"].T + p["light_bias"]
-            want = layer.act(a * f + (1 - a) * light)
-        else:
-            want = layer.act(a * f)
+        want = reference_output(layer, p, x, 50, straight_through=False)
     torch.testing.assert_close(got, want.float(), rtol=1e-5, atol=1e-5)
     assert layer.last_mask is not None
     assert layer.last_mask.sum(dim=1).tolist() == [50] * 80
@@ -445,7 +440,7 @@ def test_eval_masked_dense_with_the_compiled_mix(ops, light_rank: int, activatio
 
 @pytest.mark.parametrize("path", ["gather", "kernel"])
 @pytest.mark.parametrize("batch", [1, 9])
-def test_sparse_paths_without_biases(ops, path: str, batch: int) -> None:
+def test_sparse_paths_without_biases(kernels, path: str, batch: int) -> None:
     torch.manual_seed(2)
     layer = MIDL(70, 48, 11, gate_rank=16, light_rank=16, bias=False).eval()
     x = torch.randn(batch, 70, generator=torch.Generator().manual_seed(batch))
@@ -458,7 +453,7 @@ def test_sparse_paths_without_biases(ops, path: str, batch: int) -> None:
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
-def test_compiled_training_without_biases_and_strided_input(ops) -> None:
+def test_compiled_training_without_biases_and_strided_input(kernels) -> None:
     torch.manual_seed(3)
     layer = MIDL(48, 128, 30, gate_rank=8, light_rank=8, bias=False).train()
     base = torch.randn(80, 96, generator=torch.Generator().manual_seed(4))
@@ -539,7 +534,7 @@ def test_fused_training_step_equals_the_autograd_path(
         torch.testing.assert_close(g1[name], g2[name], rtol=1e-4, atol=1e-5, msg=name)
 
 
-def test_fused_training_step_is_skipped_where_it_cannot_run(ops) -> None:
+def test_fused_training_step_is_skipped_where_it_cannot_run(kernels) -> None:
     layer = MIDL(256, 256, 64).train()
     x = torch.randn(4, 256)
     assert layer._train_ops(x.double()) is None  # float32 only

@@ -8,16 +8,15 @@ real MLflow experiment beside them, laid out like the embedded store.
 from __future__ import annotations
 
 import math
-import os
 import re
 import subprocess
-import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from clikit import cli_env, run_cli
 
 from midl_autok.schedule import KSchedule, LayerSpec
 
@@ -117,18 +116,9 @@ def storage_url(root: Path) -> str:
     return f"sqlite:///{root / 'optuna.db'}"
 
 
-EXE = [sys.executable, "-m", "midl_autok", "report"]
-
-
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*EXE, *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        env={**os.environ, **(env or {})},
-    )
+    """``midl-autok report ARGS``, with ``env`` added to the environment."""
+    return run_cli("report", *args, env=cli_env(**(env or {})), timeout=300)
 
 
 def completed(root: Path) -> dict[str, int]:
@@ -181,23 +171,7 @@ def test_hypervolume_curves_end_at_the_store_hypervolume(store: Path) -> None:
 def search(root: Path, study: str, agent: str, trials: int = 3) -> None:
     """A real tiny `midl-autok search` into ``root``."""
     args = ["synthetic-mlp", "--epochs", "2", "--trials", str(trials), "--agent", agent]
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "midl_autok",
-            "search",
-            *args,
-            "--study",
-            study,
-            "--store",
-            str(root),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    proc = run_cli("search", *args, "--study", study, "--store", str(root), timeout=300)
     assert proc.returncode == 0, proc.stderr
 
 

@@ -13,7 +13,6 @@ Two things are checked with real processes:
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -22,12 +21,12 @@ import time
 from pathlib import Path
 
 import pytest
+from clikit import EXE, cli_env
 from searchkit import quiet, runs
 
 from midl_autok.results.record import load_study_record
 from midl_autok.store import open_store
 
-EXE = [sys.executable, "-m", "midl_autok"]
 SEARCH = ["search", "synthetic-mlp", "--epochs", "2", "--agent", "random", "--space", "cubic"]
 
 # Imports everything first, then waits for the start signal, then opens the store.
@@ -49,11 +48,7 @@ OPENER = textwrap.dedent(
 
 
 def env() -> dict[str, str]:
-    out = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI",)}
-    out.pop("MIDL_AUTOK_HOME", None)
-    out["COLUMNS"] = "200"
-    out["MLFLOW_LOGGING_LEVEL"] = "ERROR"
-    return out
+    return cli_env(MLFLOW_LOGGING_LEVEL="ERROR")
 
 
 def test_a_new_store_opened_by_three_processes_at_once(tmp_path: Path) -> None:

@@ -4,16 +4,13 @@ count toward the target, stay out of the front, and a resumed confirm phase repe
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from clikit import EXE, cli_env, run_cli, started, wait_until
 from optuna.trial import TrialState
 from searchkit import fresh_store, runs, tiny_spec
 
@@ -155,27 +152,20 @@ def _confirmations_in(db: Path) -> int:
 def test_a_confirm_phase_killed_by_sigkill_resumes_without_repeating(tmp_path: Path) -> None:
     store_dir = tmp_path / "store"
     fresh_store(store_dir)
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MIDL_AUTOK_HOME")
-    }
-    env.update(PYTHONPATH=str(REPO), MIDL_AUTOK_NO_EXTENSIONS="1")
+    env = cli_env(PYTHONPATH=str(REPO), MIDL_AUTOK_NO_EXTENSIONS="1")
     command = [
-        sys.executable, "-m", "midl_autok", "search", "synthetic-mlp", "--epochs", "2",
+        "search", "synthetic-mlp", "--epochs", "2",
         "--agent", "random", "--space", "linear", "--trials", "4", "--confirm", "5",
         "--store", str(store_dir), "--study", "killed",
     ]  # fmt: skip
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    try:
-        deadline = time.monotonic() + 300
-        while _confirmations_in(store_dir / "optuna.db") < 2:
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            assert time.monotonic() < deadline, "the confirm phase made no progress"
-            time.sleep(0.05)
+    with started([*EXE, *command], env=env) as proc:
+        wait_until(
+            proc,
+            lambda: _confirmations_in(store_dir / "optuna.db") >= 2,
+            what="the confirm phase made no progress",
+        )
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     store = open_store(store_dir)
     before = load_study_record(store, "killed")
     done_before = {
@@ -185,7 +175,7 @@ def test_a_confirm_phase_killed_by_sigkill_resumes_without_repeating(tmp_path: P
     }
     n_front = len(before.front())
     assert 2 <= len(done_before) < 5 * n_front  # killed in the middle of the phase
-    resumed = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    resumed = run_cli(*command, env=env)
     assert resumed.returncode == 0, resumed.stderr
     after = load_study_record(store, "killed")
     done = [t for t in confirmations(after) if t.state == TrialState.COMPLETE]

@@ -21,10 +21,10 @@ from searchkit import assert_pruned, fresh_store, tiny_spec
 from midl_autok.agents import AGENTS
 from midl_autok.errors import SpecError
 from midl_autok.results.record import list_studies, load_study_record
-from midl_autok.search import default_study_name, run_search
+from midl_autok.search import SearchSummary, default_study_name, run_search
 from midl_autok.search.ray.schedulers import ParetoSuccessiveHalving, make_scheduler
 from midl_autok.search.rungs import EarlyStop, RungRule
-from midl_autok.store import open_store
+from midl_autok.store import Store, open_store
 from midl_autok.trainer import TrainHooks
 
 MAX_MIN = ["maximize", "minimize"]
@@ -110,17 +110,18 @@ def test_early_stop_options_are_checked() -> None:
 # --------------------------------------------------------------------------- local searches
 
 
+def planned_search(store: Store, *, trials: int, **options: Any) -> SearchSummary:
+    """A local search of ``trials`` planned-agent trials (4 epochs each) on the CPU."""
+    spec = tiny_spec(agent="planned", trials=trials, epochs=4)
+    return run_search(spec, store=store, device="cpu", **options)
+
+
 @pytest.mark.parametrize("early_stop", ["mo-asha", "asha"])
 def test_local_search_prunes_the_dominated_trials(
     early_stop: str, planned: None, tmp_path: Path
 ) -> None:
     store = fresh_store(tmp_path / "store")
-    summary = run_search(
-        tiny_spec(agent="planned", trials=4, epochs=4),
-        store=store,
-        device="cpu",
-        early_stop=early_stop,
-    )
+    summary = planned_search(store, trials=4, early_stop=early_stop)
     # pruned trials count toward --trials: 4 trials reach the target of 4
     assert (summary.completed, summary.new_trials, summary.pruned) == (4, 4, 2)
     record = load_study_record(store, summary.study)
@@ -137,7 +138,7 @@ def test_local_search_prunes_the_dominated_trials(
 
 def test_without_early_stop_nothing_is_pruned(planned: None, tmp_path: Path) -> None:
     store = fresh_store(tmp_path / "store")
-    summary = run_search(tiny_spec(agent="planned", trials=2, epochs=4), store=store, device="cpu")
+    summary = planned_search(store, trials=2)
     assert (summary.completed, summary.pruned) == (2, 0)
     record = load_study_record(store, summary.study)
     assert all("rungs" not in t.user_attrs for t in record.trials)
@@ -147,21 +148,11 @@ def test_a_resumed_search_judges_new_trials_by_the_earlier_ones(
     planned: None, tmp_path: Path
 ) -> None:
     store = fresh_store(tmp_path / "store")
-    first = run_search(
-        tiny_spec(agent="planned", trials=1, epochs=4),
-        store=store,
-        device="cpu",
-        early_stop="mo-asha",
-    )
+    first = planned_search(store, trials=1, early_stop="mo-asha")
     assert (first.completed, first.pruned) == (1, 0)
     # trial 1 is alone at rung 1 in this process: only trial 0's values from the study
     # (user attr rungs) can stop it
-    again = run_search(
-        tiny_spec(agent="planned", trials=2, epochs=4),
-        store=store,
-        device="cpu",
-        early_stop="mo-asha",
-    )
+    again = planned_search(store, trials=2, early_stop="mo-asha")
     assert (again.study, again.completed, again.new_trials, again.pruned) == (first.study, 2, 1, 1)
     assert_pruned(store, again.study, 1, "stopped early by mo-asha after epoch 1 of 4")
 

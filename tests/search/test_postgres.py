@@ -21,7 +21,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from raykit import env, ray_lock, ray_spec
+from clikit import cli_env
+from raykit import ray_lock, ray_spec
 from searchkit import quiet
 
 from midl_autok.results.record import load_study_record
@@ -106,7 +107,7 @@ def test_ray_search_on_postgres(postgres: str, tmp_path: Path) -> None:
             text=True,
             timeout=600,
             cwd=tmp_path,  # MLflow's default artifact root (./mlruns) for a database store
-            env=env(MLFLOW_TRACKING_URI=mlflow_url),
+            env=cli_env(MLFLOW_TRACKING_URI=mlflow_url),
         )
     assert proc.returncode == 0, proc.stderr
     assert f"optuna-dashboard {optuna_url}" in proc.stdout
@@ -137,7 +138,7 @@ def test_ray_search_on_postgres(postgres: str, tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=120,
-        env=env(MLFLOW_TRACKING_URI=mlflow_url),
+        env=cli_env(MLFLOW_TRACKING_URI=mlflow_url),
     )
     assert pareto.returncode == 0, pareto.stderr
     points = json.loads(pareto.stdout)

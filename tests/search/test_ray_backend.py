@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from raykit import env, local_ray, ray_spec
+from clikit import cli_env
+from raykit import local_ray, ray_spec
 from searchkit import assert_pruned, fresh_store, quiet, runs
 
 from midl_autok import metrics as M
@@ -140,7 +141,7 @@ def test_bad_ray_options_are_one_line_and_exit_2(
         capture_output=True,
         text=True,
         timeout=120,
-        env=env(),
+        env=cli_env(),
     )
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2, proc.stderr

@@ -13,14 +13,13 @@ from __future__ import annotations
 import signal
 import sqlite3
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from raykit import env, kill_session_of, ray_lock, ray_spec
+from clikit import EXE, cli_env, started, wait_until
+from raykit import kill_session_of, ray_lock, ray_spec
 from searchkit import quiet, runs
 
 from midl_autok.results.record import load_study_record
@@ -28,8 +27,6 @@ from midl_autok.search.ray import node_ids
 from midl_autok.store import open_store
 
 pytestmark = [pytest.mark.xdist_group("ray"), pytest.mark.slow]
-
-EXE = [sys.executable, "-m", "midl_autok"]
 
 
 @pytest.fixture(autouse=True)
@@ -63,22 +60,11 @@ def count(db: Path, state: str) -> int:
 
 def stop_after(args: list[str], db: Path, done: int, sig: signal.Signals) -> int:
     """Start a search, send ``sig`` once ``done`` trials completed; return its exit code."""
-    proc = subprocess.Popen(
-        args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env()
-    )
-    deadline = time.monotonic() + 300
-    try:
-        while count(db, "COMPLETE") < done:
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            assert time.monotonic() < deadline, "the search made no progress"
-            time.sleep(0.05)
+    # kill_session_of: what a killed driver's Ray leaves behind
+    with started(args, after=kill_session_of) as proc:
+        wait_until(proc, lambda: count(db, "COMPLETE") >= done)
         proc.send_signal(sig)
         return proc.wait(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=30)
-        kill_session_of(proc.pid)  # what a killed driver's Ray leaves behind
 
 
 def assert_nothing_running(store_dir: Path, study: str) -> tuple[Any, list[Any], list[Any]]:
@@ -98,7 +84,7 @@ def test_killed_driver_resumes_without_losing_or_duplicating(tmp_path: Path) -> 
     before = count(store / "optuna.db", "COMPLETE")
     assert 2 <= before < 6
 
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env())
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=600, env=cli_env())
     assert proc.returncode == 0, proc.stderr
     study = open_store(store)
     (name,) = [p.name for p in study.reports_dir.iterdir() if p.is_dir()]
@@ -160,7 +146,7 @@ def test_search_runs_on_both_nodes_of_a_cluster(two_nodes: Any, tmp_path: Path) 
     args = search_args(
         spec, store, "--ray-address", two_nodes.address, "--workers", "2", "--cpus-per-trial", "1"
     )
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env())
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=600, env=cli_env())
     assert proc.returncode == 0, proc.stderr
     (name,) = [p.name for p in open_store(store).reports_dir.iterdir() if p.is_dir()]
     record, _, _ = assert_nothing_running(store, name)
@@ -174,7 +160,7 @@ def test_search_runs_on_both_nodes_of_a_cluster(two_nodes: Any, tmp_path: Path) 
 def test_an_unreachable_cluster_is_a_clear_error(tmp_path: Path) -> None:
     spec, store = write_spec(tmp_path, trials=1), tmp_path / "runs"
     args = search_args(spec, store, "--ray-address", "127.0.0.1:9")  # the discard port
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=120, env=env())
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=120, env=cli_env())
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr

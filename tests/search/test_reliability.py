@@ -27,10 +27,8 @@ import math
 import os
 import re
 import shutil
-import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -38,10 +36,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from clikit import EXE, in_process, run_cli, started, wait_until
 from searchkit import completed_trials, fresh_store, quiet, runs, tiny_spec
 
 from midl_autok import metrics as M
-from midl_autok.cli import main
 from midl_autok.results.record import load_study_record
 from midl_autok.schedule import KSchedule
 from midl_autok.search import run_search
@@ -50,19 +48,6 @@ from midl_autok.store import SQLITE_TIMEOUT_S, StoreError, open_store
 from midl_autok.trainer import TrainHooks, TrainResult, TrainSession
 
 ROOT = os.geteuid() == 0 if hasattr(os, "geteuid") else False
-
-
-def cli(*argv: str) -> tuple[int, str, str]:
-    """``midl-autok ARGV`` in this process: (exit status, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main(list(argv))
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        else:  # pragma: no cover - main always exits
-            code = 0
-    return code, out.getvalue(), err.getvalue()
 
 
 # --------------------------------------------------------------------------- failing trials
@@ -184,7 +169,7 @@ def test_pareto_and_export_ignore_failed_trials(
     record = load_study_record(open_store(root), study)
     failed = {t.number for t in record.trials if t.state.name == "FAIL"}
     assert record.trials[4].user_attrs[M.VAL_ACCURACY] == 1.0  # the bait is on the trial
-    code, out, err = cli("pareto", "--store", str(root), "--study", study, "--json")
+    code, out, err = in_process("pareto", "--store", str(root), "--study", study, "--json")
     assert code == 0, err
     points = {p["trial"] for p in json.loads(out)}
     assert points
@@ -192,13 +177,13 @@ def test_pareto_and_export_ignore_failed_trials(
     assert points == {t.number for t in record.front()}
     for pick in ("knee", "max-accuracy", "min-flops"):
         path = tmp_path / f"{pick}.json"
-        code, _, err = cli("export", "--store", str(root), "--pick", pick, "-o", str(path))
+        code, _, err = in_process("export", "--store", str(root), "--pick", pick, "-o", str(path))
         assert code == 0, err
         exported = KSchedule.load(path)
         assert exported.provenance["trial"] not in failed
         assert exported.metrics[M.VAL_ACCURACY] < 1.0
     # asking for a failed trial by number is refused too
-    code, _, err = cli(
+    code, _, err = in_process(
         "export", "--store", str(root), "--trial", "4", "-o", str(tmp_path / "x.json")
     )
     assert code == 2, err
@@ -266,6 +251,17 @@ def _umount(path: Path) -> None:
     subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
 
 
+def _tmpfs(mount: Path, options: str, *, why: str) -> Path:
+    """A tmpfs mounted at ``mount`` (made here) with ``options``; the test skipped, saying it
+    ``why``, where this process cannot mount one."""
+    if not ROOT:
+        pytest.skip(f"{why} (root)")
+    mount.mkdir()
+    if not _mount("-t", "tmpfs", "-o", options, "tmpfs", str(mount)):
+        pytest.skip("cannot mount a tmpfs here")
+    return mount
+
+
 @contextlib.contextmanager
 def read_only(folder: Path, view: Path) -> Iterator[Path]:
     """``folder`` seen read-only: a read-only bind mount at ``view`` (root), or ``folder``
@@ -306,25 +302,20 @@ def test_a_read_only_store_is_refused_before_the_first_trial_and_can_still_be_re
         ):
             open_store(ro / "new").ensure_writable()
         # the read-only commands still work on it
-        code, out, err = cli("pareto", "--store", str(ro), "--json")
+        code, out, err = in_process("pareto", "--store", str(ro), "--json")
         assert code == 0, err
         assert len(json.loads(out)) >= 1
         exported = tmp_path / "knee.json"
-        code, _, err = cli("export", "--store", str(ro), "-o", str(exported))
+        code, _, err = in_process("export", "--store", str(ro), "-o", str(exported))
         assert code == 0, err
         assert KSchedule.load(exported).provenance["study"] == study
     assert load_study_record(open_store(root), study).counts() == {"COMPLETE": 1}  # untouched
 
 
 def test_a_read_only_store_through_the_command_is_one_line(tmp_path: Path) -> None:
-    if not ROOT:
-        pytest.skip("needs a read-only mount (root)")
-    mount = tmp_path / "ro"
-    mount.mkdir()
-    if not _mount("-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(mount)):
-        pytest.skip("cannot mount a tmpfs here")
+    mount = _tmpfs(tmp_path / "ro", "size=1m,ro", why="needs a read-only mount")
     try:
-        code, _, err = cli("search", "synthetic-mlp", "--epochs", "1", "--store", str(mount))
+        code, _, err = in_process("search", "synthetic-mlp", "--epochs", "1", "--store", str(mount))
     finally:
         _umount(mount)
     lines = err.strip().splitlines()
@@ -348,57 +339,19 @@ def _fill(folder: Path) -> Path:
     return filler
 
 
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI",)}
-    env.pop("MIDL_AUTOK_HOME", None)
-    env["COLUMNS"] = "200"
-    return env
-
-
 @pytest.mark.slow
 def test_a_full_disk_stops_the_search_cleanly_and_the_rerun_resumes(tmp_path: Path) -> None:
-    if not ROOT:
-        pytest.skip("needs a small tmpfs mount (root)")
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if not _mount("-t", "tmpfs", "-o", "size=40m", "tmpfs", str(mount)):
-        pytest.skip("cannot mount a tmpfs here")
+    mount = _tmpfs(tmp_path / "disk", "size=40m", why="needs a small tmpfs mount")
     store_dir = mount / "store"
     search = [
-        sys.executable,
-        "-m",
-        "midl_autok",
-        "search",
-        "synthetic-mlp",
-        "--epochs",
-        "2",
-        "--agent",
-        "random",
-        "--space",
-        "cubic",
-        "--store",
-        str(store_dir),
-    ]
+        "search", "synthetic-mlp", "--epochs", "2", "--agent", "random", "--space", "cubic",
+        "--store", str(store_dir),
+    ]  # fmt: skip
     try:
-        proc = subprocess.Popen(
-            [*search, "--trials", "500"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=_env(),
-        )
-        try:
-            deadline = time.monotonic() + 300
-            while completed_trials(store_dir / "optuna.db") < 2:
-                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-                assert time.monotonic() < deadline, "the search made no progress"
-                time.sleep(0.05)
+        with started([*EXE, *search, "--trials", "500"]) as proc:
+            wait_until(proc, lambda: completed_trials(store_dir / "optuna.db") >= 2)
             filler = _fill(mount)
             _, stderr = proc.communicate(timeout=300)  # it stops by itself
-        finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
         errors = [line for line in stderr.splitlines() if line.startswith("midl-autok:")]
         assert proc.returncode == 1, stderr[-3000:]
         assert "Traceback" not in stderr, stderr[-3000:]
@@ -412,14 +365,7 @@ def test_a_full_disk_stops_the_search_cleanly_and_the_rerun_resumes(tmp_path: Pa
         kept = len(record.completed())
         assert kept >= 2
         target = kept + 2
-        rerun = subprocess.run(
-            [*search, "--trials", str(target)],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            env=_env(),
-            check=False,
-        )
+        rerun = run_cli(*search, "--trials", str(target), timeout=300)
         assert rerun.returncode == 0, rerun.stderr[-3000:]
         record = load_study_record(store, record.name)
         assert len(record.completed()) == target
