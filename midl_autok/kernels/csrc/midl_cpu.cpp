@@ -233,6 +233,19 @@ inline uint32_t bisect_kth_key(int64_t k, CountGe count_ge, bool* exact) {
 #endif
 
 #if MIDL_SIMD
+// How many of keys[0..nv W) are > below (two counts: two independent chains).
+template <class S>
+inline int64_t count_above(const uint32_t* keys, int64_t nv, uint32_t below) {
+  const auto c = S::above(below);
+  int64_t n0 = 0, n1 = 0, v = 0;
+  for (; v + 2 <= nv; v += 2) {
+    n0 += S::count_above(keys + S::W * v, c);
+    n1 += S::count_above(keys + S::W * v + S::W, c);
+  }
+  if (v < nv) n0 += S::count_above(keys + S::W * v, c);
+  return n0 + n1;
+}
+
 // The k-th largest key of d floats by a bitwise binary search on the key: each of at most 32
 // steps counts the keys >= a candidate with one compare per W keys, and it stops as soon as a
 // candidate has exactly k keys at or above it (the usual case without ties). keys[0..d) get
@@ -243,36 +256,30 @@ template <class S>
 inline uint32_t topk_threshold_f32(const float* z, int64_t d, int64_t k, uint32_t* keys,
                                    bool* exact) {
   int64_t j = 0;
-  for (; j < d; j += S::W) S::store_keys(keys + j, S::order_keys(z + j, d - j));
+  for (; j + S::W <= d; j += S::W) S::store_keys(keys + j, S::order_keys(z + j, S::W));
+  if (j < d) {  // the tail
+    S::store_keys(keys + j, S::order_keys(z + j, d - j));
+    j += S::W;
+  }
   const int64_t nv = j / S::W;
   // keys >= cand, i.e. > cand - 1 (cand >= 1; padding keys are 0: never counted)
-  return bisect_kth_key(k, [&](uint32_t cand) {
-    const auto c = S::above(cand - 1);
-    int64_t n0 = 0, n1 = 0, v = 0;
-    for (; v + 2 <= nv; v += 2) {
-      n0 += S::count_above(keys + S::W * v, c);
-      n1 += S::count_above(keys + S::W * v + S::W, c);
-    }
-    if (v < nv) n0 += S::count_above(keys + S::W * v, c);
-    return n0 + n1;
-  }, exact);
+  return bisect_kth_key(k, [&](uint32_t cand) { return count_above<S>(keys, nv, cand - 1); },
+                        exact);
 }
 
 // select_topk for float with SIMD: the same set (ties by lowest index); idx ascending except
 // that ties at the k-th key come after the keys above it.
 template <class S>
 inline void select_topk_f32(const float* z, int64_t d, int64_t k, int64_t* idx,
-                            std::vector<uint32_t>& keys, std::vector<uint32_t>& scratch) {
+                            std::vector<uint32_t>& keys) {
   keys.resize((d + S::W - 1) / S::W * S::W);
   bool exact = false;
   const uint32_t thr = topk_threshold_f32<S>(z, d, k, keys.data(), &exact);
-  scratch.resize(keys.size() + S::W);  // int32 indices, compressed W at a time
-  int32_t* out = reinterpret_cast<int32_t*>(scratch.data());
   // selected: key >= thr (exact; thr >= 1 then) or key > thr
   const auto c = S::above(exact ? thr - 1 : thr);
   int64_t t = 0;
-  for (int64_t j = 0; j < d; j += S::W) t += S::compress(S::mask_above(keys.data() + j, c), j, out + t);
-  for (int64_t q = 0; q < t; ++q) idx[q] = out[q];
+  for (int64_t j = 0; j < d; j += S::W)
+    t += S::compress(S::mask_above(keys.data() + j, c), j, idx + t);
   for (int64_t j = 0; j < d && t < k; ++j)  // ties at the k-th largest, by index
     if (keys[j] == thr) idx[t++] = j;
 }
@@ -285,7 +292,7 @@ void select_topk(const T* z, int64_t d, int64_t k, int64_t* idx,
   using K = typename KeyOf<T>::type;
 #if MIDL_SIMD
   if constexpr (std::is_same<T, float>::value) {
-    select_topk_f32<Simd>(z, d, k, idx, keys, cur);
+    select_topk_f32<Simd>(z, d, k, idx, keys);
     return;
   }
 #endif
@@ -395,13 +402,13 @@ inline __m256 dot_upto8(int n, const float* w, const float* const* xs, int64_t l
   }
 }
 
-// The full path of a batch (float, AVX-512 or AVX2 + FMA), a sampled dense-dense product: for every selected
-// (sample s, row j), y[s, j] = l + g (W[j] . x[s] + b[j] - l) with l = y[s, j] on entry (the
-// light path, or 0) and g = gate[s, j]; no activation. Blocked like a GEMM so that most loads
-// hit L1: samples in tiles of T (a 64-bit set of the tile's samples per row), d_in in chunks
-// so that a tile's inputs (T x chunk) fit in L1, rows in blocks so that a block's chunk of W
-// stays in L2 while the tiles pass. Each row's chunk is dotted with up to 8 of the tile's
-// samples that selected it at a time.
+// The full path of a batch (float, AVX-512 or AVX2 + FMA), a sampled dense-dense product: for
+// every selected (sample s, row j), y[s, j] = l + g (W[j] . x[s] + b[j] - l) with l = y[s, j]
+// on entry (the light path, or 0) and g = gate[s, j]; no activation. Blocked like a GEMM so
+// that most loads hit L1: samples in tiles of T (a 64-bit set of the tile's samples per row),
+// d_in in chunks so that a tile's inputs (T x chunk) fit in L1, rows in blocks so that a
+// block's chunk of W stays in L2 while the tiles pass. Each row's chunk is dotted with up to 8
+// of the tile's samples that selected it at a time.
 void full_path_tiles_f32(const float* xp, const float* wp, const float* bp, const float* gp,
                          const int64_t* ip, int64_t B, int64_t din, int64_t d, int64_t k,
                          float* yp) {
@@ -1023,7 +1030,7 @@ struct MidlTrainFn : public torch::autograd::Function<MidlTrainFn> {
     const bool relu = act == 1;
     const int64_t grain = std::max<int64_t>(1, kParallelMacs / std::max<int64_t>(d * hs, 1));
     at::parallel_for(0, B, grain, [&](int64_t s0, int64_t s1) {
-      std::vector<uint32_t> keys, scratch;
+      std::vector<uint32_t> keys;
       std::vector<int64_t> idx(k);
 #if !MIDL_AVX2
       std::vector<float> zrow(d);
@@ -1040,7 +1047,7 @@ struct MidlTrainFn : public torch::autograd::Function<MidlTrainFn> {
 #endif
         float* ms = mp != nullptr ? mp + s * d : nullptr;
         if (ms != nullptr) {
-          select_topk_f32<Simd>(z, d, k, idx.data(), keys, scratch);
+          select_topk_f32<Simd>(z, d, k, idx.data(), keys);
           for (int64_t t = 0; t < k; ++t) ms[idx[t]] = 1.0f;
         }
         const float* fs = fp + s * d;

@@ -23,8 +23,8 @@
 //                       see order_key in midl_cpu.cpp), 0 in the lanes beyond
 //   above(b) / count_above(p, c) / mask_above(p, c): the bit mask (and its popcount) of the W
 //                       keys at p that are > b as unsigned integers, c = above(b)
-//   compress(m, j, out) the indices j + i of the set bits i of m, appended to out (int32);
-//                       returns how many
+//   compress(m, j, out) the indices j + i of the set bits i of m, written to out[0..n) (only
+//                       those); returns n
 #pragma once
 
 #include <cstdint>
@@ -139,9 +139,9 @@ struct Simd256 {
   static int64_t count_above(const uint32_t* p, ireg c) {
     return __builtin_popcount(mask_above(p, c));
   }
-  static int64_t compress(unsigned m, int64_t j, int32_t* out) {
+  static int64_t compress(unsigned m, int64_t j, int64_t* out) {
     int64_t t = 0;
-    for (; m != 0; m &= m - 1) out[t++] = int32_t(j + __builtin_ctz(m));
+    for (; m != 0; m &= m - 1) out[t++] = j + __builtin_ctz(m);
     return t;
   }
 };
@@ -214,12 +214,15 @@ struct Simd512 {
   static int64_t count_above(const uint32_t* p, ireg c) {
     return _mm_popcnt_u32(mask_above(p, c));
   }
-  static int64_t compress(unsigned m, int64_t j, int32_t* out) {
-    const __m512i ids = _mm512_add_epi32(
-        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-        _mm512_set1_epi32(int(j)));
-    _mm512_storeu_si512(out, _mm512_maskz_compress_epi32(__mmask16(m), ids));
-    return _mm_popcnt_u32(m);
+  // (compressed 16 at a time into a local buffer: out holds only the indices it is given)
+  static int64_t compress(unsigned m, int64_t j, int64_t* out) {
+    const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    alignas(64) int32_t ids[16];
+    _mm512_store_si512(ids, _mm512_maskz_compress_epi32(
+                                __mmask16(m), _mm512_add_epi32(lanes, _mm512_set1_epi32(int(j)))));
+    const int64_t n = _mm_popcnt_u32(m);
+    for (int64_t i = 0; i < n; ++i) out[i] = ids[i];
+    return n;
   }
 };
 #endif
