@@ -1,4 +1,5 @@
-"""Build-on-first-use loader for the CPU kernels (source: ``csrc/*.cpp``, shipped as package data).
+"""Build-on-first-use loader for the CPU kernels (source: ``csrc/*.cpp`` and the headers they
+include, ``csrc/*.h``, shipped as package data).
 
 :func:`cpu_kernels` compiles the extension the first time it is called in a process (or
 loads the cached build from :func:`build_directory`, under ``$TORCH_EXTENSIONS_DIR``, default
@@ -10,10 +11,12 @@ the loaded module, or ``None`` when it cannot be built (no compiler, a failed bu
 also registers the CPU kernel of the custom op ``midl_autok::midl_eval``
 (``csrc/midl_ops.cpp``; the op itself is defined in :mod:`midl_autok.ops`).
 
-The build uses ``-O3`` and, on x86-64 with GCC/Clang, ``-march=native``; the module name
-carries a hash of the source, of this CPU's feature flags and of the environment (the torch
-installation and Python's headers), so a home folder shared by machines with different CPUs, or by
-several virtual environments, keeps one build for each instead of rebuilding in turn.
+The build uses ``-O3`` and, on x86-64 with GCC/Clang, ``-march=native`` (the sources pick
+their SIMD width from it at compile time: AVX-512, else AVX2 + FMA, else generic loops;
+``csrc/simd.h``); the module name carries a hash of the sources and headers, of this CPU's
+feature flags and of the environment (the torch installation and Python's headers), so a home
+folder shared by machines with different CPUs, or by several virtual environments, keeps one
+build for each instead of rebuilding in turn.
 """
 
 from __future__ import annotations
@@ -36,8 +39,10 @@ log = logging.getLogger("midl_autok.kernels")
 
 DISABLE_ENV = "MIDL_AUTOK_NO_EXTENSIONS"
 
-# The C++ sources, shipped as package data (pyproject: kernels/csrc/*).
+# The C++ sources and the headers they include (simd.h: the SIMD layer), shipped as package
+# data (pyproject: kernels/csrc/*); the headers are part of the build's name, not compiled alone.
 SOURCES = tuple(sorted((Path(__file__).parent / "csrc").glob("*.cpp")))
+HEADERS = tuple(sorted((Path(__file__).parent / "csrc").glob("*.h")))
 
 _lock = threading.Lock()
 _module: ModuleType | None = None
@@ -87,8 +92,9 @@ def _module_name() -> str:
     the sources are: torch's ``build.ninja`` names them by path, so two checkouts of the same
     version (git worktrees, a clone next to an installed copy) under one name rebuilt each
     other's kernel on every switch."""
-    parts = [*(p.read_text(encoding="utf-8") for p in SOURCES), *_build_flags(), _cpu_flags()]
-    parts += [str(p.resolve()) for p in SOURCES]
+    files = (*SOURCES, *HEADERS)
+    parts = [*(p.read_text(encoding="utf-8") for p in files), *_build_flags(), _cpu_flags()]
+    parts += [str(p.resolve()) for p in files]
     parts += _toolchain()
     return f"midl_autok_cpu_{hashlib.sha256(chr(10).join(parts).encode()).hexdigest()[:12]}"
 

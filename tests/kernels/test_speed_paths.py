@@ -398,6 +398,38 @@ def test_each_python_environment_keeps_its_own_build(
         assert out.stdout.strip() == here, exe
 
 
+def test_the_headers_are_shipped_and_part_of_the_build_name(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # the kernels include simd.h (the SIMD layer): a header that changed must give a new build
+    # (torch's cached build would otherwise be loaded, stale), and it ships with the sources
+    import re
+
+    included = {
+        name
+        for source in cpu_mod.SOURCES
+        for name in re.findall(r'#include "([^"]+)"', source.read_text(encoding="utf-8"))
+    }
+    assert "simd.h" in included
+    assert included <= {h.name for h in cpu_mod.HEADERS}, cpu_mod.HEADERS
+    root = Path(cpu_mod.__file__).parents[2]
+    pyproject = (root / "pyproject.toml").read_text(encoding="utf-8")  # (no tomllib on 3.10)
+    shipped = re.search(
+        r"(?m)^\[tool\.setuptools\.package-data\]\nmidl_autok = \[(.*)\]$", pyproject
+    )
+    assert shipped is not None
+    assert {'"kernels/csrc/*.cpp"', '"kernels/csrc/*.h"'} <= set(shipped[1].split(", "))
+    copies = []  # (in one folder: only the header's text changes below, not its path)
+    for header in cpu_mod.HEADERS:
+        copies.append(tmp_path / header.name)
+        copies[-1].write_text(header.read_text(encoding="utf-8"), encoding="utf-8")
+    monkeypatch.setattr(cpu_mod, "HEADERS", tuple(copies))
+    before = cpu_mod.build_directory()
+    simd_h = tmp_path / "simd.h"
+    simd_h.write_text(simd_h.read_text(encoding="utf-8") + "// edited\n", encoding="utf-8")
+    assert cpu_mod.build_directory() != before
+
+
 def test_the_cli_prints_the_kernel_build_notice(capsys: pytest.CaptureFixture[str]) -> None:
     from midl_autok.cli import _show_kernel_build
 
@@ -569,7 +601,8 @@ def test_every_simd_variant_of_the_kernels_compiles(march: str, tmp_path: Path) 
     compiler = shutil.which("c++") or shutil.which("g++")
     if compiler is None:
         pytest.skip("no C++ compiler")
-    simd = [p for p in cpu_mod.SOURCES if "<immintrin.h>" in p.read_text(encoding="utf-8")]
+    # (the SIMD code is in simd.h and the kernels written once over it, in these sources)
+    simd = [p for p in cpu_mod.SOURCES if '#include "simd.h"' in p.read_text(encoding="utf-8")]
     assert len(simd) >= 2, cpu_mod.SOURCES  # midl_cpu.cpp and midl_block.cpp at least
     includes = [f"-I{p}" for p in [*include_paths(), sysconfig.get_paths()["include"]]]
     cmd = [compiler, "-std=c++17", "-fsyntax-only", f"-march={march}", "-fopenmp"]

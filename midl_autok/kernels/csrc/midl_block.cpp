@@ -32,9 +32,12 @@
 #include <numeric>
 #include <vector>
 
+// The 8-float tiles below run on every build with AVX2 + FMA (AVX-512 ones too): simd.h's
+// Simd256.
+#include "simd.h"
 #if defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
 #define MIDL_BLOCK_AVX2 1
+using S8 = midl_simd::Simd256;
 #else
 #define MIDL_BLOCK_AVX2 0
 #endif
@@ -44,34 +47,25 @@ void midl_sigmoid_row(const float* z, float* g, int64_t n);
 
 namespace {
 
-#if MIDL_BLOCK_AVX2
-inline float hsum8(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-#endif
-
 // out[s * R + r] = xs[s][0..n) . w[r * ldw + 0..n) for S samples and R rows.
 template <int S, int R>
 inline void tile_dots(const float* const* xs, const float* w, int64_t ldw, int64_t n,
                       float* out) {
   int64_t p = 0;
 #if MIDL_BLOCK_AVX2
-  __m256 acc[S][R];
+  S8::reg acc[S][R];
   for (int s = 0; s < S; ++s)
-    for (int r = 0; r < R; ++r) acc[s][r] = _mm256_setzero_ps();
-  for (; p + 8 <= n; p += 8) {
-    __m256 xv[S];
-    for (int s = 0; s < S; ++s) xv[s] = _mm256_loadu_ps(xs[s] + p);
+    for (int r = 0; r < R; ++r) acc[s][r] = S8::zero();
+  for (; p + S8::W <= n; p += S8::W) {
+    S8::reg xv[S];
+    for (int s = 0; s < S; ++s) xv[s] = S8::load(xs[s] + p);
     for (int r = 0; r < R; ++r) {
-      const __m256 wv = _mm256_loadu_ps(w + r * ldw + p);
-      for (int s = 0; s < S; ++s) acc[s][r] = _mm256_fmadd_ps(xv[s], wv, acc[s][r]);
+      const S8::reg wv = S8::load(w + r * ldw + p);
+      for (int s = 0; s < S; ++s) acc[s][r] = S8::fmadd(xv[s], wv, acc[s][r]);
     }
   }
   for (int s = 0; s < S; ++s)
-    for (int r = 0; r < R; ++r) out[s * R + r] = hsum8(acc[s][r]);
+    for (int r = 0; r < R; ++r) out[s * R + r] = S8::hsum(acc[s][r]);
 #else
   for (int s = 0; s < S; ++s)
     for (int r = 0; r < R; ++r) out[s * R + r] = 0.0f;
@@ -108,21 +102,21 @@ constexpr int64_t kChunk = MIDL_BLOCK_CHUNK;
 template <int S, int V>
 inline void outer_tile(const float* const* xs, const float* wt, int64_t size, int64_t n,
                        float* f, int64_t r0) {
-  __m256 acc[S][V];
+  S8::reg acc[S][V];
   for (int s = 0; s < S; ++s)
-    for (int v = 0; v < V; ++v) acc[s][v] = _mm256_setzero_ps();
+    for (int v = 0; v < V; ++v) acc[s][v] = S8::zero();
   for (int64_t p = 0; p < n; ++p) {
-    __m256 wv[V];
-    for (int v = 0; v < V; ++v) wv[v] = _mm256_loadu_ps(wt + p * size + r0 + 8 * v);
+    S8::reg wv[V];
+    for (int v = 0; v < V; ++v) wv[v] = S8::load(wt + p * size + r0 + S8::W * v);
     for (int s = 0; s < S; ++s) {
-      const __m256 xv = _mm256_broadcast_ss(xs[s] + p);
-      for (int v = 0; v < V; ++v) acc[s][v] = _mm256_fmadd_ps(xv, wv[v], acc[s][v]);
+      const S8::reg xv = S8::set1(xs[s][p]);  // (a broadcast from memory)
+      for (int v = 0; v < V; ++v) acc[s][v] = S8::fmadd(xv, wv[v], acc[s][v]);
     }
   }
   for (int s = 0; s < S; ++s)
     for (int v = 0; v < V; ++v) {
-      float* out = f + s * size + r0 + 8 * v;
-      _mm256_storeu_ps(out, _mm256_add_ps(_mm256_loadu_ps(out), acc[s][v]));
+      float* out = f + s * size + r0 + S8::W * v;
+      S8::store(out, S8::add(S8::load(out), acc[s][v]));
     }
 }
 

@@ -31,29 +31,15 @@
 #include <type_traits>
 #include <vector>
 
-#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
-#include <immintrin.h>
-#endif
-
 // The SIMD paths, picked at build time from the CPU (-march=native): AVX-512 where the build
 // has it, else AVX2 + FMA (8-float lanes, tails through vector masks), else none (the
-// generic loops, which the compiler vectorizes as it can).
-#if defined(__AVX512F__)
-#define MIDL_AVX512 1
-#define MIDL_AVX2 0
-#elif defined(__AVX2__) && defined(__FMA__)
-#define MIDL_AVX512 0
-#define MIDL_AVX2 1
-#else
-#define MIDL_AVX512 0
-#define MIDL_AVX2 0
-#endif
-#define MIDL_SIMD (MIDL_AVX512 || MIDL_AVX2)
+// generic loops, which the compiler vectorizes as it can). Each SIMD kernel below is written
+// once, as a template over the width ``S`` (simd.h: Simd512 or Simd256; ``Simd`` is this
+// build's).
+#include "simd.h"
 
-#if defined(__GNUC__) || defined(__clang__)
-#define MIDL_PREFETCH(p) __builtin_prefetch((p), 0, 3)
-#else
-#define MIDL_PREFETCH(p) ((void)0)
+#if MIDL_SIMD
+using midl_simd::Simd;
 #endif
 
 namespace {
@@ -124,58 +110,20 @@ inline void dot4(const T* __restrict a, const T* __restrict x0, const T* __restr
   out[3] = s3;
 }
 
-#if defined(__AVX512F__)
-// Sixteen rows of a float (d, r) matrix with r % 16 == 0 against h: sixteen FMA chains, then
-// a transpose-and-add tree (45 shuffles/adds) instead of sixteen horizontal sums.
-inline void thin16_avx512(const float* __restrict Bm, const float* __restrict h, int64_t r,
-                          int64_t j, float* __restrict o) {
-  __m512 v[16];
-  for (int i = 0; i < 16; ++i) v[i] = _mm512_setzero_ps();
-  for (int64_t q = 0; q < r; q += 16) {
-    const __m512 hv = _mm512_loadu_ps(h + q);
-    for (int i = 0; i < 16; ++i)
-      v[i] = _mm512_fmadd_ps(_mm512_loadu_ps(Bm + (j + i) * r + q), hv, v[i]);
-  }
-  __m512 a[8];
-  for (int i = 0; i < 8; ++i)
-    a[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]),
-                         _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
-  __m512 b[4];
-  for (int i = 0; i < 4; ++i) {
-    const __m512d x = _mm512_castps_pd(a[2 * i]), y = _mm512_castps_pd(a[2 * i + 1]);
-    b[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(x, y)),
-                         _mm512_castpd_ps(_mm512_unpackhi_pd(x, y)));
-  }
-  const __m512 c0 = _mm512_add_ps(_mm512_shuffle_f32x4(b[0], b[1], 0x88),
-                                  _mm512_shuffle_f32x4(b[0], b[1], 0xDD));
-  const __m512 c1 = _mm512_add_ps(_mm512_shuffle_f32x4(b[2], b[3], 0x88),
-                                  _mm512_shuffle_f32x4(b[2], b[3], 0xDD));
-  _mm512_storeu_ps(o + j, _mm512_add_ps(_mm512_shuffle_f32x4(c0, c1, 0x88),
-                                        _mm512_shuffle_f32x4(c0, c1, 0xDD)));
-}
-#elif MIDL_AVX2
-// The sums of eight float vectors, in order, as one 8-float vector (horizontal adds, then
-// the two 128-bit halves).
-inline __m256 reduce8_ps(const __m256* v) {
-  const __m256 b0 = _mm256_hadd_ps(_mm256_hadd_ps(v[0], v[1]), _mm256_hadd_ps(v[2], v[3]));
-  const __m256 b1 = _mm256_hadd_ps(_mm256_hadd_ps(v[4], v[5]), _mm256_hadd_ps(v[6], v[7]));
-  return _mm256_add_ps(_mm256_permute2f128_ps(b0, b1, 0x20),
-                       _mm256_permute2f128_ps(b0, b1, 0x31));
-}
-
-// Sixteen rows of a float (d, r) matrix with r % 8 == 0 against h (as thin16_avx512): eight
-// FMA chains per eight rows, then one horizontal-add tree per eight rows.
-inline void thin16_avx2(const float* __restrict Bm, const float* __restrict h, int64_t r,
-                        int64_t j, float* __restrict o) {
-  for (int64_t j8 = j; j8 < j + 16; j8 += 8) {
-    __m256 v[8];
-    for (int i = 0; i < 8; ++i) v[i] = _mm256_setzero_ps();
-    for (int64_t q = 0; q < r; q += 8) {
-      const __m256 hv = _mm256_loadu_ps(h + q);
-      for (int i = 0; i < 8; ++i)
-        v[i] = _mm256_fmadd_ps(_mm256_loadu_ps(Bm + (j8 + i) * r + q), hv, v[i]);
+#if MIDL_SIMD
+// Sixteen rows of a float (d, r) matrix with r % W == 0 against h: W FMA chains per W rows,
+// then one transpose-and-add tree per W rows (S::sums) instead of W horizontal sums.
+template <class S>
+inline void thin16(const float* __restrict Bm, const float* __restrict h, int64_t r, int64_t j,
+                   float* __restrict o) {
+  for (int64_t jw = j; jw < j + 16; jw += S::W) {
+    typename S::reg v[S::W];
+    for (int i = 0; i < S::W; ++i) v[i] = S::zero();
+    for (int64_t q = 0; q < r; q += S::W) {
+      const typename S::reg hv = S::load(h + q);
+      for (int i = 0; i < S::W; ++i) v[i] = S::fmadd(S::load(Bm + (jw + i) * r + q), hv, v[i]);
     }
-    _mm256_storeu_ps(o + j8, reduce8_ps(v));
+    S::store(o + jw, S::sums(v));
   }
 }
 #endif
@@ -186,15 +134,10 @@ inline void thin_matvec(const T* __restrict Bm, const T* __restrict h, int64_t r
                         const T* __restrict bias, T* __restrict o) {
   constexpr int64_t J = 16;
   int64_t j = 0;
-#if defined(__AVX512F__)
+#if MIDL_SIMD
   if constexpr (std::is_same<T, float>::value) {
-    if (r % 16 == 0)
-      for (; j + J <= d; j += J) thin16_avx512(Bm, h, r, j, o);
-  }
-#elif MIDL_AVX2
-  if constexpr (std::is_same<T, float>::value) {
-    if (r % 8 == 0)
-      for (; j + J <= d; j += J) thin16_avx2(Bm, h, r, j, o);
+    if (r % Simd::W == 0)
+      for (; j + J <= d; j += J) thin16<Simd>(Bm, h, r, j, o);
   }
 #endif
   for (; j + J <= d; j += J) {  // 16 independent sums vectorize across rows
@@ -289,119 +232,54 @@ inline uint32_t bisect_kth_key(int64_t k, CountGe count_ge, bool* exact) {
 }
 #endif
 
-#if defined(__AVX512F__)
-// The k-th largest key of d floats by a bitwise binary search on the key (AVX-512): each of
-// at most 32 steps counts the keys >= a candidate with one compare per 16 keys, and it stops
-// as soon as a candidate has exactly k keys at or above it (the usual case without ties).
-// keys[0..d) get the order keys (padded with 0 to a multiple of 16). Returns the threshold;
-// *exact = every key >= threshold is selected (exactly k of them), else the threshold is the
-// k-th largest key itself and the ties at it are taken by lowest index.
-inline uint32_t topk_threshold_f32(const float* z, int64_t d, int64_t k, uint32_t* keys,
-                                   bool* exact) {
-  const __m512i sign = _mm512_set1_epi32(int(0x80000000u));
-  int64_t j = 0;
-  for (; j < d; j += 16) {
-    const __mmask16 m = d - j >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (d - j)) - 1);
-    const __m512i u = _mm512_castps_si512(_mm512_maskz_loadu_ps(m, z + j));
-    const __m512i key = _mm512_xor_si512(u, _mm512_or_si512(_mm512_srai_epi32(u, 31), sign));
-    _mm512_storeu_si512(keys + j, _mm512_maskz_mov_epi32(m, key));
-  }
-  const int64_t nv = j / 16;
-  return bisect_kth_key(k, [&](uint32_t cand) {
-    const __m512i c = _mm512_set1_epi32(int(cand));
-    int64_t n0 = 0, n1 = 0;
-    int64_t v = 0;
-    for (; v + 2 <= nv; v += 2) {
-      n0 += _mm_popcnt_u32(_mm512_cmpge_epu32_mask(_mm512_loadu_si512(keys + 16 * v), c));
-      n1 += _mm_popcnt_u32(_mm512_cmpge_epu32_mask(_mm512_loadu_si512(keys + 16 * v + 16), c));
-    }
-    if (v < nv) n0 += _mm_popcnt_u32(_mm512_cmpge_epu32_mask(_mm512_loadu_si512(keys + 16 * v), c));
-    return n0 + n1;  // padding keys are 0 < cand: never counted
-  }, exact);
-}
-
-// select_topk for float with AVX-512: the same set (ties by lowest index); idx ascending
-// except that ties at the k-th key come after the keys above it.
-inline void select_topk_f32(const float* z, int64_t d, int64_t k, int64_t* idx,
-                            std::vector<uint32_t>& keys, std::vector<uint32_t>& scratch) {
-  keys.resize((d + 15) / 16 * 16);
-  bool exact = false;
-  const uint32_t thr = topk_threshold_f32(z, d, k, keys.data(), &exact);
-  scratch.resize(keys.size() + 16);  // int32 indices, compressed 16 at a time
-  int32_t* out = reinterpret_cast<int32_t*>(scratch.data());
-  const __m512i c = _mm512_set1_epi32(int(thr));
-  const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  int64_t t = 0;
-  for (int64_t j = 0; j < d; j += 16) {
-    const __m512i key = _mm512_loadu_si512(keys.data() + j);
-    const __mmask16 m = exact ? _mm512_cmpge_epu32_mask(key, c) : _mm512_cmpgt_epu32_mask(key, c);
-    const __m512i ids = _mm512_add_epi32(iota, _mm512_set1_epi32(int(j)));
-    _mm512_storeu_si512(out + t, _mm512_maskz_compress_epi32(m, ids));
-    t += _mm_popcnt_u32(m);
-  }
-  for (int64_t q = 0; q < t; ++q) idx[q] = out[q];
-  for (int64_t j = 0; j < d && t < k; ++j)  // ties at the k-th largest, by index
-    if (keys[j] == thr) idx[t++] = j;
-}
-#elif MIDL_AVX2
-// The same search with AVX2 + FMA (8 keys per compare, no mask registers): an unsigned
-// ``key > below`` is the signed compare of both with the sign bit flipped, and the count the
-// popcount of the compare's sign bits. keys: nv * 8 keys.
+#if MIDL_SIMD
+// How many of keys[0..nv W) are > below (two counts: two independent chains).
+template <class S>
 inline int64_t count_above(const uint32_t* keys, int64_t nv, uint32_t below) {
-  const __m256i sign = _mm256_set1_epi32(int(0x80000000u));
-  const __m256i c = _mm256_set1_epi32(int(below ^ 0x80000000u));
-  auto count8 = [&](int64_t v) {
-    const __m256i key = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(keys + 8 * v));
-    const __m256i gt = _mm256_cmpgt_epi32(_mm256_xor_si256(key, sign), c);
-    return int64_t(__builtin_popcount(unsigned(_mm256_movemask_ps(_mm256_castsi256_ps(gt)))));
-  };
+  const auto c = S::above(below);
   int64_t n0 = 0, n1 = 0, v = 0;
   for (; v + 2 <= nv; v += 2) {
-    n0 += count8(v);
-    n1 += count8(v + 1);
+    n0 += S::count_above(keys + S::W * v, c);
+    n1 += S::count_above(keys + S::W * v + S::W, c);
   }
-  if (v < nv) n0 += count8(v);
+  if (v < nv) n0 += S::count_above(keys + S::W * v, c);
   return n0 + n1;
 }
 
-// The k-th largest key of d floats (see the AVX-512 version): keys[0..d) get the order keys,
-// padded with 0 to a multiple of 8.
+// The k-th largest key of d floats by a bitwise binary search on the key: each of at most 32
+// steps counts the keys >= a candidate with one compare per W keys, and it stops as soon as a
+// candidate has exactly k keys at or above it (the usual case without ties). keys[0..d) get
+// the order keys (padded with 0 to a multiple of W). Returns the threshold; *exact = every
+// key >= threshold is selected (exactly k of them), else the threshold is the k-th largest
+// key itself and the ties at it are taken by lowest index.
+template <class S>
 inline uint32_t topk_threshold_f32(const float* z, int64_t d, int64_t k, uint32_t* keys,
                                    bool* exact) {
-  const __m256i sign = _mm256_set1_epi32(int(0x80000000u));
   int64_t j = 0;
-  for (; j + 8 <= d; j += 8) {
-    const __m256i u = _mm256_castps_si256(_mm256_loadu_ps(z + j));
-    const __m256i key = _mm256_xor_si256(u, _mm256_or_si256(_mm256_srai_epi32(u, 31), sign));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(keys + j), key);
+  for (; j + S::W <= d; j += S::W) S::store_keys(keys + j, S::order_keys(z + j, S::W));
+  if (j < d) {  // the tail
+    S::store_keys(keys + j, S::order_keys(z + j, d - j));
+    j += S::W;
   }
-  for (; j < d; ++j) keys[j] = order_key(z[j]);
-  const int64_t nv = (d + 7) / 8;
-  for (; j < 8 * nv; ++j) keys[j] = 0;
-  // keys >= cand (cand >= 1; padding: never)
-  return bisect_kth_key(k, [&](uint32_t cand) { return count_above(keys, nv, cand - 1); }, exact);
+  const int64_t nv = j / S::W;
+  // keys >= cand, i.e. > cand - 1 (cand >= 1; padding keys are 0: never counted)
+  return bisect_kth_key(k, [&](uint32_t cand) { return count_above<S>(keys, nv, cand - 1); },
+                        exact);
 }
 
-// select_topk for float with AVX2: the same set (ties by lowest index); idx ascending except
+// select_topk for float with SIMD: the same set (ties by lowest index); idx ascending except
 // that ties at the k-th key come after the keys above it.
+template <class S>
 inline void select_topk_f32(const float* z, int64_t d, int64_t k, int64_t* idx,
-                            std::vector<uint32_t>& keys, std::vector<uint32_t>& /*scratch*/) {
-  keys.resize((d + 7) / 8 * 8);
+                            std::vector<uint32_t>& keys) {
+  keys.resize((d + S::W - 1) / S::W * S::W);
   bool exact = false;
-  const uint32_t thr = topk_threshold_f32(z, d, k, keys.data(), &exact);
+  const uint32_t thr = topk_threshold_f32<S>(z, d, k, keys.data(), &exact);
   // selected: key >= thr (exact; thr >= 1 then) or key > thr
-  const __m256i sign = _mm256_set1_epi32(int(0x80000000u));
-  const __m256i c = _mm256_set1_epi32(int((exact ? thr - 1 : thr) ^ 0x80000000u));
+  const auto c = S::above(exact ? thr - 1 : thr);
   int64_t t = 0;
-  for (int64_t j = 0; j < d; j += 8) {
-    const __m256i key = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(keys.data() + j));
-    unsigned m = unsigned(_mm256_movemask_ps(
-        _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_xor_si256(key, sign), c))));
-    while (m != 0) {
-      idx[t++] = j + __builtin_ctz(m);
-      m &= m - 1;
-    }
-  }
+  for (int64_t j = 0; j < d; j += S::W)
+    t += S::compress(S::mask_above(keys.data() + j, c), j, idx + t);
   for (int64_t j = 0; j < d && t < k; ++j)  // ties at the k-th largest, by index
     if (keys[j] == thr) idx[t++] = j;
 }
@@ -414,7 +292,7 @@ void select_topk(const T* z, int64_t d, int64_t k, int64_t* idx,
   using K = typename KeyOf<T>::type;
 #if MIDL_SIMD
   if constexpr (std::is_same<T, float>::value) {
-    select_topk_f32(z, d, k, idx, keys, cur);
+    select_topk_f32<Simd>(z, d, k, idx, keys);
     return;
   }
 #endif
@@ -445,196 +323,92 @@ void select_topk(const T* z, int64_t d, int64_t k, int64_t* idx,
     if (keys[j] == prefix) idx[t++] = j;
 }
 
-#if defined(__AVX512F__)
-// sigmoid(z) = 1 / (1 + exp(-z)) for sixteen floats: exp as 2^n e^r (Cephes' expf polynomial,
-// about 1 ulp), z clamped to [-88, 88] (beyond, sigmoid is 0 or 1 to float precision); NaN
-// stays NaN.
-inline __m512 sigmoid16(__m512 z) {
-  __m512 x = _mm512_max_ps(_mm512_set1_ps(-88.0f), _mm512_sub_ps(_mm512_setzero_ps(), z));
-  x = _mm512_min_ps(_mm512_set1_ps(88.0f), x);  // (max/min return x when x is NaN)
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 q = _mm512_set1_ps(1.9875691500e-4f);
-  q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(1.3981999507e-3f));
-  q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(8.3334519073e-3f));
-  q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(4.1665795894e-2f));
-  q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(1.6666665459e-1f));
-  q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(5.0000001201e-1f));
-  q = _mm512_fmadd_ps(_mm512_mul_ps(q, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-  const __m512 e = _mm512_scalef_ps(q, n);  // exp(-z)
-  return _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_add_ps(_mm512_set1_ps(1.0f), e));
-}
-
-// g[0..n) = sigmoid(z[0..n))
-inline void sigmoid_row_f32(const float* z, float* g, int64_t n) {
-  for (int64_t j = 0; j < n; j += 16) {
-    const __mmask16 m = n - j >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n - j)) - 1);
-    _mm512_mask_storeu_ps(g + j, m, sigmoid16(_mm512_maskz_loadu_ps(m, z + j)));
-  }
-}
-
-// The sums of eight float vectors, in order, as one 8-float vector (a transpose-and-add tree).
-inline __m256 reduce8_ps(const __m512* v) {
-  __m512 a[4];
-  for (int i = 0; i < 4; ++i)
-    a[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]),
-                         _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
-  __m512 b[2];
-  for (int i = 0; i < 2; ++i) {
-    const __m512d x = _mm512_castps_pd(a[2 * i]), y = _mm512_castps_pd(a[2 * i + 1]);
-    b[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(x, y)),
-                         _mm512_castpd_ps(_mm512_unpackhi_pd(x, y)));
-  }
-  const __m512 c = _mm512_add_ps(_mm512_shuffle_f32x4(b[0], b[1], 0x88),
-                                 _mm512_shuffle_f32x4(b[0], b[1], 0xDD));
-  const __m512 e = _mm512_shuffle_f32x4(c, c, 0xD8);
-  return _mm256_add_ps(_mm512_castps512_ps256(e), _mm512_extractf32x8_ps(e, 1));
-}
-
-// w[0..len) . xs[n][0..len) for n < N (N <= 8): each 16 floats of w are loaded once for all
-// N inputs (N + 1 loads per N multiply-adds). Lanes >= N of the result are 0.
-// ``next`` (may be null): a row read next, prefetched 64 bytes per 16 floats.
-template <int N>
-inline __m256 dot_n(const float* __restrict w, const float* const* xs, int64_t len,
-                    const float* next) {
-  __m512 a[8], b[8];
-  for (int n = 0; n < 8; ++n) a[n] = b[n] = _mm512_setzero_ps();
-  int64_t i = 0;
-  if constexpr (N < 8) {  // two accumulators per input: enough independent FMA chains
-    for (; i + 32 <= len; i += 32) {
-      if (next != nullptr) {
-        MIDL_PREFETCH(next + i);
-        MIDL_PREFETCH(next + i + 16);
-      }
-      const __m512 w0 = _mm512_loadu_ps(w + i), w1 = _mm512_loadu_ps(w + i + 16);
-      for (int n = 0; n < N; ++n) {
-        a[n] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(xs[n] + i), a[n]);
-        b[n] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(xs[n] + i + 16), b[n]);
-      }
-    }
-  }
-  for (; i + 16 <= len; i += 16) {
-    if (next != nullptr) MIDL_PREFETCH(next + i);
-    const __m512 w0 = _mm512_loadu_ps(w + i);
-    for (int n = 0; n < N; ++n) a[n] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(xs[n] + i), a[n]);
-  }
-  if (i < len) {
-    const __mmask16 m = __mmask16((1u << (len - i)) - 1);
-    const __m512 w0 = _mm512_maskz_loadu_ps(m, w + i);
-    for (int n = 0; n < N; ++n)
-      a[n] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(m, xs[n] + i), a[n]);
-  }
-  if constexpr (N < 8)
-    for (int n = 0; n < N; ++n) a[n] = _mm512_add_ps(a[n], b[n]);
-  return reduce8_ps(a);
-}
-
-
-#elif MIDL_AVX2
-// Lanes [0, min(n, 8)) set: the mask of a partial load or store.
-inline __m256i tail8(int64_t n) {
-  return _mm256_cmpgt_epi32(_mm256_set1_epi32(int(std::min<int64_t>(n, 8))),
-                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
-// min(n, 8) floats (the rest 0), and the store of as many: whole vectors take plain loads
-// and stores (masked stores are slow on some CPUs).
-inline __m256 load8(const float* p, int64_t n) {
-  return n >= 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, tail8(n));
-}
-inline void store8(float* p, __m256 v, int64_t n) {
-  if (n >= 8) {
-    _mm256_storeu_ps(p, v);
-  } else {
-    _mm256_maskstore_ps(p, tail8(n), v);
-  }
-}
-
-// sigmoid(z) for eight floats, as sigmoid16 (Cephes' expf polynomial, z clamped to
-// [-88, 88], NaN stays NaN); 2^n is built in the exponent field (n in [-127, 127]; 2^-127
-// flushes to 0, where the sigmoid is 1 to float precision anyway).
-inline __m256 sigmoid8(__m256 z) {
-  const __m256 one = _mm256_set1_ps(1.0f);
-  __m256 x = _mm256_max_ps(_mm256_set1_ps(-88.0f), _mm256_sub_ps(_mm256_setzero_ps(), z));
-  x = _mm256_min_ps(_mm256_set1_ps(88.0f), x);  // (max/min return x when x is NaN)
-  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-  __m256 q = _mm256_set1_ps(1.9875691500e-4f);
-  q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(1.3981999507e-3f));
-  q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(8.3334519073e-3f));
-  q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(4.1665795894e-2f));
-  q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(1.6666665459e-1f));
-  q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(5.0000001201e-1f));
-  q = _mm256_fmadd_ps(_mm256_mul_ps(q, r), r, _mm256_add_ps(r, one));
-  const __m256i p2 =
-      _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  const __m256 e = _mm256_mul_ps(q, _mm256_castsi256_ps(p2));  // exp(-z)
-  return _mm256_div_ps(one, _mm256_add_ps(one, e));
-}
-
-// g[0..n) = sigmoid(z[0..n))
-inline void sigmoid_row_f32(const float* z, float* g, int64_t n) {
-  for (int64_t j = 0; j < n; j += 8) store8(g + j, sigmoid8(load8(z + j, n - j)), n - j);
-}
-
-// w[0..len) . xs[n][0..len) for n < N (N <= 8), as the AVX-512 dot_n with 8-float lanes:
-// each 8 floats of w loaded once for all N inputs. Lanes >= N of the result are 0.
-template <int N>
-inline __m256 dot_n(const float* __restrict w, const float* const* xs, int64_t len,
-                    const float* next) {
-  __m256 a[8], b[8];
-  for (int n = 0; n < 8; ++n) a[n] = b[n] = _mm256_setzero_ps();
-  int64_t i = 0;
-  for (; i + 16 <= len; i += 16) {
-    if (next != nullptr) MIDL_PREFETCH(next + i);
-    const __m256 w0 = _mm256_loadu_ps(w + i), w1 = _mm256_loadu_ps(w + i + 8);
-    for (int n = 0; n < N; ++n) {
-      if constexpr (N <= 4) {  // two accumulators per input: enough independent FMA chains
-        a[n] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xs[n] + i), a[n]);
-        b[n] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xs[n] + i + 8), b[n]);
-      } else {  // (16 registers: one accumulator each)
-        a[n] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xs[n] + i), a[n]);
-        a[n] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xs[n] + i + 8), a[n]);
-      }
-    }
-  }
-  for (; i < len; i += 8) {
-    const __m256i m = tail8(len - i);
-    const __m256 w0 = _mm256_maskload_ps(w + i, m);
-    for (int n = 0; n < N; ++n)
-      a[n] = _mm256_fmadd_ps(w0, _mm256_maskload_ps(xs[n] + i, m), a[n]);
-  }
-  if constexpr (N <= 4)
-    for (int n = 0; n < N; ++n) a[n] = _mm256_add_ps(a[n], b[n]);
-  return reduce8_ps(a);
-}
-#endif
-
 #if MIDL_SIMD
+// sigmoid(z) = 1 / (1 + exp(-z)) for W floats: exp as 2^n e^r (Cephes' expf polynomial, about
+// 1 ulp), z clamped to [-88, 88] (beyond, sigmoid is 0 or 1 to float precision); NaN stays
+// NaN. (Simd256 builds 2^n in the exponent field: 2^-127 flushes to 0, where the sigmoid is 1
+// to float precision anyway.)
+template <class S>
+inline typename S::reg sigmoid(typename S::reg z) {
+  using reg = typename S::reg;
+  const reg one = S::set1(1.0f);
+  reg x = S::max(S::set1(-88.0f), S::sub(S::zero(), z));
+  x = S::min(S::set1(88.0f), x);  // (max/min return x when x is NaN)
+  const reg n = S::round(S::mul(x, S::set1(1.44269504088896341f)));
+  reg r = S::fnmadd(n, S::set1(0.693359375f), x);
+  r = S::fnmadd(n, S::set1(-2.12194440e-4f), r);
+  reg q = S::set1(1.9875691500e-4f);
+  q = S::fmadd(q, r, S::set1(1.3981999507e-3f));
+  q = S::fmadd(q, r, S::set1(8.3334519073e-3f));
+  q = S::fmadd(q, r, S::set1(4.1665795894e-2f));
+  q = S::fmadd(q, r, S::set1(1.6666665459e-1f));
+  q = S::fmadd(q, r, S::set1(5.0000001201e-1f));
+  q = S::fmadd(S::mul(q, r), r, S::add(r, one));
+  const reg e = S::ldexp(q, n);  // exp(-z)
+  return S::div(one, S::add(one, e));
+}
+
+// g[0..n) = sigmoid(z[0..n))
+template <class S>
+inline void sigmoid_row_f32(const float* z, float* g, int64_t n) {
+  for (int64_t j = 0; j < n; j += S::W) S::storen(g + j, sigmoid<S>(S::loadn(z + j, n - j)), n - j);
+}
+
+// w[0..len) . xs[n][0..len) for n < N (N <= 8): each W floats of w are loaded once for all N
+// inputs (N + 1 loads per N multiply-adds). Lanes >= N of the result are 0.
+// ``next`` (may be null): a row read next, prefetched 64 bytes per 16 floats.
+template <class S, int N>
+inline __m256 dot_n(const float* __restrict w, const float* const* xs, int64_t len,
+                    const float* next) {
+  using reg = typename S::reg;
+  constexpr int W = S::W;
+  constexpr bool paired = N <= S::kPairedInputs;  // two accumulators per input: enough
+  reg a[8], b[8];                                 // independent FMA chains
+  for (int n = 0; n < 8; ++n) a[n] = b[n] = S::zero();
+  int64_t i = 0;
+  for (; i + 2 * W <= len; i += 2 * W) {
+    if (next != nullptr)
+      for (int l = 0; l < 2 * W; l += 16) MIDL_PREFETCH(next + i + l);
+    const reg w0 = S::load(w + i), w1 = S::load(w + i + W);
+    for (int n = 0; n < N; ++n) {
+      a[n] = S::fmadd(w0, S::load(xs[n] + i), a[n]);
+      if constexpr (paired) {
+        b[n] = S::fmadd(w1, S::load(xs[n] + i + W), b[n]);
+      } else {  // (too few registers: one accumulator each)
+        a[n] = S::fmadd(w1, S::load(xs[n] + i + W), a[n]);
+      }
+    }
+  }
+  for (; i < len; i += W) {  // at most one whole and one partial vector
+    const reg w0 = S::loadn(w + i, len - i);
+    for (int n = 0; n < N; ++n) a[n] = S::fmadd(w0, S::loadn(xs[n] + i, len - i), a[n]);
+  }
+  if constexpr (paired)
+    for (int n = 0; n < N; ++n) a[n] = S::add(a[n], b[n]);
+  return S::sums8(a);
+}
+
 inline __m256 dot_upto8(int n, const float* w, const float* const* xs, int64_t len,
                         const float* next) {
   switch (n) {
-    case 1: return dot_n<1>(w, xs, len, next);
-    case 2: return dot_n<2>(w, xs, len, next);
-    case 3: return dot_n<3>(w, xs, len, next);
-    case 4: return dot_n<4>(w, xs, len, next);
-    case 5: return dot_n<5>(w, xs, len, next);
-    case 6: return dot_n<6>(w, xs, len, next);
-    case 7: return dot_n<7>(w, xs, len, next);
-    default: return dot_n<8>(w, xs, len, next);
+    case 1: return dot_n<Simd, 1>(w, xs, len, next);
+    case 2: return dot_n<Simd, 2>(w, xs, len, next);
+    case 3: return dot_n<Simd, 3>(w, xs, len, next);
+    case 4: return dot_n<Simd, 4>(w, xs, len, next);
+    case 5: return dot_n<Simd, 5>(w, xs, len, next);
+    case 6: return dot_n<Simd, 6>(w, xs, len, next);
+    case 7: return dot_n<Simd, 7>(w, xs, len, next);
+    default: return dot_n<Simd, 8>(w, xs, len, next);
   }
 }
 
-// The full path of a batch (float, AVX-512 or AVX2 + FMA), a sampled dense-dense product: for every selected
-// (sample s, row j), y[s, j] = l + g (W[j] . x[s] + b[j] - l) with l = y[s, j] on entry (the
-// light path, or 0) and g = gate[s, j]; no activation. Blocked like a GEMM so that most loads
-// hit L1: samples in tiles of T (a 64-bit set of the tile's samples per row), d_in in chunks
-// so that a tile's inputs (T x chunk) fit in L1, rows in blocks so that a block's chunk of W
-// stays in L2 while the tiles pass. Each row's chunk is dotted with up to 8 of the tile's
-// samples that selected it at a time.
+// The full path of a batch (float, AVX-512 or AVX2 + FMA), a sampled dense-dense product: for
+// every selected (sample s, row j), y[s, j] = l + g (W[j] . x[s] + b[j] - l) with l = y[s, j]
+// on entry (the light path, or 0) and g = gate[s, j]; no activation. Blocked like a GEMM so
+// that most loads hit L1: samples in tiles of T (a 64-bit set of the tile's samples per row),
+// d_in in chunks so that a tile's inputs (T x chunk) fit in L1, rows in blocks so that a
+// block's chunk of W stays in L2 while the tiles pass. Each row's chunk is dotted with up to 8
+// of the tile's samples that selected it at a time.
 void full_path_tiles_f32(const float* xp, const float* wp, const float* bp, const float* gp,
                          const int64_t* ip, int64_t B, int64_t din, int64_t d, int64_t k,
                          float* yp) {
@@ -768,7 +542,7 @@ void run(const at::Tensor& x, const at::Tensor& logits, const at::Tensor& gate,
       select_topk<T>(zp + s * d, d, k, ip + s * k, keys, cur);
 #if MIDL_SIMD
       if constexpr (std::is_same<T, float>::value)  // the gate, while this row is in L1
-        if (gw != nullptr) sigmoid_row_f32(zp + s * d, gw + s * d, d);
+        if (gw != nullptr) sigmoid_row_f32<Simd>(zp + s * d, gw + s * d, d);
 #endif
       T* y = yp + s * d;
       if (lp != nullptr) {
@@ -862,7 +636,7 @@ void run(const at::Tensor& x, const at::Tensor& logits, const at::Tensor& gate,
 // midl_block.cpp's mix, which needs the gate values of the selected groups only.
 void midl_sigmoid_row(const float* z, float* g, int64_t n) {
 #if MIDL_SIMD
-  sigmoid_row_f32(z, g, n);
+  sigmoid_row_f32<Simd>(z, g, n);
 #else
   for (int64_t j = 0; j < n; ++j) g[j] = 1.0f / (1.0f + std::exp(-z[j]));
 #endif
@@ -1084,196 +858,119 @@ std::vector<at::Tensor> midl_mix_backward(const at::Tensor& grad_in, const at::T
 namespace {
 
 #if MIDL_AVX512
-inline __mmask16 tail16(int64_t n) {
-  return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1);
-}
-
-// o[0..d) = c + sum_q h[q] * BT[q][0..d)  (BT: r x d, the transposed thin matrix), 64 at a time
+// o[0..d) = c + sum_q h[q] * BT[q][0..d)  (BT: r x d, the transposed thin matrix), 4 W at a time
+template <class S>
 inline void thin_rows_t(const float* __restrict h, const float* __restrict BT, int64_t r,
                         int64_t d, const float* __restrict c, float* __restrict o) {
+  using reg = typename S::reg;
+  constexpr int W = S::W;
   int64_t j = 0;
-  for (; j + 64 <= d; j += 64) {
-    __m512 a0, a1, a2, a3;
-    if (c != nullptr) {
-      a0 = _mm512_loadu_ps(c + j);
-      a1 = _mm512_loadu_ps(c + j + 16);
-      a2 = _mm512_loadu_ps(c + j + 32);
-      a3 = _mm512_loadu_ps(c + j + 48);
-    } else {
-      a0 = a1 = a2 = a3 = _mm512_setzero_ps();
-    }
+  for (; j + 4 * W <= d; j += 4 * W) {
+    reg a[4];
+    for (int u = 0; u < 4; ++u) a[u] = c != nullptr ? S::load(c + j + u * W) : S::zero();
     for (int64_t q = 0; q < r; ++q) {
-      const __m512 hq = _mm512_set1_ps(h[q]);
+      const reg hq = S::set1(h[q]);
       const float* b = BT + q * d + j;
-      a0 = _mm512_fmadd_ps(hq, _mm512_loadu_ps(b), a0);
-      a1 = _mm512_fmadd_ps(hq, _mm512_loadu_ps(b + 16), a1);
-      a2 = _mm512_fmadd_ps(hq, _mm512_loadu_ps(b + 32), a2);
-      a3 = _mm512_fmadd_ps(hq, _mm512_loadu_ps(b + 48), a3);
+      for (int u = 0; u < 4; ++u) a[u] = S::fmadd(hq, S::load(b + u * W), a[u]);
     }
-    _mm512_storeu_ps(o + j, a0);
-    _mm512_storeu_ps(o + j + 16, a1);
-    _mm512_storeu_ps(o + j + 32, a2);
-    _mm512_storeu_ps(o + j + 48, a3);
+    for (int u = 0; u < 4; ++u) S::store(o + j + u * W, a[u]);
   }
-  for (; j < d; j += 16) {
-    const __mmask16 m = tail16(d - j);
-    __m512 a0 = c != nullptr ? _mm512_maskz_loadu_ps(m, c + j) : _mm512_setzero_ps();
-    for (int64_t q = 0; q < r; ++q)
-      a0 = _mm512_fmadd_ps(_mm512_set1_ps(h[q]), _mm512_maskz_loadu_ps(m, BT + q * d + j), a0);
-    _mm512_mask_storeu_ps(o + j, m, a0);
+  for (; j < d; j += W) {
+    const int64_t n = d - j;
+    reg a0 = c != nullptr ? S::loadn(c + j, n) : S::zero();
+    for (int64_t q = 0; q < r; ++q) a0 = S::fmadd(S::set1(h[q]), S::loadn(BT + q * d + j, n), a0);
+    S::storen(o + j, a0, n);
   }
 }
 
 // out[0..r) = sum_j v[j] * B[j][0..r)  (B: d x r), lanes over r, four chains over j
+template <class S>
 inline void thin_cols(const float* __restrict v, const float* __restrict B, int64_t d,
                       int64_t r, float* __restrict out) {
-  for (int64_t q0 = 0; q0 < r; q0 += 16) {
-    const __mmask16 m = tail16(r - q0);
-    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  using reg = typename S::reg;
+  for (int64_t q0 = 0; q0 < r; q0 += S::W) {
+    const int64_t n = r - q0;
+    reg a[4] = {S::zero(), S::zero(), S::zero(), S::zero()};
     int64_t j = 0;
-    for (; j + 4 <= d; j += 4) {
-      a0 = _mm512_fmadd_ps(_mm512_set1_ps(v[j]), _mm512_maskz_loadu_ps(m, B + j * r + q0), a0);
-      a1 = _mm512_fmadd_ps(_mm512_set1_ps(v[j + 1]),
-                           _mm512_maskz_loadu_ps(m, B + (j + 1) * r + q0), a1);
-      a2 = _mm512_fmadd_ps(_mm512_set1_ps(v[j + 2]),
-                           _mm512_maskz_loadu_ps(m, B + (j + 2) * r + q0), a2);
-      a3 = _mm512_fmadd_ps(_mm512_set1_ps(v[j + 3]),
-                           _mm512_maskz_loadu_ps(m, B + (j + 3) * r + q0), a3);
-    }
-    for (; j < d; ++j)
-      a0 = _mm512_fmadd_ps(_mm512_set1_ps(v[j]), _mm512_maskz_loadu_ps(m, B + j * r + q0), a0);
-    _mm512_mask_storeu_ps(out + q0, m, _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+    for (; j + 4 <= d; j += 4)
+      for (int u = 0; u < 4; ++u)
+        a[u] = S::fmadd(S::set1(v[j + u]), S::loadn(B + (j + u) * r + q0, n), a[u]);
+    for (; j < d; ++j) a[0] = S::fmadd(S::set1(v[j]), S::loadn(B + j * r + q0, n), a[0]);
+    S::storen(out + q0, S::add(S::add(a[0], a[1]), S::add(a[2], a[3])), n);
   }
 }
 
 // acc[j][0..r) += sum_u v[u][j] * h[u][0..r) for n <= 4 rows v (d) and h (r): one
 // load/store of acc per j for all n (B x r outer-product sums, acc: d x r)
+template <class S>
 inline void outer_acc(const float* const* v, const float* const* h, int n, int64_t d,
                       int64_t r, float* __restrict acc) {
-  for (int64_t q0 = 0; q0 < r; q0 += 16) {
-    const __mmask16 m = tail16(r - q0);
-    __m512 hv[4];
-    for (int u = 0; u < n; ++u) hv[u] = _mm512_maskz_loadu_ps(m, h[u] + q0);
+  using reg = typename S::reg;
+  for (int64_t q0 = 0; q0 < r; q0 += S::W) {
+    const int64_t m = r - q0;
+    reg hv[4];
+    for (int u = 0; u < n; ++u) hv[u] = S::loadn(h[u] + q0, m);
     for (int64_t j = 0; j < d; ++j) {
       float* a = acc + j * r + q0;
-      __m512 s = _mm512_maskz_loadu_ps(m, a);
-      for (int u = 0; u < n; ++u) s = _mm512_fmadd_ps(_mm512_set1_ps(v[u][j]), hv[u], s);
-      _mm512_mask_storeu_ps(a, m, s);
+      reg s = S::loadn(a, m);
+      for (int u = 0; u < n; ++u) s = S::fmadd(S::set1(v[u][j]), hv[u], s);
+      S::storen(a, s, m);
     }
   }
 }
+#endif  // MIDL_AVX512 (AVX2 + FMA builds run the thin products as GEMMs: MidlTrainFn)
 
 // One sample of the forward mix: g = sigmoid(z), a = m g, y = act(a f + (1 - a) l) (m, l may
 // be null: k = d, no light path).
+template <class S>
 inline void mix_forward_row(const float* z, const float* ms, const float* fs, const float* ls,
                             float* ys, float* gs, int64_t d, bool relu) {
-  for (int64_t j = 0; j < d; j += 16) {
-    const __mmask16 mk = tail16(d - j);
-    const __m512 gv = sigmoid16(_mm512_maskz_loadu_ps(mk, z + j));
-    const __m512 av =
-        ms != nullptr ? _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, ms + j), gv) : gv;
-    __m512 v = _mm512_mul_ps(av, _mm512_maskz_loadu_ps(mk, fs + j));
-    if (ls != nullptr)
-      v = _mm512_fmadd_ps(_mm512_sub_ps(_mm512_set1_ps(1.0f), av),
-                          _mm512_maskz_loadu_ps(mk, ls + j), v);
-    if (relu) v = _mm512_max_ps(v, _mm512_setzero_ps());
-    _mm512_mask_storeu_ps(ys + j, mk, v);
-    _mm512_mask_storeu_ps(gs + j, mk, gv);
+  using reg = typename S::reg;
+  const reg one = S::set1(1.0f);
+  for (int64_t j = 0; j < d; j += S::W) {
+    const int64_t n = d - j;
+    const reg gv = sigmoid<S>(S::loadn(z + j, n));
+    const reg av = ms != nullptr ? S::mul(S::loadn(ms + j, n), gv) : gv;
+    reg v = S::mul(av, S::loadn(fs + j, n));
+    if (ls != nullptr) v = S::fmadd(S::sub(one, av), S::loadn(ls + j, n), v);
+    if (relu) v = S::max(v, S::zero());
+    S::storen(ys + j, v, n);
+    S::storen(gs + j, gv, n);
   }
 }
 
 // One sample of the backward mix: df, dl = p - df, dz = da (m + g) g (1 - g) with p = dy act'(y)
-// and da = p (f - l); db += df and dc += dl (m, l may be null).
+// and da = p (f - l); db += df and dc += dl (m, l may be null; db and dc too: the sums over
+// samples are then left to the caller).
+template <class S>
 inline void mix_backward_row(const float* dy, const float* y, const float* g, const float* m,
                              const float* f, const float* l, float* df, float* db, float* dc,
                              float* dl, float* dz, int64_t d, bool relu) {
-  for (int64_t j = 0; j < d; j += 16) {
-    const __mmask16 mk = tail16(d - j);
-    __m512 p = _mm512_maskz_loadu_ps(mk, dy + j);
-    if (relu)
-      p = _mm512_maskz_mov_ps(
-          _mm512_cmp_ps_mask(_mm512_maskz_loadu_ps(mk, y + j), _mm512_setzero_ps(),
-                             _CMP_GT_OQ),
-          p);
-    const __m512 gv = _mm512_maskz_loadu_ps(mk, g + j);
-    const __m512 mv = m != nullptr ? _mm512_maskz_loadu_ps(mk, m + j)
-                                    : _mm512_set1_ps(1.0f);
-    const __m512 a = _mm512_mul_ps(mv, gv);
-    const __m512 dfv = _mm512_mul_ps(p, a);
-    _mm512_mask_storeu_ps(df + j, mk, dfv);
-    _mm512_mask_storeu_ps(db + j, mk,
-                          _mm512_add_ps(_mm512_maskz_loadu_ps(mk, db + j), dfv));
-    const __m512 fv = _mm512_maskz_loadu_ps(mk, f + j);
-    __m512 da;
+  using reg = typename S::reg;
+  const reg one = S::set1(1.0f);
+  for (int64_t j = 0; j < d; j += S::W) {
+    const int64_t n = d - j;
+    reg p = S::loadn(dy + j, n);
+    if (relu) p = S::keep_if_pos(S::loadn(y + j, n), p);
+    const reg gv = S::loadn(g + j, n);
+    const reg mv = m != nullptr ? S::loadn(m + j, n) : one;
+    const reg dfv = S::mul(p, S::mul(mv, gv));
+    S::storen(df + j, dfv, n);
+    if (db != nullptr) S::storen(db + j, S::add(S::loadn(db + j, n), dfv), n);
+    const reg fv = S::loadn(f + j, n);
+    reg da;
     if (l != nullptr) {
-      const __m512 lv = _mm512_maskz_loadu_ps(mk, l + j);
-      const __m512 dlv = _mm512_sub_ps(p, dfv);
-      _mm512_mask_storeu_ps(dl + j, mk, dlv);
-      _mm512_mask_storeu_ps(dc + j, mk,
-                            _mm512_add_ps(_mm512_maskz_loadu_ps(mk, dc + j), dlv));
-      da = _mm512_mul_ps(p, _mm512_sub_ps(fv, lv));
+      const reg dlv = S::sub(p, dfv);
+      S::storen(dl + j, dlv, n);
+      if (dc != nullptr) S::storen(dc + j, S::add(S::loadn(dc + j, n), dlv), n);
+      da = S::mul(p, S::sub(fv, S::loadn(l + j, n)));
     } else {
-      da = _mm512_mul_ps(p, fv);
+      da = S::mul(p, fv);
     }
     // dz = da (m + g) g (1 - g)
-    const __m512 dzv = _mm512_mul_ps(
-        _mm512_mul_ps(da, _mm512_add_ps(mv, gv)),
-        _mm512_mul_ps(gv, _mm512_sub_ps(_mm512_set1_ps(1.0f), gv)));
-    _mm512_mask_storeu_ps(dz + j, mk, dzv);
+    S::storen(dz + j, S::mul(S::mul(da, S::add(mv, gv)), S::mul(gv, S::sub(one, gv))), n);
   }
 }
-#else
-// AVX2 + FMA: the mix rows with 8-float lanes (tails: load8/store8); the thin products
-// are GEMMs (kThinGemm).
-
-// One sample of the forward mix (as the AVX-512 mix_forward_row).
-inline void mix_forward_row(const float* z, const float* ms, const float* fs, const float* ls,
-                            float* ys, float* gs, int64_t d, bool relu) {
-  const __m256 one = _mm256_set1_ps(1.0f);
-  for (int64_t j = 0; j < d; j += 8) {
-    const int64_t n = d - j;
-    const __m256 gv = sigmoid8(load8(z + j, n));
-    const __m256 av = ms != nullptr ? _mm256_mul_ps(load8(ms + j, n), gv) : gv;
-    __m256 v = _mm256_mul_ps(av, load8(fs + j, n));
-    if (ls != nullptr) v = _mm256_fmadd_ps(_mm256_sub_ps(one, av), load8(ls + j, n), v);
-    if (relu) v = _mm256_max_ps(v, _mm256_setzero_ps());
-    store8(ys + j, v, n);
-    store8(gs + j, gv, n);
-  }
-}
-
-// One sample of the backward mix (as the AVX-512 mix_backward_row, except that db and dc
-// may be null: the sums over samples are then left to the caller).
-inline void mix_backward_row(const float* dy, const float* y, const float* g, const float* m,
-                             const float* f, const float* l, float* df, float* db, float* dc,
-                             float* dl, float* dz, int64_t d, bool relu) {
-  const __m256 one = _mm256_set1_ps(1.0f);
-  for (int64_t j = 0; j < d; j += 8) {
-    const int64_t n = d - j;
-    __m256 p = load8(dy + j, n);
-    if (relu)
-      p = _mm256_and_ps(_mm256_cmp_ps(load8(y + j, n), _mm256_setzero_ps(), _CMP_GT_OQ), p);
-    const __m256 gv = load8(g + j, n);
-    const __m256 mv = m != nullptr ? load8(m + j, n) : one;
-    const __m256 dfv = _mm256_mul_ps(p, _mm256_mul_ps(mv, gv));
-    store8(df + j, dfv, n);
-    if (db != nullptr) store8(db + j, _mm256_add_ps(load8(db + j, n), dfv), n);
-    const __m256 fv = load8(f + j, n);
-    __m256 da;
-    if (l != nullptr) {
-      const __m256 dlv = _mm256_sub_ps(p, dfv);
-      store8(dl + j, dlv, n);
-      if (dc != nullptr) store8(dc + j, _mm256_add_ps(load8(dc + j, n), dlv), n);
-      da = _mm256_mul_ps(p, _mm256_sub_ps(fv, load8(l + j, n)));
-    } else {
-      da = _mm256_mul_ps(p, fv);
-    }
-    // dz = da (m + g) g (1 - g)
-    store8(dz + j, _mm256_mul_ps(_mm256_mul_ps(da, _mm256_add_ps(mv, gv)),
-                                 _mm256_mul_ps(gv, _mm256_sub_ps(one, gv))), n);
-  }
-}
-#endif  // MIDL_AVX512
 
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
@@ -1333,7 +1030,7 @@ struct MidlTrainFn : public torch::autograd::Function<MidlTrainFn> {
     const bool relu = act == 1;
     const int64_t grain = std::max<int64_t>(1, kParallelMacs / std::max<int64_t>(d * hs, 1));
     at::parallel_for(0, B, grain, [&](int64_t s0, int64_t s1) {
-      std::vector<uint32_t> keys, scratch;
+      std::vector<uint32_t> keys;
       std::vector<int64_t> idx(k);
 #if !MIDL_AVX2
       std::vector<float> zrow(d);
@@ -1344,19 +1041,19 @@ struct MidlTrainFn : public torch::autograd::Function<MidlTrainFn> {
         const float* z = zp + s * d;  // logits
 #else
         const float* hg = Hp + s * hs;
-        thin_rows_t(hg, g2t, rg, d, nullptr, zrow.data());  // logits
+        thin_rows_t<Simd>(hg, g2t, rg, d, nullptr, zrow.data());  // logits
         const float* z = zrow.data();
-        if (ls != nullptr) thin_rows_t(hg + rg, ut, rl, d, cp, ls);
+        if (ls != nullptr) thin_rows_t<Simd>(hg + rg, ut, rl, d, cp, ls);
 #endif
         float* ms = mp != nullptr ? mp + s * d : nullptr;
         if (ms != nullptr) {
-          select_topk_f32(z, d, k, idx.data(), keys, scratch);
+          select_topk_f32<Simd>(z, d, k, idx.data(), keys);
           for (int64_t t = 0; t < k; ++t) ms[idx[t]] = 1.0f;
         }
         const float* fs = fp + s * d;
         float* ys = yp + s * d;
         float* gs = gp + s * d;
-        mix_forward_row(z, ms, fs, ls, ys, gs, d, relu);
+        mix_forward_row<Simd>(z, ms, fs, ls, ys, gs, d, relu);
       }
     });
     const at::Tensor m_out = m.defined() ? m : at::empty({0}, x.options());  // k = d: none
@@ -1403,7 +1100,7 @@ struct MidlTrainFn : public torch::autograd::Function<MidlTrainFn> {
                      [&](int64_t s0, int64_t s1) {
       for (int64_t s = s0; s < s1; ++s) {
         const int64_t o = s * d;
-        mix_backward_row(dyp + o, yp + o, gp + o, mp != nullptr ? mp + o : nullptr, fp + o,
+        mix_backward_row<Simd>(dyp + o, yp + o, gp + o, mp != nullptr ? mp + o : nullptr, fp + o,
                          lp != nullptr ? lp + o : nullptr, dfp + o, nullptr, nullptr,
                          dlp != nullptr ? dlp + o : nullptr, dzp + o, d, relu);
       }
@@ -1442,11 +1139,11 @@ struct MidlTrainFn : public torch::autograd::Function<MidlTrainFn> {
           const int64_t s = s0 + uu, o = s * d;
           float* dzs = dz.data() + uu * d;
           float* dls = dl.data() + uu * d;
-          mix_backward_row(dyp + o, yp + o, gp + o, mp != nullptr ? mp + o : nullptr, fp + o,
+          mix_backward_row<Simd>(dyp + o, yp + o, gp + o, mp != nullptr ? mp + o : nullptr, fp + o,
                            lp != nullptr ? lp + o : nullptr, dfp + o, dbp, dcp, dls, dzs, d,
                            relu);
-          thin_cols(dzs, g2, d, rg, dHp + s * hs);
-          if (light) thin_cols(dls, u, d, rl, dHp + s * hs + rg);
+          thin_cols<Simd>(dzs, g2, d, rg, dHp + s * hs);
+          if (light) thin_cols<Simd>(dls, u, d, rl, dHp + s * hs + rg);
         }
         const float* vz[4];
         const float* vl[4];
@@ -1458,8 +1155,8 @@ struct MidlTrainFn : public torch::autograd::Function<MidlTrainFn> {
           hg[uu] = Hp + (s0 + uu) * hs;
           hl[uu] = hg[uu] + rg;
         }
-        outer_acc(vz, hg, n, d, rg, dg2);
-        if (light) outer_acc(vl, hl, n, d, rl, du);
+        outer_acc<Simd>(vz, hg, n, d, rg, dg2);
+        if (light) outer_acc<Simd>(vl, hl, n, d, rl, du);
       }
     }
 #endif
