@@ -90,11 +90,15 @@ inline void tile_rows(int rows, const float* const* xs, const float* w, int64_t 
 
 constexpr int kTileSamples = 3;
 constexpr int kTileRows = 4;
+// thin_down / thin_up from this batch on; below it aten::linear (the copies of W^T and the
+// zeroed output cost more than the tiles win: block:32 at batch 1 went from 1.8x to 1.1x dense)
+constexpr int64_t kThinMinBatch = 16;
 
 // The thin down-projection h = x W^T for x (B, n) and a few rows W (R, n), both row-major:
 // tiles of 3 samples x 4 rows along n (tile_dots). MKL ran these R = 16 products at about
 // half of its large-product rate.
 at::Tensor thin_down(const at::Tensor& x, const at::Tensor& w_in) {
+  if (x.size(0) < kThinMinBatch) return at::linear(x, w_in);  // a matrix-vector product
   const at::Tensor w = w_in.contiguous();
   const int64_t batch = x.size(0), n = x.size(1), rows = w.size(0);
   at::Tensor h = at::empty({batch, rows}, x.options());
@@ -186,6 +190,35 @@ void group_product_outer(const int64_t* samples, int64_t begin, int64_t count, c
   }
 }
 #endif
+
+// The thin up-projection y = h W^T for h (B, r) and W (d, r), r small (the gate's G2 and the
+// light path's U, r = 16 by default): with AVX2 + FMA the outer-product tile over W^T (r x d),
+// 6 samples x 16 outputs per tile, r steps; else (or d not a multiple of 8) aten::linear.
+at::Tensor thin_up(const at::Tensor& h_in, const at::Tensor& w) {
+  const int64_t d = w.size(0);
+#if MIDL_BLOCK_AVX2
+  if (d % S8::W == 0 && h_in.size(0) >= kThinMinBatch) {
+    const at::Tensor h = h_in.contiguous(), wt = w.t().contiguous();  // (B, r), (r, d)
+    const int64_t batch = h.size(0), r = h.size(1);
+    at::Tensor y = at::zeros({batch, d}, h.options());
+    const float *hp = h.data_ptr<float>(), *wtp = wt.data_ptr<float>();
+    float* yp = y.data_ptr<float>();
+    at::parallel_for(0, (batch + kOuterSamples - 1) / kOuterSamples, 1, [&](int64_t lo, int64_t hi) {
+      for (int64_t t = lo; t < hi; ++t) {
+        const int64_t s0 = t * kOuterSamples;
+        const int ns = static_cast<int>(std::min<int64_t>(kOuterSamples, batch - s0));
+        const float* hs[kOuterSamples];
+        for (int s = 0; s < ns; ++s) hs[s] = hp + (s0 + s) * r;
+        int64_t j0 = 0;
+        for (; j0 + 2 * S8::W <= d; j0 += 2 * S8::W) outer_rows<2>(ns, hs, wtp, d, r, yp + s0 * d, j0);
+        if (j0 < d) outer_rows<1>(ns, hs, wtp, d, r, yp + s0 * d, j0);
+      }
+    });
+    return y;
+  }
+#endif
+  return at::linear(h_in, w);
+}
 
 // Group j: its samples (sorted pairs [begin, end)), the rows W[j * size, +size), mixed into y.
 // f: scratch of (end - begin) * size floats (the partial dot products over the chunks); wt:
@@ -311,12 +344,12 @@ std::vector<at::Tensor> midl_block_eval(
   const at::Tensor x = x_in.contiguous();
   const at::Tensor W = weight.contiguous();
   const int64_t batch = x.size(0), din = x.size(1), groups = d / size, per = k / size;
-  at::Tensor logits = at::linear(thin_down(x, gate_in), gate_out);  // (B, d)
+  at::Tensor logits = thin_up(thin_down(x, gate_in), gate_out);  // (B, d)
   const at::Tensor scores = logits.view({batch, groups, size}).sum(-1).contiguous();  // (B, G)
   const bool light = light_in.has_value() && light_out.has_value();
   // the light path without its bias: the bias is added in the mix (selected entries) and in
   // the last pass (the others), not by a (B, d) broadcast copy inside addmm (~0.2 ms at b=256)
-  at::Tensor y = light ? at::linear(thin_down(x, *light_in), *light_out).contiguous()
+  at::Tensor y = light ? thin_up(thin_down(x, *light_in), *light_out)
                        : at::zeros({batch, d}, x.options());
   const c10::optional<at::Tensor> lcc = light && light_bias.has_value()
                                             ? c10::optional<at::Tensor>(light_bias->contiguous())
