@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clikit import assert_user_error
-from test_cli_search import SEARCH, run
+from clikit import assert_user_error, run_cli
+from test_cli_search import SEARCH
 
 from midl_autok.results.confirmed import is_confirmation
 from midl_autok.results.record import CONFIRMED_KEYS, POINT_KEYS, load_study_record
@@ -46,27 +46,27 @@ CONFIRM = r"--confirm must be an integer with 0 <= N <= 20 \(seeds\), but got "
 def test_bad_search_input_is_one_line_and_exit_2(
     args: list[str], pattern: str, tmp_path: Path
 ) -> None:
-    proc = run(*SEARCH, *args, "--store", str(tmp_path / "store"), cwd=tmp_path)
+    proc = run_cli(*SEARCH, *args, "--store", str(tmp_path / "store"), cwd=tmp_path)
     assert_user_error(proc, pattern)
     assert not (tmp_path / "store" / "optuna.db").exists()  # refused before anything ran
 
 
 def test_a_budget_space_target_below_the_floor_names_it(tmp_path: Path) -> None:
-    shipped = run("experiments", "synthetic-mlp").stdout
+    shipped = run_cli("experiments", "synthetic-mlp").stdout
     spec = shipped.replace(
         "space: linear\n  options: {}", "space: budget\n  options: {min_budget: 0.05}"
     )
     assert "min_budget: 0.05" in spec
     path = tmp_path / "low.yaml"
     path.write_text(spec)
-    proc = run("search", str(path), "--store", str(tmp_path / "store"), cwd=tmp_path)
+    proc = run_cli("search", str(path), "--store", str(tmp_path / "store"), cwd=tmp_path)
     assert_user_error(proc, rf"min_budget must be >= 0\.6\d*, .*; {FLOOR} 0\.615 .*got 0\.05$")
 
 
 @pytest.fixture(scope="module")
 def confirmed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     store = tmp_path_factory.mktemp("confirmed") / "runs"
-    proc = run(*SEARCH, "--trials", "4", "--confirm", "2", "--store", str(store))
+    proc = run_cli(*SEARCH, "--trials", "4", "--confirm", "2", "--store", str(store))
     assert proc.returncode == 0, proc.stderr
     front = len(load_study_record(open_store(store), study_of(store)).front())
     line = f"4 new trial(s), {2 * front} confirmation retraining(s) of the front in"
@@ -88,10 +88,10 @@ def study_of(store: Path) -> str:
 def test_studies_counts_the_confirmations_apart(confirmed: tuple[Path, str]) -> None:
     store, study = confirmed
     front = len(load_study_record(open_store(store), study).front())
-    (row,) = json.loads(run("studies", "--store", str(store), "--json").stdout)
+    (row,) = json.loads(run_cli("studies", "--store", str(store), "--json").stdout)
     assert (row["complete"], row["failed"]) == (4, 0)  # the search's 4 trials, not 4 + 2 x front
     assert (row["confirmations"], row["confirmed"]) == (2 * front, front)
-    table = run("studies", "--store", str(store)).stdout
+    table = run_cli("studies", "--store", str(store)).stdout
     assert "confirmed" in table
 
 
@@ -100,13 +100,13 @@ def test_pareto_shows_mean_and_sd_over_the_seeds(confirmed: tuple[Path, str]) ->
     record = load_study_record(open_store(store), study)
     front = record.front()
     assert len([t for t in record.trials if is_confirmation(t)]) == 2 * len(front)
-    points = json.loads(run("pareto", "--store", str(store), "--json").stdout)
+    points = json.loads(run_cli("pareto", "--store", str(store), "--json").stdout)
     assert [p["trial"] for p in points] == [t.number for t in front]
     for p in points:
         assert list(p) == [*POINT_KEYS, "mlflow_run_id", *CONFIRMED_KEYS, "knee"]
         assert p["confirm_seeds"] == 3
         assert 0 <= p["val_accuracy_sd"] <= 1
-    table = run("pareto", "--store", str(store)).stdout
+    table = run_cli("pareto", "--store", str(store)).stdout
     assert "val acc mean ± sd" in table
     c = record.confirmed()[front[0].number]
     assert f"{c.mean['val_accuracy']:.4f} ± {c.sd['val_accuracy']:.4f}" in table
@@ -117,7 +117,7 @@ def test_export_picks_from_the_confirmed_means(confirmed: tuple[Path, str], tmp_
     record = load_study_record(open_store(store), study)
     means = record.confirmed()
     best = max(means.values(), key=lambda c: c.mean["val_accuracy"])
-    proc = run(
+    proc = run_cli(
         "export", "--store", str(store), "--pick", "max-accuracy", "-o", "best.json", cwd=tmp_path
     )
     assert proc.returncode == 0, proc.stderr
@@ -131,7 +131,7 @@ def test_export_picks_from_the_confirmed_means(confirmed: tuple[Path, str], tmp_
 
 def test_report_draws_the_confirmed_means(confirmed: tuple[Path, str], tmp_path: Path) -> None:
     store, _ = confirmed
-    proc = run("report", "--store", str(store), "-o", "r.html", cwd=tmp_path)
+    proc = run_cli("report", "--store", str(store), "-o", "r.html", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     page = (tmp_path / "r.html").read_text()
     assert '"kind":"confirmed"' in page.replace(" ", "")  # the front figure's trace

@@ -7,9 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from clikit import assert_user_error
+from clikit import assert_user_error, run_cli
 from searchkit import quiet, runs
-from test_cli_search import run
 
 from midl_autok.results.record import load_study_record
 from midl_autok.schedule import KSchedule
@@ -33,7 +32,7 @@ SEARCH = [
 def test_rank_co_search_records_the_ranks_and_replays_exactly(tmp_path: Path) -> None:
     quiet()
     store = tmp_path / "runs"
-    proc = run(*SEARCH, "--trials", "3", "--store", str(store))
+    proc = run_cli(*SEARCH, "--trials", "3", "--store", str(store))
     assert proc.returncode == 0, proc.stderr
     record = load_study_record(open_store(store))  # the only study
     assert record.attrs["spec"]["search"]["ranks"] is True
@@ -65,11 +64,11 @@ def test_rank_co_search_records_the_ranks_and_replays_exactly(tmp_path: Path) ->
     # Export the trial with the most unusual ranks and replay it: same model, same metrics.
     pick = max(done, key=lambda t: len(set(by_trial[t.number].ranks.values())))
     out = tmp_path / "ranked.json"
-    export = run("export", "--store", str(store), "--trial", str(pick.number), "-o", str(out))
+    export = run_cli("export", "--store", str(store), "--trial", str(pick.number), "-o", str(out))
     assert export.returncode == 0, export.stderr
     exported = json.loads(out.read_text())
     assert KSchedule.from_dict(exported).ranks == by_trial[pick.number].ranks
-    replay = run("train", "--schedule", str(out), "--json", "--device", "cpu")
+    replay = run_cli("train", "--schedule", str(out), "--json", "--device", "cpu")
     assert replay.returncode == 0, replay.stderr
     metrics = json.loads(replay.stdout)
     for key in ("val_accuracy", "test_accuracy", "inference_flops"):
@@ -80,13 +79,13 @@ def test_rank_co_search_records_the_ranks_and_replays_exactly(tmp_path: Path) ->
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(exported))
     assert_user_error(
-        run("train", "--schedule", str(bad), "--device", "cpu"),
+        run_cli("train", "--schedule", str(bad), "--device", "cpu"),
         r"gate_rank >= 1 and light_rank >= 0 .* light_rank=-1",
     )
 
 
 def test_rank_co_search_needs_a_sampler_agent(tmp_path: Path) -> None:
-    proc = run(
+    proc = run_cli(
         "search", "synthetic-mlp", "--agent", "fixed-k", "--search-ranks", "--trials", "2",
         "--store", str(tmp_path / "runs"),
     )  # fmt: skip
@@ -99,11 +98,11 @@ def test_bad_per_layer_ranks_in_a_spec_are_one_line(tmp_path: Path) -> None:
         "dataset: {name: synthetic}\nmodel: {arch: mlp, hidden: [8, 8], light_rank: [1, 2, 3]}\n"
     )
     assert_user_error(
-        run("train", str(spec), "--epochs", "1", "--device", "cpu"),
+        run_cli("train", str(spec), "--epochs", "1", "--device", "cpu"),
         r"'light_rank' as a list needs one value per hidden layer \(2\), but got 3",
     )
     spec.write_text("model: {gate_rank: [0, 1]}\n")
     assert_user_error(
-        run("train", str(spec), "--epochs", "1", "--device", "cpu"),
+        run_cli("train", str(spec), "--epochs", "1", "--device", "cpu"),
         r"model\.gate_rank: must be an integer in \[1, ",
     )
