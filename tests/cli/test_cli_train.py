@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from clikit import assert_user_error
+from clikit import assert_user_error, cli_env
 
 from midl_autok.schedule import KSchedule
 
@@ -148,6 +148,32 @@ def test_bad_command_lines(tmp_path: Path) -> None:
     ]
     for args, pattern in cases:
         assert_user_error(run(*args, "--epochs", "1", "--json"), pattern)
+
+
+_REFUSED = """
+import sys
+from midl_autok.cli import main
+try:
+    main(["train", *sys.argv[1:]])
+except SystemExit as end:
+    print(end.code, "torch" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize(
+    "args", [["--k-fraction", "0"], ["--variant", "sparse"], ["no-such-experiment"]]
+)
+def test_a_bad_command_line_is_refused_before_torch_is_imported(args: list[str]) -> None:
+    # the command line and the spec are checked first: a typo costs no torch import (~2 s)
+    out = subprocess.run(
+        [sys.executable, "-c", _REFUSED, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=cli_env(),
+        check=False,
+    )
+    assert out.stdout.split() == ["2", "False"], (out.stdout, out.stderr)
 
 
 def test_usage_errors_exit_2() -> None:
