@@ -4,10 +4,11 @@
 // layer in eval mode for x (B, d_in) (midl_autok/block.py has the equations and the PyTorch
 // version) and returns ``(y, logits, idx)`` with idx (B, k / size) the selected groups:
 //
-// 1. ``logits = linear(G1 x, G2)`` and the group scores ``sum(logits.view(B, G, size), -1)``
-//    (ATen), the down-projections G1 x and V x by thin_down (tiles along d_in; MKL ran these
-//    16-row products at about half its rate): the logits agree with the Python path's to
-//    rounding, so the selection is the same except where two group scores tie within it;
+// 1. ``logits = G2 (G1 x)`` and the group scores ``sum(logits.view(B, G, size), -1)`` (ATen);
+//    the rank-r products (G1 x, V x: thin_down; G2 h, U h: thin_up) run as tiles here from
+//    16 samples with AVX2 + FMA (MKL ran these 16-row products at about half its rate), else
+//    aten::linear: the logits agree with the Python path's to rounding, so the selection is
+//    the same except where two group scores tie within it;
 // 2. per sample the k / size groups with the largest scores (ties: lowest index first);
 // 3. the (sample, group) pairs sorted by group (CSR), so each group j runs one small dense
 //    product of its samples' rows of x with the contiguous rows W[j * size, (j + 1) * size).
@@ -98,7 +99,8 @@ constexpr int64_t kThinMinBatch = 16;
 // tiles of 3 samples x 4 rows along n (tile_dots). MKL ran these R = 16 products at about
 // half of its large-product rate.
 at::Tensor thin_down(const at::Tensor& x, const at::Tensor& w_in) {
-  if (x.size(0) < kThinMinBatch) return at::linear(x, w_in);  // a matrix-vector product
+  // a matrix-vector product, or no SIMD tile (tile_dots would run scalar loops): MKL's
+  if (!MIDL_BLOCK_AVX2 || x.size(0) < kThinMinBatch) return at::linear(x, w_in);
   const at::Tensor w = w_in.contiguous();
   const int64_t batch = x.size(0), n = x.size(1), rows = w.size(0);
   at::Tensor h = at::empty({batch, rows}, x.options());
