@@ -205,7 +205,8 @@ class SearchSession:
         number = reserve_number(self.study, self.parent_run_id)  # not a count: see reserve.py
         # an ask that took an older WAITING trial leaves this reservation for the next ask:
         # seeding that one from the same number again would propose the same schedule again
-        reuse, self._seed_uses[number] = self._seed_uses[number], self._seed_uses[number] + 1
+        reuse = self._seed_uses[number]
+        self._seed_uses[number] += 1
         seed = self.agent.trial_seed(number)
         self.study.sampler = self.agent.create_sampler(derive_seed(seed, reuse) if reuse else seed)
         trial = self.study.ask()
