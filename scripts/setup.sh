@@ -22,7 +22,8 @@ echo "setup: installing midl-autok[$extras]" >&2
 if [ "${MIDL_AUTOK_INSTALLER:-uv}" = "uv" ] && pip install -q uv >/dev/null 2>&1; then
   # --compile-bytecode: pip writes the .pyc files, uv only when asked (without them every
   # process compiles torch's sources again: ~8 s more per import where bytecode is not written)
-  uv pip install -q --python .venv/bin/python --compile-bytecode -e ".[$extras]"
+  uv pip install -q --python .venv/bin/python --compile-bytecode -e ".[$extras]" ||
+    { echo "setup: uv failed; installing with pip" >&2; pip install -q -e ".[$extras]"; }
 else
   pip install -q -e ".[$extras]"
 fi
