@@ -34,9 +34,19 @@ from pathlib import Path
 
 from midl_autok.errors import UserError
 
-__all__ = ["open_regular", "read_regular", "read_text", "write_atomic"]
+__all__ = ["cache_dir", "open_regular", "read_regular", "read_text", "write_atomic"]
 
 _Path = str | os.PathLike[str]  # what every function here takes as a path
+
+
+def cache_dir() -> Path:
+    """The package's cache folder (generated data sets, the template MLflow database):
+    ``$MIDL_AUTOK_CACHE``, else ``$XDG_CACHE_HOME/midl_autok``, else ``~/.cache/midl_autok``."""
+    if os.environ.get("MIDL_AUTOK_CACHE"):
+        return Path(os.environ["MIDL_AUTOK_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "midl_autok"
+
 
 _READ_CHUNK = 1 << 20
 

@@ -126,12 +126,18 @@ def _sqlite_path(url: str) -> Path | None:
 
 def make_client(tracking_uri: str) -> MlflowClient:
     """An ``MlflowClient`` for ``tracking_uri`` (MLflow's own telemetry off unless the user
-    opted in through ``MLFLOW_DISABLE_TELEMETRY``)."""
+    opted in through ``MLFLOW_DISABLE_TELEMETRY``); a new sqlite database starts as a copy of
+    an empty migrated one (:mod:`midl_autok.mlflow_db`)."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     from mlflow import MlflowClient
 
+    from midl_autok.mlflow_db import seed_new_database
+
+    path = _sqlite_path(tracking_uri)
     try:
         with sqlite_init_lock(tracking_uri):  # the client builds the tables of a new database
+            if path is not None:
+                seed_new_database(path)
             return MlflowClient(tracking_uri=tracking_uri)
     except Exception as exc:
         if not _damaged_database(exc):

@@ -1,15 +1,14 @@
 """Helpers for the search tests: a tiny experiment, a fresh store, reading MLflow runs.
 
-The MLflow tracking database of every test store is copied from one template created once
-per process: MLflow builds its tables with ~40 Alembic migrations, which costs seconds.
+A new store's MLflow database is a copy of the empty migrated one that the package keeps in
+its cache (midl_autok.mlflow_db), as in every store a user makes: no test pays MLflow's
+~40 Alembic migrations again.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import sqlite3
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,15 @@ from midl_autok.search_spaces import SearchSpace
 from midl_autok.spec import ExperimentSpec, validate_spec
 from midl_autok.store import Store, open_store
 
-_TEMPLATE: Path | None = None
+__all__ = [
+    "PlannedAgent",
+    "assert_pruned",
+    "completed_trials",
+    "fresh_store",
+    "quiet",
+    "runs",
+    "tiny_spec",
+]
 
 
 def tiny_spec(
@@ -62,23 +69,12 @@ def tiny_spec(
     )
 
 
-def _template() -> Path:
-    global _TEMPLATE
-    if _TEMPLATE is None:
-        quiet()
-        from midl_autok.store import make_client
-
-        folder = Path(tempfile.mkdtemp(prefix="midl-autok-mlflow-template-"))
-        make_client(f"sqlite:///{folder / 'mlflow.db'}").search_experiments()
-        _TEMPLATE = folder
-    return _TEMPLATE
-
-
 def fresh_store(root: Path) -> Store:
     """An empty store at ``root`` whose MLflow database already has its tables."""
     root.mkdir(parents=True, exist_ok=True)
-    shutil.copy(_template() / "mlflow.db", root / "mlflow.db")
-    return open_store(root)
+    store = open_store(root)
+    store.mlflow_client()  # builds mlflow.db (a copy of the package's template)
+    return store
 
 
 def runs(store: Store, experiment: str) -> tuple[Any, list[Any]]:

@@ -18,6 +18,7 @@ import numpy as np
 from midl_autok.data._pipeline import vector_features
 from midl_autok.data._source import Request, Source
 from midl_autok.errors import DataError
+from midl_autok.fileio import cache_dir
 
 # mnist1d.get_dataset_args() of mnist1d 0.0.2 without its download url (tests check they agree).
 MNIST1D_ARGS: dict[str, Any] = {
@@ -37,14 +38,6 @@ MNIST1D_ARGS: dict[str, Any] = {
 _MNIST1D_KEYS = ("x", "y", "x_test", "y_test")
 
 
-def _cache_dir() -> Path:
-    """Where generated datasets are cached: ``$MIDL_AUTOK_CACHE``, else the user cache dir."""
-    if os.environ.get("MIDL_AUTOK_CACHE"):
-        return Path(os.environ["MIDL_AUTOK_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "midl_autok"
-
-
 def load(req: Request) -> Source:
     """MNIST-1D made by the package's own generator (``mnist1d.data.make_dataset``).
 
@@ -60,7 +53,7 @@ def load(req: Request) -> Source:
     except importlib.metadata.PackageNotFoundError:
         version = "missing"
     digest = hashlib.sha256(json.dumps([args, version], sort_keys=True).encode()).hexdigest()
-    path = _cache_dir() / f"mnist1d-{digest[:16]}.npz"
+    path = cache_dir() / f"mnist1d-{digest[:16]}.npz"
     arrays = _read_npz_cache(path, _MNIST1D_KEYS)
     if arrays is None:
         arrays = _generate_mnist1d(args)
