@@ -17,6 +17,7 @@ import pytest
 
 from midl_autok import metrics as M
 from midl_autok.agents import SamplerAgent
+from midl_autok.mlflow_db import seed_new_database
 from midl_autok.results.record import load_study_record
 from midl_autok.schedule import KSchedule
 from midl_autok.search.quiet import quiet
@@ -73,7 +74,9 @@ def fresh_store(root: Path) -> Store:
     """An empty store at ``root`` whose MLflow database already has its tables."""
     root.mkdir(parents=True, exist_ok=True)
     store = open_store(root)
-    store.mlflow_client()  # builds mlflow.db (a copy of the package's template)
+    # the package's copy of its template; no client opened here (MLflow would keep its engine
+    # for the URL, and a test that damages the file afterwards would never see it read again)
+    assert seed_new_database(store.mlflow_db)
     return store
 
 
