@@ -183,23 +183,28 @@ def write_front_png(
             logger.addHandler(logging.NullHandler())
     fig = front_figure(studies)
     fig.update_layout(legend={"orientation": "v", "y": 1, "x": 1.02})
-    try:
-        png = kaleido.calc_fig_sync(
-            fig,
-            opts={"format": "png", "width": width, "height": height, "scale": scale},
-            kopts={"mathjax": False},
-        )
-    except KaleidoNoChrome:
-        raise ChromeNotFoundError(
-            "--png needs Chrome or Chromium to render the image, but none was found: install "
-            "one (e.g. apt-get install chromium, or run plotly_get_chrome), or point "
-            "BROWSER_PATH at its executable"
-        ) from None
-    except Exception as exc:  # the browser exits at start, hangs up, times out, ...
-        raise ReportError(
-            f"--png: Chrome/Chromium failed to render the image ({_first_line(exc)}); check "
-            "that it starts on this machine, or point BROWSER_PATH at one that does"
-        ) from None
+    png = b""
+    for attempt in (1, 2):  # kaleido's page can be asked to render before its scripts have
+        try:  # loaded ("kaleido_scopes is not defined", seen on a loaded machine): once more
+            png = kaleido.calc_fig_sync(
+                fig,
+                opts={"format": "png", "width": width, "height": height, "scale": scale},
+                kopts={"mathjax": False},
+            )
+            break
+        except KaleidoNoChrome:
+            raise ChromeNotFoundError(
+                "--png needs Chrome or Chromium to render the image, but none was found: "
+                "install one (e.g. apt-get install chromium, or run plotly_get_chrome), or "
+                "point BROWSER_PATH at its executable"
+            ) from None
+        except Exception as exc:  # the browser exits at start, hangs up, times out, ...
+            if attempt == 2:
+                raise ReportError(
+                    f"--png: Chrome/Chromium failed to render the image ({_first_line(exc)}); "
+                    "check that it starts on this machine, or point BROWSER_PATH at one that "
+                    "does"
+                ) from None
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(out, png)

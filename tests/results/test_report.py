@@ -301,6 +301,30 @@ def test_png_with_a_browser_that_fails_to_start(store: Path, tmp_path: Path) -> 
     assert page.read_text().startswith("<!DOCTYPE html>")
 
 
+def test_png_survives_one_failed_browser_start(store: Path, tmp_path: Path) -> None:
+    """The browser fails on the first start and works on the second (what a flaky start looks
+    like to kaleido): the PNG is written, exit status 0."""
+    import shutil
+
+    real = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert real, "the browser tests need chromium (scripts/system-deps.sh installs it)"
+    starts = tmp_path / "starts"
+    flaky = tmp_path / "chromium"
+    flaky.write_text(
+        "#!/bin/sh\n"
+        f"echo start >> {starts}\n"
+        f'[ "$(wc -l < {starts})" -gt 1 ] || {{ echo "cannot open display" >&2; exit 1; }}\n'
+        f'exec {real} "$@"\n'
+    )
+    flaky.chmod(0o755)
+    png = tmp_path / "front.png"
+    env = {"BROWSER_PATH": str(flaky), "HOME": str(tmp_path)}
+    proc = run("--store", str(store), "-o", str(tmp_path / "r.html"), "--png", str(png), env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert starts.read_text().count("start") >= 2  # it did fail once, then started again
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
