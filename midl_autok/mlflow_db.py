@@ -36,7 +36,8 @@ def _mlflow_version() -> str:
 def _is_empty_mlflow_db(path: Path) -> bool:
     """One Alembic version, the ``Default`` experiment alone, no run."""
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as con:
+        uri = f"{path.absolute().as_uri()}?mode=ro"  # read-only; odd characters escaped
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as con:
             versions = con.execute("SELECT version_num FROM alembic_version").fetchall()
             experiments = con.execute("SELECT experiment_id FROM experiments").fetchall()
             runs = con.execute("SELECT COUNT(*) FROM runs").fetchone()
@@ -61,7 +62,7 @@ def template_database() -> Path | None:
             if not _is_empty_mlflow_db(db):
                 return None
             os.replace(db, target)  # two builders at once: the same content, either wins
-    except OSError:
+    except Exception:  # a cache folder MLflow cannot build in: the store builds its own
         return None
     return target
 
