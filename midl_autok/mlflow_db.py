@@ -1,8 +1,8 @@
 """A new sqlite MLflow database starts as a copy of an empty, migrated one.
 
-MLflow builds a new tracking database by running its Alembic migrations one by one: 2-3 s
-for every new store (``midl-autok search --store NEW``, each test's store). The same empty
-database is made once per MLflow version, kept in :func:`midl_autok.fileio.cache_dir` as
+MLflow builds a new tracking database by running its ~70 Alembic migrations one by one: about
+1 s more for every new store (``midl-autok search --store NEW``, each test's store). The same
+empty database is made once per MLflow version, kept in :func:`midl_autok.fileio.cache_dir` as
 ``mlflow-<version>-empty.db``, and copied; the copy's ``Default`` experiment (id 0, which
 MLflow creates with every database) gets the artifact location and times that MLflow would
 have given it in this process. A template that is missing, unreadable or not an empty MLflow

@@ -2,7 +2,7 @@
 
 A new store's MLflow database is a copy of the empty migrated one that the package keeps in
 its cache (midl_autok.mlflow_db), as in every store a user makes: no test pays MLflow's
-~40 Alembic migrations again.
+~70 Alembic migrations again.
 """
 
 from __future__ import annotations
@@ -76,7 +76,10 @@ def fresh_store(root: Path) -> Store:
     store = open_store(root)
     # the package's copy of its template; no client opened here (MLflow would keep its engine
     # for the URL, and a test that damages the file afterwards would never see it read again)
-    assert seed_new_database(store.mlflow_db)
+    assert seed_new_database(store.mlflow_db), (
+        f"no copy of the MLflow template in {root} (MIDL_AUTOK_MLFLOW_TEMPLATE=0, an existing "
+        "mlflow.db, or a cache folder that cannot be written?)"
+    )
     return store
 
 
