@@ -10,8 +10,10 @@ the spec's epochs, lr and batch size), convert it with the ``model.init_from`` p
 
 - at ``k = d`` (every neuron on the full path): should equal the dense model's; the largest
   absolute logit difference is reported too;
-- at ``k = d/2`` (and d/4, d/8) with the light path the truncated SVD of W (``svd``) and
-  with MIDL's random light path (``random``), same gate and full path.
+- at ``k = d/2`` (and d/4, d/8) with the light path the truncated SVD of W (``svd``), the
+  truncated SVD fitted to the layers' inputs on the training set (``svd-data``: midlify's
+  ``calibration``, every training input) and MIDL's random light path (``random``), same
+  gate and full path.
 
 The accuracy loss is ``dense - converted`` in points; the target of issue 18 is that SVD
 loses at least 3x fewer points than random. Prints a markdown table and writes
@@ -43,7 +45,8 @@ from midl_autok.trainer import TrainConfig, train
 
 OUT = Path(__file__).parent / "results" / "bench_midlify.json"
 DIVISORS = (2, 4, 8)  # k = d / divisor; issue 18's target is at d/2
-LOSSES = tuple(f"d{d}_{i}_loss_points" for d in DIVISORS for i in ("svd", "random"))
+INITS = ("svd", "svd-data", "random")
+LOSSES = tuple(f"d{d}_{i}_loss_points" for d in DIVISORS for i in INITS)
 
 
 def train_dense(spec: ExperimentSpec, seed: int) -> tuple[MIDLNet, float, Dataset]:
@@ -67,7 +70,9 @@ def accuracy(out: torch.Tensor, y: torch.Tensor) -> float:
 
 def converted(spec: ExperimentSpec, dense: MIDLNet, data: Dataset, init: str) -> MIDLNet:
     model = build_for_spec(spec, data)
-    init_from_dense_state(model, dense.state_dict(), init=init)  # type: ignore[arg-type]
+    calibration = data.x_train if init == "svd-data" else None
+    mode = "random" if init == "random" else "svd"
+    init_from_dense_state(model, dense.state_dict(), init=mode, calibration=calibration)
     return model
 
 
@@ -85,7 +90,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "dense_test_accuracy": accuracy(ref, data.y_test),
                 "dense_trainer_test_accuracy": dense_acc,
             }
-            for init in ("svd", "random"):
+            for init in INITS:
                 model = converted(spec.override(seed=seed), dense, data, init)
                 full = logits(model, data.x_test)
                 if init == "svd":
@@ -121,15 +126,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def table(result: dict[str, Any]) -> str:
-    head = " | ".join(f"k=d/{d} SVD / random loss (pts)" for d in DIVISORS)
+    head = " | ".join(f"k=d/{d} SVD / SVD-data / random loss (pts)" for d in DIVISORS)
     lines = [
         f"| experiment | dense acc | k=d acc | k=d max abs logit diff | {head} |",
         "|---|---|---|---|" + "---|" * len(DIVISORS),
     ]
     for name, s in result["summary"].items():
         cells = " | ".join(
-            f"{s[f'd{d}_svd_loss_points']:.2f} / {s[f'd{d}_random_loss_points']:.2f}"
-            for d in DIVISORS
+            " / ".join(f"{s[f'd{d}_{i}_loss_points']:.2f}" for i in INITS) for d in DIVISORS
         )
         lines.append(
             f"| {name} | {100 * s['dense_test_accuracy']:.2f} | {100 * s['k_d_accuracy']:.2f} "

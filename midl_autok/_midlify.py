@@ -25,6 +25,18 @@ has no bias, so ``g`` cannot start near 1 for every input; it starts at ``g0 = 1
   ``y = W x + b + (2 g - 1)(f - l)``, within ``τ ||x|| · |W x + b - l| / 2`` of the dense
   output (the tests hold a converted model to that before any fine-tuning).
 
+**Calibration** (``calibration=`` inputs, ``init="svd"``): the light path becomes the best
+rank-r approximation of the layer **on its inputs**: ``U V`` minimizes the mean of
+``||(W x + b) - (U V x + c)||^2`` over the layer's inputs ``x`` seen when the calibration
+batches run through the model, i.e. the truncated SVD of ``W Σ^{1/2}`` mapped back by
+``Σ^{-1/2}`` (``Σ``: the inputs' covariance plus a ridge of ``1e-3`` times its mean
+eigenvalue, so directions the data never visits keep a finite map), and
+``c = b + (W - U V) μ`` (``μ``: the inputs' mean). Without data, every direction of ``x`` counts
+the same (plain SVD); with it, the rank goes where the inputs vary. The gate stays the plain
+SVD of W: a data-fitted gate ranked neurons better on 8x8 digits but worse on MNIST-1D at
+k <= d/4 (``experiments/bench_midlify.py``, README), so it is not used. The full path
+compensates as above, so k = d still reproduces the dense output.
+
 ``init="random"`` keeps MIDL's random light path (``U``, ``V``, ``c``) and sets the gate and
 the full path as above (``W' = 2 W - U V``), so k = d still reproduces the dense output and
 only the estimate of the neurons off the top-k differs: the comparison of
@@ -41,7 +53,7 @@ import fnmatch
 import io
 import re
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -54,6 +66,7 @@ from midl_autok.schedule import KSchedule, LayerSpec
 
 __all__ = [
     "GATE_START",
+    "Calibration",
     "CheckpointError",
     "init_from_checkpoint",
     "init_from_dense_state",
@@ -65,6 +78,10 @@ __all__ = [
 #: The gate value every neuron starts with (no gate bias: sigmoid(0)); see the module doc.
 GATE_START = 0.5
 Init = Literal["svd", "random"]
+#: Inputs of the model to fit the light paths on: one batch or an iterable of batches.
+Calibration = torch.Tensor | Iterable[torch.Tensor]
+#: The ridge added to the inputs' covariance, times its mean eigenvalue (see the module doc).
+RIDGE = 1e-3
 INITS: tuple[Init, ...] = ("svd", "random")
 Select = str | re.Pattern[str] | type | tuple[type, ...] | Callable[[str, nn.Module], bool] | None
 
@@ -84,11 +101,13 @@ def init_midl_from_linear(
     *,
     init: Init = "svd",
     gate_scale: float = 1e-4,
+    inputs: torch.Tensor | None = None,
 ) -> MIDL:
     """Set ``layer`` from a dense layer ``y = weight · x + bias`` (see the module docstring).
 
-    ``weight``: ``(d, d_in)`` = ``(layer.out_features, layer.in_features)``. Computed in
-    float64, stored in the layer's dtype."""
+    ``weight``: ``(d, d_in)`` = ``(layer.out_features, layer.in_features)``. ``inputs``:
+    ``(n, d_in)`` inputs of the layer to fit the light path on (``init="svd"`` only; the
+    module docstring's calibration). Computed in float64, stored in the layer's dtype."""
     if init not in INITS:
         raise UserError(f"init must be one of {', '.join(INITS)}, but got {init!r}")
     if not gate_scale >= 0:
@@ -111,14 +130,20 @@ def init_midl_from_linear(
     light_bias = torch.zeros(d, dtype=torch.float64)
     if layer.light_in is not None and layer.light_out is not None:
         if init == "svd":
-            r = min(layer.light_rank, s.numel())
+            # x -> the SVD's coordinates: plain, or whitened by the inputs (calibration)
+            lp, ls, lqh, mean = (p, s, qh, None) if inputs is None else _whitened(w, inputs)
+            r = min(layer.light_rank, ls.numel())
+            lroot = ls.sqrt()
             u = torch.zeros(d, layer.light_rank, dtype=torch.float64)  # (d, r)
-            u[:, :r] = p[:, :r] * root[:r]
+            u[:, :r] = lp[:, :r] * lroot[:r]
             v = layer.light_in.detach().to("cpu", torch.float64).clone()  # (r, d_in)
-            v[:r] = root[:r, None] * qh[:r]
+            v[:r] = lroot[:r, None] * lqh[:r]
+            c = b.clone() if b is not None else light_bias.clone()
+            if mean is not None:  # the best constant for the inputs' mean
+                c += (w - u @ v) @ mean
             put(layer.light_out, u)
             put(layer.light_in, v)
-            put(layer.light_bias, b if b is not None else light_bias)
+            put(layer.light_bias, c)
         light = layer.light_out.detach().double().cpu() @ layer.light_in.detach().double().cpu()
         if layer.light_bias is not None:
             light_bias = layer.light_bias.detach().to("cpu", torch.float64)
@@ -137,6 +162,63 @@ def init_midl_from_linear(
     if b is not None:
         put(layer.bias, (b - (1 - GATE_START) * light_bias) / GATE_START)
     return layer
+
+
+def _whitened(
+    w: torch.Tensor, inputs: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(P, s, Qh', mean)`` such that ``P[:, :r] diag(s[:r]) Qh'[:r]`` is the rank-r map
+    closest to ``w`` on ``inputs`` (``(n, d_in)``; the module docstring's calibration):
+    the SVD ``W Σ^{1/2} = P S Q^T`` with ``Qh' = Q^T Σ^{-1/2}``."""
+    x = inputs.detach().to("cpu", torch.float64).reshape(-1, w.shape[1])
+    if x.shape[0] == 0 or not bool(torch.isfinite(x).all()):
+        raise UserError("calibration: a layer's inputs are empty or not finite")
+    mean = x.mean(0)
+    centered = x - mean
+    cov = centered.T @ centered / x.shape[0]
+    eig, vec = torch.linalg.eigh(cov)
+    eig = eig.clamp_min(0) + RIDGE * max(float(eig.clamp_min(0).mean()), 1e-12)
+    half = (vec * eig.sqrt()) @ vec.T
+    inv_half = (vec * eig.rsqrt()) @ vec.T
+    p, s, qh = torch.linalg.svd(w @ half, full_matrices=False)
+    return p, s, qh @ inv_half, mean
+
+
+def _layer_inputs(
+    model: nn.Module, layers: Mapping[str, nn.Module], calibration: Calibration
+) -> dict[str, torch.Tensor]:
+    """Each of ``layers``' inputs (flattened to ``(n, in_features)``, float64 on the CPU) while
+    the calibration batches run through ``model`` (eval mode, no gradients; each batch moved
+    to the model's device)."""
+    batches = [calibration] if isinstance(calibration, torch.Tensor) else list(calibration)
+    if not batches or not all(isinstance(b, torch.Tensor) for b in batches):
+        raise UserError("calibration must be a tensor of model inputs or a list of them")
+    seen: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
+
+    def keep(name: str) -> Callable[[nn.Module, tuple[object, ...]], None]:
+        def hook(module: nn.Module, args: tuple[object, ...]) -> None:
+            x = args[0]
+            assert isinstance(x, torch.Tensor)
+            seen[name].append(x.detach().reshape(-1, x.shape[-1]).to("cpu", torch.float64))
+
+        return hook
+
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    hooks = [m.register_forward_pre_hook(keep(n)) for n, m in layers.items()]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                model(batch.to(device))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    missing = [n for n, parts in seen.items() if not parts]
+    if missing:
+        raise UserError(f"calibration: layer {missing[0]} saw no input (is it used in forward?)")
+    return {n: torch.cat(parts) for n, parts in seen.items()}
 
 
 # -- any module -------------------------------------------------------------------------------
@@ -178,6 +260,7 @@ def midlify(
     init: Init = "svd",
     gate_scale: float = 1e-4,
     epochs: int = 1,
+    calibration: Calibration | None = None,
 ) -> tuple[nn.Module, KSchedule]:
     """Replace the chosen ``nn.Linear`` layers of ``model`` (in place) by MID-L layers.
 
@@ -194,6 +277,9 @@ def midlify(
             docstring for the gate and full path, which both use.
         gate_scale: spectral norm ``τ`` of the starting gate (the k = d deviation bound).
         epochs: epochs of the returned template.
+        calibration: a batch (or a list of batches) of the model's inputs: each light path is
+            then fitted to the inputs its layer sees (``init="svd"``; the module docstring's
+            calibration). A few thousand samples are plenty.
 
     Returns:
         ``(model, schedule)``: the same module object, and a constant
@@ -212,6 +298,7 @@ def midlify(
             f"midlify: select={select!r} matches no nn.Linear layer of the model "
             f"(its Linear layers: {listed or 'none'})"
         )
+    seen = None if calibration is None else _layer_inputs(model, dict(chosen), calibration)
     specs: list[LayerSpec] = []
     for name, linear in chosen:
         assert isinstance(linear, nn.Linear)
@@ -223,7 +310,14 @@ def midlify(
             activation="identity",
             bias=linear.bias is not None,
         ).to(device=linear.weight.device, dtype=linear.weight.dtype)
-        init_midl_from_linear(layer, linear.weight, linear.bias, init=init, gate_scale=gate_scale)
+        init_midl_from_linear(
+            layer,
+            linear.weight,
+            linear.bias,
+            init=init,
+            gate_scale=gate_scale,
+            inputs=None if seen is None else seen[name],
+        )
         _replace(model, name, layer)
         specs.append(LayerSpec(name, linear.out_features))
     template = KSchedule.constant(specs, epochs, k_fraction, arch=type(model).__name__)
@@ -326,12 +420,18 @@ def init_from_checkpoint(
     *,
     init: Init = "svd",
     gate_scale: float = 1e-4,
+    calibration: Calibration | None = None,
 ) -> nn.Module:
     """Initialize a built-in model (any variant) from the dense model's weights in ``path``
     (read by :func:`load_dense_state`; see :func:`init_from_dense_state`)."""
     state = load_dense_state(path)
     return init_from_dense_state(
-        model, state, init=init, gate_scale=gate_scale, source=f"model.init_from: {path}"
+        model,
+        state,
+        init=init,
+        gate_scale=gate_scale,
+        source=f"model.init_from: {path}",
+        calibration=calibration,
     )
 
 
@@ -343,10 +443,13 @@ def init_from_dense_state(
     init: Init = "svd",
     gate_scale: float = 1e-4,
     source: str = "the dense state dict",
+    calibration: Calibration | None = None,
 ) -> nn.Module:
     """Initialize ``model`` from the state dict of its dense variant: MID-L layers through
     :func:`init_midl_from_linear`, every other tensor copied. Names or shapes that differ are
-    a :class:`CheckpointError` naming the first differing tensor."""
+    a :class:`CheckpointError` naming the first differing tensor. With ``calibration`` (model
+    inputs), the light paths are then fitted to the inputs each layer sees with every
+    neuron on the full path (k = d, where the converted model computes the dense one)."""
     expected, midl = _expected(model)
     diff = _first_difference(expected, state)
     if diff is not None:
@@ -360,4 +463,17 @@ def init_from_dense_state(
     for n, layer in midl.items():
         weight, bias = state[f"{n}.0.weight"], state.get(f"{n}.0.bias")
         init_midl_from_linear(layer, weight, bias, init=init, gate_scale=gate_scale)
+    if calibration is None:
+        return model
+    ks = {n: layer.k for n, layer in midl.items()}
+    for layer in midl.values():
+        layer.k = None  # k = d: the converted model computes the dense one
+    try:
+        seen = _layer_inputs(model, midl, calibration)
+    finally:
+        for n, layer in midl.items():
+            layer.k = ks[n]
+    for n, layer in midl.items():
+        weight, bias = state[f"{n}.0.weight"], state.get(f"{n}.0.bias")
+        init_midl_from_linear(layer, weight, bias, init=init, gate_scale=gate_scale, inputs=seen[n])
     return model

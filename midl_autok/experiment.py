@@ -111,5 +111,7 @@ def model_for_spec(
     if spec.model.init_from is not None:  # fine-tune from a dense model's weights
         from midl_autok._midlify import init_from_checkpoint
 
-        init_from_checkpoint(model, spec.model.init_from)
+        n = spec.model.init_calibration
+        calibration = None if n is None else data.x_train[:n]
+        init_from_checkpoint(model, spec.model.init_from, calibration=calibration)
     return model

@@ -176,6 +176,9 @@ class ModelSpec(_Strict):
     #: or a ``midl-autok export`` file) that every trial converts with
     #: :func:`midl_autok._midlify.init_from_checkpoint` and fine-tunes.
     init_from: str | None = Field(None, min_length=1)
+    #: With ``init_from``: fit each light path to the inputs its layer sees on the first N
+    #: training samples (midlify's ``calibration``; the README's numbers); unset: plain SVD.
+    init_calibration: StrictInt | None = Field(None, ge=1, le=10_000_000)
 
     @field_validator("gating")
     @classmethod
@@ -192,6 +195,8 @@ class ModelSpec(_Strict):
 
     @model_validator(mode="after")
     def _factory_alone(self) -> ModelSpec:
+        if self.init_calibration is not None and self.init_from is None:
+            raise ValueError("model.init_calibration fits a dense checkpoint; set model.init_from")
         if self.factory is None:
             if self.factory_options:
                 raise ValueError("model.options are the arguments of model.factory; set it")
@@ -263,7 +268,9 @@ class ModelSpec(_Strict):
 
     def options(self) -> dict[str, Any]:
         """Keyword options for :func:`midl_autok.models.build_model` (unset ones omitted)."""
-        dump = self.model_dump(exclude={"arch", "factory", "factory_options", "init_from"})
+        dump = self.model_dump(
+            exclude={"arch", "factory", "factory_options", "init_from", "init_calibration"}
+        )
         return {k: v for k, v in dump.items() if v is not None}
 
 
@@ -283,7 +290,8 @@ def _without_unset_factory(data: dict[str, Any]) -> dict[str, Any]:
         data.pop("factory")
         if "arch" in data and data.get("options") == {}:
             data.pop("options")
-    for key in ("init_from", "d_model", "depth", "heads", "ffn", "patch"):  # newer fields
+    newer = ("init_from", "init_calibration", "d_model", "depth", "heads", "ffn", "patch")
+    for key in newer:  # fields added later: unset, they are not in the dump
         if isinstance(data, dict) and key in data and data[key] is None:
             data.pop(key)
     if isinstance(data, dict) and data.get("gating") == "neuron":

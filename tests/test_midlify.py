@@ -157,6 +157,71 @@ def test_a_light_rank_above_the_rank_of_w_is_exact() -> None:
     assert layer.light_out.detach()[:, 6:].abs().max() == 0  # unused columns: zero, still learn
 
 
+def correlated_inputs(n: int, d_in: int, seed: int) -> torch.Tensor:
+    """Inputs that vary along a few directions only, around a mean far from 0."""
+    g = torch.Generator().manual_seed(seed)
+    basis = torch.randn(4, d_in, generator=g, dtype=torch.float64)
+    return 3.0 + torch.randn(n, 4, generator=g, dtype=torch.float64) @ basis
+
+
+def test_calibration_fits_the_light_path_to_the_inputs_it_sees() -> None:
+    torch.manual_seed(4)
+    linear = nn.Linear(20, 30).double()
+    x = correlated_inputs(500, 20, seed=0)
+    held_out = correlated_inputs(500, 20, seed=0)[250:]  # the same distribution
+    dense = linear(held_out).detach()
+
+    def light_error(inputs: torch.Tensor | None) -> float:
+        layer = MIDL(20, 30, gate_rank=4, light_rank=4, activation="identity").double()
+        init_midl_from_linear(layer, linear.weight, linear.bias, inputs=inputs)
+        assert layer.light_in is not None and layer.light_out is not None
+        light = held_out @ (layer.light_out @ layer.light_in).T + layer.light_bias
+        return float((light.detach() - dense).square().mean())
+
+    plain, fitted = light_error(None), light_error(x)
+    # rank 4 = the inputs' 4 directions (+ the mean, which the bias absorbs): near exact
+    assert fitted < 1e-3 * plain
+    # and k = d still reproduces the dense layer whatever the light path
+    layer = MIDL(20, 30, gate_rank=4, light_rank=4, activation="identity").double()
+    init_midl_from_linear(layer, linear.weight, linear.bias, inputs=x)
+    layer.eval()
+    torch.testing.assert_close(layer(held_out), dense, atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("form", ["tensor", "list"])
+def test_midlify_with_calibration_keeps_k_equal_d_and_helps_at_small_k(form: str) -> None:
+    x = 0.25 * correlated_inputs(256, 32, seed=1).float()  # outputs O(1), as the tolerance
+    dense = mlp()
+    ref = outputs(dense, x, train=False)
+    batches = x if form == "tensor" else list(x.split(100))
+    plain, _ = midl_autok.midlify(mlp(), light_rank=8)
+    fitted, _ = midl_autok.midlify(mlp(), light_rank=8, calibration=batches)
+    assert fitted.training  # the calibration pass left the mode as it was
+    for model in (plain, fitted):
+        model.eval()
+        for layer in model.modules():
+            if isinstance(layer, MIDL):
+                layer.k = None
+        torch.testing.assert_close(
+            outputs(model, x, train=False), ref, atol=K_EQUALS_D_ATOL, rtol=0
+        )
+
+    def error_at_small_k(model: nn.Module) -> float:
+        for layer in model.modules():
+            if isinstance(layer, MIDL):
+                layer.k = layer.out_features // 4
+        return float((outputs(model, x, train=False) - ref).square().mean())
+
+    assert error_at_small_k(fitted) < error_at_small_k(plain)
+
+
+def test_bad_calibration_is_one_user_error() -> None:
+    with pytest.raises(UserError, match="calibration must be a tensor"):
+        midl_autok.midlify(mlp(), calibration=[1, 2])  # type: ignore[list-item]
+    with pytest.raises(UserError, match="not finite"):
+        midl_autok.midlify(mlp(), calibration=torch.full((4, 32), float("nan")))
+
+
 # ---------------------------------------------------------------------- model.init_from
 
 
@@ -187,6 +252,45 @@ def test_init_from_a_dense_state_dict(dense_checkpoint: tuple[Path, nn.Module]) 
     # the FLOPs ratio keeps its meaning: same architecture, same cost model as from scratch
     scratch = build_for_spec(small_spec(), data)
     assert model.signature() == scratch.signature()
+
+
+def test_init_from_a_dense_state_with_calibration(dense_checkpoint) -> None:
+    from midl_autok._midlify import init_from_dense_state
+
+    _, dense = dense_checkpoint
+    spec = small_spec()
+    data = dataset_for_spec(spec)
+    ref = outputs(dense, data.x_test, train=False)
+    errors = []
+    for calibration in (None, data.x_train):
+        model = build_for_spec(spec, data)
+        ks = [layer.k for _, layer in model.midl_layers()]
+        init_from_dense_state(model, dense.state_dict(), calibration=calibration)
+        assert [layer.k for _, layer in model.midl_layers()] == ks  # k restored after the pass
+        for _, layer in model.midl_layers():
+            layer.k = None
+        torch.testing.assert_close(outputs(model, data.x_test, train=False), ref, atol=1e-4, rtol=0)
+        for _, layer in model.midl_layers():
+            layer.k = layer.out_features // 4
+        errors.append(float((outputs(model, data.x_test, train=False) - ref).square().mean()))
+    assert errors[1] < errors[0]
+
+
+def test_init_calibration_in_the_spec(dense_checkpoint) -> None:
+    path, dense = dense_checkpoint
+    spec = small_spec(init_from=str(path))
+    data = dataset_for_spec(spec)
+    plain = build_for_spec(spec, data)
+    fitted = build_for_spec(spec.override(**{"model.init_calibration": 200}), data)
+    ref = outputs(dense, data.x_test, train=False)
+    errors = []
+    for model in (plain, fitted):
+        for _, layer in model.midl_layers():
+            layer.k = layer.out_features // 4
+        errors.append(float((outputs(model, data.x_test, train=False) - ref).square().mean()))
+    assert errors[1] < errors[0]
+    with pytest.raises(ValueError, match="init_calibration fits a dense checkpoint"):
+        small_spec().override(**{"model.init_calibration": 200})
 
 
 def test_init_from_a_dense_export(tmp_path: Path, dense_checkpoint) -> None:
