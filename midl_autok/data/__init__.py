@@ -6,9 +6,9 @@ loaded with :func:`load_dataset`, which returns a :class:`Dataset` of ready tens
 ==================  ======  ===========  ==========================================================
 name                kind    source       what is read or made
 ==================  ======  ===========  ==========================================================
-digits              vector  bundled      scikit-learn ``load_digits`` (8x8 -> 64 features)
+digits              vector  bundled      scikit-learn ``load_digits`` (8x8 -> 64 features), cached
 mnist1d             vector  generated    the ``mnist1d`` package's generator (40 features), cached
-synthetic           vector  generated    scikit-learn ``make_classification``
+synthetic           vector  generated    scikit-learn ``make_classification``, cached
 synthetic-tokens    tokens  generated    random tokens with one class "motif" planted per sequence
 mnist               image   directory    IDX files ``train-images-idx3-ubyte`` ... (optionally .gz)
 fashion-mnist       image   directory    the same IDX file names as MNIST
@@ -47,8 +47,10 @@ synthetic ``n_samples``, ``n_features``, ``n_informative``, ``n_redundant``, ``n
 cifar100 ``label_mode`` (fine | coarse); svhn ``extra`` (add ``extra_32x32.mat`` to train);
 csv ``delimiter``, ``columns`` (names for a file without a header row), ``missing_values``.
 
-Generated mnist1d arrays are cached in ``$MIDL_AUTOK_CACHE`` (default
-``$XDG_CACHE_HOME/midl_autok`` or ``~/.cache/midl_autok``). CIFAR pickles are read with an
+The mnist1d, digits and synthetic arrays are cached in ``$MIDL_AUTOK_CACHE`` (default
+``$XDG_CACHE_HOME/midl_autok`` or ``~/.cache/midl_autok``; ``data/_cache.py``), keyed by the
+options and the generator's version, so later processes (a search's trials, Ray workers) read
+them back without importing scikit-learn (~1.5 s each). CIFAR pickles are read with an
 unpickler that only rebuilds numpy arrays; any other global in the file is refused.
 """
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from midl_autok.data._cache import cached_arrays, version_of
 from midl_autok.data._pipeline import token_features, vector_features
 from midl_autok.data._source import Request, Source
 from midl_autok.errors import DataError
@@ -24,41 +25,55 @@ def _check_generated_size(dataset: str, rows: int, columns: int, what: str) -> N
         )
 
 
-def load_digits(req: Request) -> Source:
+def _sklearn_digits() -> dict[str, np.ndarray]:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
+    return {"x": bunch.data, "y": bunch.target, "names": np.asarray(bunch.feature_names)}
+
+
+def load_digits(req: Request) -> Source:
+    """scikit-learn's 8x8 digits (bundled with it), cached (``data/_cache.py``)."""
+    key = ["digits", version_of("scikit-learn")]
+    arrays, _ = cached_arrays("digits", key, _sklearn_digits, keys=("x", "y", "names"))
     return Source(
         kind="vector",
         num_classes=10,
-        x=np.asarray(bunch.data, dtype=np.float64),
-        y=np.asarray(bunch.target, dtype=np.int64),
+        x=np.asarray(arrays["x"], dtype=np.float64),
+        y=np.asarray(arrays["y"], dtype=np.int64),
         featurize=vector_features,
         info={
             "source": "sklearn.datasets.load_digits",
             "classes": [str(c) for c in range(10)],
-            "feature_names": list(bunch.feature_names),
+            "feature_names": [str(n) for n in arrays["names"]],
         },
     )
 
 
 def load_synthetic(req: Request) -> Source:
-    from sklearn.datasets import make_classification
-
+    """scikit-learn's ``make_classification`` with the options, cached (``data/_cache.py``)."""
     o = dict(req.options)
     _check_generated_size("synthetic", o["n_samples"], o["n_features"], "n_samples x n_features")
     o["n_informative"] = o["n_informative"] or max(2, o["n_features"] // 2)
     o["n_redundant"] = o["n_redundant"] if o["n_redundant"] is not None else o["n_features"] // 4
     seed = o.pop("data_seed")
-    try:
-        x, y = make_classification(**o, shuffle=True, random_state=seed)
-    except ValueError as exc:
-        raise DataError(f"dataset 'synthetic': invalid options {o}: {exc}") from exc
+
+    def make() -> dict[str, np.ndarray]:
+        from sklearn.datasets import make_classification
+
+        try:
+            x, y = make_classification(**o, shuffle=True, random_state=seed)
+        except ValueError as exc:
+            raise DataError(f"dataset 'synthetic': invalid options {o}: {exc}") from exc
+        return {"x": x, "y": y}
+
+    key = ["synthetic", o, seed, version_of("scikit-learn"), version_of("numpy")]
+    arrays, _ = cached_arrays("synthetic", key, make, keys=("x", "y"))
     return Source(
         kind="vector",
         num_classes=o["n_classes"],
-        x=x,
-        y=y.astype(np.int64),
+        x=arrays["x"],
+        y=arrays["y"].astype(np.int64),
         featurize=vector_features,
         info={"source": "sklearn.datasets.make_classification", "generation": {**o, "seed": seed}},
     )

@@ -489,6 +489,81 @@ def test_mnist1d_rebuilds_a_corrupt_cache_file(
     )
 
 
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [("digits", {}), ("synthetic", {"n_samples": 300, "n_features": 12, "n_classes": 3})],
+)
+def test_sklearn_data_sets_are_cached_and_read_back_without_sklearn(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, options: dict[str, Any]
+) -> None:
+    """The first load makes the arrays with scikit-learn and caches them; a fresh process then
+    reads the same data set without importing scikit-learn (~1.5 s per trial process)."""
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("MIDL_AUTOK_CACHE", str(tmp_path))
+    first = load_dataset(name, options=options, seed=3)
+    (cache,) = tmp_path.iterdir()
+    assert cache.name.startswith(f"{name}-") and cache.suffix == ".npz"
+    stamp = cache.stat().st_mtime_ns
+    assert_same(first, load_dataset(name, options=options, seed=3))
+    assert cache.stat().st_mtime_ns == stamp
+    probe = (
+        "import sys, torch\n"
+        "from midl_autok.data import load_dataset\n"
+        f"ds = load_dataset({name!r}, options={options!r}, seed=3)\n"
+        "assert 'sklearn' not in sys.modules, 'sklearn was imported'\n"
+        "torch.save({'x': ds.x_train, 'y': ds.y_train, 't': ds.x_test, 'info': ds.info}, "
+        "sys.argv[1])\n"
+    )
+    out = tmp_path / "probe.pt"
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(out)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    seen = torch.load(out, weights_only=True)
+    assert torch.equal(seen["x"], first.x_train) and torch.equal(seen["y"], first.y_train)
+    assert torch.equal(seen["t"], first.x_test)
+    assert seen["info"] == first.info
+    # what is cached is what scikit-learn makes
+    if name == "digits":
+        from sklearn.datasets import load_digits
+
+        bunch = load_digits()
+        assert first.info["feature_names"] == list(bunch.feature_names)
+        assert sum(first.sizes.values()) == len(bunch.target)
+    # other options, another file; a corrupt file is made again
+    load_dataset("synthetic", options={"n_samples": 200}, seed=3)
+    assert len(list(tmp_path.glob("*.npz"))) == 2
+    cache.write_bytes(b"not a zip file")
+    with pytest.warns(UserWarning, match="unreadable cache file"):
+        assert_same(first, load_dataset(name, options=options, seed=3))
+
+
+def test_synthetic_is_make_classification_whether_made_or_read_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sklearn.datasets import make_classification
+
+    from midl_autok.data._source import Request
+    from midl_autok.data.generated import load_synthetic
+    from midl_autok.data.registry import _REGISTRY, resolve_options
+
+    monkeypatch.setenv("MIDL_AUTOK_CACHE", str(tmp_path))
+    given = {"n_samples": 150, "n_features": 10, "n_classes": 2}
+    options = resolve_options("synthetic", _REGISTRY["synthetic"].options, given)
+    o = dict(options)
+    seed = o.pop("data_seed")
+    o["n_informative"] = o["n_informative"] or max(2, o["n_features"] // 2)
+    o["n_redundant"] = o["n_redundant"] if o["n_redundant"] is not None else o["n_features"] // 4
+    x, y = make_classification(**o, shuffle=True, random_state=seed)
+    for _ in range(2):  # made, then read back
+        source = load_synthetic(Request("synthetic", None, None, dict(options)))
+        np.testing.assert_array_equal(source.x, x)
+        np.testing.assert_array_equal(source.y, y)
+    assert len(list(tmp_path.glob("synthetic-*.npz"))) == 1
+
+
 # --------------------------------------------------------------------------- MNIST IDX
 
 
