@@ -33,6 +33,14 @@ def print_comparison(store: Store, a: str, b: str, *, json_out: bool = False) ->
         print(json.dumps(data, indent=2))
         return
     console = stdout_console()
+    for name in (a, b):
+        if data["values"][name] != "single runs":
+            console.print(
+                Text(
+                    f"{name}: its front by the confirmed means over its seeds; the trial "
+                    "counts are its search trials (not its confirmation retrainings)"
+                )
+            )
     hv = Table(title="normalized hypervolume after the first N trials", title_justify="left")
     for header in ("trials", a, b):
         hv.add_column(Text(header), justify="right")

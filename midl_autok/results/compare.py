@@ -8,6 +8,11 @@ compare at equal cost. Dominance is judged on the two quantities every study rec
 validation accuracy (higher is better) and the inference-FLOPs ratio to dense (lower is
 better), so studies of different models or objectives compare too; the "where" is a split of
 the FLOPs-ratio axis into bands, each won by the study with the better accuracy there.
+
+A study searched with ``--confirm N`` is compared by its search trials only (its confirmation
+retrainings are not search budget), and its front by the confirmed means (a front schedule's
+validation accuracy averaged over its seeds, as ``pareto`` and ``export`` pick): a lucky
+single run does not win a band. ``values`` says which each study's front used.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import bisect
 from typing import TYPE_CHECKING, Any
 
 from midl_autok.metrics import INFERENCE_FLOPS_RATIO, VAL_ACCURACY
+from midl_autok.results.confirmed import is_confirmation
 
 if TYPE_CHECKING:
     from midl_autok.results.record import StudyRecord
@@ -33,11 +39,22 @@ def trial_counts(longest: int) -> list[int]:
     return [*steps, longest] if longest > 0 else []
 
 
-def _point(trial: Any) -> tuple[float, float] | None:
+def _point(record: StudyRecord, trial: Any) -> tuple[float, float] | None:
+    """(validation accuracy, FLOPs ratio): the accuracy's mean over the seeds when confirmed
+    (the ratio is the schedule's, the same on every seed)."""
     acc, ratio = trial.user_attrs.get(VAL_ACCURACY), trial.user_attrs.get(INFERENCE_FLOPS_RATIO)
+    confirmed = record.confirmed(trial)
+    if confirmed is not None:
+        acc = confirmed.mean.get(VAL_ACCURACY, acc)
     if isinstance(acc, int | float) and isinstance(ratio, int | float):
         return float(acc), float(ratio)
     return None
+
+
+def _front(record: StudyRecord) -> list[tuple[float, float]]:
+    confirmed = bool(record.confirmed())
+    points = (_point(record, t) for t in record.front(means=confirmed))
+    return [p for p in points if p is not None]
 
 
 def _dominates(p: tuple[float, float], q: tuple[float, float]) -> bool:
@@ -56,15 +73,17 @@ def _band_label(index: int) -> str:
 
 def compare_studies(a: StudyRecord, b: StudyRecord) -> dict[str, Any]:
     """The comparison as JSON data (see the module's docstring)."""
-    fronts = {r.name: [p for p in map(_point, r.front()) if p is not None] for r in (a, b)}
+    fronts = {r.name: _front(r) for r in (a, b)}
     feasible = {r.name: r.feasible() for r in (a, b)}
+    searched = {r.name: [t for t in r.trials if not is_confirmation(t)] for r in (a, b)}
     hv_rows = []
-    for n in trial_counts(max(len(a.trials), len(b.trials))):
+    for n in trial_counts(max(len(searched[a.name]), len(searched[b.name]))):
         row: dict[str, Any] = {"trials": n}
         for r in (a, b):
-            first = {t.number for t in r.trials[:n]}
+            first = {t.number for t in searched[r.name][:n]}
             pool = [t for t in feasible[r.name] if t.number in first]
-            row[r.name] = r.normalized_hypervolume(pool) if len(r.trials) >= n else None
+            enough = len(searched[r.name]) >= n
+            row[r.name] = r.normalized_hypervolume(pool) if enough else None
         hv_rows.append(row)
     dominated = {}
     for mine, other in ((a.name, b.name), (b.name, a.name)):
@@ -83,6 +102,7 @@ def compare_studies(a: StudyRecord, b: StudyRecord) -> dict[str, Any]:
     ]
     return {
         "studies": [a.name, b.name],
+        "values": {r.name: "confirmed means" if r.confirmed() else "single runs" for r in (a, b)},
         "hypervolume_normalized": hv_rows,
         "front_dominance": dominated,
         "by_flops_ratio": where,

@@ -98,3 +98,29 @@ def test_without_confirmations_the_outputs_are_as_before() -> None:
     assert "confirmed_trials" not in summary
     assert all(list(p) == [*POINT_KEYS, "mlflow_run_id", "knee"] for p in summary["points"])
     assert record.confirmed() == {}
+
+
+def test_compare_uses_the_search_trials_and_the_confirmed_means() -> None:
+    """``studies --compare``: a confirmed study's trial counts are its search trials, and its
+    front is judged by the means over the seeds (trial 0's lucky 0.96 is 0.923 on average)."""
+    from midl_autok.results.compare import compare_studies
+
+    a = confirmed_study()
+    b = StudyRecord(
+        name="b",
+        attrs=dict(ATTRS),
+        directions=DIRECTIONS,
+        trials=[trial(0, 0.958, 200.0), trial(1, 0.5, 300.0)],
+    )
+    data = compare_studies(a, b)
+    assert data["values"] == {"s": "confirmed means", "b": "single runs"}
+    assert [row["trials"] for row in data["hypervolume_normalized"]] == [3]  # not 7
+    (band,) = data["by_flops_ratio"]
+    assert band["s"] == pytest.approx(statistics.mean([0.955, 0.95, 0.96]))
+    assert band["b"] == 0.958 and band["better"] == "b"  # single runs: s's 0.96 would win
+    assert data["front_dominance"]["s"] == {"front": 2, "dominated_by_other": 0}
+    # without confirmations, nothing changes: single runs, every trial counts
+    plain = StudyRecord(name="p", attrs=dict(ATTRS), directions=DIRECTIONS, trials=searched())
+    data = compare_studies(plain, b)
+    assert data["values"]["p"] == "single runs"
+    assert data["by_flops_ratio"][0]["p"] == 0.96
