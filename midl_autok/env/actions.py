@@ -27,6 +27,7 @@ __all__ = [
     "decode_action",
     "diverged_penalty",
     "fit_to_budget",
+    "flops_cap",
 ]
 
 
@@ -111,6 +112,19 @@ def fit_to_budget(
     return _toward(k, k_max, costs, max_flops=max_flops)
 
 
+def flops_cap(budget: float, costs: CostModel) -> int:
+    """The most inference FLOPs whose ratio to dense, as :meth:`CostModel.ratio` computes it, is
+    ``<= budget``. Not ``budget * dense``: at a budget equal to a reachable ratio (the floor,
+    say) the float product can land a hair below that ratio's FLOPs and refuse it."""
+    dense = costs.dense_flops()
+    cap = math.floor(budget * dense)
+    while (cap + 1) / dense <= budget:
+        cap += 1
+    while cap > 0 and cap / dense > budget:
+        cap -= 1
+    return cap
+
+
 def decide_k(
     action: Any,
     *,
@@ -129,7 +143,7 @@ def decide_k(
     if budget is None or not (spend_budget or (hard_budget and final)):
         return k, False
     k_min = {s.name: k_from_fraction(min_fraction, s.width) for s in layers}
-    max_flops = budget * costs.dense_flops()
+    max_flops = flops_cap(budget, costs)
     if spend_budget:
         k_max = {s.name: s.width for s in layers}
         fitted = fit_to_budget(k, costs, max_flops=max_flops, k_min=k_min, k_max=k_max)
