@@ -29,9 +29,10 @@ def _one_value(name: str, value: Any, configured: Any) -> float | None:
         return None
     lo, hi = (configured, configured) if isinstance(configured, (int, float)) else configured
     if lo != hi:
+        example = hi if name == "budget" else lo  # the low end of a budget may be unreachable
         raise UserError(
             f"the policy was trained with {name} in [{lo}, {hi}]; choose one value "
-            f"(e.g. {name}={lo})"
+            f"(e.g. {name}={example})"
         )
     return float(lo)
 

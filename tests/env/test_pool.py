@@ -335,7 +335,10 @@ def test_budget_pool_policy_round_trips_without_unpickling_and_runs_at_a_budget(
         ratios.append(result.metrics["inference_flops_ratio"])
     assert ratios[0] < ratios[1]
     net = build_for_spec(unseen, data, seed=3)
-    with pytest.raises(UserError, match=r"trained with budget in \[0\.0, 1\.0\]; choose one"):
+    with pytest.raises(
+        UserError,
+        match=r"trained with budget in \[0\.0, 1\.0\]; choose one value \(e\.g\. budget=1\.0\)",
+    ):
         PolicyController.from_file(trained.path, model=net, data=data, epochs=3)
     with pytest.raises(UserError, match="below this model's lowest reachable FLOPs ratio"):
         PolicyController.from_file(trained.path, model=net, data=data, epochs=3, budget=0.05)
