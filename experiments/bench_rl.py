@@ -4,6 +4,7 @@
     python experiments/bench_rl.py --runs 20 --seeds 1 --epochs 5 --agents ppo
     python experiments/bench_rl.py pool [...]            # one policy over a task pool
                                                          # (experiments/bench_rl_pool.py)
+    python experiments/bench_rl.py pool --budgets auto   # the same, budget-conditioned
 
 For every seed this runs real searches in the store ``--store`` (default
 ``midl_runs/bench_rl``; studies resume): an Optuna agent (``--baseline``, default tpe, cosine

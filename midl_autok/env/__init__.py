@@ -1,7 +1,8 @@
 """The MID-L trainer as a Gymnasium environment: one episode = one training run, one step = one
 epoch (registered as ``midl_autok/TopKSchedule-v0``, see :mod:`midl_autok.env_registration`).
 
-The package: :mod:`~midl_autok.env.actions` (action -> k, the hard-budget clip),
+The package: :mod:`~midl_autok.env.actions` (action -> k, the hard-budget clip, the
+spend-budget fit),
 :mod:`~midl_autok.env.observer` (the observation), :mod:`~midl_autok.env.topk` (the env),
 :mod:`~midl_autok.env.pool` (cheap episodes over a pool of tasks through a task-free view,
 ``midl_autok/TopKSchedulePool-v0``).
@@ -21,6 +22,17 @@ of the **last** epoch is clipped so that its inference FLOPs <= ``budget * dense
 is over, every layer's k above its minimum ``k_min`` (``min_fraction`` of its width) shrinks by
 one common factor, rounded down (:func:`clip_to_budget`). Earlier epochs are free (train wide,
 then prune); the observation shows how far the current k is over the budget.
+
+**Spend budget** (``spend_budget=True``, the resource-constrained action of AMC, He et al.
+2018): **every** epoch's k is fit to the budget (:func:`fit_to_budget`): a decoded k over the
+budget shrinks toward ``k_min`` by one common factor (as above), one under it grows toward the
+full widths by one common factor, both rounded down. Every epoch (the deployed one included)
+then costs ``<= budget * dense`` inference FLOPs, and less only by the rounding (under one unit
+of k per layer) or when the full widths fit; the action decides the allocation across layers.
+Every epoch, not only the last: a policy trained on short episodes (4 epochs) runs long ones
+(30), and a "train wide, prune at the end" rule would deploy after 25% of training at the
+deployed k in one and 3% in the other; the gate and light paths also learn at the k they are
+deployed with, and training FLOPs stay within the budget too.
 
 **Observation** ``Box(float32)`` of ``11 + 4 L`` features, in this order (names in
 :attr:`Observer.names`), all deterministic (no wall time):
@@ -99,9 +111,16 @@ from midl_autok.env.actions import (
     decide_k,
     decode_action,
     diverged_penalty,
+    fit_to_budget,
 )
 from midl_autok.env.observer import GLOBAL_FEATURES, LAYER_FEATURES, Observer
-from midl_autok.env.pool import TaskPoolEnv, TaskView, lam_feature, low_fidelity
+from midl_autok.env.pool import (
+    TaskPoolEnv,
+    TaskView,
+    budget_position,
+    lam_feature,
+    low_fidelity,
+)
 from midl_autok.env.topk import EPISODE_KEY, TopKScheduleEnv
 
 __all__ = [
@@ -113,10 +132,12 @@ __all__ = [
     "TaskPoolEnv",
     "TaskView",
     "TopKScheduleEnv",
+    "budget_position",
     "clip_to_budget",
     "decide_k",
     "decode_action",
     "diverged_penalty",
+    "fit_to_budget",
     "lam_feature",
     "low_fidelity",
 ]

@@ -1,4 +1,5 @@
-"""From an action to each layer's k: decode, clip to a hard budget, and the divergence penalty.
+"""From an action to each layer's k: decode, clip to a hard budget or fit to a budget, and the
+divergence penalty.
 
 The one decision rule of :class:`~midl_autok.env.TopKScheduleEnv` and
 :class:`~midl_autok.rl.PolicyController` (:func:`decide_k`, bound to a run's settings by
@@ -11,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -18,7 +20,15 @@ import numpy as np
 from midl_autok.flops import CostModel
 from midl_autok.schedule import LayerSpec, k_from_fraction
 
-__all__ = ["KRule", "clip_to_budget", "decide_k", "decode_action", "diverged_penalty"]
+__all__ = [
+    "KRule",
+    "clip_to_budget",
+    "decide_k",
+    "decode_action",
+    "diverged_penalty",
+    "fit_to_budget",
+    "flops_cap",
+]
 
 
 def decode_action(
@@ -36,6 +46,35 @@ def decode_action(
     return {s.name: k_from_fraction(float(f), s.width) for s, f in zip(layers, frac, strict=True)}
 
 
+def _toward(
+    start: Mapping[str, int],
+    end: Mapping[str, int],
+    costs: CostModel,
+    *,
+    max_flops: float,
+) -> dict[str, int]:
+    """``k_l = start_l + floor(s * (end_l - start_l))`` with the largest common ``s`` in [0, 1]
+    such that ``inference_flops(k) <= max_flops`` (needs ``flops(start) <= max_flops``).
+
+    MID-L FLOPs are linear in k (``2 d_in`` per unit), so ``s`` is exact (rational
+    arithmetic: no float rounding decides a unit of k) and each ``k_l`` is non-decreasing in
+    ``max_flops``; a cost model that is not linear (a custom one) is fixed up one unit at a time.
+    """
+    out = {n: int(start[n]) for n in start}
+    if costs.inference_flops(end) <= max_flops:
+        return {n: int(end[n]) for n in start}
+    slope = {c.name: 2 * c.d_in for c in costs.midl_layers}  # FLOPs per unit of k
+    room = Fraction(max_flops) - costs.inference_flops(out)
+    total = sum(slope[n] * (end[n] - out[n]) for n in out)
+    if total > 0:
+        scale = room / total  # in [0, 1)
+        out = {n: out[n] + math.floor(scale * (end[n] - out[n])) for n in out}
+    while costs.inference_flops(out) > max_flops:  # a non-linear cost model: a step at most
+        name = max((n for n in out if out[n] > start[n]), key=lambda n: slope[n] * out[n])
+        out[name] -= 1
+    return out
+
+
 def clip_to_budget(
     k: Mapping[str, int], costs: CostModel, *, max_flops: float, k_min: Mapping[str, int]
 ) -> dict[str, int]:
@@ -45,23 +84,45 @@ def clip_to_budget(
     ``s = (max_flops - flops(k_min)) / sum_l 2 d_in_l (k_l - k_min_l)``; ``k`` is returned
     unchanged when it already fits. Needs ``flops(k_min) <= max_flops``.
     """
-    out = dict(k)
-    if costs.inference_flops(out) <= max_flops:
-        return out
     base = costs.inference_flops(k_min)
-    if base > max_flops:
+    if costs.inference_flops(k) > max_flops and base > max_flops:
         raise ValueError(
             f"the FLOPs budget ({max_flops:.0f}) is below the cost with every layer at its "
             f"minimum k ({base})"
         )
-    slope = {c.name: 2 * c.d_in for c in costs.midl_layers}  # FLOPs per unit of k
-    excess = sum(slope[n] * (out[n] - k_min[n]) for n in out)
-    scale = (max_flops - base) / excess
-    out = {n: k_min[n] + math.floor(scale * (out[n] - k_min[n])) for n in out}
-    while costs.inference_flops(out) > max_flops:  # float rounding: a step at most
-        name = max((n for n in out if out[n] > k_min[n]), key=lambda n: slope[n] * out[n])
-        out[name] -= 1
-    return out
+    return _toward(k_min, k, costs, max_flops=max_flops)
+
+
+def fit_to_budget(
+    k: Mapping[str, int],
+    costs: CostModel,
+    *,
+    max_flops: float,
+    k_min: Mapping[str, int],
+    k_max: Mapping[str, int],
+) -> dict[str, int]:
+    """``k`` moved onto the budget: shrunk toward ``k_min`` when over it (:func:`clip_to_budget`),
+    grown toward ``k_max`` by one common factor when under it (``k_l + floor(s (k_max_l -
+    k_l))``, the largest ``s`` that fits). The result costs ``<= max_flops``, and less only by
+    the rounding (under one unit of k per layer) or when ``k_max`` itself fits; each layer's
+    k is non-decreasing in ``max_flops``. What the action decides is the allocation: the
+    direction in which the budget is reached."""
+    if costs.inference_flops(k) > max_flops:
+        return clip_to_budget(k, costs, max_flops=max_flops, k_min=k_min)
+    return _toward(k, k_max, costs, max_flops=max_flops)
+
+
+def flops_cap(budget: float, costs: CostModel) -> int:
+    """The most inference FLOPs whose ratio to dense, as :meth:`CostModel.ratio` computes it, is
+    ``<= budget``. Not ``budget * dense``: at a budget equal to a reachable ratio (the floor,
+    say) the float product can land a hair below that ratio's FLOPs and refuse it."""
+    dense = costs.dense_flops()
+    cap = math.floor(budget * dense)
+    while (cap + 1) / dense <= budget:
+        cap += 1
+    while cap > 0 and cap / dense > budget:
+        cap -= 1
+    return cap
 
 
 def decide_k(
@@ -73,15 +134,22 @@ def decide_k(
     budget: float | None,
     hard_budget: bool,
     final: bool,
+    spend_budget: bool = False,
 ) -> tuple[dict[str, int], bool]:
-    """Decode ``action`` to k and, in hard-budget mode on the ``final`` epoch, clip it to the
-    budget; returns ``(k, clipped)``. The one decision rule of the env and the controller."""
+    """Decode ``action`` to k; in hard-budget mode on the ``final`` epoch, clip it to the
+    budget; in spend-budget mode, on every epoch, fit it to the budget (:func:`fit_to_budget`).
+    Returns ``(k, changed)``. The one decision rule of the env and the controller."""
     k = decode_action(action, layers, min_fraction=min_fraction)
-    if not (hard_budget and final and budget is not None):
+    if budget is None or not (spend_budget or (hard_budget and final)):
         return k, False
     k_min = {s.name: k_from_fraction(min_fraction, s.width) for s in layers}
-    clipped = clip_to_budget(k, costs, max_flops=budget * costs.dense_flops(), k_min=k_min)
-    return clipped, clipped != k
+    max_flops = flops_cap(budget, costs)
+    if spend_budget:
+        k_max = {s.name: s.width for s in layers}
+        fitted = fit_to_budget(k, costs, max_flops=max_flops, k_min=k_min, k_max=k_max)
+    else:
+        fitted = clip_to_budget(k, costs, max_flops=max_flops, k_min=k_min)
+    return fitted, fitted != k
 
 
 @dataclass(frozen=True)
@@ -89,7 +157,7 @@ class KRule:
     """:func:`decide_k` with one run's settings bound: ``rule.decide(action, epoch)`` is the k
     of ``epoch`` (the last of ``epochs`` is the ``final`` one, clipped in hard-budget mode).
     The env builds one per episode (its ``budget`` may be drawn per episode); the controller
-    one per run."""
+    one per run. ``spend_budget``: every epoch's k is fit to the budget instead."""
 
     layers: Sequence[LayerSpec]
     costs: CostModel
@@ -97,6 +165,7 @@ class KRule:
     budget: float | None  # inference FLOPs budget as a fraction of dense, or None
     hard_budget: bool
     epochs: int
+    spend_budget: bool = False
 
     def decide(self, action: Any, epoch: int) -> tuple[dict[str, int], bool]:
         """``(k, clipped)`` for ``action`` at ``epoch`` (0-based)."""
@@ -108,6 +177,7 @@ class KRule:
             budget=self.budget,
             hard_budget=self.hard_budget,
             final=epoch == self.epochs - 1,
+            spend_budget=self.spend_budget,
         )
 
 

@@ -21,6 +21,15 @@ any experiment with at most ``max_layers`` MID-L layers, pooled or not
 
 Layers fill the slots in forward order. The action is ``Box(-1, 1, (M,), float32)``; entry m
 is layer m's action (the env's decoding), entries past the model's layers are ignored.
+
+**Budget mode** (``TaskPoolEnv(budgets=(lo, hi))``): each episode draws an inference-FLOPs
+budget log-uniformly in ``[max(lo, floor), hi]`` (``floor``: the task's ratio with every layer
+at ``min_fraction``, gate and light paths included), the task env fits every epoch's k to it
+(``spend_budget``: ratio ``<= budget``, the action decides the allocation across layers), lambda
+is 0 (the reward is the validation accuracy; the budget is the FLOPs knob), and the ``lam``
+feature becomes ``budget_position = clip((budget - floor) / (1 - floor), 0, 1)``: how much of
+the reachable range below dense the budget allows (0: no choice left, every layer at its
+minimum), the same scale for every task. The ``budget`` feature keeps the ratio itself.
 """
 
 from __future__ import annotations
@@ -38,7 +47,14 @@ from midl_autok.env.observer import GLOBAL_FEATURES, LAYER_FEATURES
 from midl_autok.env.topk import TopKScheduleEnv
 from midl_autok.spec import ExperimentSpec, load_spec
 
-__all__ = ["POOL_FLOPS_MAX", "SLOT_FEATURES", "TaskPoolEnv", "TaskView", "lam_feature"]
+__all__ = [
+    "POOL_FLOPS_MAX",
+    "SLOT_FEATURES",
+    "TaskPoolEnv",
+    "TaskView",
+    "budget_position",
+    "lam_feature",
+]
 
 #: Bound of every FLOPs feature of the task-free observation (the same for every task).
 POOL_FLOPS_MAX = 2.0
@@ -46,6 +62,7 @@ SLOT_FEATURES = ("present", *LAYER_FEATURES)
 _G = len(GLOBAL_FEATURES)
 _ACC = (GLOBAL_FEATURES.index("probe_accuracy"), GLOBAL_FEATURES.index("val_accuracy"))
 _LAM = GLOBAL_FEATURES.index("lam")
+_BUDGET = GLOBAL_FEATURES.index("budget")
 _FLOPS = tuple(
     GLOBAL_FEATURES.index(n)
     for n in (
@@ -56,6 +73,12 @@ _FLOPS = tuple(
         "training_flops_remaining",
     )
 )
+
+
+def budget_position(budget: float, floor: float) -> float:
+    """``clip((budget - floor) / (1 - floor), 0, 1)``: the budget's place between the lowest
+    reachable FLOPs ratio and dense."""
+    return min(1.0, max(0.0, (float(budget) - floor) / max(1.0 - floor, 1e-9)))
 
 
 def lam_feature(lam: float) -> float:
@@ -71,11 +94,14 @@ class TaskView:
         num_classes: C of the task (chance accuracy 1 / C).
         n_layers: the task model's MID-L layers, ``1 <= n_layers <= max_layers``.
         max_layers: M, the slots of the view.
+        budget_floor: budget mode (the module docstring): the task's lowest reachable FLOPs
+            ratio; the ``lam`` feature then holds the budget's position above it.
     """
 
     num_classes: int
     n_layers: int
     max_layers: int
+    budget_floor: float | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.n_layers <= self.max_layers:
@@ -87,9 +113,12 @@ class TaskView:
             raise ValueError(f"num_classes must be >= 2, but got {self.num_classes}")
 
     @staticmethod
-    def names(max_layers: int) -> list[str]:
+    def names(max_layers: int, *, budget: bool = False) -> list[str]:
         slots = [f"slot{m}/{f}" for m in range(max_layers) for f in SLOT_FEATURES]
-        return [*GLOBAL_FEATURES, *slots]
+        glob = list(GLOBAL_FEATURES)
+        if budget:
+            glob[_LAM] = "budget_position"
+        return [*glob, *slots]
 
     @staticmethod
     def space(max_layers: int) -> spaces.Box:
@@ -114,7 +143,10 @@ class TaskView:
         g = raw[:_G].copy()
         chance = 1.0 / self.num_classes
         g[list(_ACC)] = (g[list(_ACC)] - chance) / (1.0 - chance)
-        g[_LAM] = lam_feature(lam)
+        if self.budget_floor is None:
+            g[_LAM] = lam_feature(lam)
+        else:
+            g[_LAM] = budget_position(g[_BUDGET], self.budget_floor)
         slots = np.zeros((self.max_layers, f + 1))  # (M, 5)
         slots[: self.n_layers, 0] = 1.0
         slots[: self.n_layers, 1:] = raw[_G:].reshape(self.n_layers, f)
@@ -158,14 +190,18 @@ class TaskPoolEnv(gym.Env[np.ndarray, np.ndarray]):
             1 to ``max_layers`` MID-L layers.
         lam: the FLOPs weight lambda, or a ``(low, high)`` range drawn per episode,
             log-uniformly when ``low > 0`` (else uniformly).
+        budgets: budget mode (the module docstring): a ``(low, high)`` range of inference-FLOPs
+            budgets (fractions of dense), drawn log-uniformly per episode in
+            ``[max(low, floor), high]`` of the episode's task; ``lam`` is then ignored (0).
         max_samples: training samples per task (a seeded subsample; ``None``: all).
         epochs: episode length (``None``: each spec's own).
         max_layers: M (default: the most MID-L layers among the tasks).
         min_fraction, probe_size, device, errors: as for
             :class:`~midl_autok.env.TopKScheduleEnv`.
 
-    ``reset(options={"task": name, "lam": value})`` fixes the task / lambda for one episode;
-    ``info["task"]`` names the episode's task. The reward is the task env's.
+    ``reset(options={"task": name, "lam": value})`` (``"budget"`` in budget mode) fixes the
+    task / lambda / budget for one episode; ``info["task"]`` names the episode's task. The
+    reward is the task env's.
     """
 
     metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012 - gymnasium's convention
@@ -175,6 +211,7 @@ class TaskPoolEnv(gym.Env[np.ndarray, np.ndarray]):
         tasks: Sequence[ExperimentSpec | str] = ("digits-mlp", "synthetic-mlp", "tokens-lstm"),
         *,
         lam: float | tuple[float, float] = (0.01, 1.0),
+        budgets: tuple[float, float] | None = None,
         max_samples: int | None = 400,
         epochs: int | None = 4,
         max_layers: int | None = None,
@@ -185,10 +222,13 @@ class TaskPoolEnv(gym.Env[np.ndarray, np.ndarray]):
     ) -> None:
         if not tasks:
             raise ValueError("a task pool needs at least one task")
+        self.budgets = None if budgets is None else (float(budgets[0]), float(budgets[1]))
         self.envs = [
             TopKScheduleEnv(
                 low_fidelity(t, max_samples=max_samples, epochs=epochs),
-                lam=lam,
+                lam=lam if budgets is None else 0.0,
+                budget=self.budgets,
+                spend_budget=budgets is not None,
                 min_fraction=min_fraction,
                 probe_size=probe_size,
                 device=device,
@@ -202,7 +242,13 @@ class TaskPoolEnv(gym.Env[np.ndarray, np.ndarray]):
         self.lam_range = self.envs[0].lam_range
         self.max_layers = max_layers or max(len(e.layers) for e in self.envs)
         self.views = [
-            TaskView(e.data.num_classes, len(e.layers), self.max_layers) for e in self.envs
+            TaskView(
+                e.data.num_classes,
+                len(e.layers),
+                self.max_layers,
+                budget_floor=None if budgets is None else e.budget_floor,
+            )
+            for e in self.envs
         ]
         self.min_fraction, self.probe_size = float(min_fraction), probe_size
         self.max_samples, self.epochs = max_samples, epochs
@@ -213,7 +259,7 @@ class TaskPoolEnv(gym.Env[np.ndarray, np.ndarray]):
 
     @property
     def observation_names(self) -> list[str]:
-        return TaskView.names(self.max_layers)
+        return TaskView.names(self.max_layers, budget=self.budgets is not None)
 
     @property
     def task(self) -> TopKScheduleEnv:
@@ -225,8 +271,9 @@ class TaskPoolEnv(gym.Env[np.ndarray, np.ndarray]):
         return {
             "pool": {"tasks": self.task_names, "max_layers": self.max_layers},
             "lam": list(self.lam_range),
-            "budget": None,
+            "budget": None if self.budgets is None else list(self.budgets),
             "hard_budget": False,
+            "spend_budget": self.budgets is not None,
             "min_fraction": self.min_fraction,
             "epochs": self.epochs,
             "max_samples": self.max_samples,
@@ -248,11 +295,20 @@ class TaskPoolEnv(gym.Env[np.ndarray, np.ndarray]):
             raise ValueError(f"unknown task {task!r}; valid: {', '.join(self.task_names)}")
         run_seed = int(self.np_random.integers(2**31 - 1))
         lo, hi = self.lam_range
-        if "lam" not in opts and 0.0 < lo < hi:
-            opts["lam"] = float(math.exp(self.np_random.uniform(math.log(lo), math.log(hi))))
+        if self.budgets is not None:
+            lo, hi = self.task.budget_range or (1.0, 1.0)  # the task's reachable range
+            if "budget" not in opts:
+                opts["budget"] = self._log_uniform(lo, hi)
+        elif "lam" not in opts and 0.0 < lo < hi:
+            opts["lam"] = self._log_uniform(lo, hi)
         obs, info = self.task.reset(seed=run_seed, options=opts)
         info["task"] = self.task_names[self._i]
         return self.views[self._i].observe(obs, lam=self.task.lam), info
+
+    def _log_uniform(self, lo: float, hi: float) -> float:
+        if lo >= hi:
+            return lo
+        return float(math.exp(self.np_random.uniform(math.log(lo), math.log(hi))))
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         view = self.views[self._i]

@@ -73,6 +73,10 @@ class TopKScheduleEnv(gym.Env[np.ndarray, np.ndarray]):
         lam: FLOPs weight lambda >= 0, or a ``(low, high)`` range drawn per episode.
         budget: inference FLOPs budget as a fraction of dense (``None``: none), or a range.
         hard_budget: clip the final epoch's action to the budget (needs ``budget``).
+        spend_budget: fit every epoch's k to the budget (needs ``budget``): inference FLOPs
+            ``<= budget`` and within rounding of it, the action deciding the allocation
+            across layers (:func:`~midl_autok.env.fit_to_budget`). A budget range's low end
+            is raised to the lowest reachable ratio (every layer at ``min_fraction``).
         min_fraction: the smallest k fraction an action can ask for, in (0, 1].
         epochs: overrides the spec's ``training.epochs`` (the episode length).
         device: ``auto`` | ``cpu`` | ``cuda[:N]``.
@@ -92,6 +96,7 @@ class TopKScheduleEnv(gym.Env[np.ndarray, np.ndarray]):
         lam: float | tuple[float, float] = 0.1,
         budget: float | tuple[float, float] | None = None,
         hard_budget: bool = False,
+        spend_budget: bool = False,
         min_fraction: float = 0.05,
         epochs: int | None = None,
         device: str = "auto",
@@ -108,14 +113,18 @@ class TopKScheduleEnv(gym.Env[np.ndarray, np.ndarray]):
             )
         self.lam_range = _check_range("lam", lam, positive=False)
         self.budget_range = (
-            None if budget is None else _check_range("budget", budget, positive=True)
+            None if budget is None else _check_range("budget", budget, positive=not spend_budget)
         )
-        if hard_budget and budget is None:
-            raise ValueError("hard_budget=True needs a budget (a fraction of dense FLOPs)")
+        if (hard_budget or spend_budget) and budget is None:
+            mode = "hard_budget" if hard_budget else "spend_budget"
+            raise ValueError(f"{mode}=True needs a budget (a fraction of dense FLOPs)")
+        if hard_budget and spend_budget:
+            raise ValueError("choose one of hard_budget and spend_budget")
         if errors not in ("raise", "end"):
             raise ValueError(f"errors must be 'raise' or 'end', but got {errors!r}")
         self.errors = errors
         self.hard_budget = bool(hard_budget)
+        self.spend_budget = bool(spend_budget)
         self.min_fraction = float(min_fraction)
         self.device = device
         self.epochs = self.experiment.training.epochs
@@ -132,6 +141,15 @@ class TopKScheduleEnv(gym.Env[np.ndarray, np.ndarray]):
         self.costs = cost_model(template, self.data.x_train[:1])
         self.k_min = {s.name: k_from_fraction(self.min_fraction, s.width) for s in self.layers}
         self.budget_floor = self.costs.ratio(self.k_min)  # lowest reachable FLOPs ratio
+        if self.spend_budget and self.budget_range:
+            lo, hi = self.budget_range
+            if hi < self.budget_floor:
+                raise ValueError(
+                    f"budget must reach {self.budget_floor:.4f} with spend_budget (the FLOPs "
+                    f"ratio with every layer at min_fraction={self.min_fraction}), but got "
+                    f"{budget!r}"
+                )
+            self.budget_range = (max(lo, self.budget_floor), hi)
         if self.hard_budget and self.budget_range and self.budget_range[0] < self.budget_floor:
             raise ValueError(
                 f"budget must be >= {self.budget_floor:.4f} with hard_budget (the FLOPs ratio "
@@ -160,6 +178,7 @@ class TopKScheduleEnv(gym.Env[np.ndarray, np.ndarray]):
             budget=self.budget,
             hard_budget=self.hard_budget,
             epochs=self.epochs,
+            spend_budget=self.spend_budget,
         )
         self._obs = np.zeros(self.observation_space.shape, dtype=np.float32)
         self._acc = 0.0  # validation accuracy after the last epoch (acc_{t-1})
@@ -183,6 +202,7 @@ class TopKScheduleEnv(gym.Env[np.ndarray, np.ndarray]):
             "lam": list(self.lam_range),
             "budget": None if self.budget_range is None else list(self.budget_range),
             "hard_budget": self.hard_budget,
+            "spend_budget": self.spend_budget,
             "min_fraction": self.min_fraction,
             "epochs": self.epochs,
             "probe_size": self.probe_size,
@@ -236,14 +256,14 @@ class TopKScheduleEnv(gym.Env[np.ndarray, np.ndarray]):
 
         A given ``lam`` may be any number >= 0; a given ``budget`` must not exceed the env's
         highest budget (the observation bounds are built for it) and, in hard-budget mode,
-        must be reachable at ``min_fraction``."""
+        must be reachable at ``min_fraction`` (hard- and spend-budget modes)."""
         lo, hi = rng
         if value is None:
             return lo if lo == hi else float(self.np_random.uniform(lo, hi))
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
         if name == "lam":
             ok, rule = number and 0.0 <= value < math.inf, "a finite number >= 0"
-        elif self.hard_budget:
+        elif self.hard_budget or self.spend_budget:
             floor = self.budget_floor
             ok, rule = number and floor <= value <= hi, f"a number in [{floor:.4f}, {hi}]"
         else:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -15,6 +16,7 @@ from midl_autok.errors import UserError
 from midl_autok.flops import CostModel, cost_model
 from midl_autok.models import MIDLNet
 from midl_autok.rl.policy import PolicyFn, load_policy
+from midl_autok.schedule import k_from_fraction
 
 __all__ = ["PolicyController"]
 
@@ -27,9 +29,10 @@ def _one_value(name: str, value: Any, configured: Any) -> float | None:
         return None
     lo, hi = (configured, configured) if isinstance(configured, (int, float)) else configured
     if lo != hi:
+        example = hi if name == "budget" else lo  # the low end of a budget may be unreachable
         raise UserError(
             f"the policy was trained with {name} in [{lo}, {hi}]; choose one value "
-            f"(e.g. {name}={lo})"
+            f"(e.g. {name}={example})"
         )
     return float(lo)
 
@@ -56,14 +59,16 @@ class PolicyController:
         lam: float = 0.1,
         budget: float | None = None,
         hard_budget: bool = False,
+        spend_budget: bool = False,
         min_fraction: float = 0.05,
         probe_size: int = 256,
         eval_batch_size: int = 4096,
         max_budget: float | None = None,
         view: TaskView | None = None,
     ) -> None:
-        if hard_budget and budget is None:
-            raise UserError("hard_budget=True needs a budget (a fraction of dense FLOPs)")
+        if (hard_budget or spend_budget) and budget is None:
+            mode = "hard_budget" if hard_budget else "spend_budget"
+            raise UserError(f"{mode}=True needs a budget (a fraction of dense FLOPs)")
         self.policy_fn = policy_fn
         self.model = model
         self.epochs = epochs
@@ -73,8 +78,21 @@ class PolicyController:
         if not self.layers:
             raise UserError("a policy controller needs a model with MID-L layers")
         self.costs: CostModel = _costs(model, data)
-        #: action -> k (also holds ``min_fraction`` and ``hard_budget``)
-        self.rule = KRule(self.layers, self.costs, min_fraction, budget, hard_budget, epochs)
+        #: action -> k (also holds ``min_fraction``, ``hard_budget`` and ``spend_budget``)
+        self.rule = KRule(
+            self.layers, self.costs, min_fraction, budget, hard_budget, epochs, spend_budget
+        )
+        if (hard_budget or spend_budget) and budget is not None:
+            floor = self.costs.ratio(
+                {s.name: k_from_fraction(min_fraction, s.width) for s in self.layers}
+            )
+            if budget < floor:
+                raise UserError(
+                    f"budget {budget:g} is below this model's lowest reachable FLOPs ratio "
+                    f"{floor:.4f} (every MID-L layer at min_fraction={min_fraction})"
+                )
+            if view is not None and view.budget_floor is None and spend_budget:
+                view = dataclasses.replace(view, budget_floor=floor)
         self.observer = Observer(
             layers=self.layers,
             costs=self.costs,
@@ -103,7 +121,8 @@ class PolicyController:
         training env's when it used one value (a range needs an explicit choice). A policy
         trained on a task pool (:class:`~midl_autok.env.TaskPoolEnv`) sees the run through
         the pool's :class:`~midl_autok.env.TaskView`: it controls any model with at most its
-        ``max_layers`` MID-L layers."""
+        ``max_layers`` MID-L layers. A budget-mode pool policy (``TaskPoolEnv(budgets=...)``)
+        needs ``budget``: every epoch's k is fit to it (``lam`` is 0)."""
         loaded = load_policy(path)
         env = loaded.env_config
         names = [layer["name"] for layer in loaded.meta["layers"]]
@@ -132,6 +151,7 @@ class PolicyController:
             lam=_one_value("lam", lam, env.get("lam")) or 0.0,
             budget=_one_value("budget", budget, configured_budget),
             hard_budget=bool(env.get("hard_budget", False)),
+            spend_budget=bool(env.get("spend_budget", False)),
             min_fraction=float(env.get("min_fraction", 0.05)),
             probe_size=int(env.get("probe_size", 256)),
             eval_batch_size=int(env.get("eval_batch_size", 4096)),

@@ -27,7 +27,7 @@ __all__ = ["PoolTraining", "train_pool_policy"]
 @dataclass
 class PoolTraining:
     """What :func:`train_pool_policy` did: the policy file and one row per finished episode
-    (``task``, ``lam``, ``val_accuracy``, ``flops_ratio``, ``return``)."""
+    (``task``, ``lam``, ``budget``, ``val_accuracy``, ``flops_ratio``, ``return``)."""
 
     path: Path
     episodes: list[dict[str, Any]] = field(default_factory=list)
@@ -50,6 +50,7 @@ def train_pool_policy(
     episodes: int = 1500,
     n_envs: int = 4,
     lam: tuple[float, float] = (0.01, 1.0),
+    budgets: tuple[float, float] | None = None,
     max_samples: int | None = 400,
     epochs: int | None = 4,
     seed: int = 0,
@@ -63,7 +64,11 @@ def train_pool_policy(
 
     Every episode draws its task and its lambda (log-uniform in ``lam``): one policy for all
     tasks and the whole trade-off, which the observation tells apart only through the
-    task-free view (lambda included)."""
+    task-free view (lambda included). With ``budgets=(lo, hi)`` (budget mode) each episode
+    draws an inference-FLOPs budget instead (log-uniform in the task's reachable part of the
+    range), every epoch's k is fit to it, and the reward is the validation accuracy: the
+    policy learns the allocation across layers; run it with
+    ``PolicyController.from_file(..., budget=b)``."""
     from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.vec_env import DummyVecEnv
@@ -71,6 +76,7 @@ def train_pool_policy(
     from midl_autok.env import EPISODE_KEY
 
     kwargs: dict[str, Any] = {"lam": lam, "max_samples": max_samples, "epochs": epochs}
+    kwargs["budgets"] = budgets
     kwargs.update(min_fraction=min_fraction, errors="end", device="cpu")
     specs = list(tasks)
     fns = [functools.partial(_make, specs, kwargs, seed + 7919 * r) for r in range(n_envs)]
@@ -89,6 +95,7 @@ def train_pool_policy(
                 row = {
                     "task": info["task"],
                     "lam": record["lam"],
+                    "budget": record["budget"],
                     "status": record["status"],
                     "val_accuracy": m.get("val_accuracy"),
                     "flops_ratio": m.get("inference_flops_ratio"),

@@ -3,6 +3,7 @@ a task it never saw, with a different number of layers and classes."""
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,11 +12,24 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from midl_autok.data import Dataset
-from midl_autok.env import GLOBAL_FEATURES, TaskPoolEnv, TaskView, lam_feature, low_fidelity
+from midl_autok.env import (
+    GLOBAL_FEATURES,
+    KRule,
+    TaskPoolEnv,
+    TaskView,
+    TopKScheduleEnv,
+    decode_action,
+    fit_to_budget,
+    lam_feature,
+    low_fidelity,
+)
 from midl_autok.env_registration import TOPK_POOL_ID, register_envs
 from midl_autok.errors import UserError
+from midl_autok.schedule import k_from_fraction
 from midl_autok.spec import ExperimentSpec, validate_spec
 from midl_autok.trainer import TrainConfig, build_for_spec, train
 
@@ -53,6 +67,12 @@ def two() -> ExperimentSpec:
 @pytest.fixture(scope="module")
 def one() -> ExperimentSpec:
     return _spec([24], 3, "one-layer")
+
+
+@pytest.fixture(scope="module")
+def two_env(two: ExperimentSpec) -> TopKScheduleEnv:
+    """The two-layer task's env (for its layers and cost model)."""
+    return TopKScheduleEnv(two, device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -182,3 +202,143 @@ def build_data(spec: ExperimentSpec) -> Dataset:
     from midl_autok.experiment import dataset_for_spec
 
     return dataset_for_spec(spec)
+
+
+# --------------------------------------------------------------------------- budget mode
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    action=st.lists(st.floats(-3, 3), min_size=2, max_size=2),
+    budgets=st.lists(st.floats(0.0, 1.4), min_size=2, max_size=2),
+    min_fraction=st.floats(0.01, 0.5),
+)
+def test_fit_to_budget_spends_the_budget_never_exceeds_it_and_is_monotone(
+    two_env: TopKScheduleEnv, action: list[float], budgets: list[float], min_fraction: float
+) -> None:
+    layers, costs = two_env.layers, two_env.costs
+    k_min = {s.name: k_from_fraction(min_fraction, s.width) for s in layers}
+    k_max = {s.name: s.width for s in layers}
+    floor = costs.ratio(k_min)
+    low, high = sorted(max(b, floor) for b in budgets)  # reachable budgets only
+    rule = KRule(layers, costs, min_fraction, low, False, 3, spend_budget=True)
+    fitted = []
+    for budget in (low, high):
+        rule = dataclasses.replace(rule, budget=budget)
+        k, _ = rule.decide(action, 0)  # every epoch, not only the last
+        assert rule.decide(action, 2)[0] == k
+        flops = costs.inference_flops(k)
+        assert costs.ratio(k) <= budget  # never over (the floor itself included)
+        assert all(k_min[n] <= k[n] <= k_max[n] for n in k)
+        if k != k_max:  # spent: short of the budget by less than one unit of k per layer
+            unit = sum(2 * c.d_in for c in costs.midl_layers)
+            assert flops > budget * costs.dense_flops() - unit
+        fitted.append(k)
+    assert all(fitted[0][n] <= fitted[1][n] for n in fitted[0])  # monotone in the budget
+
+
+def test_fit_to_budget_lets_the_action_choose_the_allocation(two_env: TopKScheduleEnv) -> None:
+    layers, costs = two_env.layers, two_env.costs
+    k_min = {s.name: k_from_fraction(0.05, s.width) for s in layers}
+    k_max = {s.name: s.width for s in layers}
+    budget = (costs.ratio(k_min) + 1.0) / 2 * costs.dense_flops()
+    first = decode_action([1.0, -1.0], layers, min_fraction=0.05)
+    second = decode_action([-1.0, 1.0], layers, min_fraction=0.05)
+    a = fit_to_budget(first, costs, max_flops=budget, k_min=k_min, k_max=k_max)
+    b = fit_to_budget(second, costs, max_flops=budget, k_min=k_min, k_max=k_max)
+    assert a["body.0"] > b["body.0"] and a["body.1"] < b["body.1"]
+    # a k under the budget grows, one over it shrinks; one that fits exactly stays
+    assert costs.inference_flops(a) <= budget and costs.inference_flops(b) <= budget
+    assert (
+        fit_to_budget(a, costs, max_flops=costs.inference_flops(a), k_min=k_min, k_max=k_max) == a
+    )
+
+
+def test_budget_pool_passes_the_checkers_and_keeps_every_epoch_within_budget(
+    two: ExperimentSpec, one: ExperimentSpec
+) -> None:
+    from gymnasium.utils.env_checker import check_env
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    register_envs()
+    env = gym.make(TOPK_POOL_ID, tasks=[two, one], budgets=(0.0, 1.0), max_samples=120, epochs=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_env(env.unwrapped)
+        sb3_check_env(TaskPoolEnv([two, one], budgets=(0.0, 1.0), max_samples=120, epochs=2))
+
+    pool = TaskPoolEnv([two, one], budgets=(0.0, 1.0), max_samples=120, epochs=2)
+    names = pool.observation_names
+    assert names[GLOBAL_FEATURES.index("lam")] == "budget_position"
+    assert pool.config()["spend_budget"] and pool.config()["lam"] == [0.0, 0.0]
+    pool.action_space.seed(0)
+    for seed in range(8):
+        obs, info = pool.reset(seed=seed)
+        task = pool.task
+        assert task.budget_floor <= info["budget"] <= 1.0 and info["lam"] == 0.0
+        position = (info["budget"] - task.budget_floor) / (1 - task.budget_floor)
+        assert obs[names.index("budget_position")] == pytest.approx(position, abs=1e-6)
+        done = False
+        while not done:
+            obs, _, terminated, truncated, info = pool.step(pool.action_space.sample())
+            assert info["inference_flops_ratio"] <= pool.task.budget  # every epoch
+            done = terminated or truncated
+    with pytest.raises(ValueError, match="budget must reach"):
+        TaskPoolEnv([two], budgets=(0.0, 0.1), max_samples=120, epochs=2)
+
+
+def test_budget_pool_policy_round_trips_without_unpickling_and_runs_at_a_budget(
+    two: ExperimentSpec, one: ExperimentSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pickle
+
+    from midl_autok.rl import PolicyController, load_policy, train_pool_policy
+
+    trained = train_pool_policy(
+        [two, one],
+        tmp_path / "b.zip",
+        budgets=(0.0, 1.0),
+        episodes=4,
+        n_envs=2,
+        max_samples=120,
+        epochs=2,
+    )
+    assert all(r["budget"] is not None for r in trained.episodes)
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the policy file was unpickled")
+
+    monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(pickle, "load", refuse)
+    loaded = load_policy(trained.path)
+    assert loaded.env_config["spend_budget"] and loaded.env_config["budget"] == [0.0, 1.0]
+    assert loaded.meta["observation_names"][GLOBAL_FEATURES.index("lam")] == "budget_position"
+
+    unseen = _spec([40, 20], 5, "unseen").override(**{"training.epochs": 3})
+    data = build_data(unseen)
+    ratios = []
+    for budget in (0.6, 0.9):
+        net = build_for_spec(unseen, data, seed=3)
+        controller = PolicyController.from_file(
+            trained.path, model=net, data=data, epochs=3, budget=budget
+        )
+        assert controller.lam == 0.0 and controller.view is not None
+        assert controller.view.budget_floor == pytest.approx(
+            controller.costs.ratio(
+                {s.name: k_from_fraction(0.05, s.width) for s in net.layer_specs()}
+            )
+        )
+        config = TrainConfig.from_spec(unseen, device="cpu", seed=3)
+        result = train(net, data, config=config, controller=controller)
+        per_epoch = [row["inference_flops_ratio"] for row in result.history]
+        assert len(per_epoch) == 3 and max(per_epoch) <= budget
+        ratios.append(result.metrics["inference_flops_ratio"])
+    assert ratios[0] < ratios[1]
+    net = build_for_spec(unseen, data, seed=3)
+    with pytest.raises(
+        UserError,
+        match=r"trained with budget in \[0\.0, 1\.0\]; choose one value \(e\.g\. budget=1\.0\)",
+    ):
+        PolicyController.from_file(trained.path, model=net, data=data, epochs=3)
+    with pytest.raises(UserError, match="below this model's lowest reachable FLOPs ratio"):
+        PolicyController.from_file(trained.path, model=net, data=data, epochs=3, budget=0.05)
