@@ -133,8 +133,9 @@ def train(
         typer.Option(
             "--controller",
             metavar="FILE",
-            help="A policy file (from an RL search, see `STORE/policies/`) that chooses each "
-            "epoch's k while training, from what it observes.",
+            help="A policy file (from an RL search, see `STORE/policies/`, or a pool policy "
+            "from `train_pool_policy`, which runs any EXPERIMENT with up to its max_layers "
+            "MID-L layers) that chooses each epoch's k while training, from what it observes.",
             show_default=False,
         ),
     ] = None,
@@ -153,8 +154,8 @@ def train(
         typer.Option(
             "--budget",
             metavar="B",
-            help="With --controller: the hard inference-FLOPs budget (fraction of dense) for "
-            "a policy trained with budgets.",
+            help="With --controller: the inference-FLOPs budget (fraction of dense) for a "
+            "policy trained with budgets (a budget-mode pool policy spends it every epoch).",
             show_default=False,
         ),
     ] = None,
@@ -164,7 +165,8 @@ def train(
     k comes from --schedule, or --k-fraction, or the experiment's training.k_fraction, or is
     chosen live by a policy (--controller). A schedule exported by `midl-autok export`, or a
     policy saved by an RL search, carries the experiment and seed it was made with; without
-    EXPERIMENT/--seed they are used (a policy's epochs too, without --epochs).
+    EXPERIMENT/--seed they are used (a policy's epochs too, without --epochs). A pool policy
+    needs EXPERIMENT (held out of its pool or not).
     """
     on_interrupt(lambda: "nothing was written; rerun the command to train from the start")
     # torch-free until the command line and the spec are checked: a mistake is one line in
@@ -200,9 +202,18 @@ def train(
     policy_meta = None
     if controller is not None:
         policy_meta = _policy_meta(controller)
-        base, base_seed = _policy_source(policy_meta, controller)
-        if epochs is None and experiment is None and experiment_opt is None:
-            epochs = int(policy_meta["env"]["epochs"])
+        pool = policy_meta.get("env", {}).get("pool")
+        if isinstance(pool, dict):  # trained on a task pool: runs the experiment given
+            if experiment is None and experiment_opt is None:
+                tasks = ", ".join(str(t) for t in pool.get("tasks", [])) or "a task pool"
+                raise SpecError(
+                    f"{controller}: a pool policy (trained on {tasks}) controls any experiment "
+                    f"with up to {pool.get('max_layers')} MID-L layers; give EXPERIMENT"
+                )
+        else:
+            base, base_seed = _policy_source(policy_meta, controller)
+            if epochs is None and experiment is None and experiment_opt is None:
+                epochs = int(policy_meta["env"]["epochs"])
     spec = experiment_spec(
         experiment,
         experiment_opt,
@@ -401,19 +412,20 @@ def _controller(
     budget: float | None,
 ) -> Any:
     """A :class:`~midl_autok.rl.PolicyController` for ``model``, whose MID-L layers must be
-    the ones the policy was trained for."""
+    the ones the policy was trained for (a pool policy: at most its ``max_layers``, checked by
+    :meth:`~midl_autok.rl.PolicyController.from_file`)."""
     from midl_autok.errors import ScheduleError
     from midl_autok.rl import PolicyController
 
+    env = meta.get("env", {})
     theirs = [(layer["name"], int(layer["width"])) for layer in meta["layers"]]
     ours = [(s.name, s.width) for s in model.layer_specs()]
-    if theirs != ours:
+    if not isinstance(env.get("pool"), dict) and theirs != ours:
         show = ", ".join(f"{n} ({w})" for n, w in theirs)
         have = ", ".join(f"{n} ({w})" for n, w in ours) or "none"
         raise ScheduleError(
             f"{path}: the policy was trained for MID-L layers {show}, but this model has {have}"
         )
-    env = meta.get("env", {})
     for flag, value, trained in (
         ("--lam", lam, env.get("lam")),
         ("--budget", budget, env.get("budget")),

@@ -342,3 +342,42 @@ def test_budget_pool_policy_round_trips_without_unpickling_and_runs_at_a_budget(
         PolicyController.from_file(trained.path, model=net, data=data, epochs=3)
     with pytest.raises(UserError, match="below this model's lowest reachable FLOPs ratio"):
         PolicyController.from_file(trained.path, model=net, data=data, epochs=3, budget=0.05)
+
+
+def test_train_runs_a_budget_pool_policy_from_the_command_line(
+    two: ExperimentSpec, one: ExperimentSpec, tmp_path: Path
+) -> None:
+    """``midl-autok train EXPERIMENT --controller pool.zip --budget B``: the pool policy runs
+    an experiment it was not trained on, within the budget; without EXPERIMENT or --budget it
+    is one line, exit status 2."""
+    import json
+
+    import yaml
+    from clikit import in_process
+
+    from midl_autok.rl import train_pool_policy
+
+    trained = train_pool_policy(
+        [two, one], tmp_path / "pool.zip", budgets=(0.0, 1.0), episodes=4, n_envs=2,
+        max_samples=120, epochs=2,
+    )  # fmt: skip
+    unseen = _spec([40, 20], 5, "unseen")
+    spec_file = tmp_path / "unseen.yaml"
+    spec_file.write_text(yaml.safe_dump(unseen.model_dump(mode="json")))
+    policy = str(trained.path)
+    ratios = []
+    for budget in ("0.6", "0.9"):
+        code, out, err = in_process(
+            "train", str(spec_file), "--controller", policy, "--budget", budget,
+            "--epochs", "2", "--json",
+        )  # fmt: skip
+        assert code == 0, err
+        result = json.loads(out)
+        assert result["inference_flops_ratio"] <= float(budget)
+        ratios.append(result["inference_flops_ratio"])
+    assert ratios[0] < ratios[1]
+    code, _, err = in_process("train", "--controller", policy, "--budget", "0.6")
+    assert code == 2 and "a pool policy (trained on two-layers, one-layer)" in err
+    assert "give EXPERIMENT" in err and len(err.strip().splitlines()) == 1
+    code, _, err = in_process("train", str(spec_file), "--controller", policy)
+    assert code == 2 and "choose one with --budget" in err, err
