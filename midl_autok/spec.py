@@ -301,15 +301,9 @@ def _without_unset_factory(data: dict[str, Any]) -> dict[str, Any]:
 
 def _factory_path(value: Any, what: str) -> Any:
     """A function given for a factory becomes its import path (``module:qualname``)."""
-    if value is None or isinstance(value, str):
-        if isinstance(value, str):
-            from midl_autok._import_path import check_path
-
-            check_path(value, what=what)
-        return value
     from midl_autok._import_path import factory_path
 
-    return factory_path(value, what=what)
+    return value if value is None else factory_path(value, what=what)
 
 
 def _short(values: list[int]) -> str:
@@ -497,10 +491,8 @@ def load_spec(name_or_path: str | os.PathLike[str] | None = None) -> ExperimentS
             raise SpecError(f"{err} (or give the path of a YAML file)")
         path = Path(str(resources.files("midl_autok") / "specs" / f"{ref}.yaml"))
         source = f"experiment {ref}"
-    what = "experiment file"
-    text = read_text(path, limit=_MAX_SPEC_BYTES, what=what, error=SpecError)
+    text = read_text(path, limit=_MAX_SPEC_BYTES, what="experiment file", error=SpecError)
     from midl_autok._yaml import load_yaml
 
     data = load_yaml(text, source=source, error=SpecError)  # safe loader, bounded
-    spec = validate_spec(data, source=source)
-    return spec
+    return validate_spec(data, source=source)
