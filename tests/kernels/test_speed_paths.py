@@ -225,6 +225,26 @@ def test_blocked_kernel_equals_masked_dense(
     torch.testing.assert_close(got, want.float(), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    ("d_in", "d", "k"),
+    [(33, 40, 1), (64, 64, 3), (130, 100, 37), (1100, 96, 24), (1024, 1024, 256), (7, 9, 9)],
+)
+@pytest.mark.parametrize("light_rank", [0, 8])
+def test_one_sample_kernel_equals_masked_dense(
+    blocked_ops, d_in: int, d: int, k: int, light_rank: int
+) -> None:
+    # batch 1 (float32, SIMD build): the selected rows four at a time against the one input
+    # (rows_dot4), the last k % 4 one by one; d_in with and without a partial last vector
+    torch.manual_seed(d_in + k)
+    layer = MIDL(d_in, d, k, gate_rank=8, light_rank=light_rank, sparse_eval="kernel").eval()
+    x = torch.randn(1, d_in, generator=torch.Generator().manual_seed(d))
+    with torch.no_grad():
+        got = layer._kernel_forward(x, k)
+        want, mask = _masked_reference(layer, x)
+    assert layer.last_mask is not None and torch.equal(layer.last_mask, mask)
+    torch.testing.assert_close(got, want.float(), rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("light_rank", [0, 8])
 @pytest.mark.parametrize("activation", ["relu", "identity", "tanh", "gelu", "silu"])
 @pytest.mark.parametrize("bias", [True, False])

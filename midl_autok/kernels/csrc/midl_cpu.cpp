@@ -11,7 +11,9 @@
 // 4. ``y = act(light)`` everywhere, then for the selected (sample, row) pairs only
 //    ``y = act(light + g * (W[row] . x + b[row] - light))`` with ``g = sigmoid(logit)``.
 //    With a few samples (or float64, or no AVX-512) the dot products read the selected rows of
-//    W in place, grouped by row (each selected row read once for all samples that chose it).
+//    W in place, grouped by row (each selected row read once for all samples that chose it);
+//    one float32 sample with SIMD: four selected rows at a time against the input
+//    (``rows_dot4``: four streams of W in flight; 1.4x the one-row loop at d = 1024).
 //    From 8 float32 samples on, with AVX-512, a blocked sampled dense-dense product: samples in
 //    tiles (a bit set of the tile's samples per row), d_in in chunks that keep a tile's inputs
 //    in L1, rows in blocks that keep their chunk of W in L2, each row chunk dotted with up to 8
@@ -388,6 +390,32 @@ inline __m256 dot_n(const float* __restrict w, const float* const* xs, int64_t l
   return S::sums8(a);
 }
 
+// Four rows ws[0..4) of W against one input x: x is loaded once for the four rows (five loads
+// per four multiply-adds, eight independent accumulators) and the four rows stream at once,
+// which keeps more of W's cache lines in flight than one row at a time (a sample's selected
+// rows are scattered through W, so the hardware prefetcher sees only short runs).
+template <class S>
+inline void rows_dot4(const float* const* ws, const float* __restrict x, int64_t len,
+                      float* out) {
+  using reg = typename S::reg;
+  constexpr int W = S::W;
+  reg a[4], b[4];
+  for (int r = 0; r < 4; ++r) a[r] = b[r] = S::zero();
+  int64_t i = 0;
+  for (; i + 2 * W <= len; i += 2 * W) {
+    const reg x0 = S::load(x + i), x1 = S::load(x + i + W);
+    for (int r = 0; r < 4; ++r) {
+      a[r] = S::fmadd(S::load(ws[r] + i), x0, a[r]);
+      b[r] = S::fmadd(S::load(ws[r] + i + W), x1, b[r]);
+    }
+  }
+  for (; i < len; i += W) {  // at most one whole and one partial vector
+    const reg x0 = S::loadn(x + i, len - i);
+    for (int r = 0; r < 4; ++r) a[r] = S::fmadd(S::loadn(ws[r] + i, len - i), x0, a[r]);
+  }
+  for (int r = 0; r < 4; ++r) out[r] = S::hsum(S::add(a[r], b[r]));
+}
+
 inline __m256 dot_upto8(int n, const float* w, const float* const* xs, int64_t len,
                         const float* next) {
   switch (n) {
@@ -586,6 +614,22 @@ void run(const at::Tensor& x, const at::Tensor& logits, const at::Tensor& gate,
   // the machine is busy, which would eat the saving at small sizes.
   const int64_t grain = std::max<int64_t>(1, kParallelMacs / std::max<int64_t>(din, 1));
   if (B == 1) {
+#if MIDL_SIMD
+    if constexpr (std::is_same<T, float>::value) {  // four selected rows at a time
+      at::parallel_for(0, k, grain, [&](int64_t t0, int64_t t1) {
+        int64_t t = t0;
+        float f[4];
+        for (; t + 4 <= t1; t += 4) {
+          const float* ws[4] = {wp + ip[t] * din, wp + ip[t + 1] * din, wp + ip[t + 2] * din,
+                                wp + ip[t + 3] * din};
+          rows_dot4<Simd>(ws, xp, din, f);
+          for (int r = 0; r < 4; ++r) mix(0, ip[t + r], f[r]);
+        }
+        for (; t < t1; ++t) mix(0, ip[t], dot1<T>(wp + ip[t] * din, xp, din));
+      });
+      return;
+    }
+#endif
     at::parallel_for(0, k, grain, [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t j = ip[t];
