@@ -76,6 +76,34 @@ inline T dot1(const T* __restrict a, const T* __restrict x, int64_t n,
   return s;
 }
 
+#if MIDL_SIMD
+// Four rows ws[0..4) of W against one input x: x is loaded once for the four rows (five loads
+// per four multiply-adds, eight independent accumulators) and the four rows stream at once,
+// which keeps more of W's cache lines in flight than one row at a time (a sample's selected
+// rows are scattered through W, so the hardware prefetcher sees only short runs).
+template <class S>
+inline void rows_dot4(const float* const* ws, const float* __restrict x, int64_t len,
+                      float* out) {
+  using reg = typename S::reg;
+  constexpr int W = S::W;
+  reg a[4], b[4];
+  for (int r = 0; r < 4; ++r) a[r] = b[r] = S::zero();
+  int64_t i = 0;
+  for (; i + 2 * W <= len; i += 2 * W) {
+    const reg x0 = S::load(x + i), x1 = S::load(x + i + W);
+    for (int r = 0; r < 4; ++r) {
+      a[r] = S::fmadd(S::load(ws[r] + i), x0, a[r]);
+      b[r] = S::fmadd(S::load(ws[r] + i + W), x1, b[r]);
+    }
+  }
+  for (; i < len; i += W) {  // at most one whole and one partial vector
+    const reg x0 = S::loadn(x + i, len - i);
+    for (int r = 0; r < 4; ++r) a[r] = S::fmadd(S::loadn(ws[r] + i, len - i), x0, a[r]);
+  }
+  for (int r = 0; r < 4; ++r) out[r] = S::hsum(S::add(a[r], b[r]));
+}
+#endif
+
 // One row against four inputs: five loads per four multiply-adds.
 constexpr int64_t kLanes4 = 32;
 
@@ -167,7 +195,17 @@ void lowrank_small(const T* x, int64_t B, int64_t din, const T* A, const T* Bm, 
   std::vector<T> h(r);
   for (int64_t s = 0; s < B; ++s) {
     const T* xs = x + s * din;
-    for (int64_t q = 0; q < r; ++q) h[q] = dot1<T>(A + q * din, xs, din);
+    int64_t q = 0;
+#if MIDL_SIMD
+    if constexpr (std::is_same<T, float>::value) {  // four rows of A at a time
+      for (; q + 4 <= r; q += 4) {
+        const float* ws[4] = {A + q * din, A + (q + 1) * din, A + (q + 2) * din,
+                              A + (q + 3) * din};
+        rows_dot4<Simd>(ws, xs, din, h.data() + q);
+      }
+    }
+#endif
+    for (; q < r; ++q) h[q] = dot1<T>(A + q * din, xs, din);
     thin_matvec<T>(Bm, h.data(), r, d, bias, out + s * d);
   }
 }
@@ -388,32 +426,6 @@ inline __m256 dot_n(const float* __restrict w, const float* const* xs, int64_t l
   if constexpr (paired)
     for (int n = 0; n < N; ++n) a[n] = S::add(a[n], b[n]);
   return S::sums8(a);
-}
-
-// Four rows ws[0..4) of W against one input x: x is loaded once for the four rows (five loads
-// per four multiply-adds, eight independent accumulators) and the four rows stream at once,
-// which keeps more of W's cache lines in flight than one row at a time (a sample's selected
-// rows are scattered through W, so the hardware prefetcher sees only short runs).
-template <class S>
-inline void rows_dot4(const float* const* ws, const float* __restrict x, int64_t len,
-                      float* out) {
-  using reg = typename S::reg;
-  constexpr int W = S::W;
-  reg a[4], b[4];
-  for (int r = 0; r < 4; ++r) a[r] = b[r] = S::zero();
-  int64_t i = 0;
-  for (; i + 2 * W <= len; i += 2 * W) {
-    const reg x0 = S::load(x + i), x1 = S::load(x + i + W);
-    for (int r = 0; r < 4; ++r) {
-      a[r] = S::fmadd(S::load(ws[r] + i), x0, a[r]);
-      b[r] = S::fmadd(S::load(ws[r] + i + W), x1, b[r]);
-    }
-  }
-  for (; i < len; i += W) {  // at most one whole and one partial vector
-    const reg x0 = S::loadn(x + i, len - i);
-    for (int r = 0; r < 4; ++r) a[r] = S::fmadd(S::loadn(ws[r] + i, len - i), x0, a[r]);
-  }
-  for (int r = 0; r < 4; ++r) out[r] = S::hsum(S::add(a[r], b[r]));
 }
 
 inline __m256 dot_upto8(int n, const float* w, const float* const* xs, int64_t len,
