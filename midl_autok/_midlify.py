@@ -34,8 +34,8 @@ eigenvalue, so directions the data never visits keep a finite map), and
 ``c = b + (W - U V) μ`` (``μ``: the inputs' mean). Without data, every direction of ``x`` counts
 the same (plain SVD); with it, the rank goes where the inputs vary. The gate stays the plain
 SVD of W: a data-fitted gate ranked neurons better on 8x8 digits but worse on MNIST-1D at
-k <= d/4 (``experiments/bench_midlify.py``, README), so it is not used. The full path
-compensates as above, so k = d still reproduces the dense output.
+k <= d/4 (``experiments/probe_midlify_gate.py``, docs/own-model.md), so it is not used. The
+full path compensates as above, so k = d still reproduces the dense output.
 
 ``init="random"`` keeps MIDL's random light path (``U``, ``V``, ``c``) and sets the gate and
 the full path as above (``W' = 2 W - U V``), so k = d still reproduces the dense output and
