@@ -112,6 +112,7 @@ from midl_autok.env.actions import (
     decode_action,
     diverged_penalty,
     fit_to_budget,
+    lowest_k,
 )
 from midl_autok.env.observer import GLOBAL_FEATURES, LAYER_FEATURES, Observer
 from midl_autok.env.pool import (
@@ -140,4 +141,5 @@ __all__ = [
     "fit_to_budget",
     "lam_feature",
     "low_fidelity",
+    "lowest_k",
 ]

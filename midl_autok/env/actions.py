@@ -28,6 +28,7 @@ __all__ = [
     "diverged_penalty",
     "fit_to_budget",
     "flops_cap",
+    "lowest_k",
 ]
 
 
@@ -44,6 +45,12 @@ def decode_action(
         raise ValueError(f"the action must be finite, but got {a.tolist()}")
     frac = min_fraction + (1.0 - min_fraction) * (np.clip(a, -1.0, 1.0) + 1.0) / 2.0  # (L,)
     return {s.name: k_from_fraction(float(f), s.width) for s, f in zip(layers, frac, strict=True)}
+
+
+def lowest_k(layers: Sequence[LayerSpec], min_fraction: float) -> dict[str, int]:
+    """Every layer at its smallest k (``min_fraction`` of its width): the cheapest schedule an
+    action can reach, whose FLOPs ratio is the lowest reachable budget."""
+    return {s.name: k_from_fraction(min_fraction, s.width) for s in layers}
 
 
 def _toward(
@@ -142,7 +149,7 @@ def decide_k(
     k = decode_action(action, layers, min_fraction=min_fraction)
     if budget is None or not (spend_budget or (hard_budget and final)):
         return k, False
-    k_min = {s.name: k_from_fraction(min_fraction, s.width) for s in layers}
+    k_min = lowest_k(layers, min_fraction)
     max_flops = flops_cap(budget, costs)
     if spend_budget:
         k_max = {s.name: s.width for s in layers}

@@ -15,13 +15,13 @@ from gymnasium import spaces
 
 from midl_autok import metrics as M
 from midl_autok.data import Dataset
-from midl_autok.env.actions import KRule, diverged_penalty
+from midl_autok.env.actions import KRule, diverged_penalty, lowest_k
 from midl_autok.env.observer import Observer
 from midl_autok.errors import SpecError
 from midl_autok.experiment import build_for_spec, dataset_for_spec, model_for_spec
 from midl_autok.flops import cost_model
 from midl_autok.models import MIDLNet
-from midl_autok.schedule import KSchedule, k_from_fraction
+from midl_autok.schedule import KSchedule
 from midl_autok.spec import ExperimentSpec, load_spec
 from midl_autok.trainer import TIMING_KEYS, DivergedError, TrainConfig, TrainHooks, TrainSession
 
@@ -139,7 +139,7 @@ class TopKScheduleEnv(gym.Env[np.ndarray, np.ndarray]):
                 f"{self.experiment.model.arch} (variant {self.experiment.model.variant}) has none"
             )
         self.costs = cost_model(template, self.data.x_train[:1])
-        self.k_min = {s.name: k_from_fraction(self.min_fraction, s.width) for s in self.layers}
+        self.k_min = lowest_k(self.layers, self.min_fraction)
         self.budget_floor = self.costs.ratio(self.k_min)  # lowest reachable FLOPs ratio
         if self.spend_budget and self.budget_range:
             lo, hi = self.budget_range

@@ -11,12 +11,11 @@ from typing import Any
 import numpy as np
 
 from midl_autok.data import Dataset
-from midl_autok.env import KRule, Observer, TaskView
+from midl_autok.env import KRule, Observer, TaskView, lowest_k
 from midl_autok.errors import UserError
 from midl_autok.flops import CostModel, cost_model
 from midl_autok.models import MIDLNet
 from midl_autok.rl.policy import PolicyFn, load_policy
-from midl_autok.schedule import k_from_fraction
 
 __all__ = ["PolicyController"]
 
@@ -83,9 +82,7 @@ class PolicyController:
             self.layers, self.costs, min_fraction, budget, hard_budget, epochs, spend_budget
         )
         if (hard_budget or spend_budget) and budget is not None:
-            floor = self.costs.ratio(
-                {s.name: k_from_fraction(min_fraction, s.width) for s in self.layers}
-            )
+            floor = self.costs.ratio(lowest_k(self.layers, min_fraction))
             if budget < floor:
                 raise UserError(
                     f"budget {budget:g} is below this model's lowest reachable FLOPs ratio "
