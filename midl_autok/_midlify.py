@@ -32,10 +32,18 @@ batches run through the model, i.e. the truncated SVD of ``W Σ^{1/2}`` mapped b
 ``Σ^{-1/2}`` (``Σ``: the inputs' covariance plus a ridge of ``1e-3`` times its mean
 eigenvalue, so directions the data never visits keep a finite map), and
 ``c = b + (W - U V) μ`` (``μ``: the inputs' mean). Without data, every direction of ``x`` counts
-the same (plain SVD); with it, the rank goes where the inputs vary. The gate stays the plain
-SVD of W: a data-fitted gate ranked neurons better on 8x8 digits but worse on MNIST-1D at
-k <= d/4 (``experiments/probe_midlify_gate.py``, docs/own-model.md), so it is not used. The
-full path compensates as above, so k = d still reproduces the dense output.
+the same (plain SVD); with it, the rank goes where the inputs vary. The full path
+compensates as above, so k = d still reproduces the dense output.
+
+**The gate with calibration** (``gate="auto"``, the default): the gate either stays the plain
+SVD of W or becomes the same map fitted to the inputs (the leading ``r_g`` components of the
+whitened SVD above, scaled to spectral norm ``τ``), whichever converted model is closer to the
+dense model (squared difference of the outputs on the calibration inputs) with every layer
+at ``k = k_fraction · d`` (``d/2`` when that is ``d``). Neither ranks best everywhere: the
+fitted one lost fewer points on 8x8 digits, the plain one on MNIST-1D, where the fitted one
+lost 7.7 points at k = d/4 (``experiments/probe_midlify_gate.py``, docs/own-model.md); the
+output error picked the better one on every seed there. ``gate="svd"`` / ``"data"`` force one.
+(The choice costs two passes over the calibration inputs and a second whitening per layer.)
 
 ``init="random"`` keeps MIDL's random light path (``U``, ``V``, ``c``) and sets the gate and
 the full path as above (``W' = 2 W - U V``), so k = d still reproduces the dense output and
@@ -53,13 +61,25 @@ import fnmatch
 import io
 import re
 import zipfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Literal
 
 import torch
 from torch import nn
 
+from midl_autok._calibrate import (
+    GATE_CHOICE_FRACTION,
+    Calibration,
+    GateInit,
+    as_batches,
+    check_gate,
+    choose_gate,
+    layer_inputs,
+    model_outputs,
+    set_gate,
+    whitened,
+)
 from midl_autok.errors import UserError
 from midl_autok.layers import MIDL
 from midl_autok.schedule import KSchedule, LayerSpec
@@ -68,6 +88,7 @@ __all__ = [
     "GATE_START",
     "Calibration",
     "CheckpointError",
+    "GateInit",
     "init_from_checkpoint",
     "init_from_dense_state",
     "init_midl_from_linear",
@@ -78,10 +99,6 @@ __all__ = [
 #: The gate value every neuron starts with (no gate bias: sigmoid(0)); see the module doc.
 GATE_START = 0.5
 Init = Literal["svd", "random"]
-#: Inputs of the model to fit the light paths on: one batch or an iterable of batches.
-Calibration = torch.Tensor | Iterable[torch.Tensor]
-#: The ridge added to the inputs' covariance, times its mean eigenvalue (see the module doc).
-RIDGE = 1e-3
 INITS: tuple[Init, ...] = ("svd", "random")
 Select = str | re.Pattern[str] | type | tuple[type, ...] | Callable[[str, nn.Module], bool] | None
 
@@ -102,14 +119,18 @@ def init_midl_from_linear(
     init: Init = "svd",
     gate_scale: float = 1e-4,
     inputs: torch.Tensor | None = None,
+    gate: Literal["svd", "data"] = "svd",
 ) -> MIDL:
     """Set ``layer`` from a dense layer ``y = weight · x + bias`` (see the module docstring).
 
     ``weight``: ``(d, d_in)`` = ``(layer.out_features, layer.in_features)``. ``inputs``:
     ``(n, d_in)`` inputs of the layer to fit the light path on (``init="svd"`` only; the
-    module docstring's calibration). Computed in float64, stored in the layer's dtype."""
+    module docstring's calibration) and, with ``gate="data"``, the gate. Computed in float64,
+    stored in the layer's dtype."""
     if init not in INITS:
         raise UserError(f"init must be one of {', '.join(INITS)}, but got {init!r}")
+    if gate == "data" and inputs is None:
+        raise UserError('gate="data" fits the gate to calibration inputs; give some')
     if not gate_scale >= 0:
         raise UserError(f"gate_scale must be >= 0, but got {gate_scale}")
     d, d_in = layer.out_features, layer.in_features
@@ -120,7 +141,7 @@ def init_midl_from_linear(
     w = weight.detach().to("cpu", torch.float64)  # (d, d_in)
     b = None if bias is None else bias.detach().to("cpu", torch.float64)  # (d,)
     p, s, qh = torch.linalg.svd(w, full_matrices=False)  # (d, n), (n,), (n, d_in)
-    root = s.sqrt()
+    fit = None if inputs is None else whitened(w, inputs)
 
     def put(param: torch.Tensor | None, value: torch.Tensor) -> None:
         if param is not None:
@@ -131,7 +152,7 @@ def init_midl_from_linear(
     if layer.light_in is not None and layer.light_out is not None:
         if init == "svd":
             # x -> the SVD's coordinates: plain, or whitened by the inputs (calibration)
-            lp, ls, lqh, mean = (p, s, qh, None) if inputs is None else _whitened(w, inputs)
+            lp, ls, lqh, mean = (p, s, qh, None) if fit is None else fit
             r = min(layer.light_rank, ls.numel())
             lroot = ls.sqrt()
             u = torch.zeros(d, layer.light_rank, dtype=torch.float64)  # (d, r)
@@ -148,77 +169,12 @@ def init_midl_from_linear(
         if layer.light_bias is not None:
             light_bias = layer.light_bias.detach().to("cpu", torch.float64)
 
-    rg = min(layer.gate_rank, s.numel())
-    top = float(s[0]) if s.numel() else 0.0
-    scale = (gate_scale / top) ** 0.5 if top > 0 else 0.0
-    g_in = layer.gate_in.detach().to("cpu", torch.float64).clone()  # (r_g, d_in)
-    g_out = torch.zeros(d, layer.gate_rank, dtype=torch.float64)  # (d, r_g)
-    g_in[:rg] = scale * root[:rg, None] * qh[:rg]
-    g_out[:, :rg] = scale * p[:, :rg] * root[:rg]
-    put(layer.gate_in, g_in)
-    put(layer.gate_out, g_out)
+    set_gate(layer, (p, s, qh) if gate == "svd" or fit is None else fit[:3], gate_scale)
 
     put(layer.weight, (w - (1 - GATE_START) * light) / GATE_START)
     if b is not None:
         put(layer.bias, (b - (1 - GATE_START) * light_bias) / GATE_START)
     return layer
-
-
-def _whitened(
-    w: torch.Tensor, inputs: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(P, s, Qh', mean)`` such that ``P[:, :r] diag(s[:r]) Qh'[:r]`` is the rank-r map
-    closest to ``w`` on ``inputs`` (``(n, d_in)``; the module docstring's calibration):
-    the SVD ``W Σ^{1/2} = P S Q^T`` with ``Qh' = Q^T Σ^{-1/2}``."""
-    x = inputs.detach().to("cpu", torch.float64).reshape(-1, w.shape[1])
-    if x.shape[0] == 0 or not bool(torch.isfinite(x).all()):
-        raise UserError("calibration: a layer's inputs are empty or not finite")
-    mean = x.mean(0)
-    centered = x - mean
-    cov = centered.T @ centered / x.shape[0]
-    eig, vec = torch.linalg.eigh(cov)
-    eig = eig.clamp_min(0) + RIDGE * max(float(eig.clamp_min(0).mean()), 1e-12)
-    half = (vec * eig.sqrt()) @ vec.T
-    inv_half = (vec * eig.rsqrt()) @ vec.T
-    p, s, qh = torch.linalg.svd(w @ half, full_matrices=False)
-    return p, s, qh @ inv_half, mean
-
-
-def _layer_inputs(
-    model: nn.Module, layers: Mapping[str, nn.Module], calibration: Calibration
-) -> dict[str, torch.Tensor]:
-    """Each of ``layers``' inputs (flattened to ``(n, in_features)``, float64 on the CPU) while
-    the calibration batches run through ``model`` (eval mode, no gradients; each batch moved
-    to the model's device)."""
-    batches = [calibration] if isinstance(calibration, torch.Tensor) else list(calibration)
-    if not batches or not all(isinstance(b, torch.Tensor) for b in batches):
-        raise UserError("calibration must be a tensor of model inputs or a list of them")
-    seen: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
-
-    def keep(name: str) -> Callable[[nn.Module, tuple[object, ...]], None]:
-        def hook(module: nn.Module, args: tuple[object, ...]) -> None:
-            x = args[0]
-            assert isinstance(x, torch.Tensor)
-            seen[name].append(x.detach().reshape(-1, x.shape[-1]).to("cpu", torch.float64))
-
-        return hook
-
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    hooks = [m.register_forward_pre_hook(keep(n)) for n, m in layers.items()]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for batch in batches:
-                model(batch.to(device))
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
-    missing = [n for n, parts in seen.items() if not parts]
-    if missing:
-        raise UserError(f"calibration: layer {missing[0]} saw no input (is it used in forward?)")
-    return {n: torch.cat(parts) for n, parts in seen.items()}
 
 
 # -- any module -------------------------------------------------------------------------------
@@ -261,6 +217,7 @@ def midlify(
     gate_scale: float = 1e-4,
     epochs: int = 1,
     calibration: Calibration | None = None,
+    gate: GateInit = "auto",
 ) -> tuple[nn.Module, KSchedule]:
     """Replace the chosen ``nn.Linear`` layers of ``model`` (in place) by MID-L layers.
 
@@ -280,6 +237,11 @@ def midlify(
         calibration: a batch (or a list of batches) of the model's inputs: each light path is
             then fitted to the inputs its layer sees (``init="svd"``; the module docstring's
             calibration). A few thousand samples are plenty.
+        gate: how the gate starts (it decides which neurons take the full path before any
+            fine-tuning): ``"svd"`` = the plain SVD of W, ``"data"`` = the map fitted to the
+            calibration inputs, ``"auto"`` = with calibration, the one of the two whose
+            converted model is closer to the dense model's output on the calibration inputs
+            at ``k = k_fraction d`` (``d/2`` when ``k_fraction`` is 1), else ``"svd"``.
 
     Returns:
         ``(model, schedule)``: the same module object, and a constant
@@ -298,7 +260,10 @@ def midlify(
             f"midlify: select={select!r} matches no nn.Linear layer of the model "
             f"(its Linear layers: {listed or 'none'})"
         )
-    seen = None if calibration is None else _layer_inputs(model, dict(chosen), calibration)
+    check_gate(gate, calibration)
+    batches = None if calibration is None else as_batches(calibration)
+    seen = None if batches is None else layer_inputs(model, dict(chosen), batches)
+    reference = model_outputs(model, batches) if batches is not None and gate == "auto" else None
     specs: list[LayerSpec] = []
     for name, linear in chosen:
         assert isinstance(linear, nn.Linear)
@@ -317,6 +282,7 @@ def midlify(
             init=init,
             gate_scale=gate_scale,
             inputs=None if seen is None else seen[name],
+            gate="data" if gate == "data" else "svd",
         )
         _replace(model, name, layer)
         specs.append(LayerSpec(name, linear.out_features))
@@ -325,6 +291,15 @@ def midlify(
         converted = model.get_submodule(spec.name)
         assert isinstance(converted, MIDL)
         converted.k = row[0]
+    if seen is not None and batches is not None and reference is not None:
+        layers = {}
+        for name, linear in chosen:
+            converted = model.get_submodule(name)
+            assert isinstance(converted, MIDL)
+            assert isinstance(linear, nn.Linear)
+            layers[name] = (converted, linear.weight, seen[name])
+        fraction = k_fraction if k_fraction < 1 else GATE_CHOICE_FRACTION
+        choose_gate(model, layers, batches, reference, fraction, gate_scale)
     return model, template
 
 
@@ -421,6 +396,7 @@ def init_from_checkpoint(
     init: Init = "svd",
     gate_scale: float = 1e-4,
     calibration: Calibration | None = None,
+    gate: GateInit = "auto",
 ) -> nn.Module:
     """Initialize a built-in model (any variant) from the dense model's weights in ``path``
     (read by :func:`load_dense_state`; see :func:`init_from_dense_state`)."""
@@ -432,6 +408,7 @@ def init_from_checkpoint(
         gate_scale=gate_scale,
         source=f"model.init_from: {path}",
         calibration=calibration,
+        gate=gate,
     )
 
 
@@ -444,12 +421,15 @@ def init_from_dense_state(
     gate_scale: float = 1e-4,
     source: str = "the dense state dict",
     calibration: Calibration | None = None,
+    gate: GateInit = "auto",
 ) -> nn.Module:
     """Initialize ``model`` from the state dict of its dense variant: MID-L layers through
     :func:`init_midl_from_linear`, every other tensor copied. Names or shapes that differ are
     a :class:`CheckpointError` naming the first differing tensor. With ``calibration`` (model
     inputs), the light paths are then fitted to the inputs each layer sees with every
-    neuron on the full path (k = d, where the converted model computes the dense one)."""
+    neuron on the full path (k = d, where the converted model computes the dense one), and
+    the gate is chosen as :func:`midlify`'s ``gate`` says (``auto``: at k = d/2)."""
+    check_gate(gate, calibration)
     expected, midl = _expected(model)
     diff = _first_difference(expected, state)
     if diff is not None:
@@ -465,15 +445,29 @@ def init_from_dense_state(
         init_midl_from_linear(layer, weight, bias, init=init, gate_scale=gate_scale)
     if calibration is None:
         return model
+    batches = as_batches(calibration)
     ks = {n: layer.k for n, layer in midl.items()}
     for layer in midl.values():
         layer.k = None  # k = d: the converted model computes the dense one
     try:
-        seen = _layer_inputs(model, midl, calibration)
+        seen = layer_inputs(model, midl, batches)
+        reference = model_outputs(model, batches) if gate == "auto" else None
     finally:
         for n, layer in midl.items():
             layer.k = ks[n]
+    layers = {}
     for n, layer in midl.items():
         weight, bias = state[f"{n}.0.weight"], state.get(f"{n}.0.bias")
-        init_midl_from_linear(layer, weight, bias, init=init, gate_scale=gate_scale, inputs=seen[n])
+        init_midl_from_linear(
+            layer,
+            weight,
+            bias,
+            init=init,
+            gate_scale=gate_scale,
+            inputs=seen[n],
+            gate="data" if gate == "data" else "svd",
+        )
+        layers[n] = (layer, weight, seen[n])
+    if reference is not None:
+        choose_gate(model, layers, batches, reference, GATE_CHOICE_FRACTION, gate_scale)
     return model

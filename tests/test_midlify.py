@@ -222,6 +222,50 @@ def test_bad_calibration_is_one_user_error() -> None:
         midl_autok.midlify(mlp(), calibration=torch.full((4, 32), float("nan")))
 
 
+@pytest.mark.parametrize("make", [mlp, Nested], ids=["mlp", "nested"])
+def test_gate_auto_keeps_the_gate_closer_to_the_dense_outputs(make) -> None:
+    d_in = 32 if make is mlp else 16
+    x = 0.25 * correlated_inputs(256, d_in, seed=2).float()
+    x = x + 0.1 * torch.randn(x.shape, generator=torch.Generator().manual_seed(3))
+    ref = outputs(make(), x, train=False)
+
+    def converted(gate: str) -> nn.Module:
+        model, _ = midl_autok.midlify(
+            make(), k_fraction=0.25, light_rank=4, gate_rank=4, calibration=x, gate=gate
+        )
+        return model.eval()
+
+    def error(model: nn.Module) -> float:
+        return float((outputs(model, x, train=False) - ref).square().sum())
+
+    models = {gate: converted(gate) for gate in ("svd", "data", "auto")}
+    errors = {gate: error(model) for gate, model in models.items()}
+    assert errors["svd"] != errors["data"]  # the two gates rank differently here
+    best = min(("svd", "data"), key=errors.__getitem__)
+    # auto = the better of the two, gate for gate, and its k is the template's again
+    assert errors["auto"] == pytest.approx(errors[best], rel=1e-6)
+    for (name, layer), (_, other) in zip(
+        models["auto"].named_modules(), models[best].named_modules(), strict=True
+    ):
+        if isinstance(layer, MIDL):
+            torch.testing.assert_close(layer.gate_in, other.gate_in, msg=name)
+            assert layer.k == other.k == max(1, round(layer.out_features / 4))
+    for model in models.values():  # every gate keeps k = d at the dense outputs
+        for layer in model.modules():
+            if isinstance(layer, MIDL):
+                layer.k = None
+        torch.testing.assert_close(
+            outputs(model, x, train=False), ref, atol=K_EQUALS_D_ATOL, rtol=0
+        )
+
+
+def test_a_bad_gate_choice_is_one_user_error() -> None:
+    with pytest.raises(UserError, match="gate must be one of auto, svd, data"):
+        midl_autok.midlify(mlp(), gate="best")  # type: ignore[arg-type]
+    with pytest.raises(UserError, match="calibration"):
+        midl_autok.midlify(mlp(), gate="data")
+
+
 # ---------------------------------------------------------------------- model.init_from
 
 
