@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -295,6 +295,17 @@ def _mix(a: torch.Tensor, f: torch.Tensor, light: torch.Tensor | None) -> torch.
     return (a * f).add_((1.0 - a).mul_(light))
 
 
+class _GateFactors(NamedTuple):
+    """A forward's gate logits ``G2 h`` kept as their factors (``h = G1 x`` (B, r) and ``G2``,
+    and its version counter then): the block kernel's eager call returns ``h``, and
+    the (B, d) logits are computed only when ``last_gate`` / ``last_mask`` ask for them. Once
+    ``G2`` changes in place they cannot be recovered, and those views are ``None``."""
+
+    h: torch.Tensor
+    g2: torch.Tensor
+    version: int
+
+
 class MIDL(nn.Module):
     """A MID-L layer (see the module docstring for the equations).
 
@@ -379,7 +390,9 @@ class MIDL(nn.Module):
         # What the last forward selected, kept cheaply: (logits, idx (B, k) or mask (B, d)),
         # or the gate itself in place of the logits (``_last_is_gate``). ``last_mask`` /
         # ``last_gate`` are derived from it on first access.
-        self._last: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None] | None = None
+        self._last: (
+            tuple[torch.Tensor | _GateFactors, torch.Tensor | None, torch.Tensor | None] | None
+        ) = None
         self._last_is_gate = False
         self._last_views: tuple[torch.Tensor, torch.Tensor] | None = None
         self.reset_parameters()
@@ -427,7 +440,7 @@ class MIDL(nn.Module):
 
     def _record(
         self,
-        logits: torch.Tensor,
+        logits: torch.Tensor | _GateFactors,
         *,
         idx: torch.Tensor | None = None,
         mask: Any = None,
@@ -439,7 +452,8 @@ class MIDL(nn.Module):
         if _is_exporting() or torch.jit.is_tracing():  # Python state, not part of the graph
             return
         state = self.__dict__
-        state["_last"] = (logits.detach(), idx, None if mask is None else mask.detach())
+        kept = logits if isinstance(logits, _GateFactors) else logits.detach()
+        state["_last"] = (kept, idx, None if mask is None else mask.detach())
         state["_last_is_gate"] = is_gate
         state["_last_views"] = None
 
@@ -448,6 +462,10 @@ class MIDL(nn.Module):
             return None
         if self._last_views is None:
             logits, idx, mask = self._last
+            if isinstance(logits, _GateFactors):  # G2 h, unless G2 changed since
+                if logits.g2._version != logits.version:
+                    return None
+                logits = F.linear(logits.h, logits.g2.detach())
             if idx is not None and self.gating.kind == "block":  # idx: selected groups
                 size = self.gating.size
                 groups = torch.zeros(
@@ -701,9 +719,16 @@ class MIDL(nn.Module):
             size = self.gating.size
             if ops is None or x.dtype != torch.float32:
                 y, logits, idx = _ops.midl_block_eval(x, *self._kernel_params(), k, size, code)
-            else:
-                y, logits, idx = ops.midl_block_eval(x, *self._kernel_params(), k, size, code)
-            self._record(logits, idx=idx)
+                self._record(logits, idx=idx)
+            else:  # the logits only if asked for (last_gate): G2 and h = G1 x kept
+                params = self._kernel_params()
+                y, h, idx = ops.midl_block_eval_thin(x, *params, k, size, code)
+                g2 = self._parameters["gate_out"]
+                assert g2 is not None
+                if g2.is_inference():  # no version counter: the logits now
+                    self._record(F.linear(h, g2), idx=idx)
+                else:
+                    self._record(_GateFactors(h, g2, g2._version), idx=idx)
             return y if c is not None else act(y)
         run: Any = _ops.midl_eval if ops is None else ops.midl_sparse_eval
         y, logits, idx = run(x, *self._kernel_params(), k, code)

@@ -113,6 +113,35 @@ def test_the_kernel_sees_every_change_of_the_weight() -> None:
         )
 
 
+def test_the_kernels_gate_values_are_computed_when_asked_for() -> None:
+    """The eager block kernel returns ``h = G1 x`` instead of the (B, d) logits; ``last_gate``
+    computes ``sigmoid(G2 h)`` on first access: the dense path's gate values and mask. Once
+    G2 changes in place they cannot be recovered: None, never the new weight's values."""
+    from midl_autok.kernels import cpu_kernels
+
+    if cpu_kernels() is None:
+        pytest.skip("the CPU kernels could not be built on this machine")
+    layer = make_layer(24, 64, 16, 8).eval()
+    x = inputs(33, 24)
+    with torch.no_grad():
+        layer._dense_forward(x, 16)
+        want_gate, want_mask = layer.last_gate, layer.last_mask
+        assert want_gate is not None
+        assert want_mask is not None
+        layer._kernel_forward(x, 16)
+        assert isinstance(layer._last[0], tuple)  # the factors, not the logits
+        torch.testing.assert_close(layer.last_gate, want_gate)
+        assert torch.equal(layer.last_mask, want_mask)
+        layer._kernel_forward(x, 16)
+        layer.gate_out.mul_(2.0)
+        assert layer.last_gate is None
+        assert layer.last_mask is None
+        layer._kernel_forward(x, 16)  # the next forward records the new gate
+        torch.testing.assert_close(
+            layer.last_gate, torch.sigmoid(layer.gate_logits(x)), atol=1e-6, rtol=1e-5
+        )
+
+
 @pytest.mark.parametrize(("d_in", "d", "k", "size"), CASES)
 @pytest.mark.parametrize("light_rank", [0, 4])
 def test_training_forward_and_straight_through_gradients(

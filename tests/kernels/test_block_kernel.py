@@ -52,6 +52,33 @@ def test_kernel_equals_the_pytorch_block_path(
     # the op dispatches to the same kernel for float32 CPU input
     op_y, _, _ = ops.midl_block_eval(x, *p, k, size, act)
     torch.testing.assert_close(op_y, y)
+    # the layer's eager call: the same output and groups, with h = G1 x for the logits
+    # (its group scores come from G2 summed per group: the same up to rounding, so a choice
+    # may differ only between groups whose scores tie within it)
+    thin_y, h, thin_idx = kernels.midl_block_eval_thin(x, *p, k, size, act)
+    torch.testing.assert_close(h @ p[1].T, logits, atol=1e-5, rtol=1e-4)
+    if torch.equal(thin_idx, idx):
+        torch.testing.assert_close(thin_y, y, atol=1e-5, rtol=1e-4)
+    else:
+        exact = (x.double() @ p[0].double().T @ p[1].double().T).view(batch, -1, size).sum(-1)
+        chosen = [exact.gather(1, i).sort(1).values for i in (thin_idx, idx)]
+        torch.testing.assert_close(*chosen, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("groups", [8, 80])  # ranked by counting (<= 64 groups), or sorted
+@pytest.mark.parametrize("thin", [False, True])
+def test_ties_go_to_the_lowest_group_and_nan_scores_first(kernels, groups: int, thin: bool) -> None:
+    size, per, batch = 4, 3, 20
+    d = groups * size
+    p = params(16, d, bias=True, light=True)
+    p[1] = torch.zeros(d, 5)  # G2 = 0: every group's score is 0, a tie
+    run = kernels.midl_block_eval_thin if thin else kernels.midl_block_eval
+    x = torch.randn(batch, 16, generator=torch.Generator().manual_seed(0))
+    _, _, idx = run(x, *p, per * size, size, 0)
+    assert idx.tolist() == [[0, 1, 2]] * batch
+    p[1][5 * size] = float("nan")  # group 5's score is NaN: chosen first, then the ties
+    _, _, idx = run(x, *p, per * size, size, 0)
+    assert idx.tolist() == [[0, 1, 5]] * batch
 
 
 def test_the_op_runs_float64_in_pytorch() -> None:
