@@ -12,8 +12,10 @@ the spec's epochs, lr and batch size), convert it with the ``model.init_from`` p
   absolute logit difference is reported too;
 - at ``k = d/2`` (and d/4, d/8) with the light path the truncated SVD of W (``svd``), the
   truncated SVD fitted to the layers' inputs on the training set (``svd-data``: midlify's
-  ``calibration``, every training input) and MIDL's random light path (``random``), same
-  gate and full path.
+  ``calibration``, every training input) and MIDL's random light path (``random``), all with
+  the plain-SVD gate; and ``svd-auto`` / ``random-auto``: the same with the calibration's
+  gate choice (``gate="auto"``: the plain or the fitted gate, whichever converted model is
+  closer to the dense outputs on the training inputs at k = d/2; the row records the choice).
 
 The accuracy loss is ``dense - converted`` in points; the target of issue 18 is that SVD
 loses at least 3x fewer points than random. Prints a markdown table and writes
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import platform
 import statistics
@@ -45,7 +48,7 @@ from midl_autok.trainer import TrainConfig, train
 
 OUT = Path(__file__).parent / "results" / "bench_midlify.json"
 DIVISORS = (2, 4, 8)  # k = d / divisor; issue 18's target is at d/2
-INITS = ("svd", "svd-data", "random")
+INITS = ("svd", "svd-data", "svd-auto", "random", "random-auto")
 LOSSES = tuple(f"d{d}_{i}_loss_points" for d in DIVISORS for i in INITS)
 
 
@@ -70,13 +73,28 @@ def accuracy(out: torch.Tensor, y: torch.Tensor) -> float:
 
 def converted(spec: ExperimentSpec, dense: MIDLNet, data: Dataset, init: str) -> MIDLNet:
     model = build_for_spec(spec, data)
-    calibration = data.x_train if init == "svd-data" else None
-    mode = "random" if init == "random" else "svd"
-    init_from_dense_state(model, dense.state_dict(), init=mode, calibration=calibration)
+    calibration = data.x_train if init.endswith(("-data", "-auto")) else None
+    mode = "random" if init.startswith("random") else "svd"
+    gate = "auto" if init.endswith("-auto") else "svd"
+    init_from_dense_state(model, dense.state_dict(), init=mode, calibration=calibration, gate=gate)
     return model
 
 
+class _Choices(logging.Handler):
+    """The gate choices midlify logs (``gate="auto"``)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.seen: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.seen.append("data" if "gate fitted" in record.getMessage() else "svd")
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    choices = _Choices()
+    logging.getLogger("midl_autok._midlify").addHandler(choices)
+    logging.getLogger("midl_autok._midlify").setLevel(logging.INFO)
     rows: list[dict[str, Any]] = []
     for name in args.experiments:
         spec = benchkit.experiment(name, epochs=args.epochs)
@@ -91,7 +109,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "dense_trainer_test_accuracy": dense_acc,
             }
             for init in INITS:
+                choices.seen.clear()
                 model = converted(spec.override(seed=seed), dense, data, init)
+                if init.endswith("-auto"):
+                    row[f"{init}_gate"] = choices.seen[-1]
                 full = logits(model, data.x_test)
                 if init == "svd":
                     row["k_d_accuracy"] = accuracy(full, data.y_test)
@@ -126,7 +147,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def table(result: dict[str, Any]) -> str:
-    head = " | ".join(f"k=d/{d} SVD / SVD-data / random loss (pts)" for d in DIVISORS)
+    arms = " / ".join(INITS)
+    head = " | ".join(f"k=d/{d} loss (pts): {arms}" for d in DIVISORS)
     lines = [
         f"| experiment | dense acc | k=d acc | k=d max abs logit diff | {head} |",
         "|---|---|---|---|" + "---|" * len(DIVISORS),
