@@ -184,8 +184,9 @@ def write_front_png(
     fig = front_figure(studies)
     fig.update_layout(legend={"orientation": "v", "y": 1, "x": 1.02})
     png = b""
-    for attempt in (1, 2):  # kaleido's page can be asked to render before its scripts have
-        try:  # loaded ("kaleido_scopes is not defined", seen on a loaded machine): once more
+    attempts = 3  # a browser that fails to start, and kaleido's page asked to render before
+    for attempt in range(1, attempts + 1):  # its scripts loaded ("kaleido_scopes is not
+        try:  # defined", on a loaded machine; once after a failed start in the suite): retry
             png = kaleido.calc_fig_sync(
                 fig,
                 opts={"format": "png", "width": width, "height": height, "scale": scale},
@@ -199,7 +200,7 @@ def write_front_png(
                 "point BROWSER_PATH at its executable"
             ) from None
         except Exception as exc:  # the browser exits at start, hangs up, times out, ...
-            if attempt == 2:
+            if attempt == attempts:
                 raise ReportError(
                     f"--png: Chrome/Chromium failed to render the image ({_first_line(exc)}); "
                     "check that it starts on this machine, or point BROWSER_PATH at one that "
