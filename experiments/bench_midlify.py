@@ -14,8 +14,9 @@ the spec's epochs, lr and batch size), convert it with the ``model.init_from`` p
   truncated SVD fitted to the layers' inputs on the training set (``svd-data``: midlify's
   ``calibration``, every training input) and MIDL's random light path (``random``), all with
   the plain-SVD gate; and ``svd-auto`` / ``random-auto``: the same with the calibration's
-  gate choice (``gate="auto"``: the plain or the fitted gate, whichever converted model is
-  closer to the dense outputs on the training inputs at k = d/2; the row records the choice).
+  gate choice (``gate="auto"``: the plain gate, the one fitted to the inputs or the one fitted
+  to the light path's error, whichever converted model is closer to the dense outputs on the
+  training inputs at k = d/2; the row records the choice).
 
 The accuracy loss is ``dense - converted`` in points; the target of issue 18 is that SVD
 loses at least 3x fewer points than random. Prints a markdown table and writes
@@ -88,7 +89,7 @@ class _Choices(logging.Handler):
         self.seen: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.seen.append("data" if "gate fitted" in record.getMessage() else "svd")
+        self.seen.append(record.getMessage().split("gate ", 1)[1].split()[0])  # svd/data/error
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

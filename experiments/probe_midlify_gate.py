@@ -18,8 +18,9 @@ does at its starting gate), the others the light path's estimate. Scores:
 - ``rrr_abs`` / ``rrr_relu``: a rank-16 map (no bias, as a gate) fitted by reduced-rank
   regression to ``|W x + b - l|`` / to the oracle's error after the ReLU;
 - ``oracle``: the largest error of the light estimate after the ReLU (needs the answer);
-- ``chosen``: midlify's ``gate="auto"``: of ``plain`` and ``fitted``, the one whose converted
-  MLP is closer to the dense logits on the training inputs (squared error) at that k.
+- ``chosen``: midlify's ``gate="auto"``: of ``plain``, ``fitted`` and ``rrr_relu`` (its
+  ``"svd"``, ``"data"``, ``"error"``), the one whose converted MLP is closest to the dense
+  logits on the training inputs (squared error) at that k.
 
 Prints the points lost against the dense model at k = d/2, d/4 and d/8 (mean over seeds) and
 writes ``experiments/results/probe_midlify_gate_<experiment>.json``.
@@ -129,7 +130,7 @@ def probe(name: str, seeds: int) -> dict[str, Any]:
                 for h in hooks:
                     h.remove()
                 lost[score][divisor].append(100 * (dense_acc - acc))
-            pick = min(("plain", "fitted"), key=mse.__getitem__)
+            pick = min(("plain", "fitted", "rrr_relu"), key=mse.__getitem__)
             lost["chosen"][divisor].append(lost[pick][divisor][-1])
             print(divisor, pick, {k: round(v, 4) for k, v in mse.items()})
         print(name, seed, {s: [round(lost[s][d][-1], 2) for d in DIVISORS] for s in SCORES})

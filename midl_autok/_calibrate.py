@@ -1,10 +1,12 @@
 """Fitting a converted (midlify) model to data: the calibration of :mod:`midl_autok._midlify`.
 
 The inputs each converted layer sees (:func:`layer_inputs`), the rank-r map closest to a dense
-layer on them (:func:`whitened`), the gate's starting factors (:func:`set_gate`) and the choice
-between the plain-SVD gate and the one fitted to the inputs (:func:`choose_gate`, ``gate="auto"``):
-the one whose converted model is closer to the dense model's outputs on the calibration inputs
-with every layer at a given k. The module docstring of :mod:`midl_autok._midlify` has the maths.
+layer on them (:func:`whitened`), the gate fitted to the light path's error on them
+(:func:`error_map`), the gate's starting factors (:func:`set_gate`) and the choice among the
+plain-SVD gate, the one fitted to the inputs and the error one (:func:`choose_gate`,
+``gate="auto"``): the kind whose converted model is closest to the dense model's outputs on the
+calibration inputs with every layer at a given k. The module docstring of
+:mod:`midl_autok._midlify` has the maths.
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ __all__ = [
     "RIDGE",
     "Calibration",
     "GateInit",
+    "GateKind",
     "as_batches",
     "check_gate",
     "choose_gate",
+    "error_map",
     "layer_inputs",
     "model_outputs",
     "set_gate",
@@ -36,8 +40,10 @@ __all__ = [
 
 #: How the gate starts: the plain SVD of W, the map fitted to the inputs, or the one of the two
 #: with the smaller output error on the calibration inputs (see the module doc).
-GateInit = Literal["auto", "svd", "data"]
-GATE_INITS: tuple[GateInit, ...] = ("auto", "svd", "data")
+GateInit = Literal["auto", "svd", "data", "error"]
+GATE_INITS: tuple[GateInit, ...] = ("auto", "svd", "data", "error")
+#: What a gate can be set to (``auto`` chooses among these, in this order on ties).
+GateKind = Literal["svd", "data", "error"]
 #: The k fraction the gate choice is measured at when the template keeps every neuron.
 GATE_CHOICE_FRACTION = 0.5
 #: Inputs of the model to fit the light paths on: one batch or an iterable of batches.
@@ -45,6 +51,8 @@ Calibration = torch.Tensor | Iterable[torch.Tensor]
 #: The ridge added to the inputs' covariance, times its mean eigenvalue (see the module doc).
 RIDGE = 1e-3
 log = logging.getLogger("midl_autok._midlify")
+#: A converted layer for :func:`choose_gate`: (layer, dense W, dense b, its inputs).
+GateEntry = tuple[MIDL, torch.Tensor, torch.Tensor | None, torch.Tensor]
 
 
 @torch.no_grad()
@@ -128,55 +136,103 @@ def model_outputs(model: nn.Module, batches: list[torch.Tensor]) -> list[torch.T
 
 
 @torch.no_grad()
+def error_map(
+    layer: MIDL, weight: torch.Tensor, bias: torch.Tensor | None, inputs: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``gate="error"``: the rank-``r_g`` map of x (no bias: the gate has none) closest in
+    least squares to the light path's error ``|act(W x + b) - act(l(x))|`` on ``inputs``
+    (``act``: the layer's own activation; identity in midlify, where the model's follows),
+    i.e. reduced-rank regression with a ridge of ``RIDGE`` x the inputs' mean second moment.
+    Set after the light path. Returns ``(P, s, Qh)`` for :func:`set_gate`."""
+    x = inputs.detach().to("cpu", torch.float64).reshape(-1, layer.in_features)
+    w = weight.detach().to("cpu", torch.float64)
+    z = x @ w.T + (0.0 if bias is None else bias.detach().to("cpu", torch.float64))
+    light = torch.zeros_like(z)
+    if layer.light_in is not None and layer.light_out is not None:
+        v, u = layer.light_in.detach().double().cpu(), layer.light_out.detach().double().cpu()
+        light = x @ v.T @ u.T
+        if layer.light_bias is not None:
+            light = light + layer.light_bias.detach().double().cpu()
+    act = layer._modules["act"]
+    assert act is not None
+    target = (act(z) - act(light)).abs()  # (n, d)
+    gram = x.T @ x  # (d_in, d_in)
+    ridge = RIDGE * max(float(gram.diagonal().mean()), 1e-12)
+    eye = torch.eye(gram.shape[0], dtype=gram.dtype)
+    full = torch.linalg.solve(gram + ridge * eye, x.T @ target).T  # (d, d_in): least squares
+    # the fit x full^T has second moment full gram full^T: its leading output directions
+    _, vec = torch.linalg.eigh(full @ gram @ full.T)  # ascending
+    rg = min(layer.gate_rank, layer.out_features, layer.in_features)
+    if rg == 0:
+        zero = full.new_zeros
+        return zero(layer.out_features, 0), zero(0), zero(0, layer.in_features)
+    keep = vec[:, vec.shape[1] - rg :].flip(1)  # (d, r_g)
+    p, s, qh = torch.linalg.svd(keep.T @ full, full_matrices=False)  # (r_g, d_in) = p s qh
+    return keep @ p, s, qh
+
+
+@torch.no_grad()
 def choose_gate(
     model: nn.Module,
-    layers: Mapping[str, tuple[MIDL, torch.Tensor, torch.Tensor]],
+    layers: Mapping[str, GateEntry],
     batches: list[torch.Tensor],
     reference: list[torch.Tensor],
     fraction: float,
     gate_scale: float,
-) -> GateInit:
-    """``gate="auto"``: keep the plain-SVD gates (already set) or fit them to the inputs
-    (``layers``: name -> (layer, W, inputs)), whichever gives the smaller mean squared
-    difference from ``reference`` (the dense outputs on ``batches``) with every layer at
-    ``k = fraction * d``. Returns the choice."""
+) -> GateKind:
+    """``gate="auto"``: of the plain-SVD gates (already set), the gates fitted to the inputs
+    and the error gates (``layers``: name -> (layer, W, b, inputs)), keep the kind that gives
+    the smallest squared difference from ``reference`` (the dense outputs on ``batches``)
+    with every layer at ``k = fraction * d`` (ties: the earlier kind). Returns the choice."""
     if not reference:  # no tensor output to compare: keep the plain gate
         return "svd"
-    ks = {n: layer.k for n, (layer, _, _) in layers.items()}
-    saved = {
-        n: (lay.gate_in.detach().clone(), lay.gate_out.detach().clone())
-        for n, (lay, _, _) in layers.items()
-    }
+    ks = {n: entry[0].k for n, entry in layers.items()}
 
     def error() -> float:
         out = model_outputs(model, batches)
         return sum(float((o - r).pow(2).sum()) for o, r in zip(out, reference, strict=True))
 
+    def factors(
+        kind: GateKind, entry: GateEntry
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        layer, weight, bias, inputs = entry
+        if kind == "error":
+            return error_map(layer, weight, bias, inputs)
+        p, s, qh, _ = whitened(weight.detach().to("cpu", torch.float64), inputs)  # "data"
+        return p, s, qh
+
+    kinds: tuple[GateKind, ...] = ("svd", "data", "error")
+    errors: dict[GateKind, float] = {}
+    best: GateKind = "svd"
+    saved: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     try:
-        for layer, _, _ in layers.values():
-            layer.k = max(1, round(fraction * layer.out_features))
-        plain = error()
-        for layer, weight, inputs in layers.values():
-            w = weight.detach().to("cpu", torch.float64)
-            set_gate(layer, whitened(w, inputs)[:3], gate_scale)
-        fitted = error()
-        choice: GateInit = "data" if fitted < plain else "svd"
+        for entry in layers.values():
+            entry[0].k = max(1, round(fraction * entry[0].out_features))
+        for kind in kinds:
+            if kind != "svd":  # the plain gates are set already
+                for entry in layers.values():
+                    set_gate(entry[0], factors(kind, entry), gate_scale)
+            errors[kind] = error()
+            if kind == "svd" or errors[kind] < errors[best]:
+                best = kind
+                saved = {
+                    n: (e[0].gate_in.detach().clone(), e[0].gate_out.detach().clone())
+                    for n, e in layers.items()
+                }
         log.info(
             "midlify: gate %s (squared output error on the calibration inputs at k = %.2f d: "
-            "plain SVD %.4g, fitted to the inputs %.4g)",
-            "fitted to the inputs" if choice == "data" else "plain SVD",
+            "plain SVD %.4g, fitted to the inputs %.4g, fitted to the light path's error %.4g)",
+            best,
             fraction,
-            plain,
-            fitted,
+            *(errors[k] for k in kinds),
         )
-        if choice == "svd":
-            for n, (layer, _, _) in layers.items():
-                layer.gate_in.copy_(saved[n][0])
-                layer.gate_out.copy_(saved[n][1])
-        return choice
+        for n, entry in layers.items():
+            entry[0].gate_in.copy_(saved[n][0])
+            entry[0].gate_out.copy_(saved[n][1])
+        return best
     finally:
-        for n, (layer, _, _) in layers.items():
-            layer.k = ks[n]
+        for n, entry in layers.items():
+            entry[0].k = ks[n]
 
 
 def layer_inputs(
@@ -217,5 +273,5 @@ def layer_inputs(
 def check_gate(gate: str, calibration: Calibration | None) -> None:
     if gate not in GATE_INITS:
         raise UserError(f"gate must be one of {', '.join(GATE_INITS)}, but got {gate!r}")
-    if gate == "data" and calibration is None:
-        raise UserError('gate="data" fits the gate to calibration inputs; give calibration=')
+    if gate in ("data", "error") and calibration is None:
+        raise UserError(f'gate="{gate}" fits the gate to calibration inputs; give calibration=')

@@ -35,15 +35,26 @@ eigenvalue, so directions the data never visits keep a finite map), and
 the same (plain SVD); with it, the rank goes where the inputs vary. The full path
 compensates as above, so k = d still reproduces the dense output.
 
-**The gate with calibration** (``gate="auto"``, the default): the gate either stays the plain
-SVD of W or becomes the same map fitted to the inputs (the leading ``r_g`` components of the
-whitened SVD above, scaled to spectral norm ``τ``), whichever converted model is closer to the
-dense model (squared difference of the outputs on the calibration inputs) with every layer
-at ``k = k_fraction · d`` (``d/2`` when that is ``d``). Neither ranks best everywhere: the
-fitted one lost fewer points on 8x8 digits, the plain one on MNIST-1D, where the fitted one
-lost 7.7 points at k = d/4 (``experiments/probe_midlify_gate.py``, docs/own-model.md); the
-output error picked the better one on every seed there. ``gate="svd"`` / ``"data"`` force one.
-(The choice costs two passes over the calibration inputs and a second whitening per layer.)
+**The gate with calibration** (``gate="auto"``, the default) is one of three kinds, the same
+for every layer, whichever converted model is closest to the dense model (squared difference
+of the outputs on the calibration inputs) with every layer at ``k = k_fraction · d`` (``d/2``
+when that is ``d``); ties keep the earlier kind:
+
+- ``"svd"``: the plain SVD of W, as without calibration;
+- ``"data"``: the same map fitted to the inputs (the leading ``r_g`` components of the
+  whitened SVD above);
+- ``"error"``: the rank-``r_g`` map of x closest in least squares to the light path's error
+  ``|act(W x + b) - act(l(x))|`` on the inputs (reduced-rank regression, no intercept: the
+  gate has no bias), ``act`` the layer's activation (identity for midlify, whose layers are
+  followed by the model's own; the built-in models' MID-L layers carry theirs): it puts on the
+  full path the neurons whose light estimate is predicted worst.
+
+Each is scaled to spectral norm ``τ``. No kind ranks best everywhere
+(``experiments/probe_midlify_gate.py``, docs/own-model.md): the fitted one lost fewer points on
+8x8 digits, the plain one on MNIST-1D, where the fitted one lost 7.7 points at k = d/4 and the
+error one (after the ReLU) beat both at every k. ``gate="svd"`` / ``"data"`` / ``"error"``
+force one. (The choice costs three passes over the calibration inputs, a second whitening and
+one regression per layer.)
 
 ``init="random"`` keeps MIDL's random light path (``U``, ``V``, ``c``) and sets the gate and
 the full path as above (``W' = 2 W - U V``), so k = d still reproduces the dense output and
@@ -72,9 +83,11 @@ from midl_autok._calibrate import (
     GATE_CHOICE_FRACTION,
     Calibration,
     GateInit,
+    GateKind,
     as_batches,
     check_gate,
     choose_gate,
+    error_map,
     layer_inputs,
     model_outputs,
     set_gate,
@@ -119,18 +132,19 @@ def init_midl_from_linear(
     init: Init = "svd",
     gate_scale: float = 1e-4,
     inputs: torch.Tensor | None = None,
-    gate: Literal["svd", "data"] = "svd",
+    gate: GateKind = "svd",
 ) -> MIDL:
     """Set ``layer`` from a dense layer ``y = weight · x + bias`` (see the module docstring).
 
     ``weight``: ``(d, d_in)`` = ``(layer.out_features, layer.in_features)``. ``inputs``:
     ``(n, d_in)`` inputs of the layer to fit the light path on (``init="svd"`` only; the
-    module docstring's calibration) and, with ``gate="data"``, the gate. Computed in float64,
+    module docstring's calibration) and, with ``gate="data"`` / ``"error"``, the gate. Computed
+    in float64,
     stored in the layer's dtype."""
     if init not in INITS:
         raise UserError(f"init must be one of {', '.join(INITS)}, but got {init!r}")
-    if gate == "data" and inputs is None:
-        raise UserError('gate="data" fits the gate to calibration inputs; give some')
+    if gate != "svd" and inputs is None:
+        raise UserError(f'gate="{gate}" fits the gate to calibration inputs; give some')
     if not gate_scale >= 0:
         raise UserError(f"gate_scale must be >= 0, but got {gate_scale}")
     d, d_in = layer.out_features, layer.in_features
@@ -169,7 +183,10 @@ def init_midl_from_linear(
         if layer.light_bias is not None:
             light_bias = layer.light_bias.detach().to("cpu", torch.float64)
 
-    set_gate(layer, (p, s, qh) if gate == "svd" or fit is None else fit[:3], gate_scale)
+    if gate == "error" and inputs is not None:  # after the light path: its error
+        set_gate(layer, error_map(layer, w, b, inputs), gate_scale)
+    else:
+        set_gate(layer, (p, s, qh) if gate == "svd" or fit is None else fit[:3], gate_scale)
 
     put(layer.weight, (w - (1 - GATE_START) * light) / GATE_START)
     if b is not None:
@@ -239,9 +256,10 @@ def midlify(
             calibration). A few thousand samples are plenty.
         gate: how the gate starts (it decides which neurons take the full path before any
             fine-tuning): ``"svd"`` = the plain SVD of W, ``"data"`` = the map fitted to the
-            calibration inputs, ``"auto"`` = with calibration, the one of the two whose
-            converted model is closer to the dense model's output on the calibration inputs
-            at ``k = k_fraction d`` (``d/2`` when ``k_fraction`` is 1), else ``"svd"``.
+            calibration inputs, ``"error"`` = the map fitted to the light path's error on
+            them, ``"auto"`` = with calibration, the kind whose converted model is closest
+            to the dense model's output on the calibration inputs at ``k = k_fraction d``
+            (``d/2`` when ``k_fraction`` is 1), else ``"svd"``. See the module docstring.
 
     Returns:
         ``(model, schedule)``: the same module object, and a constant
@@ -282,7 +300,7 @@ def midlify(
             init=init,
             gate_scale=gate_scale,
             inputs=None if seen is None else seen[name],
-            gate="data" if gate == "data" else "svd",
+            gate="svd" if gate == "auto" else gate,
         )
         _replace(model, name, layer)
         specs.append(LayerSpec(name, linear.out_features))
@@ -297,7 +315,7 @@ def midlify(
             converted = model.get_submodule(name)
             assert isinstance(converted, MIDL)
             assert isinstance(linear, nn.Linear)
-            layers[name] = (converted, linear.weight, seen[name])
+            layers[name] = (converted, linear.weight, linear.bias, seen[name])
         fraction = k_fraction if k_fraction < 1 else GATE_CHOICE_FRACTION
         choose_gate(model, layers, batches, reference, fraction, gate_scale)
     return model, template
@@ -465,9 +483,9 @@ def init_from_dense_state(
             init=init,
             gate_scale=gate_scale,
             inputs=seen[n],
-            gate="data" if gate == "data" else "svd",
+            gate="svd" if gate == "auto" else gate,
         )
-        layers[n] = (layer, weight, seen[n])
+        layers[n] = (layer, weight, bias, seen[n])
     if reference is not None:
         choose_gate(model, layers, batches, reference, GATE_CHOICE_FRACTION, gate_scale)
     return model
