@@ -81,15 +81,21 @@ def set_gate(
     layer.gate_out.copy_(g_out.to(layer.gate_out.dtype))
 
 
+def _matrix(inputs: torch.Tensor, d_in: int) -> torch.Tensor:
+    """A layer's calibration inputs as an (n, d_in) float64 CPU matrix, checked."""
+    x = inputs.detach().to("cpu", torch.float64).reshape(-1, d_in)
+    if x.shape[0] == 0 or not bool(torch.isfinite(x).all()):
+        raise UserError("calibration: a layer's inputs are empty or not finite")
+    return x
+
+
 def whitened(
     w: torch.Tensor, inputs: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(P, s, Qh', mean)`` such that ``P[:, :r] diag(s[:r]) Qh'[:r]`` is the rank-r map
     closest to ``w`` on ``inputs`` (``(n, d_in)``; the module docstring's calibration):
     the SVD ``W Σ^{1/2} = P S Q^T`` with ``Qh' = Q^T Σ^{-1/2}``."""
-    x = inputs.detach().to("cpu", torch.float64).reshape(-1, w.shape[1])
-    if x.shape[0] == 0 or not bool(torch.isfinite(x).all()):
-        raise UserError("calibration: a layer's inputs are empty or not finite")
+    x = _matrix(inputs, w.shape[1])
     mean = x.mean(0)
     centered = x - mean
     cov = centered.T @ centered / x.shape[0]
@@ -144,7 +150,7 @@ def error_map(
     (``act``: the layer's own activation; identity in midlify, where the model's follows),
     i.e. reduced-rank regression with a ridge of ``RIDGE`` x the inputs' mean second moment.
     Set after the light path. Returns ``(P, s, Qh)`` for :func:`set_gate`."""
-    x = inputs.detach().to("cpu", torch.float64).reshape(-1, layer.in_features)
+    x = _matrix(inputs, layer.in_features)
     w = weight.detach().to("cpu", torch.float64)
     z = x @ w.T + (0.0 if bias is None else bias.detach().to("cpu", torch.float64))
     light = torch.zeros_like(z)

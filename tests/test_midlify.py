@@ -220,6 +220,10 @@ def test_bad_calibration_is_one_user_error() -> None:
         midl_autok.midlify(mlp(), calibration=[1, 2])  # type: ignore[list-item]
     with pytest.raises(UserError, match="not finite"):
         midl_autok.midlify(mlp(), calibration=torch.full((4, 32), float("nan")))
+    with pytest.raises(UserError, match="not finite"):  # no fitted light path: the error gate
+        midl_autok.midlify(
+            mlp(), init="random", gate="error", calibration=torch.full((4, 32), float("nan"))
+        )
 
 
 # the winners here: error, data (at k = d/2), error: auto is not one kind every time
