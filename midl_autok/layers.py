@@ -296,10 +296,10 @@ def _mix(a: torch.Tensor, f: torch.Tensor, light: torch.Tensor | None) -> torch.
 
 
 class _GateFactors(NamedTuple):
-    """A forward's gate logits ``G2 h`` kept as their factors (``h = G1 x`` (B, r) and ``G2``,
-    and its version counter then): the block kernel's eager call returns ``h``, and
-    the (B, d) logits are computed only when ``last_gate`` / ``last_mask`` ask for them. Once
-    ``G2`` changes in place they cannot be recovered, and those views are ``None``."""
+    """A forward's gate logits ``G2 h``, kept as their factors: ``h = G1 x`` (B, r), ``G2`` and
+    G2's version counter at that forward. The block kernel's eager call returns ``h``; the
+    (B, d) logits are computed only when ``last_gate`` / ``last_mask`` ask for them. Once ``G2``
+    changes in place they cannot be recovered, and those views are ``None``."""
 
     h: torch.Tensor
     g2: torch.Tensor
@@ -387,9 +387,9 @@ class MIDL(nn.Module):
         else:
             self.light_in = self.light_out = self.light_bias = None
         self.act = make_activation(activation)
-        # What the last forward selected, kept cheaply: (logits, idx (B, k) or mask (B, d)),
-        # or the gate itself in place of the logits (``_last_is_gate``). ``last_mask`` /
-        # ``last_gate`` are derived from it on first access.
+        # What the last forward selected, kept cheaply: (logits or their _GateFactors, idx
+        # (B, k) or mask (B, d)), or the gate itself in place of the logits (``_last_is_gate``).
+        # ``last_mask`` / ``last_gate`` are derived from it on first access.
         self._last: (
             tuple[torch.Tensor | _GateFactors, torch.Tensor | None, torch.Tensor | None] | None
         ) = None
