@@ -139,8 +139,7 @@ def init_midl_from_linear(
     ``weight``: ``(d, d_in)`` = ``(layer.out_features, layer.in_features)``. ``inputs``:
     ``(n, d_in)`` inputs of the layer to fit the light path on (``init="svd"`` only; the
     module docstring's calibration) and, with ``gate="data"`` / ``"error"``, the gate. Computed
-    in float64,
-    stored in the layer's dtype."""
+    in float64, stored in the layer's dtype."""
     if init not in INITS:
         raise UserError(f"init must be one of {', '.join(INITS)}, but got {init!r}")
     if gate != "svd" and inputs is None:
@@ -155,7 +154,8 @@ def init_midl_from_linear(
     w = weight.detach().to("cpu", torch.float64)  # (d, d_in)
     b = None if bias is None else bias.detach().to("cpu", torch.float64)  # (d,)
     p, s, qh = torch.linalg.svd(w, full_matrices=False)  # (d, n), (n,), (n, d_in)
-    fit = None if inputs is None else whitened(w, inputs)
+    fitted_light = init == "svd" and layer.light_in is not None
+    fit = whitened(w, inputs) if inputs is not None and (fitted_light or gate == "data") else None
 
     def put(param: torch.Tensor | None, value: torch.Tensor) -> None:
         if param is not None:

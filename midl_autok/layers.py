@@ -722,7 +722,7 @@ class MIDL(nn.Module):
                 self._record(logits, idx=idx)
             else:  # the logits only if asked for (last_gate): G2 and h = G1 x kept
                 params = self._kernel_params()
-                y, h, idx = ops.midl_block_eval_thin(x, *params, k, size, code)
+                y, h, idx = ops.midl_block_eval(x, *params, k, size, code, True)
                 g2 = self._parameters["gate_out"]
                 assert g2 is not None
                 if g2.is_inference():  # no version counter: the logits now

@@ -150,7 +150,7 @@ def _block_composite(
     if x.device.type == "cpu" and x.dtype == torch.float32:
         ops = cpu_kernels()
         if ops is not None:
-            y, logits, idx = ops.midl_block_eval(x, *rest)
+            y, logits, idx = ops.midl_block_eval(x, *rest, False)
             return y, logits, idx
     return midl_block_eval_reference(x, *rest)
 

@@ -177,7 +177,8 @@ class ModelSpec(_Strict):
     #: :func:`midl_autok._midlify.init_from_checkpoint` and fine-tunes.
     init_from: str | None = Field(None, min_length=1)
     #: With ``init_from``: fit each light path to the inputs its layer sees on the first N
-    #: training samples (midlify's ``calibration``; the README's numbers); unset: plain SVD.
+    #: training samples and choose the gate on them (midlify's ``calibration`` with
+    #: ``gate="auto"``; the README's numbers); unset: plain SVD for both.
     init_calibration: StrictInt | None = Field(None, ge=1, le=10_000_000)
 
     @field_validator("gating")

@@ -44,7 +44,7 @@ def test_kernel_equals_the_pytorch_block_path(
 ) -> None:
     x = torch.randn(batch, d_in, generator=torch.Generator().manual_seed(batch))
     p = params(d_in, d, bias=bias, light=light)
-    y, logits, idx = kernels.midl_block_eval(x, *p, k, size, act)
+    y, logits, idx = kernels.midl_block_eval(x, *p, k, size, act, False)
     want_y, want_logits, want_idx = ops.midl_block_eval_reference(x, *p, k, size, act)
     torch.testing.assert_close(logits, want_logits)
     assert torch.equal(idx.sort(-1).values, want_idx.sort(-1).values)
@@ -55,7 +55,7 @@ def test_kernel_equals_the_pytorch_block_path(
     # the layer's eager call: the same output and groups, with h = G1 x for the logits
     # (its group scores come from G2 summed per group: the same up to rounding, so a choice
     # may differ only between groups whose scores tie within it)
-    thin_y, h, thin_idx = kernels.midl_block_eval_thin(x, *p, k, size, act)
+    thin_y, h, thin_idx = kernels.midl_block_eval(x, *p, k, size, act, True)
     torch.testing.assert_close(h @ p[1].T, logits, atol=1e-5, rtol=1e-4)
     if torch.equal(thin_idx, idx):
         torch.testing.assert_close(thin_y, y, atol=1e-5, rtol=1e-4)
@@ -72,12 +72,11 @@ def test_ties_go_to_the_lowest_group_and_nan_scores_first(kernels, groups: int, 
     d = groups * size
     p = params(16, d, bias=True, light=True)
     p[1] = torch.zeros(d, 5)  # G2 = 0: every group's score is 0, a tie
-    run = kernels.midl_block_eval_thin if thin else kernels.midl_block_eval
     x = torch.randn(batch, 16, generator=torch.Generator().manual_seed(0))
-    _, _, idx = run(x, *p, per * size, size, 0)
+    _, _, idx = kernels.midl_block_eval(x, *p, per * size, size, 0, thin)
     assert idx.tolist() == [[0, 1, 2]] * batch
     p[1][5 * size] = float("nan")  # group 5's score is NaN: chosen first, then the ties
-    _, _, idx = run(x, *p, per * size, size, 0)
+    _, _, idx = kernels.midl_block_eval(x, *p, per * size, size, 0, thin)
     assert idx.tolist() == [[0, 1, 5]] * batch
 
 

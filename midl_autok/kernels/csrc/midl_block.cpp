@@ -1,9 +1,9 @@
 // Block gating (``gating="block:B"``): the CPU kernel of ``midl_autok::midl_block_eval``.
 //
-// ``midl_block_eval(x, G1, G2, W, b, V, U, c, k, size, act)`` computes one block-gated MID-L
+// ``midl_block_eval(x, G1, G2, W, b, V, U, c, k, size, act, thin)`` computes one block-gated MID-L
 // layer in eval mode for x (B, d_in) (midl_autok/block.py has the equations and the PyTorch
 // version) and returns ``(y, logits, idx)`` with idx (B, k / size) the selected groups.
-// ``midl_block_eval_thin`` (the eager layer's call) returns ``(y, h, idx)`` instead, h = G1 x
+// With ``thin`` (its last argument; the eager layer's call) it returns ``(y, h, idx)``, h = G1 x
 // (B, r): the group scores come from G2 summed per group, the mix computes the selected
 // entries' logits from h, and the layer computes all the logits from h only if asked (its
 // gate statistics): at d = 1024, batch 256 the (B, d) logits and their sums cost ~0.3 ms of a
@@ -211,7 +211,8 @@ at::Tensor thin_up(const at::Tensor& h_in, const at::Tensor& w) {
     at::Tensor y = at::empty({batch, d}, h.options());  // every tile written once
     const float *hp = h.data_ptr<float>(), *wtp = wt.data_ptr<float>();
     float* yp = y.data_ptr<float>();
-    at::parallel_for(0, (batch + kOuterSamples - 1) / kOuterSamples, 1, [&](int64_t lo, int64_t hi) {
+    const int64_t tiles = (batch + kOuterSamples - 1) / kOuterSamples;
+    at::parallel_for(0, tiles, 1, [&](int64_t lo, int64_t hi) {
       for (int64_t t = lo; t < hi; ++t) {
         const int64_t s0 = t * kOuterSamples;
         const int ns = static_cast<int>(std::min<int64_t>(kOuterSamples, batch - s0));
@@ -230,7 +231,7 @@ at::Tensor thin_up(const at::Tensor& h_in, const at::Tensor& w) {
 }
 
 // The gate's logits: either all of them, z (B, d), or the factors to compute the selected
-// ones from, h = G1 x (B, r) and G2 (d, r) (midl_block_eval_thin).
+// ones from, h = G1 x (B, r) and G2 (d, r) (midl_block_eval with thin).
 struct Logits {
   const float* z;    // (B, d), or null
   const float* h;    // (B, r)
@@ -371,11 +372,9 @@ at::Tensor packed_weight(const at::Tensor& weight, const at::Tensor& W, int64_t 
 
 }  // namespace
 
-namespace {
-
-// The body of midl_block_eval (thin = false: returns the logits) and midl_block_eval_thin
-// (thin = true: returns h = G1 x; the group scores come from G2 summed per group).
-std::vector<at::Tensor> block_eval(
+// thin = false: returns the logits (the custom op's output); thin = true (the eager layer's
+// call): returns h = G1 x, the group scores come from G2 summed per group.
+std::vector<at::Tensor> midl_block_eval(
     const at::Tensor& x_in, const at::Tensor& gate_in, const at::Tensor& gate_out,
     const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
     const c10::optional<at::Tensor>& light_in, const c10::optional<at::Tensor>& light_out,
@@ -397,7 +396,7 @@ std::vector<at::Tensor> block_eval(
   const at::Tensor logits = thin ? at::Tensor() : thin_up(h, g2);  // (B, d)
   // thin: G2 by group, each group's (r, size) block contiguous (cached per weight, as W's
   // packing): G2^T at a stride of d rows put the r rows a group reads 4 KB apart (d = 1024),
-  // into the same L1 sets
+  // likely into the same L1 sets
   const at::Tensor g2p = thin ? packed_weight(gate_out, g2, size) : at::Tensor();  // (G, r, size)
   const at::Tensor scores = thin ? at::linear(h, g2p.sum(-1)).contiguous()
                                  : logits.view({batch, groups, size}).sum(-1).contiguous();
@@ -506,24 +505,4 @@ std::vector<at::Tensor> block_eval(
     default: break;
   }
   return {y, thin ? h : logits, idx};
-}
-
-}  // namespace
-
-std::vector<at::Tensor> midl_block_eval(
-    const at::Tensor& x_in, const at::Tensor& gate_in, const at::Tensor& gate_out,
-    const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
-    const c10::optional<at::Tensor>& light_in, const c10::optional<at::Tensor>& light_out,
-    const c10::optional<at::Tensor>& light_bias, int64_t k, int64_t size, int64_t act) {
-  return block_eval(x_in, gate_in, gate_out, weight, bias, light_in, light_out, light_bias, k,
-                    size, act, false);
-}
-
-std::vector<at::Tensor> midl_block_eval_thin(
-    const at::Tensor& x_in, const at::Tensor& gate_in, const at::Tensor& gate_out,
-    const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
-    const c10::optional<at::Tensor>& light_in, const c10::optional<at::Tensor>& light_out,
-    const c10::optional<at::Tensor>& light_bias, int64_t k, int64_t size, int64_t act) {
-  return block_eval(x_in, gate_in, gate_out, weight, bias, light_in, light_out, light_bias, k,
-                    size, act, true);
 }

@@ -1257,18 +1257,12 @@ std::vector<at::Tensor> midl_block_eval(
     const at::Tensor& x_in, const at::Tensor& gate_in, const at::Tensor& gate_out,
     const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
     const c10::optional<at::Tensor>& light_in, const c10::optional<at::Tensor>& light_out,
-    const c10::optional<at::Tensor>& light_bias, int64_t k, int64_t size, int64_t act);
-// The same with ``(y, h = G1 x, group idx)``: the logits left to the caller.
-std::vector<at::Tensor> midl_block_eval_thin(
-    const at::Tensor& x_in, const at::Tensor& gate_in, const at::Tensor& gate_out,
-    const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
-    const c10::optional<at::Tensor>& light_in, const c10::optional<at::Tensor>& light_out,
-    const c10::optional<at::Tensor>& light_bias, int64_t k, int64_t size, int64_t act);
+    const c10::optional<at::Tensor>& light_bias, int64_t k, int64_t size, int64_t act, bool thin);
 
 // The Python bindings, registered once, here.
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("midl_block_eval", &midl_block_eval, "block-gated MID-L eval: (y, logits, group idx)");
-  m.def("midl_block_eval_thin", &midl_block_eval_thin, "the same: (y, G1 x, group idx)");
+  m.def("midl_block_eval", &midl_block_eval,
+        "block-gated MID-L eval: (y, logits, group idx); thin: (y, G1 x, group idx)");
   m.def("midl_sparse_eval", &midl_sparse_eval, "MID-L eval: (y, logits, idx)");
   m.def("midl_topk_mask", &midl_topk_mask, "exact top-k mask per row");
   m.def("midl_mix_forward", &midl_mix_forward, "fused gate mix, forward");
