@@ -63,7 +63,11 @@ from midl_autok import ops as _ops  # registers the custom op midl_autok::midl_e
 from midl_autok.block import block_eval, block_mask
 from midl_autok.errors import SpecError
 from midl_autok.gating import Gating
-from midl_autok.kernels.cpu import cpu_kernels, cpu_kernels_status  # light: builds nothing yet
+from midl_autok.kernels.cpu import (  # light: builds nothing yet
+    clear_cache,
+    cpu_kernels,
+    cpu_kernels_status,
+)
 
 __all__ = ["ACTIVATIONS", "EVAL_PATHS", "MIDL", "make_activation", "topk_mask"]
 
@@ -445,14 +449,21 @@ class MIDL(nn.Module):
         idx: torch.Tensor | None = None,
         mask: Any = None,
         is_gate: bool = False,
+        tracing: bool | None = None,
     ) -> None:
-        """Keep what this forward selected; ``is_gate``: ``logits`` holds the gate values.
+        """Keep what this forward selected; ``is_gate``: ``logits`` holds the gate values;
+        ``tracing=False``: the caller knows no graph is being recorded (skips the check).
         (Plain attributes written to ``__dict__`` directly: ``nn.Module.__setattr__`` costs
         microseconds per call, which shows on a whole model at batch 1.)"""
-        if _is_exporting() or torch.jit.is_tracing():  # Python state, not part of the graph
+        # Python state, not part of an exported or jit-traced graph
+        if tracing is not False and (_is_exporting() or torch.jit.is_tracing()):
             return
         state = self.__dict__
-        kept = logits if isinstance(logits, _GateFactors) else logits.detach()
+        kept = (  # (detach is a new view, ~0.9 us: only where there is a graph to cut)
+            logits
+            if isinstance(logits, _GateFactors) or not logits.requires_grad
+            else logits.detach()
+        )
         state["_last"] = (kept, idx, None if mask is None else mask.detach())
         state["_last_is_gate"] = is_gate
         state["_last_views"] = None
@@ -495,6 +506,14 @@ class MIDL(nn.Module):
         views = self._views()
         return None if views is None else views[1]
 
+    def train(self, mode: bool = True) -> MIDL:
+        """``nn.Module.train``, and the compiled kernels' cached copies of parameters are
+        dropped (:func:`midl_autok.kernels.clear_cache`; on ``eval()`` too): a fused
+        optimizer updates the parameters without bumping their version counters, which key
+        that cache, and a train/validate loop switches modes around its updates."""
+        clear_cache()
+        return super().train(mode)
+
     # -- forward ----------------------------------------------------------------------------
 
     def gate_logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -508,26 +527,68 @@ class MIDL(nn.Module):
         return F.linear(F.linear(x, self.light_in), self.light_out, self.light_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fast = self.__dict__.get("_fast_key")
+        if fast is not None and not self.training and x.dim() == 2:
+            y = self._fast_forward(x, fast)
+            if y is not None:
+                return y
         flat = x.dim() == 2
         lead = x.shape[:-1]
         if not flat:
             x = x.reshape(-1, self.in_features)  # (B, d_in)
         k = self.out_features if self._k is None else self._k
-        path = "dense" if self.training else self._cached_eval_path(x, k)
+        tracing = _tracing()  # once per call (~0.5 us: it shows on a whole model at batch 1)
+        path = "dense" if self.training else self._cached_eval_path(x, k, tracing)
         if path == "kernel":
-            y = self._kernel_forward(x, k)
+            y = self._kernel_forward(x, k, tracing)
+            if flat and not tracing and x.is_cpu and self.gating.kind == "neuron":
+                self.__dict__["_fast_key"] = self._fast_key_of(x)
         elif path == "gather":
             y = self._gather_forward(x, k)
         else:
             y = self._dense_forward(x, k)
         return y if flat else y.reshape(*lead, self.out_features)
 
-    def _cached_eval_path(self, x: torch.Tensor, k: int) -> EvalPath:
+    def _fast_key_of(self, x: torch.Tensor) -> tuple[Any, ...]:
+        """What :meth:`_fast_forward` checks: everything the neuron kernel call depends on
+        besides the parameters (read anew on every call)."""
+        return (
+            x.shape[0],
+            self._k,
+            x.dtype,
+            torch.is_grad_enabled(),
+            self.sparse_eval,
+            self._modules["act"],
+            self.gating,
+        )
+
+    def _fast_forward(self, x: torch.Tensor, key: tuple[Any, ...]) -> torch.Tensor | None:
+        """The last eval forward again, when it ran the compiled neuron kernel on a CPU input
+        of this batch size, k, dtype, grad mode, mode, activation and gating, and no graph is
+        being recorded: the kernel call and the record, without the path rule, the kernel
+        lookup and the tracing checks of the general path (~8 of a ~25 us layer at batch 1).
+        ``None``: take the general path."""
+        if _tracing() or key != self._fast_key_of(x) or not x.is_cpu:  # (tracing first: no
+            return None  # guard on the batch size enters a recorded graph)
+        ops = cpu_kernels()
+        act: Any = self._modules["act"]
+        code = _act_code(act)
+        if ops is None or code is None:
+            return None
+        k = self.out_features if self._k is None else self._k
+        y, logits, idx = ops.midl_sparse_eval(x, *self._kernel_params(), k, code)
+        state = self.__dict__  # _record, without its checks (no graph; no grad on logits)
+        state["_last"] = (logits, idx, None)
+        state["_last_is_gate"] = False
+        state["_last_views"] = None
+        return y
+
+    def _cached_eval_path(self, x: torch.Tensor, k: int, tracing: bool | None = None) -> EvalPath:
         """:meth:`eval_path`, remembered per (batch, k, dtype, device, mode, grad) once the
         kernels' availability is settled (it is what the rule depends on), so a model called
         again on the same shapes pays a dict lookup instead of the rule. Never cached while
-        a graph is recorded."""
-        if _tracing():
+        a graph is recorded (``tracing``: :func:`_tracing`, if the caller knows it)."""
+        if _tracing() if tracing is None else tracing:
             return self.eval_path(x, k)
         key = (x.shape[0], k, x.dtype, x.device, self.sparse_eval, torch.is_grad_enabled())
         paths: dict[tuple[Any, ...], EvalPath] = self.__dict__.setdefault("_eval_paths", {})
@@ -583,7 +644,8 @@ class MIDL(nn.Module):
         """:meth:`eval_path` for block gating (``k < d``, not ``never``/``gather``): the
         compiled block kernel (``midl_block_eval``) for float32 CPU input without a gradient
         when ``sparse_eval="kernel"`` or :func:`_block_kernel_pays`; ``"gather"`` (the
-        PyTorch block path) for ``"kernel"`` where the kernel cannot run; else masked dense."""
+        PyTorch block path) for ``"kernel"`` where the kernel cannot run and no gradient is
+        recorded (it has no backward); else masked dense."""
         mode = self.sparse_eval
         if (
             not torch.is_grad_enabled()
@@ -592,7 +654,7 @@ class MIDL(nn.Module):
             and _cpu_ops(x) is not None
         ):
             return "kernel"
-        return "gather" if mode == "kernel" else "dense"
+        return "gather" if mode == "kernel" and not torch.is_grad_enabled() else "dense"
 
     def _use_sparse(self, x: torch.Tensor, k: int) -> bool:
         """Whether an ``eval()`` forward on ``x`` skips rows of W (any sparse path)."""
@@ -708,13 +770,15 @@ class MIDL(nn.Module):
         self._record(logits, idx=idx)
         return self.act(mixed)
 
-    def _kernel_forward(self, x: torch.Tensor, k: int) -> torch.Tensor:
+    def _kernel_forward(self, x: torch.Tensor, k: int, tracing: bool | None = None) -> torch.Tensor:
         """The compiled CPU kernel: one call for gate, selection, rows, light, mix, act.
         While a graph is recorded, the custom op ``midl_autok::midl_eval`` (the same kernel
-        at run time, one node in the graph)."""
+        at run time, one node in the graph). ``tracing``: :func:`_tracing`, if known."""
         act: Any = self._modules["act"]
         code = 0 if (c := _act_code(act)) is None else c
-        ops: Any = None if _tracing() else cpu_kernels()
+        if tracing is None:
+            tracing = _tracing()
+        ops: Any = None if tracing else cpu_kernels()
         if self.gating.kind == "block":
             size = self.gating.size
             if ops is None or x.dtype != torch.float32:
@@ -732,7 +796,7 @@ class MIDL(nn.Module):
             return y if c is not None else act(y)
         run: Any = _ops.midl_eval if ops is None else ops.midl_sparse_eval
         y, logits, idx = run(x, *self._kernel_params(), k, code)
-        self._record(logits, idx=idx)
+        self._record(logits, idx=idx, tracing=tracing)
         return y if c is not None else act(y)
 
     def extra_repr(self) -> str:

@@ -280,3 +280,26 @@ def test_loaded_program_runs_its_graph_directly_and_checks_the_input(model, tmp_
             program(torch.randn(5, 47))
         with pytest.raises(ValueError, match=r"but got \(5, 48\) torch.float64"):
             program(x.double())
+
+
+def test_loaded_program_calls_the_kernel_directly_and_keeps_hooks(
+    kernels, model, tmp_path: Path
+) -> None:
+    # on CPU the graph that runs calls the op's C++ function without the dispatcher; the
+    # exported graph (program.graph) still names the op; hooks make it a normal Module call
+    path = export_model(model, tmp_path / "m.pt2", example=torch.randn(4, 48))
+    program = load_program(path, trusted=True)
+    assert calls_the_op(program) == 2
+    code = program._run.__self__.code  # type: ignore[union-attr]
+    assert code.count("_midl_eval_direct(") == 2 and "midl_autok.midl_eval" not in code
+    seen: list[torch.Tensor] = []
+    x = torch.randn(6, 48)
+    with torch.no_grad():
+        want = model(x)
+        torch.testing.assert_close(program(x), want)
+        handle = program.register_forward_hook(lambda _m, _i, out: seen.append(out))
+        torch.testing.assert_close(program(x), want)
+        handle.remove()
+        program(x)
+    assert len(seen) == 1
+    torch.testing.assert_close(seen[0], want)

@@ -6,6 +6,6 @@
   its pure-PyTorch paths. ``MIDL_AUTOK_NO_EXTENSIONS=1`` turns it off.
 """
 
-from midl_autok.kernels.cpu import cpu_kernels, cpu_kernels_status, no_build
+from midl_autok.kernels.cpu import clear_cache, cpu_kernels, cpu_kernels_status, no_build
 
-__all__ = ["cpu_kernels", "cpu_kernels_status", "no_build"]
+__all__ = ["clear_cache", "cpu_kernels", "cpu_kernels_status", "no_build"]

@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 
-__all__ = ["build_directory", "cpu_kernels", "cpu_kernels_status", "no_build"]
+__all__ = ["build_directory", "clear_cache", "cpu_kernels", "cpu_kernels_status", "no_build"]
 
 log = logging.getLogger("midl_autok.kernels")
 
@@ -212,6 +212,17 @@ def cpu_kernels(*, build: bool = True) -> ModuleType | None:
             time.perf_counter() - start,
         )
         return _module
+
+
+def clear_cache() -> None:
+    """Drop the kernels' cached copies of parameters (the block kernel's W packed by group,
+    the neuron kernel's stacked and transposed thin matrices). They are keyed by each
+    parameter's version counter and cleared whenever a MID-L layer switches between train
+    and eval mode; call this after changing parameters in a way that bumps no version
+    counter while the model stays in eval mode (a fused optimizer's step, ``Adam(fused=True)``,
+    or a write through ``param.data``). Nothing to do before the kernels are loaded."""
+    if _module is not None:
+        _module.midl_cache_clear()
 
 
 @contextmanager

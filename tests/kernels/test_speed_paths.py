@@ -673,3 +673,39 @@ def test_the_build_lock_is_released_when_its_holder_dies(tmp_path: Path) -> None
             pass
     finally:
         holder.kill()
+
+
+def test_repeated_eval_calls_follow_every_change(kernels) -> None:
+    # a second eval call on the same shapes takes the layer's short path (the kernel call
+    # without the path rule); k, the activation, the parameters, the batch size and the grad
+    # mode all change what the next call computes
+    torch.manual_seed(0)
+    layer = MIDL(40, 64, 16, light_rank=8, sparse_eval="kernel").eval()
+    x = torch.randn(1, 40)
+
+    def check(inp: torch.Tensor) -> None:
+        with torch.no_grad():
+            got = layer(inp)
+            layer.sparse_eval = "never"
+            want = layer(inp)
+            layer.sparse_eval = "kernel"
+            assert layer(inp) is not None and layer.last_mask is not None
+            assert layer.last_mask.sum(-1).eq(layer.effective_k).all()
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+    check(x)
+    assert layer.__dict__.get("_fast_key") is not None
+    check(x)
+    layer.k = 5
+    check(x)
+    layer.act = torch.nn.Tanh()
+    check(x)
+    with torch.no_grad():
+        layer.weight.mul_(-2.0)
+    check(x)
+    layer.weight = torch.nn.Parameter(torch.randn(64, 40))
+    check(x)
+    check(torch.randn(3, 40))
+    with torch.enable_grad():  # grad mode: the kernel has no backward; gather records one
+        y = layer(x)
+    assert y.requires_grad

@@ -33,10 +33,11 @@
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
+#include "cache.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <mutex>
 #include <numeric>
 #include <vector>
 
@@ -315,59 +316,16 @@ constexpr int64_t kRankGroups = 64;
 
 // W packed by group for the outer-product tile: (G, d_in, size), group j's rows transposed.
 // Packing reads all of W (4 MB at d = 1024), ~1 ms a call at batch 256, as much as a quarter
-// of the layer's time, so a packed copy is cached per weight and reused while the weight is
-// unchanged: the key is the weight's data pointer, shape, strides, group size and version
-// counter (any in-place update bumps it; ``param.data = other`` changes the pointer; the entry
-// holds the storage it packed, so that address cannot be reused meanwhile). An entry whose
-// storage nobody else holds any more is dropped; at most kPackedEntries are kept (least
-// recently used first out). Inference tensors have no version counter: packed per call.
-// Memory: one more copy of each block-gated layer's W (and G2, for the thin call) in eval.
-struct PackedEntry {
-  c10::Storage storage;  // of the weight packed (kept alive: its address stays unique)
-  const void* data;
-  std::vector<int64_t> sizes, strides;
-  int64_t version;
-  int64_t size;
-  at::Tensor packed;
-};
-constexpr size_t kPackedEntries = 64;  // W and (block thin call) G2 of each layer
-std::mutex packed_mutex;
-std::vector<PackedEntry> packed_cache;
-
+// of the layer's time, so the packed copy is cached per weight and reused while the weight is
+// unchanged (midl_derived, cache.h). Memory: one more copy of each block-gated layer's W (and
+// G2, for the thin call) in eval.
 at::Tensor pack_by_group(const at::Tensor& W, int64_t size) {
   const int64_t d = W.size(0), din = W.size(1);
   return W.view({d / size, size, din}).transpose(1, 2).contiguous();
 }
 
 at::Tensor packed_weight(const at::Tensor& weight, const at::Tensor& W, int64_t size) {
-  if (weight.is_inference()) return pack_by_group(W, size);
-  const int64_t version = weight._version();
-  std::lock_guard<std::mutex> guard(packed_mutex);
-  auto same = [&](const PackedEntry& e) {
-    return e.data == weight.data_ptr() && weight.sizes().equals(e.sizes) &&
-           weight.strides().equals(e.strides) && e.size == size;
-  };
-  for (auto it = packed_cache.begin(); it != packed_cache.end(); ++it) {
-    if (!same(*it)) continue;
-    if (it->version == version) {
-      PackedEntry hit = *it;
-      packed_cache.erase(it);
-      packed_cache.push_back(hit);
-      return hit.packed;
-    }
-    packed_cache.erase(it);  // the weight changed in place: pack it again
-    break;
-  }
-  packed_cache.erase(std::remove_if(packed_cache.begin(), packed_cache.end(),
-                                    [](const PackedEntry& e) {
-                                      return e.storage.use_count() <= 1;
-                                    }),
-                     packed_cache.end());
-  at::Tensor packed = pack_by_group(W, size);
-  packed_cache.push_back({weight.storage(), weight.data_ptr(), weight.sizes().vec(),
-                          weight.strides().vec(), version, size, packed});
-  if (packed_cache.size() > kPackedEntries) packed_cache.erase(packed_cache.begin());
-  return packed;
+  return midl_derived({weight}, size, [&] { return pack_by_group(W, size); });
 }
 
 }  // namespace

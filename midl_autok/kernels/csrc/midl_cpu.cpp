@@ -3,23 +3,25 @@
 // ``midl_sparse_eval(x, G1, G2, W, b, V, U, c, k, act)`` computes one MID-L layer in eval mode
 // for x (B, d_in) and returns ``(y, logits, idx)``:
 //
-// 1. ``logits = linear(linear(x, G1), G2)`` with the same ATen calls as the Python path, so the
-//    selection is identical to the masked dense computation;
-// 2. ``light = linear(linear(x, V), U, c)`` (or 0 without a light path);
-// 3. per sample, the k largest logits (radix selection of the k-th largest key, then one
-//    scan; exactly k even with ties or NaN) -> ``idx`` (B, k);
-// 4. ``y = act(light)`` everywhere, then for the selected (sample, row) pairs only
+// 1. the logits ``G2 (G1 x)`` and the light path ``U (V x) + c`` (or 0 without one);
+// 2. per sample, the k largest logits (the k-th largest key by a bitwise binary search, then
+//    one scan; exactly k even with ties or NaN) -> ``idx`` (B, k);
+// 3. ``y = act(light)`` everywhere, then for the selected (sample, row) pairs only
 //    ``y = act(light + g * (W[row] . x + b[row] - light))`` with ``g = sigmoid(logit)``.
-//    With a few samples (or float64, or no AVX-512) the dot products read the selected rows of
-//    W in place, grouped by row (each selected row read once for all samples that chose it);
-//    one float32 sample with SIMD: four selected rows at a time against the input
-//    (``rows_dot4``: four streams of W in flight; 1.4x the one-row loop at d = 1024).
-//    From 8 float32 samples on, with AVX-512, a blocked sampled dense-dense product: samples in
-//    tiles (a bit set of the tile's samples per row), d_in in chunks that keep a tile's inputs
-//    in L1, rows in blocks that keep their chunk of W in L2, each row chunk dotted with up to 8
-//    of the tile's samples at once (``full_path_tiles_f32``). MKL's sgemm runs its AVX2 code on
-//    AMD CPUs, so on those this path also does its multiply-adds at a higher rate than the
-//    dense layer it is compared with.
+//
+// A float32 batch of 8 or more with SIMD (batch_eval_f32): one GEMM for [G1; V] x, then per
+// sample in one pass the thin up-products (four samples at a time, from transposed G2 and U),
+// the selection and the gate at the k selected entries only; then a blocked sampled
+// dense-dense product for the full path: samples in tiles (a bit set of the tile's samples
+// per row), d_in in chunks, rows in blocks that keep their chunk of W in L2, each row chunk
+// dotted with up to 8 of the tile's samples at once (``full_path_tiles_f32``). The stacked
+// and transposed thin matrices are cached per parameter version (cache.h).
+// One float32 sample with SIMD: the thin products in loops, four selected rows at a time
+// against the input (``rows_dot4``: four streams of W in flight). Otherwise (a few samples,
+// float64, no SIMD): the thin products as GEMMs or loops, the selected rows of W read in
+// place, grouped by row (each selected row read once for all samples that chose it).
+// MKL's sgemm runs its AVX2 code on AMD CPUs, so there the AVX-512 build's blocked path also
+// does its multiply-adds at a higher rate than the dense layer it is compared with.
 //
 
 #include <torch/extension.h>
@@ -40,6 +42,8 @@
 // build's).
 #include "simd.h"
 
+#include "cache.h"
+
 #if MIDL_SIMD
 using midl_simd::Simd;
 #endif
@@ -49,7 +53,7 @@ namespace {
 // Up to this many samples the low-rank products run in plain loops, not GEMM calls.
 constexpr int64_t kSmallBatch = 4;
 
-// From this many samples on, the full path of a float batch runs blocked (AVX-512).
+// From this many samples on, a float batch takes batch_eval_f32 (SIMD builds).
 constexpr int64_t kTileBatch = 8;
 
 // Multiply-adds per thread chunk of the full path (below this, one thread).
@@ -154,6 +158,87 @@ inline void thin16(const float* __restrict Bm, const float* __restrict h, int64_
       for (int i = 0; i < S::W; ++i) v[i] = S::fmadd(S::load(Bm + (jw + i) * r + q), hv, v[i]);
     }
     S::store(o + jw, S::sums(v));
+  }
+}
+#endif
+
+#if MIDL_SIMD
+// o[j0..) = c + sum_q h[q] * BT[q][j0..) in blocks of U W outputs (U independent FMA chains),
+// as far as whole blocks go; returns where it stopped.
+template <class S, int U>
+inline int64_t thin_rows_t_blocks(const float* __restrict h, const float* __restrict BT,
+                                  int64_t r, int64_t d, const float* __restrict c,
+                                  float* __restrict o, int64_t j) {
+  using reg = typename S::reg;
+  constexpr int W = S::W;
+  for (; j + U * W <= d; j += U * W) {
+    reg a[U];
+    for (int u = 0; u < U; ++u) a[u] = c != nullptr ? S::load(c + j + u * W) : S::zero();
+    for (int64_t q = 0; q < r; ++q) {
+      const reg hq = S::set1(h[q]);
+      const float* b = BT + q * d + j;
+      for (int u = 0; u < U; ++u) a[u] = S::fmadd(hq, S::load(b + u * W), a[u]);
+    }
+    for (int u = 0; u < U; ++u) S::store(o + j + u * W, a[u]);
+  }
+  return j;
+}
+
+// o[0..d) = c + sum_q h[q] * BT[q][0..d)  (BT: r x d, the transposed thin matrix): 8 W outputs
+// at a time (eight chains cover the FMA latency), then 4 W, then one W at a time.
+template <class S>
+inline void thin_rows_t(const float* __restrict h, const float* __restrict BT, int64_t r,
+                        int64_t d, const float* __restrict c, float* __restrict o) {
+  using reg = typename S::reg;
+  constexpr int W = S::W;
+  int64_t j = thin_rows_t_blocks<S, 8>(h, BT, r, d, c, o, 0);
+  j = thin_rows_t_blocks<S, 4>(h, BT, r, d, c, o, j);
+  for (; j < d; j += W) {
+    const int64_t n = d - j;
+    reg a0 = c != nullptr ? S::loadn(c + j, n) : S::zero();
+    for (int64_t q = 0; q < r; ++q) a0 = S::fmadd(S::set1(h[q]), S::loadn(BT + q * d + j, n), a0);
+    S::storen(o + j, a0, n);
+  }
+}
+#endif
+
+#if MIDL_SIMD
+// thin_rows_t for four samples at once: o[u][0..d) = c + sum_q h[u][q] BT[q][0..d), u < 4.
+// Each 2 W columns of BT are loaded once for the four samples (two vectors, eight chains):
+// BT (r x d, 32 KB at 16 x 512) is read from L2 a quarter as often as one sample at a time.
+template <class S>
+inline void thin_rows_t4(const float* const* h, const float* __restrict BT, int64_t r,
+                         int64_t d, const float* __restrict c, float* const* o) {
+  using reg = typename S::reg;
+  constexpr int W = S::W;
+  int64_t j = 0;
+  for (; j + 2 * W <= d; j += 2 * W) {
+    reg a[4][2];
+    for (int v = 0; v < 2; ++v) {
+      const reg c0 = c != nullptr ? S::load(c + j + v * W) : S::zero();
+      for (int u = 0; u < 4; ++u) a[u][v] = c0;
+    }
+    for (int64_t q = 0; q < r; ++q) {
+      const reg b0 = S::load(BT + q * d + j), b1 = S::load(BT + q * d + j + W);
+      for (int u = 0; u < 4; ++u) {
+        const reg hq = S::set1(h[u][q]);
+        a[u][0] = S::fmadd(hq, b0, a[u][0]);
+        a[u][1] = S::fmadd(hq, b1, a[u][1]);
+      }
+    }
+    for (int u = 0; u < 4; ++u) {
+      S::store(o[u] + j, a[u][0]);
+      S::store(o[u] + j + W, a[u][1]);
+    }
+  }
+  for (; j < d; j += W) {
+    const int64_t n = d - j;
+    for (int u = 0; u < 4; ++u) {
+      reg a0 = c != nullptr ? S::loadn(c + j, n) : S::zero();
+      for (int64_t q = 0; q < r; ++q)
+        a0 = S::fmadd(S::set1(h[u][q]), S::loadn(BT + q * d + j, n), a0);
+      S::storen(o[u] + j, a0, n);
+    }
   }
 }
 #endif
@@ -273,19 +358,6 @@ inline uint32_t bisect_kth_key(int64_t k, CountGe count_ge, bool* exact) {
 #endif
 
 #if MIDL_SIMD
-// How many of keys[0..nv W) are > below (two counts: two independent chains).
-template <class S>
-inline int64_t count_above(const uint32_t* keys, int64_t nv, uint32_t below) {
-  const auto c = S::above(below);
-  int64_t n0 = 0, n1 = 0, v = 0;
-  for (; v + 2 <= nv; v += 2) {
-    n0 += S::count_above(keys + S::W * v, c);
-    n1 += S::count_above(keys + S::W * v + S::W, c);
-  }
-  if (v < nv) n0 += S::count_above(keys + S::W * v, c);
-  return n0 + n1;
-}
-
 // The k-th largest key of d floats by a bitwise binary search on the key: each of at most 32
 // steps counts the keys >= a candidate with one compare per W keys, and it stops as soon as a
 // candidate has exactly k keys at or above it (the usual case without ties). keys[0..d) get
@@ -303,7 +375,7 @@ inline uint32_t topk_threshold_f32(const float* z, int64_t d, int64_t k, uint32_
   }
   const int64_t nv = j / S::W;
   // keys >= cand, i.e. > cand - 1 (cand >= 1; padding keys are 0: never counted)
-  return bisect_kth_key(k, [&](uint32_t cand) { return count_above<S>(keys, nv, cand - 1); },
+  return bisect_kth_key(k, [&](uint32_t cand) { return S::count_above(keys, nv, S::above(cand - 1)); },
                         exact);
 }
 
@@ -312,16 +384,20 @@ inline uint32_t topk_threshold_f32(const float* z, int64_t d, int64_t k, uint32_
 template <class S>
 inline void select_topk_f32(const float* z, int64_t d, int64_t k, int64_t* idx,
                             std::vector<uint32_t>& keys) {
-  keys.resize((d + S::W - 1) / S::W * S::W);
+  const int64_t nk = (d + S::W - 1) / S::W * S::W;
+  keys.resize(2 * nk + S::W);  // the keys, then the selected indices (32-bit; W of room)
   bool exact = false;
   const uint32_t thr = topk_threshold_f32<S>(z, d, k, keys.data(), &exact);
   // selected: key >= thr (exact; thr >= 1 then) or key > thr
   const auto c = S::above(exact ? thr - 1 : thr);
+  int32_t* sel = reinterpret_cast<int32_t*>(keys.data() + nk);
   int64_t t = 0;
   for (int64_t j = 0; j < d; j += S::W)
-    t += S::compress(S::mask_above(keys.data() + j, c), j, idx + t);
+    t += S::compress(S::mask_above(keys.data() + j, c), j, sel + t);
+  for (int64_t q = 0; q < t; ++q) idx[q] = sel[q];
+  const uint32_t tie = S::stored(thr);
   for (int64_t j = 0; j < d && t < k; ++j)  // ties at the k-th largest, by index
-    if (keys[j] == thr) idx[t++] = j;
+    if (keys[j] == tie) idx[t++] = j;
 }
 #endif
 
@@ -453,8 +529,8 @@ void full_path_tiles_f32(const float* xp, const float* wp, const float* bp, cons
                          const int64_t* ip, int64_t B, int64_t din, int64_t d, int64_t k,
                          float* yp) {
   const double p = double(k) / double(d);
-  int64_t T = 8;  // about 8 or more samples per (tile, row): full 8-wide dots
-  while (T < 64 && double(T) * p < 8.0) T *= 2;
+  int64_t T = 8;  // about 6 or more samples per (tile, row): 6-8-wide dots
+  while (T < 64 && double(T) * p < 6.0) T *= 2;
   const int64_t ntiles = (B + T - 1) / T;
   std::vector<uint64_t> sel(ntiles * d, 0);
   for (int64_t s = 0; s < B; ++s) {
@@ -466,7 +542,9 @@ void full_path_tiles_f32(const float* xp, const float* wp, const float* bp, cons
   for (int64_t q = 0; q < B * k; ++q) used[ip[q]] = 1;
   const bool pack_w = ntiles > 1;
   const int64_t tile = std::min(T, B);
-  int64_t kc = std::max<int64_t>(128, 8192 / tile);  // tile * kc floats <= 32 KiB
+  // tile * kc floats <= 64 KiB: a row's dots are ~2x longer than with an L1-sized tile, and
+  // the ~T p inputs a row reads stay in L1 (measured ~10-15% faster at d_in 512-784, B 256)
+  int64_t kc = std::max<int64_t>(128, 16384 / tile);
   const int64_t nch = (din + kc - 1) / kc;
   kc = ((din + nch - 1) / nch + 15) / 16 * 16;
   // rb rows: their chunk of W and their partial sums (rb * B floats) share ~384 KiB of L2
@@ -554,10 +632,12 @@ void full_path_tiles_f32(const float* xp, const float* wp, const float* bp, cons
 }
 #endif
 
+// The paths for a few samples, float64, or builds without SIMD (batch_eval_f32 takes float
+// batches with SIMD).
 template <typename T>
 void run(const at::Tensor& x, const at::Tensor& logits, const at::Tensor& gate,
          const at::Tensor& light, const at::Tensor& W, const c10::optional<at::Tensor>& b,
-         int64_t k, int64_t act, bool tiles, at::Tensor& out, at::Tensor& idx) {
+         int64_t k, int64_t act, at::Tensor& out, at::Tensor& idx) {
   const int64_t B = x.size(0), din = x.size(1), d = W.size(0);
   const T* xp = x.data_ptr<T>();
   const T* zp = logits.data_ptr<T>();
@@ -567,12 +647,6 @@ void run(const at::Tensor& x, const at::Tensor& logits, const at::Tensor& gate,
   const T* bp = (b.has_value() && b->defined()) ? b->data_ptr<T>() : nullptr;
   T* yp = out.data_ptr<T>();
   int64_t* ip = idx.data_ptr<int64_t>();
-  at::Tensor gbuf;  // the blocked path's gate, written during the selection
-  if (tiles) gbuf = at::empty_like(logits);
-  T* gw = tiles ? gbuf.data_ptr<T>() : nullptr;
-
-  // tiles: the blocked full path (float, AVX-512, a batch); out is the light path on entry
-  // (or anything without one), the activation comes last.
 
   // 1. selection per sample; y = act(light) everywhere (act(0) = 0 without a light path).
   const int64_t sample_grain = std::max<int64_t>(1, (kParallelMacs / 4) / std::max<int64_t>(d, 1));
@@ -580,41 +654,15 @@ void run(const at::Tensor& x, const at::Tensor& logits, const at::Tensor& gate,
     std::vector<typename KeyOf<T>::type> keys, cur;
     for (int64_t s = s0; s < s1; ++s) {
       select_topk<T>(zp + s * d, d, k, ip + s * k, keys, cur);
-#if MIDL_SIMD
-      if constexpr (std::is_same<T, float>::value)  // the gate, while this row is in L1
-        if (gw != nullptr) sigmoid_row_f32<Simd>(zp + s * d, gw + s * d, d);
-#endif
       T* y = yp + s * d;
       if (lp != nullptr) {
         const T* l = lp + s * d;
-        if (tiles) {
-          if (y != l) std::copy(l, l + d, y);
-        } else {
-          for (int64_t j = 0; j < d; ++j) y[j] = activate<T>(l[j], act);
-        }
+        for (int64_t j = 0; j < d; ++j) y[j] = activate<T>(l[j], act);
       } else {
         std::fill(y, y + d, T(0));
       }
     }
   });
-#if MIDL_SIMD
-  if constexpr (std::is_same<T, float>::value) {
-    if (tiles) {
-      full_path_tiles_f32(xp, wp, bp, gw, ip, B, din, d, k, yp);
-      if (act != 0) {
-        at::parallel_for(0, B * d, kParallelMacs, [&](int64_t i0, int64_t i1) {
-          if (act == 1) {
-            for (int64_t i = i0; i < i1; ++i) yp[i] = yp[i] > 0.0f ? yp[i] : 0.0f;
-          } else {
-            for (int64_t i = i0; i < i1; ++i) yp[i] = activate<float>(yp[i], act);
-          }
-        });
-      }
-      return;
-    }
-  }
-#endif
-
   auto mix = [&](int64_t s, int64_t j, T f) {
     const T l = lp != nullptr ? lp[s * d + j] : T(0);
     const T g = gp != nullptr ? gp[s * d + j] : T(1) / (T(1) + std::exp(-zp[s * d + j]));
@@ -628,6 +676,15 @@ void run(const at::Tensor& x, const at::Tensor& logits, const at::Tensor& gate,
   if (B == 1) {
 #if MIDL_SIMD
     if constexpr (std::is_same<T, float>::value) {  // four selected rows at a time
+      // the gate of the selected entries, one vectorized sigmoid (not k scalar exps)
+      std::vector<float> g(k);
+      for (int64_t t = 0; t < k; ++t) g[t] = zp[ip[t]];
+      sigmoid_row_f32<Simd>(g.data(), g.data(), k);
+      auto put = [&](int64_t t, float f) {
+        const int64_t j = ip[t];
+        const float l = lp != nullptr ? lp[j] : 0.0f;
+        yp[j] = activate<float>(l + g[t] * (f + (bp != nullptr ? bp[j] : 0.0f) - l), act);
+      };
       at::parallel_for(0, k, grain, [&](int64_t t0, int64_t t1) {
         int64_t t = t0;
         float f[4];
@@ -635,9 +692,9 @@ void run(const at::Tensor& x, const at::Tensor& logits, const at::Tensor& gate,
           const float* ws[4] = {wp + ip[t] * din, wp + ip[t + 1] * din, wp + ip[t + 2] * din,
                                 wp + ip[t + 3] * din};
           rows_dot4<Simd>(ws, xp, din, f);
-          for (int r = 0; r < 4; ++r) mix(0, ip[t + r], f[r]);
+          for (int r = 0; r < 4; ++r) put(t + r, f[r]);
         }
-        for (; t < t1; ++t) mix(0, ip[t], dot1<T>(wp + ip[t] * din, xp, din));
+        for (; t < t1; ++t) put(t, dot1<T>(wp + ip[t] * din, xp, din));
       });
       return;
     }
@@ -686,6 +743,119 @@ void run(const at::Tensor& x, const at::Tensor& logits, const at::Tensor& gate,
   });
 }
 
+#if MIDL_SIMD
+// A (d, r) float matrix transposed, (r, d) (ATen's copy of a transposed view costs ~14 us at
+// 512 x 16: a strided read per element)
+at::Tensor transposed(const at::Tensor& m_in) {
+  const at::Tensor m = m_in.contiguous();
+  const int64_t d = m.size(0), r = m.size(1);
+  const float* p = m.data_ptr<float>();
+  at::Tensor t = at::empty({r, d}, m.options());
+  float* tp = t.data_ptr<float>();
+  for (int64_t j = 0; j < d; ++j)
+    for (int64_t q = 0; q < r; ++q) tp[q * d + j] = p[j * r + q];
+  return t;
+}
+
+// A float batch (B >= kTileBatch) with SIMD, in three steps:
+// 1. h_g = x G1^T and h_l = x V^T (GEMMs);
+// 2. per sample, in one pass while its rows are in L1: the logits z = G2 h_g (written to the
+//    returned logits), the top-k of z, the gate sigmoid(z) at the k selected entries only, and
+//    the light path l = U h_l + c into y (0 without one); the thin products run from
+//    transposed copies of G2 and U (broadcast h, no horizontal sums);
+// 3. the blocked full path mixes the selected entries into y, then the activation.
+std::vector<at::Tensor> batch_eval_f32(const at::Tensor& x, const at::Tensor& G1,
+                                       const at::Tensor& G2, const at::Tensor& W,
+                                       const c10::optional<at::Tensor>& b,
+                                       const c10::optional<at::Tensor>& V,
+                                       const c10::optional<at::Tensor>& U,
+                                       const c10::optional<at::Tensor>& c, int64_t k,
+                                       int64_t act) {
+  const int64_t B = x.size(0), din = x.size(1), d = W.size(0);
+  const bool light = V.has_value() && V->defined();
+  const int64_t rg = G1.size(0), rl = light ? V->size(0) : 0;
+  // [h_g | h_l] = x [G1; V]^T, one GEMM; the stacked inputs and the transposed outputs of
+  // the thin products are cached per parameter version (cache.h)
+  const at::Tensor gv =
+      light ? midl_derived({G1, *V}, kDerivedStacked, [&] { return at::cat({G1, *V}); }) : G1;
+  const at::Tensor h = at::linear(x, gv).contiguous();  // (B, rg + rl)
+  const int64_t hstride = rg + rl;
+  auto transpose = [](const at::Tensor& m) {
+    return midl_derived({m}, kDerivedTransposed, [&] { return transposed(m); });
+  };
+  const at::Tensor g2t = transpose(G2);  // (rg, d)
+  at::Tensor ut, cc;
+  if (light) {
+    ut = transpose(*U);  // (rl, d)
+    if (c.has_value() && c->defined()) cc = c->contiguous();
+  }
+  at::Tensor logits = at::empty({B, d}, x.options()), out = at::empty({B, d}, x.options());
+  at::Tensor gate = at::empty({B, d}, x.options());  // written at the selected entries only
+  at::Tensor idx = at::empty({B, k}, x.options().dtype(at::kLong));
+  const float* hp = h.data_ptr<float>();
+  const float* lp = light ? hp + rg : nullptr;
+  const float* g2p = g2t.data_ptr<float>();
+  const float* up = light ? ut.data_ptr<float>() : nullptr;
+  const float* cp = cc.defined() ? cc.data_ptr<float>() : nullptr;
+  float* zp = logits.data_ptr<float>();
+  float* yp = out.data_ptr<float>();
+  float* gp = gate.data_ptr<float>();
+  int64_t* ip = idx.data_ptr<int64_t>();
+  const int64_t grain =  // in groups of four samples
+      std::max<int64_t>(1, (kParallelMacs / 16) / std::max<int64_t>(d * (1 + (rg + rl) / 4), 1));
+  // thin products four samples at a time (one at a time for the last few)
+  auto thin = [&](const float* h, int64_t stride, const float* bt, int64_t rank,
+                  const float* bias, float* o, int64_t s, int64_t n) {
+    if (n == 4) {
+      const float* hs[4] = {h + s * stride, h + (s + 1) * stride, h + (s + 2) * stride,
+                            h + (s + 3) * stride};
+      float* os[4] = {o + s * d, o + (s + 1) * d, o + (s + 2) * d, o + (s + 3) * d};
+      thin_rows_t4<Simd>(hs, bt, rank, d, bias, os);
+    } else {
+      for (int64_t u = s; u < s + n; ++u)
+        thin_rows_t<Simd>(h + u * stride, bt, rank, d, bias, o + u * d);
+    }
+  };
+  at::parallel_for(0, (B + 3) / 4, grain, [&](int64_t q0, int64_t q1) {
+    std::vector<uint32_t> keys;
+    std::vector<float> sel(k);
+    for (int64_t s4 = 4 * q0; s4 < std::min(B, 4 * q1); s4 += 4) {
+      const int64_t n = std::min<int64_t>(4, B - s4);
+      thin(hp, hstride, g2p, rg, nullptr, zp, s4, n);
+      for (int64_t s = s4; s < s4 + n; ++s) {
+        const float* z = zp + s * d;
+        int64_t* is = ip + s * k;
+        select_topk_f32<Simd>(z, d, k, is, keys);
+        for (int64_t t = 0; t < k; ++t) sel[t] = z[is[t]];
+        sigmoid_row_f32<Simd>(sel.data(), sel.data(), k);
+        float* g = gp + s * d;
+        for (int64_t t = 0; t < k; ++t) g[is[t]] = sel[t];
+      }
+      if (light) {
+        thin(lp, hstride, up, rl, cp, yp, s4, n);
+      } else {
+        std::fill(yp + s4 * d, yp + (s4 + n) * d, 0.0f);
+      }
+    }
+  });
+  const at::Tensor Wc = W.contiguous();
+  at::Tensor bc;
+  if (b.has_value() && b->defined()) bc = b->contiguous();
+  full_path_tiles_f32(x.data_ptr<float>(), Wc.data_ptr<float>(),
+                      bc.defined() ? bc.data_ptr<float>() : nullptr, gp, ip, B, din, d, k, yp);
+  if (act != 0) {
+    at::parallel_for(0, B * d, kParallelMacs, [&](int64_t i0, int64_t i1) {
+      if (act == 1) {
+        for (int64_t i = i0; i < i1; ++i) yp[i] = yp[i] > 0.0f ? yp[i] : 0.0f;
+      } else {
+        for (int64_t i = i0; i < i1; ++i) yp[i] = activate<float>(yp[i], act);
+      }
+    });
+  }
+  return {out, logits, idx};
+}
+#endif
+
 }  // namespace
 
 // g[0..n) = sigmoid(z[0..n)) with this file's vectorized sigmoid (scalar without SIMD); for
@@ -712,6 +882,10 @@ std::vector<at::Tensor> midl_sparse_eval(
   const at::Tensor W = weight.contiguous();
   c10::optional<at::Tensor> b;
   if (bias.has_value() && bias->defined()) b = bias->contiguous();
+#if MIDL_SIMD
+  if (x.scalar_type() == at::kFloat && x.size(0) >= kTileBatch)
+    return batch_eval_f32(x, gate_in, gate_out, W, b, light_in, light_out, light_bias, k, act);
+#endif
   const bool has_light = light_in.has_value() && light_in->defined();
   at::Tensor logits, light;
   if (x.size(0) <= kSmallBatch) {
@@ -742,16 +916,11 @@ std::vector<at::Tensor> midl_sparse_eval(
   const int64_t B = x.size(0);
   // The gate is read only where selected: a few samples take k scalar exps, a batch one
   // vectorized sigmoid over (B, d).
-  bool tiles = false;  // the blocked full path: float, AVX-512 or AVX2 + FMA, a batch
-#if MIDL_SIMD
-  tiles = x.scalar_type() == at::kFloat && B >= kTileBatch;
-#endif
-  const at::Tensor gate = B <= kSmallBatch || tiles ? at::Tensor() : at::sigmoid(logits);
-  // the blocked path mixes into the light path's buffer in place (a fresh tensor)
-  at::Tensor out = tiles && has_light ? light : at::empty({B, d}, x.options());
+  const at::Tensor gate = B <= kSmallBatch ? at::Tensor() : at::sigmoid(logits);
+  at::Tensor out = at::empty({B, d}, x.options());
   at::Tensor idx = at::empty({B, k}, x.options().dtype(at::kLong));
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "midl_sparse_eval", [&] {
-    run<scalar_t>(x, logits, gate, light, W, b, k, act, tiles, out, idx);
+    run<scalar_t>(x, logits, gate, light, W, b, k, act, out, idx);
   });
   return {out, logits, idx};
 }
@@ -914,31 +1083,6 @@ std::vector<at::Tensor> midl_mix_backward(const at::Tensor& grad_in, const at::T
 namespace {
 
 #if MIDL_AVX512
-// o[0..d) = c + sum_q h[q] * BT[q][0..d)  (BT: r x d, the transposed thin matrix), 4 W at a time
-template <class S>
-inline void thin_rows_t(const float* __restrict h, const float* __restrict BT, int64_t r,
-                        int64_t d, const float* __restrict c, float* __restrict o) {
-  using reg = typename S::reg;
-  constexpr int W = S::W;
-  int64_t j = 0;
-  for (; j + 4 * W <= d; j += 4 * W) {
-    reg a[4];
-    for (int u = 0; u < 4; ++u) a[u] = c != nullptr ? S::load(c + j + u * W) : S::zero();
-    for (int64_t q = 0; q < r; ++q) {
-      const reg hq = S::set1(h[q]);
-      const float* b = BT + q * d + j;
-      for (int u = 0; u < 4; ++u) a[u] = S::fmadd(hq, S::load(b + u * W), a[u]);
-    }
-    for (int u = 0; u < 4; ++u) S::store(o + j + u * W, a[u]);
-  }
-  for (; j < d; j += W) {
-    const int64_t n = d - j;
-    reg a0 = c != nullptr ? S::loadn(c + j, n) : S::zero();
-    for (int64_t q = 0; q < r; ++q) a0 = S::fmadd(S::set1(h[q]), S::loadn(BT + q * d + j, n), a0);
-    S::storen(o + j, a0, n);
-  }
-}
-
 // out[0..r) = sum_j v[j] * B[j][0..r)  (B: d x r), lanes over r, four chains over j
 template <class S>
 inline void thin_cols(const float* __restrict v, const float* __restrict B, int64_t d,
@@ -1270,4 +1414,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("midl_blocked_available", &midl_blocked_available, "whether the blocked path is built");
   m.def("midl_blocked_min_batch", &midl_blocked_min_batch, "the blocked path's tile batch");
   m.def("midl_train", &midl_train, "one training step of the layer (autograd function)");
+  m.def("midl_cache_clear", &midl_cache_clear, "drop the cached derived copies of parameters");
 }

@@ -21,10 +21,15 @@
 //   hsum(v)             the sum of one register's lanes
 //   order_keys(p, n)    the order keys of min(n, W) floats (larger float, larger unsigned key;
 //                       see order_key in midl_cpu.cpp), 0 in the lanes beyond
-//   above(b) / count_above(p, c) / mask_above(p, c): the bit mask (and its popcount) of the W
-//                       keys at p that are > b as unsigned integers, c = above(b)
-//   compress(m, j, out) the indices j + i of the set bits i of m, written to out[0..n) (only
-//                       those); returns n
+//   store_keys(p, v) / stored(key): keys are kept in memory in the form this width compares
+//                       fastest (Simd256: sign bit flipped, for its signed compare; Simd512: as
+//                       they are); stored(key) is one key in that form
+//   above(b) / mask_above(p, c): the bit mask of the W stored keys at p that are > b (as
+//                       unsigned keys), c = above(b)
+//   count_above(p, nv, c): how many of the nv W stored keys at p are > b, c = above(b)
+//   compress(m, j, out) the indices j + i of the set bits i of m, as 32-bit integers, at
+//                       out[0..n); returns n. Branch-free: it writes W entries (out needs W of
+//                       room past out[n), the rest being garbage)
 #pragma once
 
 #include <cstdint>
@@ -125,24 +130,53 @@ struct Simd256 {
     const __m256i key = _mm256_xor_si256(u, _mm256_or_si256(_mm256_srai_epi32(u, 31), sign));
     return n >= 8 ? key : _mm256_and_si256(key, tail(n));
   }
+  // an unsigned ``key > b`` is the signed compare of both with the sign bit flipped: the keys
+  // are stored flipped, so that a count is one compare and one subtract per 8 keys
   static void store_keys(uint32_t* p, ireg v) {
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p),
+                        _mm256_xor_si256(v, _mm256_set1_epi32(int(0x80000000u))));
   }
-  // an unsigned ``key > b`` is the signed compare of both with the sign bit flipped
+  static uint32_t stored(uint32_t key) { return key ^ 0x80000000u; }
   static ireg above(uint32_t b) { return _mm256_set1_epi32(int(b ^ 0x80000000u)); }
+  static __m256i gt(const uint32_t* p, ireg c) {
+    return _mm256_cmpgt_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)), c);
+  }
   static unsigned mask_above(const uint32_t* p, ireg c) {
-    const __m256i key = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-    const __m256i gt =
-        _mm256_cmpgt_epi32(_mm256_xor_si256(key, _mm256_set1_epi32(int(0x80000000u))), c);
-    return unsigned(_mm256_movemask_ps(_mm256_castsi256_ps(gt)));
+    return unsigned(_mm256_movemask_ps(_mm256_castsi256_ps(gt(p, c))));
   }
-  static int64_t count_above(const uint32_t* p, ireg c) {
-    return __builtin_popcount(mask_above(p, c));
+  // two vector counters (a compare is -1 per lane that counts), summed once at the end
+  static int64_t count_above(const uint32_t* p, int64_t nv, ireg c) {
+    __m256i n0 = _mm256_setzero_si256(), n1 = _mm256_setzero_si256();
+    int64_t v = 0;
+    for (; v + 2 <= nv; v += 2) {
+      n0 = _mm256_sub_epi32(n0, gt(p + 8 * v, c));
+      n1 = _mm256_sub_epi32(n1, gt(p + 8 * v + 8, c));
+    }
+    if (v < nv) n0 = _mm256_sub_epi32(n0, gt(p + 8 * v, c));
+    const __m256i n = _mm256_add_epi32(n0, n1);
+    __m128i h = _mm_add_epi32(_mm256_castsi256_si128(n), _mm256_extracti128_si256(n, 1));
+    h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4E));
+    h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0xB1));
+    return _mm_cvtsi128_si32(h);
   }
-  static int64_t compress(unsigned m, int64_t j, int64_t* out) {
-    int64_t t = 0;
-    for (; m != 0; m &= m - 1) out[t++] = j + __builtin_ctz(m);
-    return t;
+  // (the lanes of the set bits of each 8-bit mask, one byte each: a loop over the bits took a
+  // mispredicted branch about once per 8 keys)
+  struct Lanes {
+    uint64_t of[256];
+    constexpr Lanes() : of() {
+      for (unsigned m = 0; m < 256; ++m) {
+        int n = 0;
+        for (unsigned i = 0; i < 8; ++i)
+          if (m & (1u << i)) of[m] |= uint64_t(i) << (8 * n++);
+      }
+    }
+  };
+  static int64_t compress(unsigned m, int64_t j, int32_t* out) {
+    static constexpr Lanes kLanes{};
+    const __m256i ids = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(int64_t(kLanes.of[m & 0xFF])));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out),
+                        _mm256_add_epi32(ids, _mm256_set1_epi32(int32_t(j))));
+    return __builtin_popcount(m & 0xFF);
   }
 };
 #endif
@@ -207,22 +241,25 @@ struct Simd512 {
     return _mm512_maskz_mov_epi32(m, key);
   }
   static void store_keys(uint32_t* p, ireg v) { _mm512_storeu_si512(p, v); }
+  static uint32_t stored(uint32_t key) { return key; }
   static ireg above(uint32_t b) { return _mm512_set1_epi32(int(b)); }
   static unsigned mask_above(const uint32_t* p, ireg c) {
     return _mm512_cmpgt_epu32_mask(_mm512_loadu_si512(p), c);
   }
-  static int64_t count_above(const uint32_t* p, ireg c) {
-    return _mm_popcnt_u32(mask_above(p, c));
+  static int64_t count_above(const uint32_t* p, int64_t nv, ireg c) {  // two chains
+    int64_t n0 = 0, n1 = 0, v = 0;
+    for (; v + 2 <= nv; v += 2) {
+      n0 += _mm_popcnt_u32(mask_above(p + 16 * v, c));
+      n1 += _mm_popcnt_u32(mask_above(p + 16 * v + 16, c));
+    }
+    if (v < nv) n0 += _mm_popcnt_u32(mask_above(p + 16 * v, c));
+    return n0 + n1;
   }
-  // (compressed 16 at a time into a local buffer: out holds only the indices it is given)
-  static int64_t compress(unsigned m, int64_t j, int64_t* out) {
+  static int64_t compress(unsigned m, int64_t j, int32_t* out) {
     const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    alignas(64) int32_t ids[16];
-    _mm512_store_si512(ids, _mm512_maskz_compress_epi32(
-                                __mmask16(m), _mm512_add_epi32(lanes, _mm512_set1_epi32(int(j)))));
-    const int64_t n = _mm_popcnt_u32(m);
-    for (int64_t i = 0; i < n; ++i) out[i] = ids[i];
-    return n;
+    _mm512_storeu_si512(out, _mm512_maskz_compress_epi32(
+                                 __mmask16(m), _mm512_add_epi32(lanes, _mm512_set1_epi32(int(j)))));
+    return _mm_popcnt_u32(m);
   }
 };
 #endif
