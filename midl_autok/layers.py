@@ -562,17 +562,31 @@ class MIDL(nn.Module):
             self.gating,
         )
 
-    def _fast_forward(self, x: torch.Tensor, key: tuple[Any, ...]) -> torch.Tensor | None:
+    def _fast_forward(
+        self, x: torch.Tensor, key: tuple[Any, ...], *, tracing: bool | None = None
+    ) -> torch.Tensor | None:
         """The last eval forward again, when it ran the compiled neuron kernel on a CPU input
         of this batch size, k, dtype, grad mode, mode, activation and gating, and no graph is
         being recorded: the kernel call and the record, without the path rule, the kernel
         lookup and the tracing checks of the general path (~8 of a ~25 us layer at batch 1).
-        ``None``: take the general path."""
-        if _tracing() or key != self._fast_key_of(x) or not x.is_cpu:  # (tracing first: no
-            return None  # guard on the batch size enters a recorded graph)
-        ops = cpu_kernels()
-        act: Any = self._modules["act"]
+        ``None``: take the general path. ``tracing``: :func:`_tracing`, if the caller knows.
+        """
+        if _tracing() if tracing is None else tracing:  # (first: no guard on the batch size
+            return None  # may enter a recorded graph)
+        batch, k0, dtype, grad, mode, act, gating = key  # _fast_key_of, field by field
         code = _act_code(act)
+        if (
+            x.shape[0] != batch
+            or self._k != k0
+            or x.dtype != dtype
+            or torch.is_grad_enabled() != grad
+            or self.sparse_eval != mode
+            or self._modules["act"] is not act
+            or self.gating is not gating
+            or not x.is_cpu
+        ):
+            return None
+        ops = cpu_kernels()
         if ops is None or code is None:
             return None
         k = self.out_features if self._k is None else self._k

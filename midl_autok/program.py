@@ -16,9 +16,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.modules import module as _module
 
 from midl_autok import ops as _ops  # registers midl_autok::midl_eval
+from midl_autok._hooks import global_hooks, hook_free
 from midl_autok.kernels.cpu import cpu_kernels
 
 __all__ = ["ProgramModule"]
@@ -49,18 +49,6 @@ def _direct_graph(graph_module: Any) -> Any:
         if node.op == "call_function" and node.target is _OP:
             node.target = _midl_eval_direct
     return torch.fx.GraphModule(graph_module, graph)
-
-
-def _global_hooks() -> bool:
-    """Whether any global module hook is registered (``torch.nn.modules.module``'s)."""
-    m = _module
-    return bool(
-        m._global_forward_hooks
-        or m._global_forward_pre_hooks
-        or m._global_backward_hooks
-        or m._global_backward_pre_hooks
-        or m._global_forward_hooks_always_called
-    )
 
 
 class ProgramModule(nn.Module):
@@ -115,11 +103,10 @@ class ProgramModule(nn.Module):
         ``nn.Module.__call__`` costs a few microseconds per call, which at batch 1 is a
         visible share of a small model's time; with hooks, the usual call."""
         if (
-            self._forward_hooks
-            or self._forward_pre_hooks
-            or self._backward_hooks
-            or self._backward_pre_hooks
-            or _global_hooks()
+            not hook_free(self)
+            or global_hooks()
+            or self._compiled_call_impl is not None  # Module.compile()
+            or torch._C._get_tracing_state() is not None  # jit.trace
         ):
             return super().__call__(*args, **kwargs)
         return self.forward(*args, **kwargs)

@@ -217,3 +217,50 @@ def test_options_reach_the_layers() -> None:
     assert isinstance(layer.act, nn.Tanh)
     dropout = build_model("mlp", input_shape=(10,), num_classes=3, variant="dropout", dropout=0.2)
     assert [m.p for m in dropout.modules() if isinstance(m, nn.Dropout)] == [0.2, 0.2]
+
+
+@pytest.mark.parametrize("arch", ["mlp", "cnn"])
+def test_eval_short_paths_keep_hooks_and_outputs(arch: str, kernels) -> None:
+    # in eval, repeated calls on the same shapes skip nn.Module.__call__ for hook-free MID-L
+    # blocks and an nn.Linear head; a hook (on a block, on the head, or global) still runs,
+    # and the outputs stay those of the plain module calls
+    torch.manual_seed(0)
+    shape = (32,) if arch == "mlp" else (1, 8, 8)
+    options: dict[str, Any] = {"hidden": [48, 32], "gate_rank": 4, "light_rank": 4}
+    if arch == "cnn":
+        options["channels"] = [4]
+    model = build_model(arch, input_shape=shape, num_classes=5, **options).eval()
+    model.set_k({"body.0": 12, "body.1": 8})
+    for layer in (m for _, m in model.midl_layers()):
+        layer.sparse_eval = "kernel"
+    x = torch.randn(3, *shape)
+
+    def plain() -> torch.Tensor:  # every block and the head through nn.Module.__call__
+        h = model.features(x).flatten(1) if arch == "cnn" else x.flatten(1)
+        for block in model.body:
+            h = block(h)
+        return model.head(h)
+
+    with torch.no_grad():
+        want = plain()
+        model(x)  # the blocks' last call: the kernel on these shapes
+        assert all(m.__dict__.get("_fast_key") for _, m in model.midl_layers())
+        torch.testing.assert_close(model(x), want)
+        calls: list[str] = []
+        handles = [
+            model.body[1].register_forward_hook(lambda *_: calls.append("block")),
+            model.head.register_forward_hook(lambda *_: calls.append("head")),
+        ]
+        torch.testing.assert_close(model(x), want)
+        assert calls == ["block", "head"]
+        for h in handles:
+            h.remove()
+        handle = nn.modules.module.register_module_forward_hook(lambda *_: calls.append("g"))
+        try:
+            model(x)
+        finally:
+            handle.remove()
+        assert calls.count("g") >= 4  # the model, both blocks and the head at least
+        calls.clear()
+        model(x)
+        assert calls == []
