@@ -635,14 +635,13 @@ void full_path_tiles_f32(const float* xp, const float* wp, const float* bp, cons
 // The paths for a few samples, float64, or builds without SIMD (batch_eval_f32 takes float
 // batches with SIMD).
 template <typename T>
-void run(const at::Tensor& x, const at::Tensor& logits, const at::Tensor& gate,
-         const at::Tensor& light, const at::Tensor& W, const c10::optional<at::Tensor>& b,
-         int64_t k, int64_t act, at::Tensor& out, at::Tensor& idx) {
+void run(const at::Tensor& x, const at::Tensor& logits, const at::Tensor& gate, const T* lp,
+         const at::Tensor& W, const c10::optional<at::Tensor>& b, int64_t k, int64_t act,
+         at::Tensor& out, at::Tensor& idx) {
   const int64_t B = x.size(0), din = x.size(1), d = W.size(0);
   const T* xp = x.data_ptr<T>();
   const T* zp = logits.data_ptr<T>();
   const T* gp = gate.defined() ? gate.data_ptr<T>() : nullptr;
-  const T* lp = light.defined() ? light.data_ptr<T>() : nullptr;
   const T* wp = W.data_ptr<T>();
   const T* bp = (b.has_value() && b->defined()) ? b->data_ptr<T>() : nullptr;
   T* yp = out.data_ptr<T>();
@@ -657,7 +656,11 @@ void run(const at::Tensor& x, const at::Tensor& logits, const at::Tensor& gate,
       T* y = yp + s * d;
       if (lp != nullptr) {
         const T* l = lp + s * d;
-        for (int64_t j = 0; j < d; ++j) y[j] = activate<T>(l[j], act);
+        if (act == 1) {  // (a branch-free loop the compiler vectorizes)
+          for (int64_t j = 0; j < d; ++j) y[j] = l[j] > T(0) ? l[j] : T(0);
+        } else {
+          for (int64_t j = 0; j < d; ++j) y[j] = activate<T>(l[j], act);
+        }
       } else {
         std::fill(y, y + d, T(0));
       }
@@ -888,10 +891,16 @@ std::vector<at::Tensor> midl_sparse_eval(
 #endif
   const bool has_light = light_in.has_value() && light_in->defined();
   at::Tensor logits, light;
+  // a few samples: the light path in a plain buffer (not returned: no tensor to allocate)
+  std::vector<unsigned char> light_small;
+  const void* lp = nullptr;
   if (x.size(0) <= kSmallBatch) {
     // A few samples: the four thin products in plain loops (GEMM calls cost more here).
     logits = at::empty({x.size(0), d}, x.options());
-    if (has_light) light = at::empty({x.size(0), d}, x.options());
+    if (has_light) {
+      light_small.resize(x.size(0) * d * x.element_size());
+      lp = light_small.data();
+    }
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "midl_lowrank", [&] {
       const at::Tensor g1 = gate_in.contiguous(), g2 = gate_out.contiguous();
       lowrank_small<scalar_t>(x.data_ptr<scalar_t>(), x.size(0), x.size(1),
@@ -904,13 +913,14 @@ std::vector<at::Tensor> midl_sparse_eval(
         lowrank_small<scalar_t>(x.data_ptr<scalar_t>(), x.size(0), x.size(1),
                                 v.data_ptr<scalar_t>(), u.data_ptr<scalar_t>(),
                                 c.defined() ? c.data_ptr<scalar_t>() : nullptr, v.size(0), d,
-                                light.data_ptr<scalar_t>());
+                                reinterpret_cast<scalar_t*>(light_small.data()));
       }
     });
   } else {
     logits = at::linear(at::linear(x, gate_in), gate_out).contiguous();  // (B, d)
     if (has_light) {
       light = at::linear(at::linear(x, *light_in), *light_out, light_bias).contiguous();
+      lp = light.data_ptr();
     }
   }
   const int64_t B = x.size(0);
@@ -920,7 +930,7 @@ std::vector<at::Tensor> midl_sparse_eval(
   at::Tensor out = at::empty({B, d}, x.options());
   at::Tensor idx = at::empty({B, k}, x.options().dtype(at::kLong));
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "midl_sparse_eval", [&] {
-    run<scalar_t>(x, logits, gate, light, W, b, k, act, out, idx);
+    run<scalar_t>(x, logits, gate, static_cast<const scalar_t*>(lp), W, b, k, act, out, idx);
   });
   return {out, logits, idx};
 }
