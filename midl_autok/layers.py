@@ -510,8 +510,16 @@ class MIDL(nn.Module):
         """``nn.Module.train``, and the compiled kernels' cached copies of parameters are
         dropped (:func:`midl_autok.kernels.clear_cache`; on ``eval()`` too): a fused
         optimizer updates the parameters without bumping their version counters, which key
-        that cache, and a train/validate loop switches modes around its updates."""
+        that cache, and a train/validate loop switches modes around its updates. For the
+        same reason gate factors kept by the last forward (:class:`_GateFactors`) become the
+        logits now, while G2 is still the one they were computed with."""
         clear_cache()
+        last = self._last
+        if last is not None and isinstance(last[0], _GateFactors) and self._views() is not None:
+            state = self.__dict__
+            views = state["_last_views"]
+            state["_last"] = (F.linear(last[0].h, last[0].g2.detach()), last[1], last[2])
+            state["_last_views"] = views
         return super().train(mode)
 
     # -- forward ----------------------------------------------------------------------------

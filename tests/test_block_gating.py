@@ -311,3 +311,29 @@ def test_cli_trains_a_block_gated_model(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
+
+
+def test_kept_gate_factors_survive_a_fused_step_after_a_mode_switch() -> None:
+    # the train/validate loop: eval forward (the block kernel keeps h and G2), train(), a
+    # fused optimizer step (G2 changes without a version bump); last_gate still reports the
+    # gate of that eval forward, not one recomputed with the new G2
+    from midl_autok.kernels import cpu_kernels
+
+    if cpu_kernels() is None:
+        pytest.skip("the CPU kernels could not be built on this machine")
+    layer = make_layer(24, 64, 16, 8).eval()
+    x = inputs(33, 24)
+    with torch.no_grad():
+        layer._dense_forward(x, 16)
+        want_gate, want_mask = layer.last_gate, layer.last_mask
+        layer._kernel_forward(x, 16)
+    assert isinstance(layer._last[0], tuple)  # the factors
+    opt = torch.optim.Adam(layer.parameters(), lr=0.5, fused=True)
+    layer.train()
+    before = layer.gate_out._version
+    with torch.no_grad():
+        layer.gate_out.grad = torch.ones_like(layer.gate_out)
+    opt.step()
+    assert layer.gate_out._version == before  # the premise: no version bump
+    torch.testing.assert_close(layer.last_gate, want_gate)
+    assert torch.equal(layer.last_mask, want_mask)
