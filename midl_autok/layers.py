@@ -535,17 +535,18 @@ class MIDL(nn.Module):
         return F.linear(F.linear(x, self.light_in), self.light_out, self.light_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.dim() == 2
+        # eval: whether a graph is recorded, once per call (~0.5 us: it shows at batch 1)
+        tracing = False if self.training else _tracing()
         fast = self.__dict__.get("_fast_key")
-        if fast is not None and not self.training and x.dim() == 2:
-            y = self._fast_forward(x, fast)
+        if fast is not None and not self.training and flat:
+            y = self._fast_forward(x, fast, tracing=tracing)
             if y is not None:
                 return y
-        flat = x.dim() == 2
         lead = x.shape[:-1]
         if not flat:
             x = x.reshape(-1, self.in_features)  # (B, d_in)
         k = self.out_features if self._k is None else self._k
-        tracing = _tracing()  # once per call (~0.5 us: it shows on a whole model at batch 1)
         path = "dense" if self.training else self._cached_eval_path(x, k, tracing)
         if path == "kernel":
             y = self._kernel_forward(x, k, tracing)

@@ -113,10 +113,9 @@ def test_the_kernel_sees_every_change_of_the_weight() -> None:
         )
 
 
-def test_the_kernels_gate_values_are_computed_when_asked_for() -> None:
-    """The eager block kernel returns ``h = G1 x`` instead of the (B, d) logits; ``last_gate``
-    computes ``sigmoid(G2 h)`` on first access: the dense path's gate values and mask. Once
-    G2 changes in place they cannot be recovered: None, never the new weight's values."""
+def _kernel_kept_factors() -> tuple[MIDL, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A block layer after an eager kernel forward that kept the gate's factors, its input,
+    and the gate values and mask the dense path computes on it."""
     from midl_autok.kernels import cpu_kernels
 
     if cpu_kernels() is None:
@@ -126,10 +125,18 @@ def test_the_kernels_gate_values_are_computed_when_asked_for() -> None:
     with torch.no_grad():
         layer._dense_forward(x, 16)
         want_gate, want_mask = layer.last_gate, layer.last_mask
-        assert want_gate is not None
-        assert want_mask is not None
+        assert want_gate is not None and want_mask is not None
         layer._kernel_forward(x, 16)
-        assert isinstance(layer._last[0], tuple)  # the factors, not the logits
+    assert isinstance(layer._last[0], tuple)  # the factors, not the logits
+    return layer, x, want_gate, want_mask
+
+
+def test_the_kernels_gate_values_are_computed_when_asked_for() -> None:
+    """The eager block kernel returns ``h = G1 x`` instead of the (B, d) logits; ``last_gate``
+    computes ``sigmoid(G2 h)`` on first access: the dense path's gate values and mask. Once
+    G2 changes in place they cannot be recovered: None, never the new weight's values."""
+    layer, x, want_gate, want_mask = _kernel_kept_factors()
+    with torch.no_grad():
         torch.testing.assert_close(layer.last_gate, want_gate)
         assert torch.equal(layer.last_mask, want_mask)
         layer._kernel_forward(x, 16)
@@ -140,6 +147,22 @@ def test_the_kernels_gate_values_are_computed_when_asked_for() -> None:
         torch.testing.assert_close(
             layer.last_gate, torch.sigmoid(layer.gate_logits(x)), atol=1e-6, rtol=1e-5
         )
+
+
+def test_kept_gate_factors_survive_a_fused_step_after_a_mode_switch() -> None:
+    # the train/validate loop: eval forward (the block kernel keeps h and G2), train(), a
+    # fused optimizer step (G2 changes without a version bump); last_gate still reports the
+    # gate of that eval forward, not one recomputed with the new G2
+    layer, _, want_gate, want_mask = _kernel_kept_factors()
+    opt = torch.optim.Adam(layer.parameters(), lr=0.5, fused=True)
+    layer.train()
+    before = layer.gate_out._version
+    with torch.no_grad():
+        layer.gate_out.grad = torch.ones_like(layer.gate_out)
+    opt.step()
+    assert layer.gate_out._version == before  # the premise: no version bump
+    torch.testing.assert_close(layer.last_gate, want_gate)
+    assert torch.equal(layer.last_mask, want_mask)
 
 
 @pytest.mark.parametrize(("d_in", "d", "k", "size"), CASES)
@@ -311,29 +334,3 @@ def test_cli_trains_a_block_gated_model(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
-
-
-def test_kept_gate_factors_survive_a_fused_step_after_a_mode_switch() -> None:
-    # the train/validate loop: eval forward (the block kernel keeps h and G2), train(), a
-    # fused optimizer step (G2 changes without a version bump); last_gate still reports the
-    # gate of that eval forward, not one recomputed with the new G2
-    from midl_autok.kernels import cpu_kernels
-
-    if cpu_kernels() is None:
-        pytest.skip("the CPU kernels could not be built on this machine")
-    layer = make_layer(24, 64, 16, 8).eval()
-    x = inputs(33, 24)
-    with torch.no_grad():
-        layer._dense_forward(x, 16)
-        want_gate, want_mask = layer.last_gate, layer.last_mask
-        layer._kernel_forward(x, 16)
-    assert isinstance(layer._last[0], tuple)  # the factors
-    opt = torch.optim.Adam(layer.parameters(), lr=0.5, fused=True)
-    layer.train()
-    before = layer.gate_out._version
-    with torch.no_grad():
-        layer.gate_out.grad = torch.ones_like(layer.gate_out)
-    opt.step()
-    assert layer.gate_out._version == before  # the premise: no version bump
-    torch.testing.assert_close(layer.last_gate, want_gate)
-    assert torch.equal(layer.last_mask, want_mask)
