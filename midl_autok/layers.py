@@ -558,51 +558,82 @@ class MIDL(nn.Module):
             y = self._dense_forward(x, k)
         return y if flat else y.reshape(*lead, self.out_features)
 
-    def _fast_key_of(self, x: torch.Tensor) -> tuple[Any, ...]:
+    def _fast_key_of(self, x: torch.Tensor) -> tuple[Any, ...] | None:
         """What :meth:`_fast_forward` checks: everything the neuron kernel call depends on
-        besides the parameters (read anew on every call)."""
+        besides the parameters (read anew on every call); then the kernel's activation code
+        and the short path's record, ``(logits (B, d), idx (B, k), None)``: buffers the
+        kernel writes on every short call (never handed out: ``last_mask`` and ``last_gate``
+        are computed from them). ``None`` (no short path) for an activation the kernel does
+        not apply."""
+        act: Any = self._modules["act"]
+        code = _act_code(act)
+        if code is None or self._k is None:
+            return None
+        batch = x.shape[0]
+        record = (
+            torch.empty((batch, self.out_features), dtype=x.dtype),
+            torch.empty((batch, self._k), dtype=torch.long),
+            None,
+        )
         return (
-            x.shape[0],
+            batch,
             self._k,
             x.dtype,
             torch.is_grad_enabled(),
             self.sparse_eval,
-            self._modules["act"],
+            act,
             self.gating,
+            code,
+            record,
         )
 
     def _fast_forward(
-        self, x: torch.Tensor, key: tuple[Any, ...], *, tracing: bool | None = None
+        self, x: torch.Tensor, key: tuple[Any, ...], tracing: bool | None = None
     ) -> torch.Tensor | None:
         """The last eval forward again, when it ran the compiled neuron kernel on a CPU input
         of this batch size, k, dtype, grad mode, mode, activation and gating, and no graph is
         being recorded: the kernel call and the record, without the path rule, the kernel
         lookup and the tracing checks of the general path (~10 us around the kernel call
-        become ~3 at batch 1).
+        become ~1.5 at batch 1).
         ``None``: take the general path. ``tracing``: :func:`_tracing`, if the caller knows.
         """
         if _tracing() if tracing is None else tracing:  # (first: no guard on the batch size
             return None  # may enter a recorded graph)
-        batch, k0, dtype, grad, mode, act, gating = key  # _fast_key_of, field by field
-        code = _act_code(act)
+        batch, k, dtype, grad, mode, act, gating, code, record = key  # _fast_key_of's fields
         if (
             x.shape[0] != batch
-            or self._k != k0
-            or x.dtype != dtype
-            or torch.is_grad_enabled() != grad
+            or self._k != k
+            or x.dtype is not dtype
+            or torch.is_grad_enabled() is not grad
             or self.sparse_eval != mode
             or self._modules["act"] is not act
             or self.gating is not gating
             or not x.is_cpu
+            or (
+                code == 4 and getattr(act, "approximate", "none") != "none"
+            )  # (the one setting _act_code reads)
         ):
             return None
         ops = cpu_kernels()
-        if ops is None or code is None:
+        if ops is None:
             return None
-        k = self.out_features if self._k is None else self._k
-        y, logits, idx = ops.midl_sparse_eval(x, *self._kernel_params(), k, code)
+        p = self._parameters  # (the order of _kernel_params)
+        y = ops.midl_sparse_eval_into(
+            x,
+            p["gate_in"],
+            p["gate_out"],
+            p["weight"],
+            p.get("bias"),
+            p.get("light_in"),
+            p.get("light_out"),
+            p.get("light_bias"),
+            k,
+            code,
+            record[0],
+            record[1],
+        )
         state = self.__dict__  # _record, without its checks (no graph; no grad on logits)
-        state["_last"] = (logits, idx, None)
+        state["_last"] = record
         state["_last_is_gate"] = False
         state["_last_views"] = None
         return y

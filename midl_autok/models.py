@@ -62,12 +62,12 @@ class MIDLNet(nn.Module):
         called through its short path (:meth:`MIDL._fast_forward`) without
         ``nn.Module.__call__`` (~2 us a block: at batch 1 a visible share)."""
         body: Any = self._modules["body"]
-        for block in body:
+        for block in body._modules.values():  # (ModuleList's __iter__ is a Python call)
             y = None
-            if fast and type(block) is MIDL and h.dim() == 2 and hook_free(block):
+            if fast and type(block) is MIDL and hook_free(block):
                 key = block.__dict__.get("_fast_key")
-                if key is not None:
-                    y = block._fast_forward(h, key, tracing=False)
+                if key is not None and h.dim() == 2:
+                    y = block._fast_forward(h, key, False)
             h = block(h) if y is None else y
         return h
 

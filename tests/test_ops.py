@@ -291,7 +291,8 @@ def test_loaded_program_calls_the_kernel_directly_and_keeps_hooks(
     program = load_program(path, trusted=True)
     assert calls_the_op(program) == 2
     code = program._run.__self__.code  # type: ignore[union-attr]
-    assert code.count("_midl_eval_direct(") == 2 and "midl_autok.midl_eval" not in code
+    # (the model reads y only: each call site writes logits and idx into scratch of its own)
+    assert code.count("midl_eval_y_only") == 2 and "midl_autok.midl_eval" not in code
     seen: list[torch.Tensor] = []
     x = torch.randn(6, 48)
     with torch.no_grad():
@@ -303,3 +304,35 @@ def test_loaded_program_calls_the_kernel_directly_and_keeps_hooks(
         program(x)
     assert len(seen) == 1
     torch.testing.assert_close(seen[0], want)
+
+
+def test_a_direct_call_site_reads_y_only_where_the_graph_does(kernels, tmp_path: Path) -> None:
+    # where the graph reads the op's logits or idx, they are the call's own tensors; where it
+    # reads y only, the call site's scratch (per batch size) holds them and y is still right
+    from midl_autok.program import _direct_graph
+
+    layer = MIDL(48, 32, 8, light_rank=4).eval()
+
+    class Both(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = layer
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            y, logits, _ = ops.midl_eval(x, *self.layer._kernel_params(), 8, 1)
+            return y, logits
+
+    with torch.no_grad():
+        program = torch.export.export(Both(), (torch.randn(4, 48),))
+    code = _direct_graph(program.graph_module).code
+    assert "_midl_eval_direct(" in code and "midl_eval_y_only" not in code
+
+    net = build_model("mlp", input_shape=(48,), num_classes=3, hidden=[32, 32], gate_rank=4,
+                      light_rank=4)  # fmt: skip
+    net.set_k({"body.0": 8, "body.1": 8})
+    path = export_model(net.eval(), tmp_path / "y.pt2", example=torch.randn(4, 48))
+    loaded = load_program(path, trusted=True)
+    with torch.no_grad():
+        for batch in (1, 6, 1, 9, 6):  # scratch per batch size, reused
+            x = torch.randn(batch, 48)
+            torch.testing.assert_close(loaded(x), net(x))

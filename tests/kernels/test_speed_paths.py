@@ -710,3 +710,76 @@ def test_repeated_eval_calls_follow_every_change(kernels) -> None:
     with torch.enable_grad():  # grad mode: the kernel has no backward; gather records one
         y = layer(x)
     assert y.requires_grad
+
+
+@pytest.mark.parametrize("batch", [1, 3, 6, 8, 33])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("light_rank", [0, 8])
+def test_the_kernel_writing_into_buffers_equals_the_allocating_one(
+    kernels, batch: int, dtype: torch.dtype, light_rank: int
+) -> None:
+    # midl_sparse_eval_into: the short path's call (the record's logits and idx written into
+    # the layer's buffers, y returned) computes what midl_sparse_eval returns, on every path
+    # of the kernel (a few samples, 5-7 samples, the blocked batch path; float64)
+    torch.manual_seed(batch)
+    layer = MIDL(40, 64, 16, light_rank=light_rank).to(dtype)
+    x = torch.randn(batch, 40, dtype=dtype)
+    params = layer._kernel_params()
+    with torch.no_grad():
+        y, logits, idx = kernels.midl_sparse_eval(x, *params, 16, 1)
+        logits_buf = torch.full((batch, 64), float("nan"), dtype=dtype)
+        idx_buf = torch.full((batch, 16), -1, dtype=torch.long)
+        got = kernels.midl_sparse_eval_into(x, *params, 16, 1, logits_buf, idx_buf)
+    torch.testing.assert_close(got, y, rtol=0, atol=0)
+    torch.testing.assert_close(logits_buf, logits, rtol=0, atol=0)
+    assert torch.equal(idx_buf, idx)
+
+
+def test_the_kernel_rejects_buffers_of_the_wrong_shape_or_dtype(kernels) -> None:
+    layer = MIDL(40, 64, 16, light_rank=8)
+    x = torch.randn(2, 40)
+    params = layer._kernel_params()
+    logits, idx = torch.empty(2, 64), torch.empty(2, 16, dtype=torch.long)
+    for bad_logits, bad_idx, what in [
+        (torch.empty(2, 63), idx, "logits buffer"),
+        (torch.empty(2, 64, dtype=torch.float64), idx, "logits buffer"),
+        (torch.empty(64, 2).t(), idx, "logits buffer"),  # not contiguous
+        (logits, torch.empty(2, 15, dtype=torch.long), "idx buffer"),
+        (logits, torch.empty(2, 16, dtype=torch.int32), "idx buffer"),
+    ]:
+        with torch.no_grad(), pytest.raises(RuntimeError, match=what):
+            kernels.midl_sparse_eval_into(x, *params, 16, 1, bad_logits, bad_idx)
+
+
+def test_the_short_path_reuses_its_record_buffers_and_never_hands_them_out(kernels) -> None:
+    # the short path writes each call's logits and idx into the same two tensors; what a
+    # caller read from an earlier call (last_mask, last_gate) must not change with them
+    torch.manual_seed(0)
+    layer = MIDL(40, 64, 16, light_rank=8, sparse_eval="kernel").eval()
+    xs = torch.randn(4, 1, 40)
+
+    def expected(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = layer.gate_logits(x)
+        return topk_mask(logits, 16).bool(), torch.sigmoid(logits)
+
+    with torch.inference_mode():
+        layer(xs[0])  # the general path: the short path's key and buffers
+        layer(xs[1])  # the short path
+        record = layer.__dict__["_last"]
+        mask1, gate1 = layer.last_mask, layer.last_gate
+        assert mask1 is not None and gate1 is not None
+        layer(xs[2])
+        assert layer.__dict__["_last"][0] is record[0]  # the same buffers, written again
+        assert layer.__dict__["_last"][1] is record[1]
+        want_mask, want_gate = expected(xs[2])
+        assert torch.equal(layer.last_mask, want_mask)
+        torch.testing.assert_close(layer.last_gate, want_gate)
+        # the first reads are still the second input's
+        want_mask1, want_gate1 = expected(xs[1])
+        assert not torch.equal(want_mask1, want_mask)  # (the premise: the inputs differ)
+        assert torch.equal(mask1, want_mask1)
+        torch.testing.assert_close(gate1, want_gate1)
+    with torch.no_grad():  # buffers made in inference mode, written outside it
+        layer(xs[3])
+        want_mask, _ = expected(xs[3])
+        assert torch.equal(layer.last_mask, want_mask)

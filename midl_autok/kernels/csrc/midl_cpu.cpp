@@ -773,7 +773,7 @@ std::vector<at::Tensor> batch_eval_f32(const at::Tensor& x, const at::Tensor& G1
                                        const c10::optional<at::Tensor>& V,
                                        const c10::optional<at::Tensor>& U,
                                        const c10::optional<at::Tensor>& c, int64_t k,
-                                       int64_t act) {
+                                       int64_t act, at::Tensor logits, at::Tensor idx) {
   const int64_t B = x.size(0), din = x.size(1), d = W.size(0);
   const bool light = V.has_value() && V->defined();
   const int64_t rg = G1.size(0), rl = light ? V->size(0) : 0;
@@ -792,9 +792,8 @@ std::vector<at::Tensor> batch_eval_f32(const at::Tensor& x, const at::Tensor& G1
     ut = transpose(*U);  // (rl, d)
     if (c.has_value() && c->defined()) cc = c->contiguous();
   }
-  at::Tensor logits = at::empty({B, d}, x.options()), out = at::empty({B, d}, x.options());
+  at::Tensor out = at::empty({B, d}, x.options());
   at::Tensor gate = at::empty({B, d}, x.options());  // written at the selected entries only
-  at::Tensor idx = at::empty({B, k}, x.options().dtype(at::kLong));
   const float* hp = h.data_ptr<float>();
   const float* lp = light ? hp + rg : nullptr;
   const float* g2p = g2t.data_ptr<float>();
@@ -871,32 +870,53 @@ void midl_sigmoid_row(const float* z, float* g, int64_t n) {
 #endif
 }
 
-std::vector<at::Tensor> midl_sparse_eval(
-    const at::Tensor& x_in, const at::Tensor& gate_in, const at::Tensor& gate_out,
-    const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
-    const c10::optional<at::Tensor>& light_in, const c10::optional<at::Tensor>& light_out,
-    const c10::optional<at::Tensor>& light_bias, int64_t k, int64_t act) {
+namespace {
+
+// midl_sparse_eval, writing the logits and idx into ``logits`` (B, d) and ``idx`` (B, k) when
+// they are defined (allocated here otherwise); returns (y, logits, idx).
+std::vector<at::Tensor> sparse_eval(const at::Tensor& x_in, const at::Tensor& gate_in,
+                                    const at::Tensor& gate_out, const at::Tensor& weight,
+                                    const c10::optional<at::Tensor>& bias,
+                                    const c10::optional<at::Tensor>& light_in,
+                                    const c10::optional<at::Tensor>& light_out,
+                                    const c10::optional<at::Tensor>& light_bias, int64_t k,
+                                    int64_t act, at::Tensor logits, at::Tensor idx) {
   TORCH_CHECK(x_in.dim() == 2, "x must be (B, d_in)");
   TORCH_CHECK(x_in.device().is_cpu(), "midl_sparse_eval runs on CPU tensors only");
   const int64_t d = weight.size(0);
   TORCH_CHECK(k >= 1 && k <= d, "k must satisfy 1 <= k <= ", d, ", got ", k);
   at::NoGradGuard no_grad;
   const at::Tensor x = x_in.contiguous();
+  const int64_t B = x.size(0);
+  if (logits.defined()) {
+    TORCH_CHECK(logits.is_contiguous() && logits.scalar_type() == x.scalar_type() &&
+                    logits.dim() == 2 && logits.size(0) == B && logits.size(1) == d,
+                "the logits buffer must be a contiguous (", B, ", ", d, ") tensor of x's dtype");
+  } else {
+    logits = at::empty({B, d}, x.options());
+  }
+  if (idx.defined()) {
+    TORCH_CHECK(idx.is_contiguous() && idx.scalar_type() == at::kLong && idx.dim() == 2 &&
+                    idx.size(0) == B && idx.size(1) == k,
+                "the idx buffer must be a contiguous (", B, ", ", k, ") int64 tensor");
+  } else {
+    idx = at::empty({B, k}, x.options().dtype(at::kLong));
+  }
   const at::Tensor W = weight.contiguous();
   c10::optional<at::Tensor> b;
   if (bias.has_value() && bias->defined()) b = bias->contiguous();
 #if MIDL_SIMD
-  if (x.scalar_type() == at::kFloat && x.size(0) >= kTileBatch)
-    return batch_eval_f32(x, gate_in, gate_out, W, b, light_in, light_out, light_bias, k, act);
+  if (x.scalar_type() == at::kFloat && B >= kTileBatch)
+    return batch_eval_f32(x, gate_in, gate_out, W, b, light_in, light_out, light_bias, k, act,
+                          logits, idx);
 #endif
   const bool has_light = light_in.has_value() && light_in->defined();
-  at::Tensor logits, light;
+  at::Tensor light;
   // a few samples: the light path in a plain buffer (not returned: no tensor to allocate)
   std::vector<unsigned char> light_small;
   const void* lp = nullptr;
   if (x.size(0) <= kSmallBatch) {
     // A few samples: the four thin products in plain loops (GEMM calls cost more here).
-    logits = at::empty({x.size(0), d}, x.options());
     if (has_light) {
       light_small.resize(x.size(0) * d * x.element_size());
       lp = light_small.data();
@@ -917,22 +937,48 @@ std::vector<at::Tensor> midl_sparse_eval(
       }
     });
   } else {
-    logits = at::linear(at::linear(x, gate_in), gate_out).contiguous();  // (B, d)
+    // (B, d), into the given tensor by memcpy (an out= op would refuse an inference tensor
+    // outside inference mode)
+    const at::Tensor z = at::linear(at::linear(x, gate_in), gate_out).contiguous();
+    std::memcpy(logits.data_ptr(), z.data_ptr(), z.numel() * z.element_size());
     if (has_light) {
       light = at::linear(at::linear(x, *light_in), *light_out, light_bias).contiguous();
       lp = light.data_ptr();
     }
   }
-  const int64_t B = x.size(0);
   // The gate is read only where selected: a few samples take k scalar exps, a batch one
   // vectorized sigmoid over (B, d).
   const at::Tensor gate = B <= kSmallBatch ? at::Tensor() : at::sigmoid(logits);
   at::Tensor out = at::empty({B, d}, x.options());
-  at::Tensor idx = at::empty({B, k}, x.options().dtype(at::kLong));
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "midl_sparse_eval", [&] {
     run<scalar_t>(x, logits, gate, static_cast<const scalar_t*>(lp), W, b, k, act, out, idx);
   });
   return {out, logits, idx};
+}
+
+}  // namespace
+
+std::vector<at::Tensor> midl_sparse_eval(
+    const at::Tensor& x, const at::Tensor& gate_in, const at::Tensor& gate_out,
+    const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
+    const c10::optional<at::Tensor>& light_in, const c10::optional<at::Tensor>& light_out,
+    const c10::optional<at::Tensor>& light_bias, int64_t k, int64_t act) {
+  return sparse_eval(x, gate_in, gate_out, weight, bias, light_in, light_out, light_bias, k, act,
+                     at::Tensor(), at::Tensor());
+}
+
+// The same, the logits and idx written into the caller's tensors (a layer's record buffers,
+// reused call after call), y alone returned: each tensor a call creates and returns to Python
+// costs ~1 us, a visible share of a layer at batch 1.
+at::Tensor midl_sparse_eval_into(
+    const at::Tensor& x, const at::Tensor& gate_in, const at::Tensor& gate_out,
+    const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
+    const c10::optional<at::Tensor>& light_in, const c10::optional<at::Tensor>& light_out,
+    const c10::optional<at::Tensor>& light_bias, int64_t k, int64_t act,
+    const at::Tensor& logits, const at::Tensor& idx) {
+  TORCH_CHECK(logits.defined() && idx.defined(), "midl_sparse_eval_into needs both buffers");
+  return sparse_eval(x, gate_in, gate_out, weight, bias, light_in, light_out, light_bias, k, act,
+                     logits, idx)[0];
 }
 
 // Appended to SOURCE: whether this build has the blocked batch path (for the cost rule).
@@ -1421,6 +1467,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("midl_block_eval", &midl_block_eval,
         "block-gated MID-L eval: (y, logits, group idx); thin: (y, G1 x, group idx)");
   m.def("midl_sparse_eval", &midl_sparse_eval, "MID-L eval: (y, logits, idx)");
+  m.def("midl_sparse_eval_into", &midl_sparse_eval_into,
+        "MID-L eval, logits and idx written into the given tensors: y");
   m.def("midl_topk_mask", &midl_topk_mask, "exact top-k mask per row");
   m.def("midl_mix_forward", &midl_mix_forward, "fused gate mix, forward");
   m.def("midl_mix_backward", &midl_mix_backward, "fused gate mix, backward");
