@@ -1,0 +1,128 @@
+"""midlify before fine-tuning, measured finer: held-out accuracy, prediction flips and logit error.
+
+    python experiments/probe_midlify_heldout.py --experiments digits-mlp --seeds 100
+    python experiments/probe_midlify_heldout.py --experiments digits-mlp --seeds 50 \
+        --first-seed 50 --out /tmp/second_half.json             # seeds 50-99 on another core
+    python experiments/probe_midlify_heldout.py --merge a.json b.json  # one table from both
+
+Issue 18's target (``bench_midlify.py``): at k = d/2 the SVD-initialized light path loses at
+least 3x fewer accuracy points than a random one. On 8x8 digits both lose a fraction of one
+test image (359 images), below what the test split resolves. This probe converts the same
+dense models the same way (``bench_midlify.converted``: arms ``svd``, ``svd-data``,
+``svd-auto``, ``random``, ``random-auto``) and measures, at k = d/2 and d/4:
+
+- ``test``: points lost on the test split (what ``bench_midlify.py`` reports);
+- ``held``: points lost on the validation and test splits together (neither is used by the
+  conversion, which calibrates on the training inputs, nor by anything else before
+  fine-tuning): more images, the same kind of estimate;
+- ``flips``: the share of held-out images whose predicted class differs from the dense
+  model's (in %; accuracy points lost are flips to wrong minus flips to right);
+- ``mse``: the mean squared difference of the held-out logits from the dense model's.
+
+Means over seeds with standard errors. Writes ``experiments/results/probe_midlify_heldout.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("MIDL_AUTOK_NO_EXTENSIONS", "1")  # same function; no kernel build
+
+import benchkit
+import torch
+from bench_midlify import INITS, accuracy, converted, logits, train_dense
+
+OUT = Path(__file__).parent / "results" / "probe_midlify_heldout.json"
+DIVISORS = (2, 4)
+METRICS = ("test", "held", "flips", "mse")
+
+
+def probe(name: str, first: int, seeds: int) -> list[dict[str, Any]]:
+    spec = benchkit.experiment(name, epochs=0)
+    rows = []
+    for seed in range(first, first + seeds):
+        start = time.perf_counter()
+        dense, _, data = train_dense(spec, seed)
+        x_held = torch.cat([data.x_val, data.x_test])
+        y_held = torch.cat([data.y_val, data.y_test])
+        ref_test, ref_held = logits(dense, data.x_test), logits(dense, x_held)
+        row: dict[str, Any] = {"experiment": name, "seed": seed, "held_images": len(y_held)}
+        for init in INITS:
+            model = converted(spec.override(seed=seed), dense, data, init)
+            for divisor in DIVISORS:
+                for _, layer in model.midl_layers():
+                    layer.k = max(1, layer.out_features // divisor)
+                out_test, out_held = logits(model, data.x_test), logits(model, x_held)
+                key = f"d{divisor}_{init}"
+                row[f"{key}_test"] = 100 * (
+                    accuracy(ref_test, data.y_test) - accuracy(out_test, data.y_test)
+                )
+                row[f"{key}_held"] = 100 * (accuracy(ref_held, y_held) - accuracy(out_held, y_held))
+                row[f"{key}_flips"] = 100 * float(
+                    (out_held.argmax(1) != ref_held.argmax(1)).float().mean()
+                )
+                row[f"{key}_mse"] = float((out_held - ref_held).pow(2).mean())
+        row["seconds"] = time.perf_counter() - start
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
+def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in sorted({r["experiment"] for r in rows}):
+        mine = [r for r in rows if r["experiment"] == name]
+        cells = {}
+        for divisor in DIVISORS:
+            for init in INITS:
+                for metric in METRICS:
+                    key = f"d{divisor}_{init}_{metric}"
+                    values = [r[key] for r in mine]
+                    se = statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else 0.0
+                    cells[key] = {"mean": statistics.mean(values), "se": se}
+        out[name] = {"seeds": len(mine), "held_images": mine[0]["held_images"], **cells}
+    return out
+
+
+def table(result: dict[str, Any]) -> str:
+    lines = [
+        "| experiment | k | arm | test pts lost | held-out pts lost | held-out flips % "
+        "| held-out logit MSE |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, s in result["summary"].items():
+        for divisor in DIVISORS:
+            for init in INITS:
+                cells = " | ".join(
+                    f"{s[f'd{divisor}_{init}_{m}']['mean']:.3f} "
+                    f"({s[f'd{divisor}_{init}_{m}']['se']:.3f})"
+                    for m in METRICS
+                )
+                lines.append(
+                    f"| {name} ({s['seeds']} seeds, {s['held_images']} held-out) "
+                    f"| d/{divisor} | {init} | {cells} |"
+                )
+    return "\n".join(lines) + "\n\nmean (standard error) over seeds"
+
+
+def main() -> None:
+    parser = benchkit.parser(__doc__, seeds=10)
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--merge", nargs="+", type=Path, help="JSON files of earlier runs")
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    if args.merge:
+        rows = [r for path in args.merge for r in json.loads(path.read_text())["rows"]]
+    else:
+        rows = [r for name in args.experiments for r in probe(name, args.first_seed, args.seeds)]
+    benchkit.finish(args.out, {"rows": rows, "summary": summary(rows)}, table)
+
+
+if __name__ == "__main__":
+    main()
