@@ -783,3 +783,20 @@ def test_the_short_path_reuses_its_record_buffers_and_never_hands_them_out(kerne
         layer(xs[3])
         want_mask, _ = expected(xs[3])
         assert torch.equal(layer.last_mask, want_mask)
+
+
+def test_the_kernels_refuse_parameters_off_the_cpu(kernels) -> None:
+    # a CPU input given to a model whose parameters live elsewhere: an error naming the
+    # parameters, not a read of device memory as host memory (a meta tensor stands in for
+    # CUDA here)
+    layer = MIDL(40, 64, 16, light_rank=8)
+    x = torch.randn(2, 40)
+    params = list(layer._kernel_params())
+    with torch.no_grad():
+        for i in (0, 2, 4):  # G1, W, V
+            moved = list(params)
+            moved[i] = params[i].detach().to("meta")
+            with pytest.raises(RuntimeError, match="parameters must be on the CPU like x"):
+                kernels.midl_sparse_eval(x, *moved, 16, 1)
+            with pytest.raises(RuntimeError, match="parameters must be on the CPU like x"):
+                kernels.midl_block_eval(x, *moved, 16, 8, 1, False)

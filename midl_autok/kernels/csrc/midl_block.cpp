@@ -34,6 +34,7 @@
 #include <ATen/Parallel.h>
 
 #include "cache.h"
+#include "params.h"
 
 #include <algorithm>
 #include <cmath>
@@ -340,6 +341,8 @@ std::vector<at::Tensor> midl_block_eval(
     bool thin) {
   TORCH_CHECK(x_in.dim() == 2 && x_in.scalar_type() == at::kFloat && x_in.device().is_cpu(),
               "midl_block_eval: x must be a (B, d_in) float32 CPU tensor");
+  midl_check_cpu_params("midl_block_eval", gate_in, gate_out, weight, bias, light_in, light_out,
+                        light_bias);
   const int64_t d = weight.size(0);
   TORCH_CHECK(size >= 1 && d % size == 0 && k % size == 0 && k >= size && k <= d,
               "midl_block_eval: size must divide d = ", d, " and k = ", k, ", got ", size);

@@ -43,6 +43,7 @@
 #include "simd.h"
 
 #include "cache.h"
+#include "params.h"
 
 #if MIDL_SIMD
 using midl_simd::Simd;
@@ -883,6 +884,8 @@ std::vector<at::Tensor> sparse_eval(const at::Tensor& x_in, const at::Tensor& ga
                                     int64_t act, at::Tensor logits, at::Tensor idx) {
   TORCH_CHECK(x_in.dim() == 2, "x must be (B, d_in)");
   TORCH_CHECK(x_in.device().is_cpu(), "midl_sparse_eval runs on CPU tensors only");
+  midl_check_cpu_params("midl_sparse_eval", gate_in, gate_out, weight, bias, light_in, light_out,
+                        light_bias);
   const int64_t d = weight.size(0);
   TORCH_CHECK(k >= 1 && k <= d, "k must satisfy 1 <= k <= ", d, ", got ", k);
   at::NoGradGuard no_grad;
