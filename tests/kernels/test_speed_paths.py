@@ -800,3 +800,6 @@ def test_the_kernels_refuse_parameters_off_the_cpu(kernels) -> None:
                 kernels.midl_sparse_eval(x, *moved, 16, 1)
             with pytest.raises(RuntimeError, match="parameters must be on the CPU like x"):
                 kernels.midl_block_eval(x, *moved, 16, 8, 1, False)
+            if cpu_simd() is not None:  # the fused training step (SIMD builds)
+                with pytest.raises(RuntimeError, match="parameters must be on the CPU like x"):
+                    kernels.midl_train(x, *moved, 16, 1)

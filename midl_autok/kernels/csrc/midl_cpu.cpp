@@ -1449,6 +1449,7 @@ std::vector<at::Tensor> midl_train(const at::Tensor& x, const at::Tensor& G1,
 #if MIDL_SIMD
   TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat && x.device().is_cpu(),
               "midl_train: x must be a (B, d_in) float32 CPU tensor");
+  midl_check_cpu_params("midl_train", G1, G2, W, b, V, U, c);
   TORCH_CHECK(act == 0 || act == 1, "midl_train: act must be 0 (identity) or 1 (relu)");
   TORCH_CHECK(k >= 1 && k <= W.size(0), "k must satisfy 1 <= k <= ", W.size(0), ", got ", k);
   return MidlTrainFn::apply(x, G1, G2, W, opt(b, x), opt(V, x), opt(U, x), opt(c, x), k, act);
