@@ -570,9 +570,9 @@ class MIDL(nn.Module):
         if code is None or self._k is None:
             return None
         batch = x.shape[0]
-        record = (
-            torch.empty((batch, self.out_features), dtype=x.dtype),
-            torch.empty((batch, self._k), dtype=torch.long),
+        record = (  # (on x's device, the CPU: not torch's default device)
+            torch.empty((batch, self.out_features), dtype=x.dtype, device=x.device),
+            torch.empty((batch, self._k), dtype=torch.long, device=x.device),
             None,
         )
         return (

@@ -58,9 +58,9 @@ def _midl_eval_y_only() -> Any:
         if bufs is None:
             if len(scratch) >= _MAX_SCRATCH:
                 scratch.clear()
-            bufs = scratch[key] = (
-                torch.empty((x.shape[0], d), dtype=x.dtype),
-                torch.empty((x.shape[0], k), dtype=torch.long),
+            bufs = scratch[key] = (  # (on x's device, the CPU: not torch's default device)
+                torch.empty((x.shape[0], d), dtype=x.dtype, device=x.device),
+                torch.empty((x.shape[0], k), dtype=torch.long, device=x.device),
             )
         return ops.midl_sparse_eval_into(x, *rest, *bufs), None, None
 

@@ -336,3 +336,8 @@ def test_a_direct_call_site_reads_y_only_where_the_graph_does(kernels, tmp_path:
         for batch in (1, 6, 1, 9, 6):  # scratch per batch size, reused
             x = torch.randn(batch, 48)
             torch.testing.assert_close(loaded(x), net(x))
+        x = torch.randn(3, 48)
+        want = net(x)
+        with torch.device("meta"):  # a default device elsewhere (as CUDA would be): new scratch
+            got = loaded(x)
+        torch.testing.assert_close(got, want)

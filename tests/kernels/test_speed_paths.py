@@ -6,6 +6,7 @@ fast path to the plain PyTorch result.
 
 from __future__ import annotations
 
+import copy
 import logging
 import shutil
 import subprocess
@@ -746,6 +747,8 @@ def test_the_kernel_rejects_buffers_of_the_wrong_shape_or_dtype(kernels) -> None
         (torch.empty(64, 2).t(), idx, "logits buffer"),  # not contiguous
         (logits, torch.empty(2, 15, dtype=torch.long), "idx buffer"),
         (logits, torch.empty(2, 16, dtype=torch.int32), "idx buffer"),
+        (torch.empty(2, 64, device="meta"), idx, "logits buffer"),  # (meta: as if on CUDA)
+        (logits, torch.empty(2, 16, dtype=torch.long, device="meta"), "idx buffer"),
     ]:
         with torch.no_grad(), pytest.raises(RuntimeError, match=what):
             kernels.midl_sparse_eval_into(x, *params, 16, 1, bad_logits, bad_idx)
@@ -803,3 +806,20 @@ def test_the_kernels_refuse_parameters_off_the_cpu(kernels) -> None:
             if cpu_simd() is not None:  # the fused training step (SIMD builds)
                 with pytest.raises(RuntimeError, match="parameters must be on the CPU like x"):
                     kernels.midl_train(x, *moved, 16, 1)
+
+
+def test_the_short_path_keeps_its_buffers_on_the_cpu_whatever_the_default_device(
+    kernels,
+) -> None:
+    # torch.set_default_device("cuda") in a user's program must not put the layer's record
+    # buffers on the GPU while it runs a CPU input (meta stands in for CUDA here)
+    torch.manual_seed(0)
+    layer = MIDL(40, 64, 16, light_rank=8, sparse_eval="kernel").eval()
+    x = torch.randn(1, 40)
+    with torch.no_grad():
+        want = copy.deepcopy(layer)(x)
+        with torch.device("meta"):
+            layer(x)  # the general path: the short path's key and buffers
+            got = layer(x)  # the short path
+        assert layer.__dict__["_last"][0].device.type == "cpu"
+    torch.testing.assert_close(got, want, rtol=0, atol=0)

@@ -892,16 +892,18 @@ std::vector<at::Tensor> sparse_eval(const at::Tensor& x_in, const at::Tensor& ga
   const at::Tensor x = x_in.contiguous();
   const int64_t B = x.size(0);
   if (logits.defined()) {
-    TORCH_CHECK(logits.is_contiguous() && logits.scalar_type() == x.scalar_type() &&
-                    logits.dim() == 2 && logits.size(0) == B && logits.size(1) == d,
-                "the logits buffer must be a contiguous (", B, ", ", d, ") tensor of x's dtype");
+    TORCH_CHECK(logits.device().is_cpu() && logits.is_contiguous() &&
+                    logits.scalar_type() == x.scalar_type() && logits.dim() == 2 &&
+                    logits.size(0) == B && logits.size(1) == d,
+                "the logits buffer must be a contiguous (", B, ", ", d,
+                ") CPU tensor of x's dtype");
   } else {
     logits = at::empty({B, d}, x.options());
   }
   if (idx.defined()) {
-    TORCH_CHECK(idx.is_contiguous() && idx.scalar_type() == at::kLong && idx.dim() == 2 &&
-                    idx.size(0) == B && idx.size(1) == k,
-                "the idx buffer must be a contiguous (", B, ", ", k, ") int64 tensor");
+    TORCH_CHECK(idx.device().is_cpu() && idx.is_contiguous() && idx.scalar_type() == at::kLong &&
+                    idx.dim() == 2 && idx.size(0) == B && idx.size(1) == k,
+                "the idx buffer must be a contiguous (", B, ", ", k, ") int64 CPU tensor");
   } else {
     idx = at::empty({B, k}, x.options().dtype(at::kLong));
   }
