@@ -617,21 +617,7 @@ class MIDL(nn.Module):
         ops = cpu_kernels()
         if ops is None:
             return None
-        p = self._parameters  # (the order of _kernel_params)
-        y = ops.midl_sparse_eval_into(
-            x,
-            p["gate_in"],
-            p["gate_out"],
-            p["weight"],
-            p.get("bias"),
-            p.get("light_in"),
-            p.get("light_out"),
-            p.get("light_bias"),
-            k,
-            code,
-            record[0],
-            record[1],
-        )
+        y = ops.midl_sparse_eval_into(x, *self._kernel_params(), k, code, record[0], record[1])
         state = self.__dict__  # _record, without its checks (no graph; no grad on logits)
         state["_last"] = record
         state["_last_is_gate"] = False
