@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from midl_autok.spec import ExperimentSpec, load_spec
 
 #: The two shipped MLP experiments a benchmark runs by default.
@@ -34,6 +36,15 @@ def experiment(name: str, *, epochs: int | None) -> ExperimentSpec:
     spec's own)."""
     spec = load_spec(name)
     return spec.override(**{"training.epochs": epochs}) if epochs else spec
+
+
+def assignment(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` (a ``--set`` argument) as ``(KEY, VALUE)``, the value read as YAML
+    (``32`` an int, ``[64, 64]`` a list)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise SystemExit(f"--set wants KEY=VALUE (a dotted spec key), not {text!r}")
+    return key, yaml.safe_load(value)
 
 
 def write_json(path: Path, result: dict[str, Any]) -> None:

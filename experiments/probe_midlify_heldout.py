@@ -4,6 +4,7 @@
     python experiments/probe_midlify_heldout.py --experiments digits-mlp --seeds 50 \
         --first-seed 50 --out /tmp/second_half.json             # seeds 50-99 on another core
     python experiments/probe_midlify_heldout.py --merge a.json b.json  # one table from both
+    python experiments/probe_midlify_heldout.py --set model.gate_rank=32  # converted model's spec
 
 Issue 18's target (``bench_midlify.py``): at k = d/2 the SVD-initialized light path loses at
 least 3x fewer accuracy points than a random one. On 8x8 digits both lose a fraction of one
@@ -19,13 +20,17 @@ dense models the same way (``bench_midlify.converted``: arms ``svd``, ``svd-data
   model's (in %; accuracy points lost are flips to wrong minus flips to right);
 - ``mse``: the mean squared difference of the held-out logits from the dense model's.
 
-Means over seeds with standard errors. Writes ``experiments/results/probe_midlify_heldout.json``.
+Means over seeds with standard errors, and the target's ratio (points lost by ``random`` and
+``random-auto`` over points lost by ``svd-auto``, the default) with a 90% interval from
+resampling the seeds (percentile bootstrap, 4,000 draws, fixed RNG): how far the data resolves
+it. Writes ``experiments/results/probe_midlify_heldout.json``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import statistics
 import time
 from pathlib import Path
@@ -40,10 +45,20 @@ from bench_midlify import INITS, accuracy, converted, logits, train_dense
 OUT = Path(__file__).parent / "results" / "probe_midlify_heldout.json"
 DIVISORS = (2, 4)
 METRICS = ("test", "held", "flips", "mse")
+RATIOS = (("random", "svd-auto"), ("random-auto", "svd-auto"))  # (numerator, denominator)
+DRAWS = 4000
+#: Points lost below this count as none: the accuracies are float32 means, so "nothing lost" can
+#: read 1e-7 (one held-out image is 0.15 points).
+TINY = 1e-4
 
 
-def probe(name: str, first: int, seeds: int) -> list[dict[str, Any]]:
+def probe(
+    name: str, first: int, seeds: int, overrides: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """``overrides``: spec keys set for the converted models only (the dense one is trained
+    from the shipped spec, whose ranks it does not use)."""
     spec = benchkit.experiment(name, epochs=0)
+    converted_spec = spec.override(**(overrides or {}))
     rows = []
     for seed in range(first, first + seeds):
         start = time.perf_counter()
@@ -52,8 +67,9 @@ def probe(name: str, first: int, seeds: int) -> list[dict[str, Any]]:
         y_held = torch.cat([data.y_val, data.y_test])
         ref_test, ref_held = logits(dense, data.x_test), logits(dense, x_held)
         row: dict[str, Any] = {"experiment": name, "seed": seed, "held_images": len(y_held)}
+        row.update({f"set {k}": v for k, v in (overrides or {}).items()})
         for init in INITS:
-            model = converted(spec.override(seed=seed), dense, data, init)
+            model = converted(converted_spec.override(seed=seed), dense, data, init)
             for divisor in DIVISORS:
                 for _, layer in model.midl_layers():
                     layer.k = max(1, layer.out_features // divisor)
@@ -85,8 +101,40 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
                     values = [r[key] for r in mine]
                     se = statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else 0.0
                     cells[key] = {"mean": statistics.mean(values), "se": se}
+        for divisor in DIVISORS:
+            for split in ("test", "held"):
+                for top, bottom in RATIOS:
+                    cells[f"d{divisor}_{top}/{bottom}_{split}"] = ratio(
+                        [r[f"d{divisor}_{top}_{split}"] for r in mine],
+                        [r[f"d{divisor}_{bottom}_{split}"] for r in mine],
+                    )
         out[name] = {"seeds": len(mine), "held_images": mine[0]["held_images"], **cells}
     return out
+
+
+def ratio(top: list[float], bottom: list[float]) -> dict[str, float | None]:
+    """``sum(top) / sum(bottom)`` (points lost by one arm over another's, seed by seed paired)
+    with the 5th and 95th percentiles over seed resamples; ``None`` where the denominator is
+    below ``TINY`` (the arm lost nothing or gained: no finite ratio)."""
+
+    def of(idx: list[int]) -> float | None:
+        den = sum(bottom[i] for i in idx)
+        return sum(top[i] for i in idx) / den if den > TINY else None
+
+    rng = random.Random(0)
+    n = len(top)
+    draws = [of([rng.randrange(n) for _ in range(n)]) for _ in range(DRAWS)]
+    # a resample with no finite ratio counts as above any bound (the arm lost nothing)
+    ordered = sorted(draws, key=lambda v: float("inf") if v is None else v)
+    return {
+        "ratio": of(list(range(n))),
+        "low": ordered[int(0.05 * DRAWS)],
+        "high": ordered[int(0.95 * DRAWS) - 1],
+    }
+
+
+def _x(value: float | None) -> str:
+    return "inf" if value is None else f"{value:.2f}x"
 
 
 def table(result: dict[str, Any]) -> str:
@@ -107,7 +155,28 @@ def table(result: dict[str, Any]) -> str:
                     f"| {name} ({s['seeds']} seeds, {s['held_images']} held-out) "
                     f"| d/{divisor} | {init} | {cells} |"
                 )
-    return "\n".join(lines) + "\n\nmean (standard error) over seeds"
+    lines += [
+        "",
+        "mean (standard error) over seeds",
+        "",
+        "| experiment | k | points lost, ratio | test split (90% interval) "
+        "| held-out (90% interval) |",
+        "|---|---|---|---|---|",
+    ]
+    for name, s in result["summary"].items():
+        for divisor in DIVISORS:
+            for top, bottom in RATIOS:
+                cells = " | ".join(
+                    "{} ({} - {})".format(
+                        *(
+                            _x(s[f"d{divisor}_{top}/{bottom}_{split}"][p])
+                            for p in ("ratio", "low", "high")
+                        )
+                    )
+                    for split in ("test", "held")
+                )
+                lines.append(f"| {name} | d/{divisor} | {top} / {bottom} | {cells} |")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -115,12 +184,24 @@ def main() -> None:
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--merge", nargs="+", type=Path, help="JSON files of earlier runs")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="spec overrides for the converted models, e.g. model.gate_rank=32 (YAML values)",
+    )
     args = parser.parse_args()
+    overrides = dict(benchkit.assignment(text) for text in args.set)
     torch.set_num_threads(1)
     if args.merge:
         rows = [r for path in args.merge for r in json.loads(path.read_text())["rows"]]
     else:
-        rows = [r for name in args.experiments for r in probe(name, args.first_seed, args.seeds)]
+        rows = [
+            r
+            for name in args.experiments
+            for r in probe(name, args.first_seed, args.seeds, overrides)
+        ]
     benchkit.finish(args.out, {"rows": rows, "summary": summary(rows)}, table)
 
 
