@@ -11,6 +11,7 @@ calibration inputs with every layer at a given k. The module docstring of
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Literal
@@ -22,9 +23,11 @@ from midl_autok.errors import UserError
 from midl_autok.layers import MIDL
 
 __all__ = [
+    "ELEMENTWISE_ACTIVATIONS",
     "GATE_CHOICE_FRACTION",
     "GATE_INITS",
     "RIDGE",
+    "Activation",
     "Calibration",
     "GateInit",
     "GateKind",
@@ -32,14 +35,17 @@ __all__ = [
     "check_gate",
     "choose_gate",
     "error_map",
+    "following_activation",
+    "for_calibration",
     "layer_inputs",
     "model_outputs",
     "set_gate",
     "whitened",
 ]
 
-#: How the gate starts: the plain SVD of W, the map fitted to the inputs, or the one of the two
-#: with the smaller output error on the calibration inputs (see the module doc).
+#: How the gate starts: the plain SVD of W, the map fitted to the inputs, the map fitted to the
+#: light path's error, or (``auto``) the kind with the smallest output error on the calibration
+#: inputs (see the module doc).
 GateInit = Literal["auto", "svd", "data", "error"]
 GATE_INITS: tuple[GateInit, ...] = ("auto", "svd", "data", "error")
 #: What a gate can be set to (``auto`` chooses among these, in this order on ties).
@@ -51,8 +57,46 @@ Calibration = torch.Tensor | Iterable[torch.Tensor]
 #: The ridge added to the inputs' covariance, times its mean eigenvalue (see the module doc).
 RIDGE = 1e-3
 log = logging.getLogger("midl_autok._midlify")
-#: A converted layer for :func:`choose_gate`: (layer, dense W, dense b, its inputs).
-GateEntry = tuple[MIDL, torch.Tensor, torch.Tensor | None, torch.Tensor]
+#: An elementwise function applied after a layer (``nn.ReLU()``, ``torch.tanh``, ...).
+Activation = Callable[[torch.Tensor], torch.Tensor]
+#: A converted layer for :func:`choose_gate`: (layer, dense W, dense b, its inputs, the
+#: activation after it for the error gate: ``None`` = the layer's own).
+GateEntry = tuple[MIDL, torch.Tensor, torch.Tensor | None, torch.Tensor, Activation | None]
+#: The module types :func:`following_activation` takes for the activation after a Linear: they
+#: act elementwise on its output (PReLU per feature), so the error gate can apply them to it.
+ELEMENTWISE_ACTIVATIONS: tuple[type[nn.Module], ...] = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.RReLU,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Hardtanh,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.Softplus,
+    nn.Softsign,
+    nn.Tanhshrink,
+    nn.Softshrink,
+    nn.Hardshrink,
+    nn.LogSigmoid,
+    nn.Threshold,
+)
+#: Modules that are the identity in eval mode, skipped when looking for the activation.
+_PASS_THROUGH: tuple[type[nn.Module], ...] = (
+    nn.Identity,
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.AlphaDropout,
+    nn.FeatureAlphaDropout,
+)
 
 
 @torch.no_grad()
@@ -141,13 +185,45 @@ def model_outputs(model: nn.Module, batches: list[torch.Tensor]) -> list[torch.T
         model.train(was_training)
 
 
+def following_activation(model: nn.Module, name: str) -> nn.Module | None:
+    """The activation module that follows the submodule ``name`` in ``model``, where that can be
+    read from the structure: its parent is an ``nn.Sequential`` and the next child (after any
+    identity or dropout) is one of :data:`ELEMENTWISE_ACTIVATIONS`. ``None`` otherwise (an
+    activation applied in ``forward``, e.g. ``F.relu``, cannot be seen)."""
+    parent_name, _, leaf = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    if not isinstance(parent, nn.Sequential):
+        return None
+    names = list(parent._modules)
+    for after in names[names.index(leaf) + 1 :]:
+        module = parent._modules[after]
+        if isinstance(module, _PASS_THROUGH):
+            continue
+        return module if isinstance(module, ELEMENTWISE_ACTIVATIONS) else None
+    return None
+
+
+def for_calibration(act: Activation) -> Activation:
+    """``act`` usable on the float64 CPU tensors of the calibration: a module is copied there
+    in eval mode (its parameters, as PReLU's, in float64; RReLU deterministic), so the
+    model's own is not touched."""
+    if isinstance(act, nn.Module):
+        return copy.deepcopy(act).to("cpu", torch.float64).eval()
+    return act
+
+
 @torch.no_grad()
 def error_map(
-    layer: MIDL, weight: torch.Tensor, bias: torch.Tensor | None, inputs: torch.Tensor
+    layer: MIDL,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    inputs: torch.Tensor,
+    act: Activation | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``gate="error"``: the rank-``r_g`` map of x (no bias: the gate has none) closest in
     least squares to the light path's error ``|act(W x + b) - act(l(x))|`` on ``inputs``
-    (``act``: the layer's own activation; identity in midlify, where the model's follows),
+    (``act``: the activation after the layer; ``None`` = the layer's own, which in midlify
+    is identity while the model's own follows: midlify's ``activation`` gives that one),
     i.e. reduced-rank regression with a ridge of ``RIDGE`` x the inputs' mean second moment.
     Set after the light path. Returns ``(P, s, Qh)`` for :func:`set_gate`."""
     x = _matrix(inputs, layer.in_features)
@@ -159,9 +235,23 @@ def error_map(
         light = x @ v.T @ u.T
         if layer.light_bias is not None:
             light = light + layer.light_bias.detach().double().cpu()
-    act = layer._modules["act"]
-    assert act is not None
-    target = (act(z) - act(light)).abs()  # (n, d)
+    if act is None:
+        act = layer._modules["act"]
+        assert act is not None
+    else:
+        act = for_calibration(act)
+    try:
+        target = (act(z) - act(light)).abs()  # (n, d)
+    except Exception as exc:  # a user's function: say which, and what it raised
+        raise UserError(
+            f"calibration: the activation after a layer, {act!r}, failed on its float64 "
+            f"outputs of shape {tuple(z.shape)}: {type(exc).__name__}: {exc}"
+        ) from exc
+    if target.shape != z.shape or not bool(torch.isfinite(target).all()):
+        raise UserError(
+            f"calibration: the activation after a layer must be elementwise and finite on its "
+            f"outputs, but {act!r} gave {tuple(target.shape)} from {tuple(z.shape)}"
+        )
     gram = x.T @ x  # (d_in, d_in)
     ridge = RIDGE * max(float(gram.diagonal().mean()), 1e-12)
     eye = torch.eye(gram.shape[0], dtype=gram.dtype)
@@ -187,9 +277,10 @@ def choose_gate(
     gate_scale: float,
 ) -> GateKind:
     """``gate="auto"``: of the plain-SVD gates (already set), the gates fitted to the inputs
-    and the error gates (``layers``: name -> (layer, W, b, inputs)), keep the kind that gives
-    the smallest squared difference from ``reference`` (the dense outputs on ``batches``)
-    with every layer at ``k = fraction * d`` (ties: the earlier kind). Returns the choice."""
+    and the error gates (``layers``: name -> (layer, W, b, inputs, activation after it)), keep
+    the kind that gives the smallest squared difference from ``reference`` (the dense outputs
+    on ``batches``) with every layer at ``k = fraction * d`` (ties: the earlier kind).
+    Returns the choice."""
     if not reference:  # no tensor output to compare: keep the plain gate
         return "svd"
     ks = {n: entry[0].k for n, entry in layers.items()}
@@ -201,9 +292,9 @@ def choose_gate(
     def factors(
         kind: GateKind, entry: GateEntry
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        layer, weight, bias, inputs = entry
+        layer, weight, bias, inputs, act = entry
         if kind == "error":
-            return error_map(layer, weight, bias, inputs)
+            return error_map(layer, weight, bias, inputs, act)
         p, s, qh, _ = whitened(weight.detach().to("cpu", torch.float64), inputs)  # "data"
         return p, s, qh
 

@@ -45,9 +45,10 @@ when that is ``d``); ties keep the earlier kind:
   whitened SVD above);
 - ``"error"``: the rank-``r_g`` map of x closest in least squares to the light path's error
   ``|act(W x + b) - act(l(x))|`` on the inputs (reduced-rank regression, no intercept: the
-  gate has no bias), ``act`` the layer's activation (identity for midlify, whose layers are
-  followed by the model's own; the built-in models' MID-L layers carry theirs): it puts on the
-  full path the neurons whose light estimate is predicted worst.
+  gate has no bias), ``act`` the activation after the layer (the built-in models' MID-L layers
+  carry theirs; midlify's layers are identity and the model's own follows them: midlify's
+  ``activation`` reads it from an ``nn.Sequential`` or is told it): it puts on the full path
+  the neurons whose light estimate is predicted worst.
 
 Each is scaled to spectral norm ``τ``. No kind ranks best everywhere
 (``experiments/probe_midlify_gate.py``, docs/own-model.md): the fitted one lost fewer points on
@@ -68,11 +69,9 @@ only the estimate of the neurons off the top-k differs: the comparison of
 from __future__ import annotations
 
 import base64
-import fnmatch
 import io
-import re
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -81,6 +80,7 @@ from torch import nn
 
 from midl_autok._calibrate import (
     GATE_CHOICE_FRACTION,
+    Activation,
     Calibration,
     GateInit,
     GateKind,
@@ -93,6 +93,7 @@ from midl_autok._calibrate import (
     set_gate,
     whitened,
 )
+from midl_autok._layer_choice import ActivationChoice, Select, activations, matcher
 from midl_autok.errors import UserError
 from midl_autok.layers import MIDL
 from midl_autok.schedule import KSchedule, LayerSpec
@@ -113,7 +114,6 @@ __all__ = [
 GATE_START = 0.5
 Init = Literal["svd", "random"]
 INITS: tuple[Init, ...] = ("svd", "random")
-Select = str | re.Pattern[str] | type | tuple[type, ...] | Callable[[str, nn.Module], bool] | None
 
 
 class CheckpointError(UserError):
@@ -133,13 +133,15 @@ def init_midl_from_linear(
     gate_scale: float = 1e-4,
     inputs: torch.Tensor | None = None,
     gate: GateKind = "svd",
+    activation: Activation | None = None,
 ) -> MIDL:
     """Set ``layer`` from a dense layer ``y = weight · x + bias`` (see the module docstring).
 
     ``weight``: ``(d, d_in)`` = ``(layer.out_features, layer.in_features)``. ``inputs``:
     ``(n, d_in)`` inputs of the layer to fit the light path on (``init="svd"`` only; the
-    module docstring's calibration) and, with ``gate="data"`` / ``"error"``, the gate. Computed
-    in float64, stored in the layer's dtype."""
+    module docstring's calibration) and, with ``gate="data"`` / ``"error"``, the gate.
+    ``activation``: the one applied after the layer, for ``gate="error"`` (``None`` = the
+    layer's own). Computed in float64, stored in the layer's dtype."""
     if init not in INITS:
         raise UserError(f"init must be one of {', '.join(INITS)}, but got {init!r}")
     if gate != "svd" and inputs is None:
@@ -184,7 +186,7 @@ def init_midl_from_linear(
             light_bias = layer.light_bias.detach().to("cpu", torch.float64)
 
     if gate == "error" and inputs is not None:  # after the light path: its error
-        set_gate(layer, error_map(layer, w, b, inputs), gate_scale)
+        set_gate(layer, error_map(layer, w, b, inputs, activation), gate_scale)
     else:
         set_gate(layer, (p, s, qh) if gate == "svd" or fit is None else fit[:3], gate_scale)
 
@@ -195,26 +197,6 @@ def init_midl_from_linear(
 
 
 # -- any module -------------------------------------------------------------------------------
-
-
-def _matcher(select: Select, linears: list[str]) -> Callable[[str, nn.Module], bool]:
-    if select is None:  # every Linear but the last registered one (the classifier)
-        hidden = set(linears[:-1])
-        return lambda name, _module: name in hidden
-    if isinstance(select, str):
-        return lambda name, _module: fnmatch.fnmatchcase(name, select)
-    if isinstance(select, re.Pattern):
-        return lambda name, _module: select.fullmatch(name) is not None
-    if isinstance(select, type) or (
-        isinstance(select, tuple) and select and all(isinstance(t, type) for t in select)
-    ):
-        return lambda _name, module: isinstance(module, select)
-    if callable(select):
-        return lambda name, module: bool(select(name, module))
-    raise UserError(
-        "midlify: select must be a glob pattern (str), a compiled regex, a module type or a "
-        f"callable (name, module) -> bool, but got {type(select).__name__}"
-    )
 
 
 def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
@@ -235,6 +217,7 @@ def midlify(
     epochs: int = 1,
     calibration: Calibration | None = None,
     gate: GateInit = "auto",
+    activation: ActivationChoice = "auto",
 ) -> tuple[nn.Module, KSchedule]:
     """Replace the chosen ``nn.Linear`` layers of ``model`` (in place) by MID-L layers.
 
@@ -260,6 +243,16 @@ def midlify(
             them, ``"auto"`` = with calibration, the kind whose converted model is closest
             to the dense model's output on the calibration inputs at ``k = k_fraction d``
             (``d/2`` when ``k_fraction`` is 1), else ``"svd"``. See the module docstring.
+        activation: the activation the model applies after each converted layer, which the
+            error gate needs (its target is the light path's error after it; the converted
+            layer itself stays ``identity`` and the model's activation still runs):
+            ``"auto"`` = read from the model where the layer sits in an ``nn.Sequential``
+            followed (past any dropout or identity) by an elementwise activation module
+            (``nn.ReLU``, ``nn.GELU``, ...; :data:`~midl_autok._calibrate.ELEMENTWISE_ACTIVATIONS`),
+            else identity; a function or module for every layer (``nn.ReLU()``,
+            ``torch.tanh``); a mapping of layer names to them (other layers: as ``"auto"``);
+            ``None`` = identity for all. Activations applied in ``forward`` (``F.relu``)
+            cannot be read: name them here.
 
     Returns:
         ``(model, schedule)``: the same module object, and a constant
@@ -269,7 +262,7 @@ def midlify(
         Linear's device and dtype, and have ``k`` set from ``k_fraction``.
     """
     linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    match = _matcher(select, linears)
+    match = matcher(select, linears)
     chosen = [(n, model.get_submodule(n)) for n in linears]
     chosen = [(n, m) for n, m in chosen if match(n, m)]
     if not chosen:
@@ -279,6 +272,7 @@ def midlify(
             f"(its Linear layers: {listed or 'none'})"
         )
     check_gate(gate, calibration)
+    acts = activations(model, [n for n, _ in chosen], activation)
     batches = None if calibration is None else as_batches(calibration)
     seen = None if batches is None else layer_inputs(model, dict(chosen), batches)
     reference = model_outputs(model, batches) if batches is not None and gate == "auto" else None
@@ -301,6 +295,7 @@ def midlify(
             gate_scale=gate_scale,
             inputs=None if seen is None else seen[name],
             gate="svd" if gate == "auto" else gate,
+            activation=acts[name],
         )
         _replace(model, name, layer)
         specs.append(LayerSpec(name, linear.out_features))
@@ -315,7 +310,7 @@ def midlify(
             converted = model.get_submodule(name)
             assert isinstance(converted, MIDL)
             assert isinstance(linear, nn.Linear)
-            layers[name] = (converted, linear.weight, linear.bias, seen[name])
+            layers[name] = (converted, linear.weight, linear.bias, seen[name], acts[name])
         fraction = k_fraction if k_fraction < 1 else GATE_CHOICE_FRACTION
         choose_gate(model, layers, batches, reference, fraction, gate_scale)
     return model, template
@@ -485,7 +480,7 @@ def init_from_dense_state(
             inputs=seen[n],
             gate="svd" if gate == "auto" else gate,
         )
-        layers[n] = (layer, weight, bias, seen[n])
+        layers[n] = (layer, weight, bias, seen[n], None)
     if reference is not None:
         choose_gate(model, layers, batches, reference, GATE_CHOICE_FRACTION, gate_scale)
     return model

@@ -305,6 +305,92 @@ def test_the_error_gate_ranks_by_the_light_paths_error_after_the_activation() ->
         assert residual(fitted) < 0.75 * residual(plain)
 
 
+def test_midlify_reads_the_activation_that_follows_a_layer_in_a_sequential() -> None:
+    from midl_autok._calibrate import following_activation
+
+    model = mlp()
+    assert isinstance(following_activation(model, "0"), nn.ReLU)
+    assert isinstance(following_activation(model, "2"), nn.ReLU)
+    assert following_activation(model, "4") is None  # the last module: nothing follows
+    nested = Nested()
+    assert isinstance(following_activation(nested, "heads.aux.0"), nn.GELU)
+    assert following_activation(nested, "stem") is None  # torch.relu in forward: not visible
+    assert following_activation(nested, "blocks.0.fc1") is None
+    skips = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.1), nn.Identity(), nn.Tanh())
+    assert isinstance(following_activation(skips, "0"), nn.Tanh)  # past dropout and identity
+    norm = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4), nn.ReLU())
+    assert following_activation(norm, "0") is None  # not elementwise: the ReLU sees its output
+
+
+def error_gate_of(make, activation) -> list[torch.Tensor]:
+    x = correlated_inputs(300, 32, seed=5).float()
+    model, _ = midl_autok.midlify(
+        make(), light_rank=2, gate_rank=4, calibration=x, gate="error", activation=activation
+    )
+    return [m.gate_in.detach().clone() for m in model.modules() if isinstance(m, MIDL)]
+
+
+def test_the_error_gate_of_midlify_is_taken_after_the_activation_it_reads() -> None:
+    """mlp() is Linear, ReLU, Linear, ReLU, Linear: "auto" finds both ReLUs, which gives the
+    gates that an explicit ReLU gives, and not those of identity (before the ReLU)."""
+    auto = error_gate_of(mlp, "auto")
+    for explicit in (nn.ReLU(), torch.relu, {"0": nn.ReLU()}, {"0": torch.relu, "2": nn.ReLU()}):
+        for a, b in zip(auto, error_gate_of(mlp, explicit), strict=True):
+            torch.testing.assert_close(a, b)
+    before = error_gate_of(mlp, None)
+    assert all(
+        (a - b).abs().max() > 1e-3 * a.abs().max() for a, b in zip(auto, before, strict=True)
+    )
+
+
+def test_an_identity_layer_with_the_activation_given_gets_the_gate_of_a_layer_that_has_it() -> None:
+    """The error gate of a MID-L layer with activation identity, told the ReLU that follows it,
+    is the error gate of the same layer built with activation="relu"."""
+    torch.manual_seed(6)
+    linear = nn.Linear(20, 40).double()
+    x = correlated_inputs(600, 20, seed=4) + 0.3 * torch.randn(600, 20, dtype=torch.float64)
+    gates = []
+    for act, given in (("relu", None), ("identity", nn.ReLU())):
+        torch.manual_seed(7)
+        layer = MIDL(20, 40, gate_rank=4, light_rank=2, activation=act).double()
+        init_midl_from_linear(
+            layer, linear.weight, linear.bias, inputs=x, gate="error", activation=given
+        )
+        gates.append((layer.gate_in.detach(), layer.gate_out.detach()))
+    torch.testing.assert_close(gates[0], gates[1])
+
+
+def test_an_activation_with_parameters_is_used_on_a_copy() -> None:
+    """A PReLU (per-feature slopes, float32) after a layer: the calibration uses a float64 copy
+    in eval mode; the model's own keeps its values, dtype and training mode."""
+    torch.manual_seed(0)
+    prelu = nn.PReLU(64, init=0.2)
+    model = nn.Sequential(nn.Linear(32, 64), prelu, nn.Linear(64, 5)).train()
+    before = prelu.weight.detach().clone()
+    x = correlated_inputs(200, 32, seed=1).float()
+    converted, _ = midl_autok.midlify(model, calibration=x, gate="error", light_rank=2)
+    assert converted[1] is prelu and prelu.training and prelu.weight.dtype == torch.float32
+    torch.testing.assert_close(prelu.weight.detach(), before, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("activation", "message"),
+    [
+        ("relu", 'activation must be "auto", None, a function or module'),
+        ({"1": nn.ReLU()}, "activation names '1', which is not a converted layer"),
+        ({"0": "relu"}, "the activation for 0 must be a function or module, but got str"),
+        (lambda t: t.sum(1), "must be elementwise and finite"),
+        (lambda t: t / 0, "must be elementwise and finite"),
+        (lambda t: t.float() @ t, "failed on its float64 outputs of shape (100, 64): Runtime"),
+    ],
+    ids=["text", "unknown-layer", "not-callable", "not-elementwise", "not-finite", "raises"],
+)
+def test_a_bad_activation_is_one_user_error(activation, message: str) -> None:
+    x = correlated_inputs(100, 32, seed=1).float()
+    with pytest.raises(UserError, match=re.escape(message)):
+        midl_autok.midlify(mlp(), calibration=x, gate="error", activation=activation)
+
+
 # ---------------------------------------------------------------------- model.init_from
 
 
