@@ -7,7 +7,9 @@
     python experiments/probe_midlify_heldout.py --set model.gate_rank=32  # converted model's spec
 
 Issue 18's target (``bench_midlify.py``): at k = d/2 the SVD-initialized light path loses at
-least 3x fewer accuracy points than a random one. On 8x8 digits both lose a fraction of one
+least 3x fewer accuracy points than a random one. Besides ``bench_midlify``'s arms (the
+``model.init_from`` path), :data:`MIDLIFY_ARMS` convert the same dense model with
+``midl_autok.midlify`` itself. On 8x8 digits both lose a fraction of one
 test image (359 images), below what the test split resolves. This probe converts the same
 dense models the same way (``bench_midlify.converted``: arms ``svd``, ``svd-data``,
 ``svd-auto``, ``random``, ``random-auto``) and measures, at k = d/2 and d/4:
@@ -28,6 +30,7 @@ it. Writes ``experiments/results/probe_midlify_heldout.json``.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import random
@@ -42,14 +45,45 @@ import benchkit
 import torch
 from bench_midlify import INITS, accuracy, converted, logits, train_dense
 
+import midl_autok
+from midl_autok.data import Dataset
+from midl_autok.models import MIDLNet
+from midl_autok.spec import ExperimentSpec
+
 OUT = Path(__file__).parent / "results" / "probe_midlify_heldout.json"
 DIVISORS = (2, 4)
 METRICS = ("test", "held", "flips", "mse")
-RATIOS = (("random", "svd-auto"), ("random-auto", "svd-auto"))  # (numerator, denominator)
+#: ``midlify()`` itself on a copy of the dense model (its Linear + ReLU blocks are
+#: ``nn.Sequential``), calibrated on the training inputs, gate ``auto``: the activation read
+#: from the model (``midlify``), none (``midlify-identity``: the error gate before the ReLU, as
+#: before session 10), and the random light path with the activation read (``midlify-random``).
+MIDLIFY_ARMS = ("midlify", "midlify-identity", "midlify-random")
+ARMS = (*INITS, *MIDLIFY_ARMS)
+RATIOS = (
+    ("random", "svd-auto"),
+    ("random-auto", "svd-auto"),
+    ("midlify-random", "midlify"),
+)  # (numerator, denominator)
 DRAWS = 4000
 #: Points lost below this count as none: the accuracies are float32 means, so "nothing lost" can
 #: read 1e-7 (one held-out image is 0.15 points).
 TINY = 1e-4
+
+
+def via_midlify(spec: ExperimentSpec, dense: MIDLNet, data: Dataset, arm: str) -> MIDLNet:
+    """``arm`` of :data:`MIDLIFY_ARMS`: ``midlify`` on a copy of ``dense``, the spec's ranks."""
+    ranks = {key: getattr(spec.model, key) for key in ("gate_rank", "light_rank")}
+    if not all(isinstance(r, int) for r in ranks.values()):
+        raise SystemExit(f"the midlify arms take one rank per model, not {ranks}")
+    model, _ = midl_autok.midlify(
+        copy.deepcopy(dense),
+        calibration=data.x_train,
+        init="random" if arm == "midlify-random" else "svd",
+        activation=None if arm == "midlify-identity" else "auto",
+        **ranks,
+    )
+    assert isinstance(model, MIDLNet)
+    return model
 
 
 def probe(
@@ -68,8 +102,15 @@ def probe(
         ref_test, ref_held = logits(dense, data.x_test), logits(dense, x_held)
         row: dict[str, Any] = {"experiment": name, "seed": seed, "held_images": len(y_held)}
         row.update({f"set {k}": v for k, v in (overrides or {}).items()})
-        for init in INITS:
-            model = converted(converted_spec.override(seed=seed), dense, data, init)
+        for init in ARMS:
+            if init in MIDLIFY_ARMS:
+                # midlify's new layers draw from the global generator: seeded, and the state
+                # restored after, so the other arms and later seeds read what they did before
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(seed)
+                    model = via_midlify(converted_spec, dense, data, init)
+            else:
+                model = converted(converted_spec.override(seed=seed), dense, data, init)
             for divisor in DIVISORS:
                 for _, layer in model.midl_layers():
                     layer.k = max(1, layer.out_features // divisor)
@@ -89,13 +130,19 @@ def probe(
     return rows
 
 
+def arms(rows: list[dict[str, Any]]) -> list[str]:
+    """The arms every row measured (results written before an arm existed lack it)."""
+    return [a for a in ARMS if all(f"d{DIVISORS[0]}_{a}_held" in r for r in rows)]
+
+
 def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in sorted({r["experiment"] for r in rows}):
         mine = [r for r in rows if r["experiment"] == name]
-        cells = {}
+        present = arms(mine)
+        cells: dict[str, Any] = {"arms": present}
         for divisor in DIVISORS:
-            for init in INITS:
+            for init in present:
                 for metric in METRICS:
                     key = f"d{divisor}_{init}_{metric}"
                     values = [r[key] for r in mine]
@@ -104,6 +151,8 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         for divisor in DIVISORS:
             for split in ("test", "held"):
                 for top, bottom in RATIOS:
+                    if top not in present or bottom not in present:
+                        continue
                     cells[f"d{divisor}_{top}/{bottom}_{split}"] = ratio(
                         [r[f"d{divisor}_{top}_{split}"] for r in mine],
                         [r[f"d{divisor}_{bottom}_{split}"] for r in mine],
@@ -145,7 +194,7 @@ def table(result: dict[str, Any]) -> str:
     ]
     for name, s in result["summary"].items():
         for divisor in DIVISORS:
-            for init in INITS:
+            for init in s["arms"]:
                 cells = " | ".join(
                     f"{s[f'd{divisor}_{init}_{m}']['mean']:.3f} "
                     f"({s[f'd{divisor}_{init}_{m}']['se']:.3f})"
@@ -166,6 +215,8 @@ def table(result: dict[str, Any]) -> str:
     for name, s in result["summary"].items():
         for divisor in DIVISORS:
             for top, bottom in RATIOS:
+                if f"d{divisor}_{top}/{bottom}_held" not in s:
+                    continue
                 cells = " | ".join(
                     "{} ({} - {})".format(
                         *(
