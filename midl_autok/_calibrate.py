@@ -23,7 +23,6 @@ from midl_autok.errors import UserError
 from midl_autok.layers import MIDL
 
 __all__ = [
-    "ELEMENTWISE_ACTIVATIONS",
     "GATE_CHOICE_FRACTION",
     "GATE_INITS",
     "RIDGE",
@@ -35,7 +34,6 @@ __all__ = [
     "check_gate",
     "choose_gate",
     "error_map",
-    "following_activation",
     "for_calibration",
     "layer_inputs",
     "model_outputs",
@@ -62,41 +60,6 @@ Activation = Callable[[torch.Tensor], torch.Tensor]
 #: A converted layer for :func:`choose_gate`: (layer, dense W, dense b, its inputs, the
 #: activation after it for the error gate: ``None`` = the layer's own).
 GateEntry = tuple[MIDL, torch.Tensor, torch.Tensor | None, torch.Tensor, Activation | None]
-#: The module types :func:`following_activation` takes for the activation after a Linear: they
-#: act elementwise on its output (PReLU per feature), so the error gate can apply them to it.
-ELEMENTWISE_ACTIVATIONS: tuple[type[nn.Module], ...] = (
-    nn.ReLU,
-    nn.ReLU6,
-    nn.LeakyReLU,
-    nn.PReLU,
-    nn.RReLU,
-    nn.ELU,
-    nn.SELU,
-    nn.CELU,
-    nn.GELU,
-    nn.SiLU,
-    nn.Mish,
-    nn.Hardswish,
-    nn.Hardsigmoid,
-    nn.Hardtanh,
-    nn.Sigmoid,
-    nn.Tanh,
-    nn.Softplus,
-    nn.Softsign,
-    nn.Tanhshrink,
-    nn.Softshrink,
-    nn.Hardshrink,
-    nn.LogSigmoid,
-    nn.Threshold,
-)
-#: Modules that are the identity in eval mode, skipped when looking for the activation.
-_PASS_THROUGH: tuple[type[nn.Module], ...] = (
-    nn.Identity,
-    nn.Dropout,
-    nn.Dropout1d,
-    nn.AlphaDropout,
-    nn.FeatureAlphaDropout,
-)
 
 
 @torch.no_grad()
@@ -183,24 +146,6 @@ def model_outputs(model: nn.Module, batches: list[torch.Tensor]) -> list[torch.T
         ]
     finally:
         model.train(was_training)
-
-
-def following_activation(model: nn.Module, name: str) -> nn.Module | None:
-    """The activation module that follows the submodule ``name`` in ``model``, where that can be
-    read from the structure: its parent is an ``nn.Sequential`` and the next child (after any
-    identity or dropout) is one of :data:`ELEMENTWISE_ACTIVATIONS`. ``None`` otherwise (an
-    activation applied in ``forward``, e.g. ``F.relu``, cannot be seen)."""
-    parent_name, _, leaf = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    if not isinstance(parent, nn.Sequential):
-        return None
-    names = list(parent._modules)
-    for after in names[names.index(leaf) + 1 :]:
-        module = parent._modules[after]
-        if isinstance(module, _PASS_THROUGH):
-            continue
-        return module if isinstance(module, ELEMENTWISE_ACTIVATIONS) else None
-    return None
 
 
 def for_calibration(act: Activation) -> Activation:

@@ -246,14 +246,15 @@ def midlify(
         activation: the activation the model applies after each converted layer, which the
             error gate needs (its target is the light path's error after it; the converted
             layer itself stays ``identity`` and the model's activation still runs):
-            ``"auto"`` = read from the model where the layer sits in an ``nn.Sequential``
-            followed (past any dropout or identity) by an elementwise activation module
-            (``nn.ReLU``, ``nn.GELU``, ...; :data:`~midl_autok._calibrate.ELEMENTWISE_ACTIVATIONS`),
-            else identity; a function or module for every layer (``nn.ReLU()``,
-            ``torch.tanh``); a mapping of layer names to them (other layers: as ``"auto"``);
-            ``None`` = identity for all. Activations applied in ``forward`` (``F.relu``)
-            cannot be read: name them here.
-
+            ``"auto"`` = read from the model: the next module of an ``nn.Sequential`` (past
+            dropout or identity) if it is an elementwise activation (``nn.ReLU``,
+            ``nn.GELU``, ...: :data:`~midl_autok._layer_choice.ELEMENTWISE_ACTIVATIONS`),
+            else the call that takes the layer's output in the model's ``torch.fx`` trace
+            (``F.relu(self.fc1(x))``, ``self.act(...)``, ``.tanh()``), else identity (a
+            model that cannot be traced: identity, logged); a function or module for every
+            layer (``nn.ReLU()``, ``torch.tanh``); a mapping of layer names to them (other
+            layers: as ``"auto"``); ``None`` = identity for all. The choices are logged
+            (``midl_autok._midlify``, INFO).
     Returns:
         ``(model, schedule)``: the same module object, and a constant
         :class:`~midl_autok.schedule.KSchedule` over the converted layers (named by their

@@ -306,7 +306,7 @@ def test_the_error_gate_ranks_by_the_light_paths_error_after_the_activation() ->
 
 
 def test_midlify_reads_the_activation_that_follows_a_layer_in_a_sequential() -> None:
-    from midl_autok._calibrate import following_activation
+    from midl_autok._layer_choice import following_activation
 
     model = mlp()
     assert isinstance(following_activation(model, "0"), nn.ReLU)
@@ -320,6 +320,105 @@ def test_midlify_reads_the_activation_that_follows_a_layer_in_a_sequential() -> 
     assert isinstance(following_activation(skips, "0"), nn.Tanh)  # past dropout and identity
     norm = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4), nn.ReLU())
     assert following_activation(norm, "0") is None  # not elementwise: the ReLU sees its output
+
+
+class Handwritten(nn.Module):
+    """Activations called in forward: a function with an argument, a module attribute, a
+    tensor method, one past a dropout, and layers whose output goes elsewhere."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(2)
+        self.fc1, self.fc2, self.fc3 = nn.Linear(32, 40), nn.Linear(40, 40), nn.Linear(40, 40)
+        self.fc4, self.fc5, self.head = nn.Linear(40, 40), nn.Linear(40, 40), nn.Linear(40, 5)
+        self.act, self.drop = nn.GELU(), nn.Dropout(0.1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.nn.functional.leaky_relu(self.fc1(x), 0.2)
+        h = self.act(self.fc2(h))
+        h = self.fc3(h).tanh()
+        h = torch.relu(self.drop(self.fc4(h)))
+        h = h + self.fc5(h)  # residual: the sum, not fc5's output, goes on
+        return self.head(2 * h)
+
+
+def test_midlify_reads_activations_called_in_forward_from_a_trace() -> None:
+    from midl_autok._layer_choice import activations
+
+    model = Handwritten()
+    names = ["fc1", "fc2", "fc3", "fc4", "fc5", "head"]
+    found = activations(model, names, "auto")
+    x = torch.randn(6, 40, dtype=torch.float64)
+    expected = {
+        "fc1": torch.nn.functional.leaky_relu(x, 0.2),
+        "fc2": torch.nn.functional.gelu(x),
+        "fc3": torch.tanh(x),
+        "fc4": torch.relu(x),
+    }
+    for name in names:
+        act = found[name]
+        if name in expected:
+            assert act is not None, name
+            torch.testing.assert_close(act(x), expected[name], msg=name)
+        else:
+            assert act is None, name
+    assert found["fc2"] is model.act  # the module itself (used on a copy in calibration)
+    before = x.clone()
+    found["fc4"](x)
+    torch.testing.assert_close(x, before, rtol=0, atol=0)  # a traced call runs on a copy
+    nested = activations(Nested(), HIDDEN, "auto")  # torch.relu in forward, tanh in blocks
+    assert [type(nested[n]).__name__ for n in HIDDEN] == [
+        "_Applied",
+        "_Applied",
+        "NoneType",
+        "_Applied",
+        "NoneType",
+        "GELU",
+    ]
+
+
+class HandMLP(nn.Module):
+    """mlp()'s layers and weights, with the ReLUs called in forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        seq = mlp()
+        self.a, self.b, self.c = seq[0], seq[2], seq[4]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c(torch.nn.functional.relu(self.b(torch.nn.functional.relu(self.a(x)))))
+
+
+def test_a_handwritten_mlp_converts_as_its_sequential_twin() -> None:
+    """The same weights written as nn.Sequential (ReLU modules) and by hand (F.relu in
+    forward): midlify reads the ReLUs from both, so the error gates are the same; with
+    activation=None they differ (the gate taken before the ReLU)."""
+    auto = error_gate_of(HandMLP, "auto")
+    for a, b in zip(auto, error_gate_of(mlp, "auto"), strict=True):
+        torch.testing.assert_close(a, b)
+    before = error_gate_of(HandMLP, None)
+    assert all(
+        (a - b).abs().max() > 1e-3 * a.abs().max() for a, b in zip(auto, before, strict=True)
+    )
+
+
+def test_a_model_that_cannot_be_traced_gets_identity_and_says_why(caplog) -> None:
+    from midl_autok._layer_choice import activations
+
+    class Branching(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if x.sum() > 0:  # control flow on the input's values: no fx trace
+                return torch.relu(self.fc(x))
+            return self.fc(x)
+
+    with caplog.at_level("INFO", logger="midl_autok._midlify"):
+        assert activations(Branching(), ["fc"], "auto") == {"fc": None}
+    assert "no torch.fx trace of the model (TraceError" in caplog.text
+    assert "fc: None" in caplog.text
 
 
 def error_gate_of(make, activation) -> list[torch.Tensor]:
