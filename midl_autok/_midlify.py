@@ -68,9 +68,6 @@ only the estimate of the neurons off the top-k differs: the comparison of
 
 from __future__ import annotations
 
-import base64
-import io
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
@@ -93,6 +90,7 @@ from midl_autok._calibrate import (
     set_gate,
     whitened,
 )
+from midl_autok._checkpoint import CheckpointError, load_dense_state
 from midl_autok._layer_choice import ActivationChoice, Select, activations, matcher
 from midl_autok.errors import UserError
 from midl_autok.layers import MIDL
@@ -114,10 +112,6 @@ __all__ = [
 GATE_START = 0.5
 Init = Literal["svd", "random"]
 INITS: tuple[Init, ...] = ("svd", "random")
-
-
-class CheckpointError(UserError):
-    """A dense checkpoint (``model.init_from``) cannot be read or does not fit the model."""
 
 
 # -- one layer --------------------------------------------------------------------------------
@@ -317,75 +311,30 @@ def midlify(
     return model, template
 
 
-# -- a built-in model from a dense checkpoint ---------------------------------------------------
+# -- a model from a dense checkpoint -----------------------------------------------------------
+
+#: Where a dense checkpoint keeps the Linear layer of MID-L layer ``N``: ``N.0`` (the built-in
+#: dense variant's ``Sequential(Linear, activation)``, as :meth:`FactoryNet.dense_twin`), ``N``
+#: itself (a user's model with an ``nn.Linear`` there), or ``either`` (the first when the
+#: checkpoint has ``N.0.weight`` for any ``N``, else the second: factory models).
+Layout = Literal["sequential", "named", "either"]
 
 
-def load_dense_state(path: str | Path) -> dict[str, torch.Tensor]:
-    """The state dict in ``path``: a ``torch.save``'d state dict, or the plain copy of the
-    weights inside a file written by ``midl-autok export`` (``midl_autok_weights.b64``). Both
-    are read with ``torch.load(weights_only=True)``: nothing else is unpickled, nothing in
-    the file runs."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"model.init_from: {path} does not exist or is not a file")
-    raw = _exported_weights(path)
-    try:
-        data = io.BytesIO(path.read_bytes() if raw is None else raw)
-        state = torch.load(data, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a pickle with other globals, a damaged file, ...
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise CheckpointError(
-            f"model.init_from: {path} is not a weights_only state dict (torch.load with "
-            f"weights_only=True refused it: {first}); save one with "
-            "torch.save(model.state_dict(), PATH)"
-        ) from None
-    if not isinstance(state, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
-    ):
-        raise CheckpointError(
-            f"model.init_from: {path} does not hold a state dict (a mapping of names to "
-            "tensors); save one with torch.save(model.state_dict(), PATH)"
-        )
-    return dict(state)
-
-
-_EXPORT_META, _EXPORT_WEIGHTS = "midl_autok.json", "midl_autok_weights.b64"  # see deploy.py
-_MAX_WEIGHTS_BYTES = 4 * 1024**3
-
-
-def _exported_weights(path: Path) -> bytes | None:
-    """The ``torch.save`` bytes of the weights in an export file, or None (not an export)."""
-    if not zipfile.is_zipfile(path):
-        return None
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = {n.rsplit("/", 1)[-1]: n for n in archive.namelist()}
-            if _EXPORT_META not in names or _EXPORT_WEIGHTS not in names:
-                return None
-            if archive.getinfo(names[_EXPORT_WEIGHTS]).file_size > _MAX_WEIGHTS_BYTES:
-                raise CheckpointError(f"model.init_from: {path}: the weights are too large")
-            return base64.b64decode(archive.read(names[_EXPORT_WEIGHTS]), validate=True)
-    except CheckpointError:
-        raise
-    except (OSError, zipfile.BadZipFile, ValueError) as exc:
-        raise CheckpointError(f"model.init_from: {path}: cannot read the export ({exc})") from None
-
-
-def _expected(model: nn.Module) -> tuple[dict[str, tuple[int, ...]], dict[str, MIDL]]:
+def _expected(model: nn.Module, prefix: str) -> tuple[dict[str, tuple[int, ...]], dict[str, MIDL]]:
     """Shapes a dense checkpoint of ``model``'s architecture holds, and the MID-L layers by
-    name. A MID-L layer ``N`` is ``N.0`` (``nn.Linear`` in the dense variant's
-    ``Sequential(Linear, activation)``); every other tensor keeps its name."""
+    name. A MID-L layer ``N`` is ``N`` + ``prefix`` (``".0"`` or ``""``: :data:`Layout`), an
+    ``nn.Linear``; every other tensor keeps its name."""
     midl = {n: m for n, m in model.named_modules() if isinstance(m, MIDL)}
     shapes: dict[str, tuple[int, ...]] = {}
     for name, tensor in model.state_dict().items():  # in the model's order
         owner = next((n for n in midl if name.startswith(f"{n}.")), None)
         if owner is None:
             shapes[name] = tuple(tensor.shape)
-        elif f"{owner}.0.weight" not in shapes:
+        elif f"{owner}{prefix}.weight" not in shapes:
             layer = midl[owner]
-            shapes[f"{owner}.0.weight"] = (layer.out_features, layer.in_features)
+            shapes[f"{owner}{prefix}.weight"] = (layer.out_features, layer.in_features)
             if layer.bias is not None:
-                shapes[f"{owner}.0.bias"] = (layer.out_features,)
+                shapes[f"{owner}{prefix}.bias"] = (layer.out_features,)
     return shapes, midl
 
 
@@ -411,9 +360,11 @@ def init_from_checkpoint(
     gate_scale: float = 1e-4,
     calibration: Calibration | None = None,
     gate: GateInit = "auto",
+    layout: Layout = "sequential",
 ) -> nn.Module:
-    """Initialize a built-in model (any variant) from the dense model's weights in ``path``
-    (read by :func:`load_dense_state`; see :func:`init_from_dense_state`)."""
+    """Initialize a model with MID-L layers (a built-in one, any variant, or a factory's) from
+    the dense model's weights in ``path`` (read by :func:`load_dense_state`; see
+    :func:`init_from_dense_state`)."""
     state = load_dense_state(path)
     return init_from_dense_state(
         model,
@@ -423,6 +374,7 @@ def init_from_checkpoint(
         source=f"model.init_from: {path}",
         calibration=calibration,
         gate=gate,
+        layout=layout,
     )
 
 
@@ -436,26 +388,37 @@ def init_from_dense_state(
     source: str = "the dense state dict",
     calibration: Calibration | None = None,
     gate: GateInit = "auto",
+    layout: Layout = "sequential",
 ) -> nn.Module:
-    """Initialize ``model`` from the state dict of its dense variant: MID-L layers through
-    :func:`init_midl_from_linear`, every other tensor copied. Names or shapes that differ are
-    a :class:`CheckpointError` naming the first differing tensor. With ``calibration`` (model
+    """Initialize ``model`` from the state dict of its dense variant (its MID-L layers'
+    weights where ``layout`` says): MID-L layers through :func:`init_midl_from_linear`, every
+    other tensor copied. Names or shapes that differ are a :class:`CheckpointError` naming the
+    first differing tensor. With ``calibration`` (model
     inputs), the light paths are then fitted to the inputs each layer sees with every
     neuron on the full path (k = d, where the converted model computes the dense one), and
     the gate is chosen as :func:`midlify`'s ``gate`` says (``auto``: at k = d/2)."""
     check_gate(gate, calibration)
-    expected, midl = _expected(model)
+    names = [n for n, m in model.named_modules() if isinstance(m, MIDL)]
+    if layout == "either":
+        layout = "sequential" if any(f"{n}.0.weight" in state for n in names) else "named"
+    prefix = ".0" if layout == "sequential" else ""
+    expected, midl = _expected(model, prefix)
     diff = _first_difference(expected, state)
     if diff is not None:
-        raise CheckpointError(
-            f"{source} does not fit the model (first difference at {diff}); "
+        hint = (
             "give the weights of the same architecture built with variant dense"
+            if layout == "sequential"
+            else "give the weights of its dense twin: an nn.Linear where each MID-L layer is "
+            "(or nn.Sequential(nn.Linear, activation)), every other tensor as in the model"
+        )
+        raise CheckpointError(
+            f"{source} does not fit the model (first difference at {diff}); {hint}"
         )
     for name, tensor in model.state_dict().items():
         if name in expected:
             tensor.copy_(state[name])
     for n, layer in midl.items():
-        weight, bias = state[f"{n}.0.weight"], state.get(f"{n}.0.bias")
+        weight, bias = state[f"{n}{prefix}.weight"], state.get(f"{n}{prefix}.bias")
         init_midl_from_linear(layer, weight, bias, init=init, gate_scale=gate_scale)
     if calibration is None:
         return model
@@ -471,7 +434,7 @@ def init_from_dense_state(
             layer.k = ks[n]
     layers = {}
     for n, layer in midl.items():
-        weight, bias = state[f"{n}.0.weight"], state.get(f"{n}.0.bias")
+        weight, bias = state[f"{n}{prefix}.weight"], state.get(f"{n}{prefix}.bias")
         init_midl_from_linear(
             layer,
             weight,

@@ -19,6 +19,7 @@ from midl_autok.data import Dataset, load_dataset
 from midl_autok.models import MIDLNet, build_model
 
 if TYPE_CHECKING:
+    from midl_autok._midlify import Layout
     from midl_autok.schedule import KSchedule
     from midl_autok.spec import ExperimentSpec
 
@@ -90,9 +91,9 @@ def model_for_spec(
     without seeding: parameters come from the current global RNG, or from the dense weights
     in ``model.init_from`` (:func:`midl_autok._midlify.init_from_checkpoint`)."""
     if spec.model.factory is not None:
-        from midl_autok.factories import build_factory_model
+        from midl_autok.factories import FactoryNet, build_factory_model
 
-        return build_factory_model(
+        net = build_factory_model(
             spec.model.factory,
             input_shape=data.input_shape,
             num_classes=data.num_classes,
@@ -100,6 +101,9 @@ def model_for_spec(
             options=spec.model.factory_options,
             probe=data.x_train[:2].cpu(),
         )
+        if spec.model.init_from is not None:  # the user's module, named as the user wrote it
+            _init_from(spec, data, net.net if isinstance(net, FactoryNet) else net, "either")
+        return net
     options = {**spec.model.options(), **(ranks.rank_options() if ranks is not None else {})}
     model = build_model(
         spec.model.arch,
@@ -109,9 +113,16 @@ def model_for_spec(
         **options,
     )
     if spec.model.init_from is not None:  # fine-tune from a dense model's weights
-        from midl_autok._midlify import init_from_checkpoint
-
-        n = spec.model.init_calibration
-        calibration = None if n is None else data.x_train[:n]
-        init_from_checkpoint(model, spec.model.init_from, calibration=calibration)
+        _init_from(spec, data, model, "sequential")
     return model
+
+
+def _init_from(spec: ExperimentSpec, data: Dataset, model: torch.nn.Module, layout: Layout) -> None:
+    """``model.init_from``: ``model``'s MID-L layers (and every other tensor) from the dense
+    checkpoint, calibrated on the first ``model.init_calibration`` training samples."""
+    from midl_autok._midlify import init_from_checkpoint
+
+    assert spec.model.init_from is not None
+    n = spec.model.init_calibration
+    calibration = None if n is None else data.x_train[:n]
+    init_from_checkpoint(model, spec.model.init_from, calibration=calibration, layout=layout)

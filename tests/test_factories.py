@@ -124,6 +124,67 @@ def test_dense_twin_replaces_midl_layers_with_linear() -> None:
     assert any(isinstance(m, MIDL) for m in model.modules())  # the model is unchanged
 
 
+class DenseNet(nn.Module):
+    """Net's dense twin as a user writes it: an nn.Linear (then MIDL's ReLU) where MIDL is."""
+
+    def __init__(self, d_in: int, classes: int, width: int) -> None:
+        super().__init__()
+        torch.manual_seed(5)
+        self.inp, self.mid = nn.Linear(d_in, width), nn.Linear(width, width)
+        self.out = nn.Linear(width, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.relu(self.mid(self.inp(x))))
+
+
+@pytest.mark.parametrize("layout", ["named", "sequential"])
+def test_a_factory_model_starts_from_its_dense_twins_checkpoint(tmp_path, layout: str) -> None:
+    """model.init_from with a model factory: the checkpoint of the user's dense model (an
+    nn.Linear named as the MID-L layer, or FactoryNet.dense_twin()'s Sequential(Linear,
+    ReLU)) converts the factory's model, which at k = d computes the dense model (before
+    session 10 init_from was ignored for factory models: the outputs were a fresh model's)."""
+    dense = DenseNet(6, 3, 12)
+    state = dense.state_dict()
+    if layout == "sequential":
+        state = {k.replace("mid.", "mid.0."): v for k, v in state.items()}
+    path = tmp_path / "dense.pt"
+    torch.save(state, path)
+    spec = with_factories(load_spec("digits-mlp"), model=make_net, data=blobs).override(
+        **{"model.init_from": str(path), "model.init_calibration": 64}
+    )
+    data = dataset_for_spec(spec)
+    model = build_for_spec(spec, data)
+    assert isinstance(model, FactoryNet) and isinstance(model.net, Net)
+    torch.testing.assert_close(model.net.inp.weight, dense.inp.weight, rtol=0, atol=0)
+    torch.testing.assert_close(model.net.out.bias, dense.out.bias, rtol=0, atol=0)
+    model.eval()
+    model.net.mid.k = None
+    x = data.x_test
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), dense(x), atol=1e-4, rtol=0)
+        model.net.mid.k = 6  # and the light path is the (calibrated) SVD estimate, not noise
+        half, scale = (model(x) - dense(x)).abs().max(), dense(x).abs().max()
+    assert 0 < float(half) < 0.5 * float(scale)
+
+
+def test_a_factory_checkpoint_that_does_not_fit_names_the_tensor(tmp_path) -> None:
+    from midl_autok._midlify import CheckpointError
+
+    path = tmp_path / "other.pt"
+    torch.save(DenseNet(6, 3, 16).state_dict(), path)  # width 16, the model's is 12
+    spec = with_factories(load_spec("digits-mlp"), model=make_net, data=blobs).override(
+        **{"model.init_from": str(path)}
+    )
+    with pytest.raises(CheckpointError) as info:
+        build_for_spec(spec, dataset_for_spec(spec))
+    assert str(info.value) == (
+        f"model.init_from: {path} does not fit the model (first difference at inp.weight: the "
+        "model has (12, 6), the checkpoint has (16, 6)); give the weights of its dense twin: "
+        "an nn.Linear where each MID-L layer is (or nn.Sequential(nn.Linear, activation)), "
+        "every other tensor as in the model"
+    )
+
+
 def test_rebuild_needs_permission() -> None:
     config = {"factory": f"{HERE}:make_net", "options": {}, "input_shape": [6], "num_classes": 3}
     with pytest.raises(SpecError, match="allow_factory=True"):

@@ -154,8 +154,9 @@ InitFromOpt = Annotated[
         "--init-from",
         metavar="FILE",
         help="Start from a dense model's weights (torch.save(state_dict) of the same "
-        "architecture with variant dense, or its `export`): MID-L layers take W, b, an SVD "
-        "light path and a neutral gate (model.init_from).",
+        "architecture with variant dense, or its `export`; with --model-factory, of the "
+        "factory's model with an nn.Linear where each MID-L layer is): MID-L layers take W, b, "
+        "an SVD light path and a neutral gate (model.init_from).",
         show_default=False,
     ),
 ]
