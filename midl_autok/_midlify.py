@@ -399,15 +399,15 @@ def init_from_dense_state(
     the gate is chosen as :func:`midlify`'s ``gate`` says (``auto``: at k = d/2)."""
     check_gate(gate, calibration)
     names = [n for n, m in model.named_modules() if isinstance(m, MIDL)]
-    if layout == "either":
-        layout = "sequential" if any(f"{n}.0.weight" in state for n in names) else "named"
     prefix = ".0" if layout == "sequential" else ""
+    if layout == "either":
+        prefix = ".0" if any(f"{n}.0.weight" in state for n in names) else ""
     expected, midl = _expected(model, prefix)
     diff = _first_difference(expected, state)
     if diff is not None:
         hint = (
             "give the weights of the same architecture built with variant dense"
-            if layout == "sequential"
+            if layout == "sequential"  # a built-in model; else a user's
             else "give the weights of its dense twin: an nn.Linear where each MID-L layer is "
             "(or nn.Sequential(nn.Linear, activation)), every other tensor as in the model"
         )
