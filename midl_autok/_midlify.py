@@ -47,8 +47,8 @@ when that is ``d``); ties keep the earlier kind:
   ``|act(W x + b) - act(l(x))|`` on the inputs (reduced-rank regression, no intercept: the
   gate has no bias), ``act`` the activation after the layer (the built-in models' MID-L layers
   carry theirs; midlify's layers are identity and the model's own follows them: midlify's
-  ``activation`` reads it from an ``nn.Sequential`` or is told it): it puts on the full path
-  the neurons whose light estimate is predicted worst.
+  ``activation`` reads it from the model, an ``nn.Sequential`` or its ``torch.fx`` trace, or
+  is told it): it puts on the full path the neurons whose light estimate is predicted worst.
 
 Each is scaled to spectral norm ``τ``. No kind ranks best everywhere
 (``experiments/probe_midlify_gate.py``, docs/own-model.md): the fitted one lost fewer points on
@@ -249,6 +249,7 @@ def midlify(
             layer (``nn.ReLU()``, ``torch.tanh``); a mapping of layer names to them (other
             layers: as ``"auto"``); ``None`` = identity for all. The choices are logged
             (``midl_autok._midlify``, INFO).
+
     Returns:
         ``(model, schedule)``: the same module object, and a constant
         :class:`~midl_autok.schedule.KSchedule` over the converted layers (named by their
