@@ -218,9 +218,11 @@ def traced_activations(model: nn.Module, names: list[str]) -> dict[str, Activati
 
 
 def activations(
-    model: nn.Module, names: list[str], activation: ActivationChoice
+    model: nn.Module, names: list[str], activation: ActivationChoice, *, read: bool = True
 ) -> dict[str, Activation | None]:
-    """midlify's ``activation``, resolved per converted layer (``None`` = identity)."""
+    """midlify's ``activation``, resolved per converted layer (``None`` = identity). With
+    ``read=False`` (the error gate will not be fitted) the argument is only checked: nothing
+    is read from the model (no trace)."""
     if activation is None:
         return dict.fromkeys(names)
     if isinstance(activation, str):
@@ -246,6 +248,8 @@ def activations(
             f"midlify: the activation for {bad[0]} must be a function or module, "
             f"but got {type(given[bad[0]]).__name__}"
         )
+    if not read:
+        return {n: given.get(n) for n in names}
     out: dict[str, Activation | None] = {
         n: given[n] if n in given else following_activation(model, n) for n in names
     }

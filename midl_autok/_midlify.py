@@ -268,7 +268,8 @@ def midlify(
             f"(its Linear layers: {listed or 'none'})"
         )
     check_gate(gate, calibration)
-    acts = activations(model, [n for n, _ in chosen], activation)
+    fits_error = calibration is not None and gate in ("auto", "error")  # what reads acts
+    acts = activations(model, [n for n, _ in chosen], activation, read=fits_error)
     batches = None if calibration is None else as_batches(calibration)
     seen = None if batches is None else layer_inputs(model, dict(chosen), batches)
     reference = model_outputs(model, batches) if batches is not None and gate == "auto" else None
@@ -321,11 +322,12 @@ def midlify(
 Layout = Literal["sequential", "named", "either"]
 
 
-def _expected(model: nn.Module, prefix: str) -> tuple[dict[str, tuple[int, ...]], dict[str, MIDL]]:
-    """Shapes a dense checkpoint of ``model``'s architecture holds, and the MID-L layers by
-    name. A MID-L layer ``N`` is ``N`` + ``prefix`` (``".0"`` or ``""``: :data:`Layout`), an
-    ``nn.Linear``; every other tensor keeps its name."""
-    midl = {n: m for n, m in model.named_modules() if isinstance(m, MIDL)}
+def _expected(
+    model: nn.Module, midl: Mapping[str, MIDL], prefix: str
+) -> dict[str, tuple[int, ...]]:
+    """Shapes a dense checkpoint of ``model``'s architecture holds (``midl``: its MID-L
+    layers by name). A MID-L layer ``N`` is ``N`` + ``prefix`` (``".0"`` or ``""``:
+    :data:`Layout`), an ``nn.Linear``; every other tensor keeps its name."""
     shapes: dict[str, tuple[int, ...]] = {}
     for name, tensor in model.state_dict().items():  # in the model's order
         owner = next((n for n in midl if name.startswith(f"{n}.")), None)
@@ -336,7 +338,7 @@ def _expected(model: nn.Module, prefix: str) -> tuple[dict[str, tuple[int, ...]]
             shapes[f"{owner}{prefix}.weight"] = (layer.out_features, layer.in_features)
             if layer.bias is not None:
                 shapes[f"{owner}{prefix}.bias"] = (layer.out_features,)
-    return shapes, midl
+    return shapes
 
 
 def _first_difference(
@@ -399,11 +401,11 @@ def init_from_dense_state(
     neuron on the full path (k = d, where the converted model computes the dense one), and
     the gate is chosen as :func:`midlify`'s ``gate`` says (``auto``: at k = d/2)."""
     check_gate(gate, calibration)
-    names = [n for n, m in model.named_modules() if isinstance(m, MIDL)]
+    midl = {n: m for n, m in model.named_modules() if isinstance(m, MIDL)}
     prefix = ".0" if layout == "sequential" else ""
     if layout == "either":
-        prefix = ".0" if any(f"{n}.0.weight" in state for n in names) else ""
-    expected, midl = _expected(model, prefix)
+        prefix = ".0" if any(f"{n}.0.weight" in state for n in midl) else ""
+    expected = _expected(model, midl, prefix)
     diff = _first_difference(expected, state)
     if diff is not None:
         hint = (

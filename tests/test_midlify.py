@@ -402,6 +402,24 @@ def test_a_handwritten_mlp_converts_as_its_sequential_twin() -> None:
     )
 
 
+def test_the_activation_is_read_only_where_the_error_gate_is_fitted(monkeypatch) -> None:
+    """No calibration, or gate "svd"/"data": the activation is checked but not read (no
+    trace of the model's forward); with gate "error" it is."""
+    import midl_autok._layer_choice as choice
+
+    def no_trace(model: nn.Module, names: list[str]) -> dict[str, object]:
+        raise AssertionError("traced")
+
+    monkeypatch.setattr(choice, "traced_activations", no_trace)
+    x = correlated_inputs(100, 32, seed=1).float()
+    midl_autok.midlify(HandMLP())
+    midl_autok.midlify(HandMLP(), calibration=x, gate="data")
+    with pytest.raises(UserError, match="not a converted layer"):
+        midl_autok.midlify(HandMLP(), activation={"z": torch.relu})  # still checked
+    with pytest.raises(AssertionError, match="traced"):
+        midl_autok.midlify(HandMLP(), calibration=x, gate="error")
+
+
 def test_a_model_that_cannot_be_traced_gets_identity_and_says_why(caplog) -> None:
     from midl_autok._layer_choice import activations
 
